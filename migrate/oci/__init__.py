@@ -1,1 +1,86 @@
-__all__: list[str] = []
+"""The OCI runtime-spec config: typed models, parsing, checks, `spec`.
+
+Everything below this package sees `Spec` and friends, never raw JSON.
+
+Names are loaded on first use (PEP 562 ``__getattr__``): defining the ~30
+frozen dataclasses costs about 10 ms (each generates and compiles six
+methods), which commands that never read a config (``state``, ``kill``,
+``list``) should not pay. ``from migrate.oci import Spec`` works as usual.
+"""
+
+import importlib
+
+# public name -> submodule that defines it
+_EXPORTS = {
+    # functions
+    "load_config": "parse",
+    "parse_config": "parse",
+    "parse_process": "parse",
+    "spec_to_dict": "parse",
+    "process_to_dict": "parse",
+    "default_spec": "defaults",
+    "DEFAULT_OCI_VERSION": "defaults",
+    "validate_spec": "validate",
+    "validate_process": "validate",
+    "ConfigError": "validate",
+    # models
+    "Spec": "model",
+    "Root": "model",
+    "Process": "model",
+    "ConsoleSize": "model",
+    "User": "model",
+    "Capabilities": "model",
+    "Rlimit": "model",
+    "Scheduler": "model",
+    "IOPriority": "model",
+    "CpuAffinity": "model",
+    "Mount": "model",
+    "IdMapping": "model",
+    "Hook": "model",
+    "Hooks": "model",
+    "Linux": "model",
+    "Namespace": "model",
+    "TimeOffset": "model",
+    "Device": "model",
+    "NetDevice": "model",
+    "Resources": "resources",
+    "DeviceRule": "resources",
+    "Memory": "resources",
+    "Cpu": "resources",
+    "Pids": "resources",
+    "BlockIO": "resources",
+    "WeightDevice": "resources",
+    "ThrottleDevice": "resources",
+    "HugepageLimit": "resources",
+    "Network": "resources",
+    "InterfacePriority": "resources",
+    "Rdma": "resources",
+    # constants
+    "CAPABILITIES": "constants",
+    "CAP_NUMBERS": "constants",
+    "CAP_LAST_CAP": "constants",
+    "RLIMITS": "constants",
+    "RLIM_INFINITY": "constants",
+    "NAMESPACE_TYPES": "constants",
+    "NAMESPACE_CLONE_FLAGS": "constants",
+    "NAMESPACE_PROC_NAMES": "constants",
+    "ROOTFS_PROPAGATIONS": "constants",
+    "SCHED_POLICIES": "constants",
+    "SCHED_FLAGS": "constants",
+    "IOPRIO_CLASSES": "constants",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,670 @@
+"""config.json <-> typed models.
+
+Reading follows Go's ``encoding/json`` as runc uses it: unknown keys are
+ignored, ``null`` is the same as absent, a number must be an integer in
+the range of the Go field's type (``uint32`` ids, ``int64`` limits), and
+an empty optional string means "not set". Writing follows ``omitempty``, so
+`spec_to_dict` of a parsed canonical config gives the same JSON back (with
+``root.path`` made absolute).
+
+Errors name the JSON path: ``config.json: linux.namespaces[2].path: must be
+a string``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from migrate.errors import KernelError, NotFoundError, UsageError
+from migrate.oci.constants import HOOK_NAMES
+from migrate.oci.model import (
+    Capabilities,
+    ConsoleSize,
+    CpuAffinity,
+    Device,
+    Hook,
+    Hooks,
+    IdMapping,
+    IOPriority,
+    Linux,
+    Mount,
+    Namespace,
+    NetDevice,
+    Process,
+    Rlimit,
+    Root,
+    Scheduler,
+    Spec,
+    TimeOffset,
+    User,
+)
+from migrate.oci.resources import (
+    BlockIO,
+    Cpu,
+    DeviceRule,
+    HugepageLimit,
+    InterfacePriority,
+    Memory,
+    Network,
+    Pids,
+    Rdma,
+    Resources,
+    ThrottleDevice,
+    WeightDevice,
+)
+from migrate.oci.validate import Invalid, check_process, check_spec
+
+__all__ = [
+    "load_config",
+    "parse_config",
+    "parse_process",
+    "spec_to_dict",
+    "process_to_dict",
+]
+
+# Ranges of the Go field types in runtime-spec's specs-go/config.go.
+_U16 = (0, 2**16 - 1)
+_U32 = (0, 2**32 - 1)
+_U64 = (0, 2**64 - 1)
+_I32 = (-(2**31), 2**31 - 1)
+_I64 = (-(2**63), 2**63 - 1)
+
+
+# -- public entry points ------------------------------------------------------
+
+
+def load_config(bundle: str) -> Spec:
+    """Read, parse and check ``<bundle>/config.json``.
+
+    Raises:
+        NotFoundError: there is no config.json in the bundle.
+        UsageError: it is not valid JSON (a `ConfigError` when it is JSON
+            but not a valid config).
+        KernelError: it exists but cannot be read.
+    """
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise NotFoundError(f'bundle "{bundle}": config.json not found') from None
+    except OSError as err:
+        raise KernelError.from_oserror("read", err, path) from err
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise UsageError(f"config.json: invalid json: {_json_reason(err)}") from None
+    return parse_config(data, bundle=bundle)
+
+
+def parse_config(data: dict, *, bundle: str = ".", source: str = "config.json") -> Spec:
+    """Turn a decoded config.json into a checked `Spec`.
+
+    ``root.path`` is resolved against ``bundle`` into an absolute path;
+    ``source`` names the document in error messages.
+
+    Raises:
+        ConfigError: (a UsageError) wrong types, missing keys, bad values.
+    """
+    try:
+        spec = _spec(_Obj(data, ""), bundle)
+        check_spec(spec)
+    except Invalid as err:
+        raise err.to_error(source) from None
+    return spec
+
+
+def parse_process(data: dict, *, source: str = "process.json") -> Process:
+    """Turn a decoded process.json (``exec --process``) into a checked `Process`.
+
+    Raises:
+        ConfigError: (a UsageError) wrong types, missing keys, bad values.
+    """
+    try:
+        process = _process(_Obj(data, ""))
+        check_process(process, "")
+    except Invalid as err:
+        raise err.to_error(source) from None
+    return process
+
+
+def spec_to_dict(spec: Spec) -> dict:
+    """The config.json object for ``spec``; `parse_config` reads it back equal."""
+    d: dict = {"ociVersion": spec.oci_version}
+    if spec.process is not None:
+        d["process"] = process_to_dict(spec.process)
+    d["root"] = _put({"path": spec.root.path}, readonly=spec.root.readonly)
+    _put(d, hostname=spec.hostname, domainname=spec.domainname)
+    if spec.mounts:
+        d["mounts"] = [_mount_out(m) for m in spec.mounts]
+    if spec.hooks:
+        d["hooks"] = _hooks_out(spec.hooks)
+    _put(d, annotations=dict(spec.annotations))
+    linux = _linux_out(spec.linux)
+    if linux:
+        d["linux"] = linux
+    return d
+
+
+def process_to_dict(process: Process) -> dict:
+    """The JSON object for ``process``; `parse_process` reads it back equal."""
+    p = process
+    d: dict = _put({}, terminal=p.terminal)
+    if p.console_size is not None:
+        d["consoleSize"] = {"height": p.console_size.height, "width": p.console_size.width}
+    user = _put_set({"uid": p.user.uid, "gid": p.user.gid}, umask=p.user.umask)
+    d["user"] = _put(user, additionalGids=list(p.user.additional_gids))
+    d["args"] = list(p.args)
+    _put(d, env=list(p.env))
+    d["cwd"] = p.cwd
+    if p.capabilities is not None:
+        c = p.capabilities
+        d["capabilities"] = _put(
+            {}, bounding=list(c.bounding), effective=list(c.effective),
+            inheritable=list(c.inheritable), permitted=list(c.permitted), ambient=list(c.ambient))
+    _put(d, rlimits=[{"type": r.type, "hard": r.hard, "soft": r.soft} for r in p.rlimits],
+         noNewPrivileges=p.no_new_privileges, apparmorProfile=p.apparmor_profile)
+    _put_set(d, oomScoreAdj=p.oom_score_adj)
+    if p.scheduler is not None:
+        s = p.scheduler
+        d["scheduler"] = _put({"policy": s.policy}, nice=s.nice, priority=s.priority,
+                              flags=list(s.flags), runtime=s.runtime, deadline=s.deadline,
+                              period=s.period)
+    _put(d, selinuxLabel=p.selinux_label)
+    if p.io_priority is not None:
+        d["ioPriority"] = {"class": p.io_priority.class_, "priority": p.io_priority.priority}
+    if p.exec_cpu_affinity is not None:
+        a = p.exec_cpu_affinity
+        d["execCPUAffinity"] = _put({}, initial=a.initial, final=a.final)
+    return d
+
+
+def _json_reason(err: Exception) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg[0].lower()}{err.msg[1:]} at line {err.lineno} column {err.colno}"
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err).lower()
+
+
+# -- reading ------------------------------------------------------------------
+
+
+class _Obj:
+    """Typed getters over one JSON object, each naming its key on error."""
+
+    __slots__ = ("d", "where")
+
+    def __init__(self, value, where: str):
+        if not isinstance(value, dict):
+            raise Invalid(where, "must be an object") if where else Invalid("", "must be a json object")
+        self.d = value
+        self.where = where
+
+    def at(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def _get(self, key: str, required: bool):
+        value = self.d.get(key)
+        if value is None and required:
+            raise Invalid(self.at(key), "is required")
+        return value
+
+    def str(self, key: str, *, required: bool = False) -> str | None:
+        """A string; "" counts as absent unless ``required`` (then it is kept)."""
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise Invalid(self.at(key), "must be a string")
+        return value if required else (value or None)
+
+    def bool(self, key: str) -> bool:
+        return bool(self.opt_bool(key))
+
+    def opt_bool(self, key: str) -> bool | None:
+        value = self.d.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            raise Invalid(self.at(key), "must be true or false")
+        return value
+
+    def int(self, key: str, bounds: tuple[int, int], *, required: bool = False) -> int | None:
+        return _int(self._get(key, required), bounds, self.at(key))
+
+    def strs(self, key: str) -> tuple[str, ...]:
+        items = self._list(key)
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise Invalid(f"{self.at(key)}[{i}]", "must be a string")
+        return tuple(items)
+
+    def ints(self, key: str, bounds: tuple[int, int]) -> tuple[int, ...]:
+        at = self.at(key)
+        return tuple(_int(v, bounds, f"{at}[{i}]") for i, v in enumerate(self._list(key)))
+
+    def obj(self, key: str) -> _Obj | None:
+        value = self.d.get(key)
+        return None if value is None else _Obj(value, self.at(key))
+
+    def objs(self, key: str) -> list[_Obj]:
+        at = self.at(key)
+        return [_Obj(v, f"{at}[{i}]") for i, v in enumerate(self._list(key))]
+
+    def raw(self, key: str) -> dict | None:
+        """An object kept as JSON (seccomp, personality, ...): only its type is checked."""
+        value = self.d.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise Invalid(self.at(key), "must be an object")
+        return value
+
+    def str_map(self, key: str) -> dict[str, str]:
+        value = self._map(key)
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise Invalid(f'{self.at(key)}["{k}"]', "must be a string")
+        return dict(value)
+
+    def obj_map(self, key: str) -> dict[str, _Obj]:
+        at = self.at(key)
+        return {k: _Obj(v, f'{at}["{k}"]') for k, v in self._map(key).items()}
+
+    def _list(self, key: str) -> list:
+        value = self.d.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise Invalid(self.at(key), "must be a list")
+        return value
+
+    def _map(self, key: str) -> dict:
+        value = self.d.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise Invalid(self.at(key), "must be an object")
+        return value
+
+
+def _int(value, bounds: tuple[int, int], where: str) -> int | None:
+    if value is None:
+        return None
+    # bool is an int in Python but not in JSON; 1.0 would not unmarshal
+    # into a Go integer either.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(where, "must be an integer")
+    lo, hi = bounds
+    if not lo <= value <= hi:
+        raise Invalid(where, f"must be from {lo} to {hi}, got {value}")
+    return value
+
+
+def _spec(o: _Obj, bundle: str) -> Spec:
+    version = o.str("ociVersion", required=True)
+    if not version:
+        raise Invalid("ociVersion", "must not be empty")
+    root = o.obj("root")
+    if root is None:
+        raise Invalid("root", "is required")
+    root_path = root.str("path", required=True)
+    if not root_path:
+        raise Invalid("root.path", "must not be empty")
+    process = o.obj("process")
+    hooks = o.obj("hooks")
+    linux = o.obj("linux")
+    return Spec(
+        oci_version=version,
+        root=Root(
+            path=os.path.normpath(os.path.join(os.path.abspath(bundle), root_path)),
+            readonly=root.bool("readonly"),
+        ),
+        process=None if process is None else _process(process),
+        hostname=o.str("hostname"),
+        domainname=o.str("domainname"),
+        mounts=tuple(_mount(m) for m in o.objs("mounts")),
+        hooks=Hooks() if hooks is None else _hooks(hooks),
+        annotations=o.str_map("annotations"),
+        linux=Linux() if linux is None else _linux(linux),
+    )
+
+
+def _process(o: _Obj) -> Process:
+    # Go decodes a missing "user" (or uid, gid) as zero, and runc runs it as root.
+    user = o.obj("user") or _Obj({}, o.at("user"))
+    console = o.obj("consoleSize")
+    caps = o.obj("capabilities")
+    sched = o.obj("scheduler")
+    iop = o.obj("ioPriority")
+    aff = o.obj("execCPUAffinity")
+    args = o.strs("args")
+    if not args:
+        raise Invalid(o.at("args"), "must be a non-empty list of strings")
+    return Process(
+        terminal=o.bool("terminal"),
+        console_size=None if console is None else ConsoleSize(
+            height=console.int("height", _U64, required=True),
+            width=console.int("width", _U64, required=True),
+        ),
+        user=User(
+            uid=user.int("uid", _U32) or 0,
+            gid=user.int("gid", _U32) or 0,
+            umask=user.int("umask", _U32),
+            additional_gids=user.ints("additionalGids", _U32),
+        ),
+        args=args,
+        env=o.strs("env"),
+        cwd=o.str("cwd", required=True),
+        capabilities=None if caps is None else Capabilities(
+            bounding=caps.strs("bounding"),
+            effective=caps.strs("effective"),
+            inheritable=caps.strs("inheritable"),
+            permitted=caps.strs("permitted"),
+            ambient=caps.strs("ambient"),
+        ),
+        rlimits=tuple(
+            Rlimit(type=r.str("type", required=True),
+                   hard=r.int("hard", _U64, required=True),
+                   soft=r.int("soft", _U64, required=True))
+            for r in o.objs("rlimits")
+        ),
+        no_new_privileges=o.bool("noNewPrivileges"),
+        apparmor_profile=o.str("apparmorProfile"),
+        oom_score_adj=o.int("oomScoreAdj", _I64),
+        scheduler=None if sched is None else Scheduler(
+            policy=sched.str("policy", required=True),
+            nice=sched.int("nice", _I32) or 0,
+            priority=sched.int("priority", _I32) or 0,
+            flags=sched.strs("flags"),
+            runtime=sched.int("runtime", _U64) or 0,
+            deadline=sched.int("deadline", _U64) or 0,
+            period=sched.int("period", _U64) or 0,
+        ),
+        selinux_label=o.str("selinuxLabel"),
+        io_priority=None if iop is None else IOPriority(
+            class_=iop.str("class", required=True),
+            priority=iop.int("priority", _I64) or 0,
+        ),
+        exec_cpu_affinity=None if aff is None else CpuAffinity(
+            initial=aff.str("initial"), final=aff.str("final"),
+        ),
+    )
+
+
+def _id_mappings(o: _Obj, key: str) -> tuple[IdMapping, ...]:
+    return tuple(
+        IdMapping(container_id=m.int("containerID", _U32, required=True),
+                  host_id=m.int("hostID", _U32, required=True),
+                  size=m.int("size", _U32, required=True))
+        for m in o.objs(key)
+    )
+
+
+def _mount(o: _Obj) -> Mount:
+    return Mount(
+        destination=o.str("destination", required=True),
+        type=o.str("type"),
+        source=o.str("source"),
+        options=o.strs("options"),
+        uid_mappings=_id_mappings(o, "uidMappings"),
+        gid_mappings=_id_mappings(o, "gidMappings"),
+    )
+
+
+def _hooks(o: _Obj) -> Hooks:
+    return Hooks(**{
+        attr: tuple(
+            Hook(path=h.str("path", required=True), args=h.strs("args"),
+                 env=h.strs("env"), timeout=h.int("timeout", _I64))
+            for h in o.objs(key)
+        )
+        for key, attr in HOOK_NAMES.items()
+    })
+
+
+def _linux(o: _Obj) -> Linux:
+    resources = o.obj("resources")
+    return Linux(
+        namespaces=tuple(
+            Namespace(type=n.str("type", required=True), path=n.str("path"))
+            for n in o.objs("namespaces")
+        ),
+        uid_mappings=_id_mappings(o, "uidMappings"),
+        gid_mappings=_id_mappings(o, "gidMappings"),
+        time_offsets={
+            clock: TimeOffset(secs=t.int("secs", _I64) or 0, nanosecs=t.int("nanosecs", _U32) or 0)
+            for clock, t in o.obj_map("timeOffsets").items()
+        },
+        devices=tuple(
+            Device(type=d.str("type", required=True),
+                   path=d.str("path", required=True),
+                   major=d.int("major", _I64) or 0,
+                   minor=d.int("minor", _I64) or 0,
+                   file_mode=d.int("fileMode", _U32),
+                   uid=d.int("uid", _U32),
+                   gid=d.int("gid", _U32))
+            for d in o.objs("devices")
+        ),
+        net_devices={name: NetDevice(name=d.str("name"))
+                     for name, d in o.obj_map("netDevices").items()},
+        cgroups_path=o.str("cgroupsPath"),
+        resources=None if resources is None else _resources(resources),
+        rootfs_propagation=o.str("rootfsPropagation"),
+        masked_paths=o.strs("maskedPaths"),
+        readonly_paths=o.strs("readonlyPaths"),
+        sysctl=o.str_map("sysctl"),
+        seccomp=o.raw("seccomp"),
+        mount_label=o.str("mountLabel"),
+        personality=o.raw("personality"),
+        intel_rdt=o.raw("intelRdt"),
+        memory_policy=o.raw("memoryPolicy"),
+    )
+
+
+def _resources(o: _Obj) -> Resources:
+    mem = o.obj("memory")
+    cpu = o.obj("cpu")
+    pids = o.obj("pids")
+    blkio = o.obj("blockIO")
+    net = o.obj("network")
+    return Resources(
+        devices=tuple(
+            DeviceRule(allow=_required_bool(r, "allow"), type=r.str("type"),
+                       major=r.int("major", _I64), minor=r.int("minor", _I64),
+                       access=r.str("access"))
+            for r in o.objs("devices")
+        ),
+        memory=None if mem is None else Memory(
+            limit=mem.int("limit", _I64),
+            reservation=mem.int("reservation", _I64),
+            swap=mem.int("swap", _I64),
+            kernel=mem.int("kernel", _I64),
+            kernel_tcp=mem.int("kernelTCP", _I64),
+            swappiness=mem.int("swappiness", _U64),
+            disable_oom_killer=mem.opt_bool("disableOOMKiller"),
+            use_hierarchy=mem.opt_bool("useHierarchy"),
+            check_before_update=mem.opt_bool("checkBeforeUpdate"),
+        ),
+        cpu=None if cpu is None else Cpu(
+            shares=cpu.int("shares", _U64),
+            quota=cpu.int("quota", _I64),
+            burst=cpu.int("burst", _U64),
+            period=cpu.int("period", _U64),
+            realtime_runtime=cpu.int("realtimeRuntime", _I64),
+            realtime_period=cpu.int("realtimePeriod", _U64),
+            cpus=cpu.str("cpus"),
+            mems=cpu.str("mems"),
+            idle=cpu.int("idle", _I64),
+        ),
+        pids=None if pids is None else Pids(limit=pids.int("limit", _I64, required=True)),
+        block_io=None if blkio is None else _block_io(blkio),
+        hugepage_limits=tuple(
+            HugepageLimit(page_size=h.str("pageSize", required=True),
+                          limit=h.int("limit", _U64, required=True))
+            for h in o.objs("hugepageLimits")
+        ),
+        network=None if net is None else Network(
+            class_id=net.int("classID", _U32),
+            priorities=tuple(
+                InterfacePriority(name=p.str("name", required=True),
+                                  priority=p.int("priority", _U32, required=True))
+                for p in net.objs("priorities")
+            ),
+        ),
+        rdma={dev: Rdma(hca_handles=r.int("hcaHandles", _U32), hca_objects=r.int("hcaObjects", _U32))
+              for dev, r in o.obj_map("rdma").items()},
+        unified=o.str_map("unified"),
+    )
+
+
+def _required_bool(o: _Obj, key: str) -> bool:
+    value = o.opt_bool(key)
+    if value is None:
+        raise Invalid(o.at(key), "is required")
+    return value
+
+
+def _throttle(o: _Obj, key: str) -> tuple[ThrottleDevice, ...]:
+    return tuple(
+        ThrottleDevice(major=t.int("major", _I64, required=True),
+                       minor=t.int("minor", _I64, required=True),
+                       rate=t.int("rate", _U64, required=True))
+        for t in o.objs(key)
+    )
+
+
+def _block_io(o: _Obj) -> BlockIO:
+    return BlockIO(
+        weight=o.int("weight", _U16),
+        leaf_weight=o.int("leafWeight", _U16),
+        weight_device=tuple(
+            WeightDevice(major=w.int("major", _I64, required=True),
+                         minor=w.int("minor", _I64, required=True),
+                         weight=w.int("weight", _U16),
+                         leaf_weight=w.int("leafWeight", _U16))
+            for w in o.objs("weightDevice")
+        ),
+        throttle_read_bps_device=_throttle(o, "throttleReadBpsDevice"),
+        throttle_write_bps_device=_throttle(o, "throttleWriteBpsDevice"),
+        throttle_read_iops_device=_throttle(o, "throttleReadIOPSDevice"),
+        throttle_write_iops_device=_throttle(o, "throttleWriteIOPSDevice"),
+    )
+
+
+# -- writing ------------------------------------------------------------------
+
+
+def _put(d: dict, **items) -> dict:
+    """Set the items that Go's ``omitempty`` would write (truthy ones)."""
+    for key, value in items.items():
+        if value:
+            d[key] = value
+    return d
+
+
+def _put_set(d: dict, **items) -> dict:
+    """Set the items that are not None (Go pointer fields: 0 and false stay)."""
+    for key, value in items.items():
+        if value is not None:
+            d[key] = value
+    return d
+
+
+def _id_mappings_out(maps) -> list[dict]:
+    return [{"containerID": m.container_id, "hostID": m.host_id, "size": m.size} for m in maps]
+
+
+def _mount_out(m: Mount) -> dict:
+    d = {"destination": m.destination}
+    return _put(d, type=m.type, source=m.source, options=list(m.options),
+                uidMappings=_id_mappings_out(m.uid_mappings),
+                gidMappings=_id_mappings_out(m.gid_mappings))
+
+
+def _hooks_out(hooks: Hooks) -> dict:
+    d: dict = {}
+    for key, attr in HOOK_NAMES.items():
+        items = []
+        for h in getattr(hooks, attr):
+            item = _put({"path": h.path}, args=list(h.args), env=list(h.env))
+            items.append(_put_set(item, timeout=h.timeout))
+        _put(d, **{key: items})
+    return d
+
+
+def _linux_out(linux: Linux) -> dict:
+    d: dict = {}
+    _put(d,
+         uidMappings=_id_mappings_out(linux.uid_mappings),
+         gidMappings=_id_mappings_out(linux.gid_mappings),
+         sysctl=dict(linux.sysctl))
+    if linux.resources is not None:
+        d["resources"] = _resources_out(linux.resources)
+    _put(d, cgroupsPath=linux.cgroups_path,
+         namespaces=[_put({"type": n.type}, path=n.path) for n in linux.namespaces],
+         devices=[_put_set({"path": v.path, "type": v.type, "major": v.major, "minor": v.minor},
+                           fileMode=v.file_mode, uid=v.uid, gid=v.gid)
+                  for v in linux.devices],
+         netDevices={k: _put({}, name=v.name) for k, v in linux.net_devices.items()})
+    _put_set(d, seccomp=linux.seccomp)
+    _put(d, rootfsPropagation=linux.rootfs_propagation,
+         maskedPaths=list(linux.masked_paths),
+         readonlyPaths=list(linux.readonly_paths),
+         mountLabel=linux.mount_label)
+    _put_set(d, intelRdt=linux.intel_rdt, memoryPolicy=linux.memory_policy,
+             personality=linux.personality)
+    _put(d, timeOffsets={k: _put({}, secs=t.secs, nanosecs=t.nanosecs)
+                         for k, t in linux.time_offsets.items()})
+    return d
+
+
+def _resources_out(r: Resources) -> dict:
+    d: dict = {}
+    _put(d, devices=[_put_set({"allow": x.allow}, type=x.type, major=x.major, minor=x.minor,
+                              access=x.access)
+                     for x in r.devices])
+    if r.memory is not None:
+        m = r.memory
+        d["memory"] = _put_set({}, limit=m.limit, reservation=m.reservation, swap=m.swap,
+                               kernel=m.kernel, kernelTCP=m.kernel_tcp, swappiness=m.swappiness,
+                               disableOOMKiller=m.disable_oom_killer,
+                               useHierarchy=m.use_hierarchy,
+                               checkBeforeUpdate=m.check_before_update)
+    if r.cpu is not None:
+        c = r.cpu
+        d["cpu"] = _put_set({}, shares=c.shares, quota=c.quota, burst=c.burst, period=c.period,
+                            realtimeRuntime=c.realtime_runtime, realtimePeriod=c.realtime_period,
+                            cpus=c.cpus, mems=c.mems, idle=c.idle)
+    if r.pids is not None:
+        d["pids"] = {"limit": r.pids.limit}
+    if r.block_io is not None:
+        d["blockIO"] = _block_io_out(r.block_io)
+    _put(d, hugepageLimits=[{"pageSize": h.page_size, "limit": h.limit}
+                            for h in r.hugepage_limits])
+    if r.network is not None:
+        n = r.network
+        d["network"] = _put(_put_set({}, classID=n.class_id),
+                            priorities=[{"name": p.name, "priority": p.priority}
+                                        for p in n.priorities])
+    _put(d, rdma={k: _put_set({}, hcaHandles=v.hca_handles, hcaObjects=v.hca_objects)
+                  for k, v in r.rdma.items()},
+         unified=dict(r.unified))
+    return d
+
+
+def _block_io_out(b: BlockIO) -> dict:
+    def throttle(items):
+        return [{"major": t.major, "minor": t.minor, "rate": t.rate} for t in items]
+
+    d = _put_set({}, weight=b.weight, leafWeight=b.leaf_weight)
+    return _put(
+        d,
+        weightDevice=[_put_set({"major": w.major, "minor": w.minor},
+                               weight=w.weight, leafWeight=w.leaf_weight)
+                      for w in b.weight_device],
+        throttleReadBpsDevice=throttle(b.throttle_read_bps_device),
+        throttleWriteBpsDevice=throttle(b.throttle_write_bps_device),
+        throttleReadIOPSDevice=throttle(b.throttle_read_iops_device),
+        throttleWriteIOPSDevice=throttle(b.throttle_write_iops_device),
+    )
