@@ -1,0 +1,378 @@
+"""What every cgroup manager shares.
+
+- ``CgroupManager`` (in ``protocol.py``, which alone needs ``typing``) is
+  the Protocol; ``v1.py`` (v1 and hybrid) and ``v2.py`` (pure unified)
+  implement it on top of ``ManagerBase`` here.
+- ``CgroupFiles``: the one seam through which managers touch cgroupfs
+  (read, write, mkdir, rmdir, kill, sleep). Unit tests pass a subclass that
+  plays the kernel on a ``tmp_path`` tree.
+- Parsers for ``/proc/self/mountinfo`` and ``/proc/self/cgroup``, and the
+  cgroups-path rules of runc's cgroupfs driver.
+- ``ManagerBase``: rootless tolerance, the freeze/signal/thaw dance of
+  ``kill_all``, recursive pid listing and bounded removal.
+
+Nothing here keeps state between calls; roots are parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import signal
+import time
+from collections import namedtuple
+
+TYPE_CHECKING = False  # typing costs ~10 ms at start-up; annotations only
+if TYPE_CHECKING:
+    from typing import Any, Iterator
+
+from migrate.errors import KernelError, MigrateError, UsageError
+
+log = logging.getLogger("migrate.runtime.cgroups")
+
+STATE_VERSION = 1
+DEFAULT_PARENT = "/migrate"
+
+# Super options of a v1 cgroup mount that are not controller names.
+_V1_NON_CONTROLLER_OPTIONS = frozenset({
+    "rw", "ro", "none", "all", "noprefix", "xattr", "clone_children",
+    "cpuset_v2_mode", "favordynmods", "nsdelegate", "memory_recursiveprot",
+})
+
+# rmdir of a cgroup whose last task just exited can fail with EBUSY for a
+# moment (the task is still being released); runc retries the same way
+# (libcontainer/cgroups/utils.go RemovePath).
+_RMDIR_DELAYS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
+
+
+# One cgroup line of mountinfo: where it is mounted, the hierarchy path
+# mounted there, "cgroup" or "cgroup2", and (v1) the controllers, such as
+# ("cpu", "cpuacct") or ("name=systemd",).
+Mount = namedtuple("Mount", "mount_point root fstype controllers")
+
+
+class CgroupFiles:
+    """The real cgroupfs. Methods raise ``OSError``; managers wrap them.
+
+    A cgroupfs control file takes one value per ``write(2)``; ``O_TRUNC``
+    is harmless there and makes the same code work on plain files.
+    """
+
+    def read(self, path: str) -> str:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+
+    def write(self, path: str, data: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path, 0o755)
+
+    def rmdir(self, path: str) -> None:
+        os.rmdir(path)
+
+    def kill(self, pid: int, sig: int) -> None:
+        os.kill(pid, sig)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+# ---- parsing -------------------------------------------------------------
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo (proc(5)).
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit() and len(field[i + 1:i + 4]) == 3:
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """The cgroup and cgroup2 mounts in mountinfo text, in order (proc(5))."""
+    mounts = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
+            continue
+        controllers: tuple[str, ...] = ()
+        if tail[0] == "cgroup":
+            controllers = tuple(
+                o for o in tail[2].split(",")
+                if o.startswith("name=") or ("=" not in o and o not in _V1_NON_CONTROLLER_OPTIONS))
+        mounts.append(Mount(_unescape(fields[4]), _unescape(fields[3]), tail[0], controllers))
+    return mounts
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """``/proc/PID/cgroup`` as controller -> path; ``""`` is the v2 hierarchy.
+
+    Joined controllers (``2:cpu,cpuacct:/x``) give one key each.
+    """
+    own: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, names, path = parts
+        if not names:
+            own[""] = path
+        for name in names.split(","):
+            if name:
+                own[name] = path
+    return own
+
+
+def normalize_cgroups_path(cgroups_path: str | None, container_id: str) -> str:
+    """Apply runc's cgroupfs rules to ``linux.cgroupsPath``.
+
+    Returns ``"/migrate/<id>"`` for an empty path, the cleaned path otherwise
+    (absolute paths start with "/", relative ones do not). A path whose ".."
+    would climb above its starting point raises ``UsageError``.
+    """
+    if not cgroups_path:
+        if not container_id or "/" in container_id or container_id in (".", ".."):
+            raise UsageError(f'invalid container ID for a cgroup path: "{container_id}"')
+        return f"{DEFAULT_PARENT}/{container_id}"
+    if "\0" in cgroups_path:
+        raise UsageError(f'invalid cgroups path "{cgroups_path}"')
+    parts: list[str] = []
+    for part in cgroups_path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise UsageError(f'cgroups path "{cgroups_path}" escapes its cgroup hierarchy')
+            parts.pop()
+        else:
+            parts.append(part)
+    if not parts:
+        raise UsageError(f'cgroups path "{cgroups_path}" names the hierarchy root itself')
+    inner = "/".join(parts)
+    return "/" + inner if cgroups_path.startswith("/") else inner
+
+
+def cgroup_dir(mount: Mount, own_path: str | None, inner: str) -> str:
+    """The directory for ``inner`` (see ``normalize_cgroups_path``) in a hierarchy.
+
+    Absolute paths start at the mount; relative ones at this process's own
+    cgroup in that hierarchy (runc's fs ``subsysPath``), made relative to the
+    part of the hierarchy that is mounted.
+    """
+    if inner.startswith("/"):
+        return mount.mount_point.rstrip("/") + inner
+    base = mount.mount_point
+    if own_path:
+        rel = os.path.relpath(own_path, mount.root)
+        if not rel.startswith(".."):
+            base = os.path.normpath(os.path.join(mount.mount_point, rel))
+    return os.path.join(base, inner)
+
+
+def levels(mount_point: str, path: str) -> list[str]:
+    """Every directory from below ``mount_point`` down to ``path``, in order."""
+    rel = os.path.relpath(path, mount_point)
+    if rel == ".":
+        return []
+    out, current = [], mount_point
+    for part in rel.split("/"):
+        current = os.path.join(current, part)
+        out.append(current)
+    return out
+
+
+# ---- the manager core ----------------------------------------------------
+
+class ManagerBase:
+    """File access with ``KernelError``, rootless tolerance, shared operations.
+
+    Subclasses provide ``_dirs()`` (unique directories, primary first),
+    ``_procs_dir()``, ``freeze``/``thaw``/``is_frozen`` and the rest of the
+    Protocol.
+    """
+
+    # v1 freezing and v2 frozen-waits poll; bounded so a stuck cgroup fails.
+    freeze_retries = 1000
+
+    def __init__(self, *, rootless: bool = False, usable: bool = True,
+                 files: CgroupFiles | None = None):
+        self._rootless = rootless
+        self._usable = usable
+        self._files = files if files is not None else CgroupFiles()
+
+    # -- plumbing
+
+    def _read(self, path: str) -> str:
+        try:
+            return self._files.read(path).strip()
+        except OSError as err:
+            raise KernelError("read", path, err.errno or errno.EIO) from err
+
+    def _read_opt(self, path: str) -> str | None:
+        """The file's content, or None when it does not exist."""
+        try:
+            return self._files.read(path).strip()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise KernelError("read", path, err.errno or errno.EIO) from err
+
+    def _write(self, path: str, value: str | int, detail: str = "") -> None:
+        try:
+            self._files.write(path, str(value))
+        except OSError as err:
+            raise KernelError("write", path, err.errno or errno.EIO, detail) from err
+
+    def _mkdir_p(self, mount_point: str, path: str) -> list[str]:
+        """Create the missing levels of ``path``; return the ones created."""
+        created = []
+        for level in levels(mount_point, path):
+            if os.path.isdir(level):
+                continue
+            try:
+                self._files.mkdir(level)
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise KernelError("mkdir", level, err.errno or errno.EIO) from err
+            created.append(level)
+        return created
+
+    @contextlib.contextmanager
+    def _tolerated(self, what: str, *, disables: bool = False) -> Iterator[None]:
+        """In rootless mode, log a cgroup error instead of raising it."""
+        try:
+            yield
+        except MigrateError as err:
+            if not self._rootless:
+                raise
+            log.debug("rootless: ignoring cgroup error during %s: %s", what, err)
+            if disables:
+                self._usable = False
+
+    def is_usable(self) -> bool:
+        """False when, rootless, the cgroup could not be created or joined."""
+        return self._usable
+
+    # -- shared operations
+
+    def _dirs(self) -> list[str]:
+        raise NotImplementedError
+
+    def _procs_dir(self) -> str:
+        raise NotImplementedError
+
+    def pids(self) -> list[int]:
+        """Every pid in the container's cgroup and its sub-cgroups."""
+        top = self._procs_dir()
+        if not self._usable or not top or not os.path.isdir(top):
+            return []
+        found: list[int] = []
+        for dirpath, _, _ in os.walk(top):
+            content = self._read_opt(os.path.join(dirpath, "cgroup.procs"))
+            found.extend(int(p) for p in (content or "").split())
+        return sorted(set(found))
+
+    def exists(self) -> bool:
+        return any(os.path.isdir(d) for d in self._dirs())
+
+    def kill_all(self, sig: int) -> None:
+        """Signal every process of the container.
+
+        Freeze first so that nothing forks between listing and signalling
+        (runc signalAllProcesses). After SIGKILL the cgroup is thawed even if
+        it was paused: v1 frozen tasks only die once thawed. Other signals
+        leave a paused container paused (delivered when it resumes).
+        Missing processes are ignored.
+        """
+        if not self._usable:
+            return
+        was_frozen = self.is_frozen()
+        if not was_frozen:
+            try:
+                self.freeze()
+            except MigrateError as err:  # signal anyway: better than nothing
+                log.warning("cannot freeze before signalling: %s", err)
+        try:
+            for pid in self.pids():
+                try:
+                    self._files.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+                except OSError as err:
+                    raise KernelError("kill", f"pid {pid}", err.errno or errno.EIO) from err
+        finally:
+            if sig == signal.SIGKILL or not was_frozen:
+                self.thaw()
+
+    def _remove_tree(self, top: str) -> None:
+        """rmdir ``top`` and its sub-cgroups, retrying EBUSY for a short while."""
+        if not os.path.isdir(top):
+            return
+        subdirs = [dirpath for dirpath, _, _ in os.walk(top, topdown=False)]
+        for path in subdirs:
+            for delay in (*_RMDIR_DELAYS, None):
+                try:
+                    self._files.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as err:
+                    if err.errno != errno.EBUSY or delay is None:
+                        raise KernelError("rmdir", path, err.errno or errno.EIO) from err
+                    self._files.sleep(delay)
+
+    def destroy(self) -> None:
+        """Remove the container's cgroup directories (not their parents)."""
+        for d in self._dirs():
+            with self._tolerated("destroy"):
+                self._remove_tree(d)
+
+    def _wait_for(self, path: str, done, what: str) -> None:
+        """Poll ``path`` until ``done(content)``; KernelError(EBUSY) if it never is."""
+        for i in range(self.freeze_retries):
+            if done(self._read(path)):
+                return
+            self._files.sleep(0.001 if i < 10 else 0.01)
+        raise KernelError(what, path, errno.EBUSY, "timed out waiting for the cgroup to settle")
+
+
+def read_int(text: str | None) -> int | None:
+    """A cgroup number: None for missing, "max" or garbage."""
+    if text is None:
+        return None
+    try:
+        return int(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def flat_keyed(text: str | None) -> dict[str, int]:
+    """``key value`` lines (cpu.stat, memory.stat, cgroup.events) as a dict."""
+    out: dict[str, int] = {}
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            out[key] = int(value)
+    return out
+
+
+def attr(obj: Any, name: str) -> Any:
+    """``obj.name`` or None: the resources model is duck-typed."""
+    return None if obj is None else getattr(obj, name, None)
