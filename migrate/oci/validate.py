@@ -312,7 +312,8 @@ def _check_sysctl(spec) -> None:
         else:
             raise Invalid(at, "is not namespaced: it would change the host")
         if not linux.has_namespace(needs):
-            raise Invalid(at, f"needs a {needs} namespace in linux.namespaces")
+            article = "an" if needs == "ipc" else "a"
+            raise Invalid(at, f"needs {article} {needs} namespace in linux.namespaces")
 
 
 def _check_restricted_paths(linux) -> None:
