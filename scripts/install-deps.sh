@@ -117,8 +117,7 @@ build_criu() {
         || { tail -20 "$CRIU_CACHE/build.log" >&2; die "criu build failed"; }
     install -D -m 0755 "$build/criu/criu" /usr/local/sbin/criu
     # pycriu: the Python package of the same tarball, with its generated _pb2 modules.
-    make -C "$build" -j"$(nproc)" lib/py/ >>"$CRIU_CACHE/build.log" 2>&1 \
-        || make -C "$build/lib" py >>"$CRIU_CACHE/build.log" 2>&1 \
+    make -C "$build" -j"$(nproc)" lib >>"$CRIU_CACHE/build.log" 2>&1 \
         || { tail -20 "$CRIU_CACHE/build.log" >&2; die "pycriu build failed"; }
     rm -rf "$PREFIX/pycriu-$CRIU_VERSION"
     mkdir -p "$PREFIX/pycriu-$CRIU_VERSION"
@@ -131,7 +130,10 @@ make_venv() {
     local venv="$PREFIX/venv"
     if [ ! -x "$venv/bin/python" ]; then
         log "creating virtualenv $venv"
-        python3 -m venv "$venv"
+        # Debian's interpreter, not whatever `python3` is first on PATH (a
+        # pyenv shim costs ~100 ms per start and lives under /root).
+        rm -rf "$venv"
+        /usr/bin/python3 -m venv "$venv"
         "$venv/bin/pip" install -q --upgrade pip
     fi
     # pycriu comes from the CRIU tarball, not PyPI (the PyPI name is unrelated).

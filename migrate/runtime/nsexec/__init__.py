@@ -1,1 +1,85 @@
-__all__: list[str] = []
+"""Python face of the C namespace bootstrap (``_nsexec``, built by cffi at install).
+
+Only ``migrate.runtime.syscalls.LinuxSyscalls`` and the launcher call into it.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+
+__all__ = ["NsFlag", "NS_FLAGS", "bootstrap", "lib", "check"]
+
+
+class NsFlag(enum.IntFlag):
+    """CLONE_NEW* flags (include/uapi/linux/sched.h)."""
+
+    TIME = 0x00000080
+    MNT = 0x00020000
+    CGROUP = 0x02000000
+    UTS = 0x04000000
+    IPC = 0x08000000
+    USER = 0x10000000
+    PID = 0x20000000
+    NET = 0x40000000
+
+
+# OCI namespace type -> flag and its /proc/PID/ns/ entry name.
+NS_FLAGS: dict[str, tuple[NsFlag, str]] = {
+    "pid": (NsFlag.PID, "pid"),
+    "network": (NsFlag.NET, "net"),
+    "mount": (NsFlag.MNT, "mnt"),
+    "ipc": (NsFlag.IPC, "ipc"),
+    "uts": (NsFlag.UTS, "uts"),
+    "user": (NsFlag.USER, "user"),
+    "cgroup": (NsFlag.CGROUP, "cgroup"),
+    "time": (NsFlag.TIME, "time"),
+}
+
+
+def _load():
+    from migrate.runtime.nsexec import _nsexec  # the compiled extension
+
+    return _nsexec
+
+
+def lib():
+    """The compiled module's ``lib`` (C functions)."""
+    return _load().lib
+
+
+def check(ret: int, op: str, path: str | None = None) -> int:
+    """Turn the C convention (-errno) into an OSError naming the step."""
+    if ret < 0:
+        raise OSError(-ret, f"{op}: {os.strerror(-ret)}", path)
+    return ret
+
+
+def bootstrap(*, sync_fd: int, log_fd: int, create: NsFlag,
+              join: list[tuple[int, NsFlag]], dumpable_for_idmap: bool,
+              timens_offsets: str | None) -> None:
+    """Run the namespace stages in this (forked) process.
+
+    Returns in the process that continues as the container's init; the
+    intermediate process of a PID-namespace fork exits inside C.
+    Raises OSError naming the failed step.
+    """
+    mod = _load()
+    ffi, c = mod.ffi, mod.lib
+    if len(join) > c.NSEXEC_MAX_JOIN:
+        raise ValueError("too many namespaces to join")
+    cfg = ffi.new("struct nsexec_config *")
+    cfg.sync_fd = sync_fd
+    cfg.log_fd = log_fd
+    cfg.clone_flags = int(create)
+    for i, (fd, flag) in enumerate(join):
+        cfg.join_fds[i] = fd
+        cfg.join_types[i] = int(flag)
+    cfg.njoin = len(join)
+    cfg.dumpable_for_idmap = int(dumpable_for_idmap)
+    offsets = ffi.new("char[]", timens_offsets.encode()) if timens_offsets else ffi.NULL
+    cfg.timens_offsets = offsets
+    ret = c.nsexec_bootstrap(cfg)
+    if ret < 0:
+        step = ffi.string(cfg.failed_step).decode() or "nsexec"
+        raise OSError(-ret, f"{step}: {os.strerror(-ret)}")

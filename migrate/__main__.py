@@ -1,0 +1,5 @@
+import sys
+
+from migrate.cli.main import main
+
+sys.exit(main())

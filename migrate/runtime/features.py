@@ -1,0 +1,44 @@
+"""What this runtime supports, in the shape of `runc features` (runtime-spec
+features.md)."""
+
+from __future__ import annotations
+
+__all__ = ["runtime_features"]
+
+_MOUNT_OPTIONS = sorted([
+    "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "lazytime",
+    "mand", "noatime", "nodev", "nodiratime", "noexec", "nolazytime", "nomand", "norelatime",
+    "nostrictatime", "nosuid", "nosymfollow", "private", "rbind", "relatime", "remount", "ro",
+    "rprivate", "rshared", "rslave", "runbindable", "rw", "shared", "slave", "strictatime",
+    "suid", "symfollow", "sync", "unbindable", "rro", "rrw", "rnosuid", "rsuid", "rnodev",
+    "rdev", "rnoexec", "rexec", "rnodiratime", "rdiratime", "rrelatime", "rnorelatime",
+    "rnoatime", "ratime", "rstrictatime", "rnostrictatime", "rnosymfollow", "rsymfollow",
+])
+
+
+def runtime_features() -> dict:
+    from migrate.oci import CAPABILITIES, NAMESPACE_TYPES
+
+    return {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.2.0",
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
+                  "poststart", "poststop"],
+        "mountOptions": _MOUNT_OPTIONS,
+        "linux": {
+            "namespaces": sorted(NAMESPACE_TYPES),
+            "capabilities": list(CAPABILITIES),
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
+                       "rdma": False},
+            "seccomp": {"enabled": False},
+            "apparmor": {"enabled": False},
+            "selinux": {"enabled": False},
+            "intelRdt": {"enabled": False},
+            "mountExtensions": {"idmap": {"enabled": False}},
+        },
+        "annotations": {
+            "org.opencontainers.runc.checkpoint.enabled": "true",
+            "io.github.migrate.checkpoint.enabled": "true",
+            "io.github.migrate.live-migration.enabled": "true",
+        },
+    }

@@ -1,0 +1,123 @@
+"""Staying in the foreground: forward signals, copy a terminal, reap.
+
+Used by `run` and `exec` without -d. The runtime is the child subreaper, so
+the container's process (a grandchild, after the PID-namespace fork) is
+reparented to us and we can collect its exit status. Signal handlers are
+installed *before* the child starts, so a fast child's SIGCHLD is never lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import selectors
+import signal
+
+from migrate.runtime.syscalls import PR, Syscalls
+
+__all__ = ["Foreground"]
+
+_NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
+
+
+class Foreground:
+    """Prepare before launching (``install``), then ``wait(pid, console_fd)``."""
+
+    def __init__(self, sys: Syscalls):
+        self.sys = sys
+        self.pending: list[int] = []
+        self._wake_r = self._wake_w = -1
+        self._old: dict[int, object] = {}
+        self._old_wakeup = -1
+
+    def install(self) -> None:
+        self.sys.prctl(PR.SET_CHILD_SUBREAPER, 1)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in signal.valid_signals():
+            if sig in _NOT_FORWARDED and sig != signal.SIGCHLD:
+                continue
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
+                self._old[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.pending.append(signum)
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            with contextlib.suppress(OSError, ValueError, RuntimeError, TypeError):
+                signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._old_wakeup)
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    def _reap(self, pid: int) -> int | None:
+        """Reap every dead child; return pid's wait status if it was among them."""
+        result = None
+        while True:
+            try:
+                wpid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return result if result is not None else (0 if not _exists(pid) else None)
+            if wpid == 0:
+                return result
+            if wpid == pid:
+                result = status
+
+    def wait(self, pid: int, console_fd: int | None = None) -> int:
+        """Block until ``pid`` exits; return its exit code (128+N for signal N)."""
+        sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ, "signal")
+        proxy = None
+        if console_fd is not None:
+            from migrate.runtime.console_proxy import ConsoleProxy
+
+            proxy = ConsoleProxy(console_fd, sel)
+        status = None
+        try:
+            while status is None:
+                status = self._handle(pid, proxy)
+                if status is not None:
+                    break
+                for key, _ in sel.select(timeout=1.0):
+                    if key.data == "signal":
+                        with contextlib.suppress(BlockingIOError):
+                            while os.read(self._wake_r, 512):
+                                pass
+                    elif proxy is not None:
+                        proxy.on_ready(key)
+            if proxy is not None:
+                proxy.drain()
+        finally:
+            if proxy is not None:
+                proxy.close()
+            sel.close()
+        return os.waitstatus_to_exitcode(status) if status >= 0 else 1
+
+    def _handle(self, pid: int, proxy) -> int | None:
+        signals, self.pending[:] = list(self.pending), []
+        status = self._reap(pid)
+        for sig in signals:
+            if sig == signal.SIGCHLD:
+                continue
+            if sig == signal.SIGWINCH and proxy is not None:
+                proxy.resize()
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        if status is None:
+            status = self._reap(pid)
+        if status is not None and status < 0:
+            return 0
+        return status
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as err:
+        return err.errno == errno.EPERM
+    return True

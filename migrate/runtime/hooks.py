@@ -1,0 +1,49 @@
+"""OCI hooks: each gets the container's state JSON on stdin.
+
+prestart/createRuntime/createContainer run from the runtime just before
+pivot_root, startContainer inside the container before execve, poststart
+after start, poststop after delete (where a failure only warns, as the spec
+says).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+
+from migrate.errors import MigrateError
+
+__all__ = ["HookError", "run_hooks"]
+
+log = logging.getLogger(__name__)
+
+
+class HookError(MigrateError):
+    pass
+
+
+def run_hooks(hooks, *, state: dict | None, name: str, warn_only: bool = False) -> None:
+    """Run ``hooks`` in order. Raises HookError unless ``warn_only``."""
+    data = json.dumps(state or {}).encode()
+    for hook in hooks:
+        argv = list(hook.args) or [hook.path]
+        env = dict(e.split("=", 1) for e in hook.env if "=" in e)
+        try:
+            res = subprocess.run(argv, executable=hook.path, input=data, env=env,
+                                 capture_output=True, timeout=hook.timeout or None)
+            if res.returncode != 0:
+                err = res.stderr.decode(errors="replace").strip().splitlines()
+                raise HookError(f"{name} hook {hook.path} exited with {res.returncode}"
+                                + (f": {err[-1]}" if err else ""))
+        except subprocess.TimeoutExpired:
+            problem = HookError(f"{name} hook {hook.path} timed out after {hook.timeout}s")
+        except OSError as err:
+            problem = HookError(f"{name} hook {hook.path}: {err.strerror}")
+        except HookError as err:
+            problem = err
+        else:
+            continue
+        if not warn_only:
+            raise problem
+        log.warning("%s", problem)

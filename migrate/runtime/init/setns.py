@@ -1,0 +1,51 @@
+"""The init of a process joining an existing container (exec).
+
+The C bootstrap already joined every namespace (setns into the mount
+namespace also moved us to the container's root); what is left is the
+process itself: terminal, limits, user, capabilities, execve.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import NoReturn
+
+from migrate.errors import NotFoundError
+from migrate.runtime import process as proc
+from migrate.runtime.sync import SyncSocket
+from migrate.runtime.syscalls import Syscalls
+
+__all__ = ["SetnsInit", "run_setns_init"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetnsInit:
+    process: object            # oci.Process
+    preserve_fds: int
+    setgroups_allowed: bool
+
+
+def run_setns_init(init: SetnsInit, sys: Syscalls, sock: SyncSocket) -> NoReturn:
+    process = init.process
+    if process.terminal:
+        from migrate.runtime.console import open_container_pty
+
+        master = open_container_pty(process.console_size)
+        sock.send({"type": "console"}, (master,))
+        os.close(master)
+    proc.apply_oom_score_adj(sys, process.oom_score_adj)
+    proc.apply_rlimits(process.rlimits)
+    env = proc.build_env(process.env, process.user.uid)
+    try:
+        os.chdir(process.cwd)
+    except OSError as err:
+        raise NotFoundError(f"cwd {process.cwd}: {err.strerror}") from None
+    path = proc.resolve_executable(process.args[0], env)
+    proc.apply_user_and_caps(sys, process, setgroups_allowed=init.setgroups_allowed)
+    if process.user.umask is not None:
+        os.umask(process.user.umask)
+    sock.send({"type": "ready"})
+    sock.close()
+    proc.exec_process(sys, path, process.args, env, 3 + init.preserve_fds)
+    os._exit(127)

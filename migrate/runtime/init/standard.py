@@ -1,0 +1,117 @@
+"""The init of a new container, run in the child after the C bootstrap.
+
+It owns the container's set-up from mounts to execve; the parent drives it
+through the protocol in ``runtime/sync.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import NoReturn
+
+from migrate.errors import KernelError, NotFoundError
+from migrate.runtime import process as proc
+from migrate.runtime.rootfs import RootfsPlan, finalize_rootfs, prepare_rootfs
+from migrate.runtime.sync import SyncSocket
+from migrate.runtime.syscalls import MS, Syscalls
+
+__all__ = ["StandardInit", "run_standard_init"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StandardInit:
+    container_id: str
+    spec: object                      # oci.Spec
+    bundle: str
+    rootfs: RootfsPlan | None         # None: no new mount namespace (runs in the host's)
+    fifo_fd: int | None               # O_PATH fd of exec.fifo (create); None for run
+    preserve_fds: int
+    new_keyring: bool
+    has_hooks: bool
+    setgroups_allowed: bool
+    new_uts: bool
+
+
+def _hooks_roundtrip(sock: SyncSocket) -> None:
+    sock.send({"type": "hooks"})
+    sock.expect("hooks_ok")
+
+
+def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> NoReturn:
+    spec = init.spec
+    process = spec.process
+    if init.new_keyring:
+        try:
+            sys.join_session_keyring(f"_ses.{init.container_id}")
+        except OSError as err:
+            # Kernels or user namespaces without keyring support: runc ignores this too.
+            if err.errno not in (1, 38, 13):   # EPERM, ENOSYS, EACCES
+                raise
+    os.chdir(init.bundle)
+    before_pivot = (lambda: _hooks_roundtrip(sock)) if init.has_hooks else None
+    if init.rootfs is not None:
+        prepare_rootfs(sys, init.rootfs, before_pivot)
+    elif before_pivot is not None:
+        before_pivot()
+    console_fd = None
+    if process.terminal:
+        from migrate.runtime.console import open_container_pty
+
+        console_fd = open_container_pty(
+            process.console_size,
+            mount=lambda src, dst: sys.mount(src, dst, None, MS.BIND, None))
+        sock.send({"type": "console"}, (console_fd,))
+        os.close(console_fd)
+    if init.rootfs is not None:
+        finalize_rootfs(sys, init.rootfs)
+    if init.new_uts:
+        if spec.hostname:
+            sys.sethostname(spec.hostname)
+        if spec.domainname:
+            sys.setdomainname(spec.domainname)
+    for key, value in spec.linux.sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            sys.write_file(path, value)
+        except OSError as err:
+            raise KernelError("write", path, err.errno or 1, f"sysctl {key}={value}") from None
+    if spec.linux.personality:
+        domain = spec.linux.personality.get("domain", "LINUX")
+        sys.personality(0x0008 if domain == "LINUX32" else 0)
+    proc.apply_oom_score_adj(sys, process.oom_score_adj)
+    proc.apply_rlimits(process.rlimits)
+    env = proc.build_env(process.env, process.user.uid)
+    try:
+        os.chdir(process.cwd)
+    except OSError as err:
+        raise NotFoundError(f"cwd {process.cwd}: {err.strerror}") from None
+    # Resolve before dropping privileges: the path is what root would exec.
+    path = proc.resolve_executable(process.args[0], env)
+    proc.apply_user_and_caps(sys, process, setgroups_allowed=init.setgroups_allowed)
+    if process.user.umask is not None:
+        os.umask(process.user.umask)
+    else:
+        os.umask(0o022)
+    sock.send({"type": "ready"})
+    sock.close()
+    if init.fifo_fd is not None:
+        # Block here until `start` opens the fifo for reading.
+        try:
+            fd = os.open(f"/proc/self/fd/{init.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as err:
+            raise KernelError("open", "exec.fifo", err.errno or 1,
+                              "is /proc mounted in the container?") from None
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(init.fifo_fd)
+        _start_container_hooks(spec)
+    proc.exec_process(sys, path, process.args, env, 3 + init.preserve_fds)
+    os._exit(127)
+
+
+def _start_container_hooks(spec) -> None:
+    if spec.hooks.start_container:
+        from migrate.runtime.hooks import run_hooks
+
+        run_hooks(spec.hooks.start_container, state=None, name="startContainer")

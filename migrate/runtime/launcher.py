@@ -1,0 +1,159 @@
+"""The one launcher behind create, run and exec.
+
+It forks the child that calls the C bootstrap, then drives the protocol
+drawn in ``sync.py`` from the parent side: cgroups, ID maps, hooks, the
+console fd. The caller gives what differs: which namespaces to create or
+join and the function the child runs as the container's init.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Callable, NoReturn
+
+from migrate.errors import MigrateError
+from migrate.runtime import nsexec
+from migrate.runtime.nsexec import NsFlag
+from migrate.runtime.sync import SyncError, SyncSocket, socketpair
+
+__all__ = ["LaunchSpec", "Launched", "launch", "LaunchError"]
+
+
+class LaunchError(MigrateError):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchSpec:
+    create: NsFlag = NsFlag(0)
+    join: tuple[tuple[str, NsFlag], ...] = ()       # (namespace path, type)
+    idmap: object | None = None                      # idmap.IdMapPlan
+    dumpable_for_idmap: bool = False
+    timens_offsets: str | None = None
+    cgroups: object | None = None                    # CgroupManager
+    child: Callable[[SyncSocket], NoReturn]          # runs as the init; never returns
+    on_hooks: Callable[[int], None] | None = None    # parent side, before pivot_root
+    write_file: Callable[[str, str], None] | None = None
+    timeout: float = 60.0
+
+
+@dataclass(slots=True)
+class Launched:
+    pid: int
+    console_fd: int | None = None
+    log_lines: list[str] = field(default_factory=list)
+
+
+def _child_main(spec: LaunchSpec, sock: SyncSocket, log_w: int) -> NoReturn:
+    try:
+        # A foreground runtime routes signals through a wakeup pipe; the
+        # child must not write into it.
+        signal.set_wakeup_fd(-1)
+        sock.expect("go")
+        join = []
+        for path, flag in spec.join:
+            try:
+                join.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag))
+            except OSError as err:
+                raise LaunchError(f"open namespace {path}: {err.strerror}") from None
+        nsexec.bootstrap(sync_fd=sock.fileno(), log_fd=log_w, create=spec.create,
+                         join=join, dumpable_for_idmap=spec.dumpable_for_idmap,
+                         timens_offsets=spec.timens_offsets)
+        for fd, _ in join:
+            os.close(fd)
+        os.close(log_w)
+        spec.child(sock)
+    except BaseException as err:  # noqa: BLE001 - report anything, then die
+        text = str(err) if isinstance(err, (MigrateError, OSError, SyncError)) else repr(err)
+        with contextlib.suppress(Exception):
+            sock.send({"type": "error", "msg": text})
+    os._exit(1)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def launch(spec: LaunchSpec) -> Launched:
+    """Start the init; return once it reported "ready".
+
+    Raises LaunchError (with the init's own message), KernelError; on failure
+    every process it started is killed and reaped.
+    """
+    parent, child = socketpair()
+    log_r, log_w = os.pipe2(os.O_CLOEXEC)
+    pid1 = os.fork()
+    if pid1 == 0:
+        parent.close()
+        os.close(log_r)
+        _child_main(spec, child, log_w)
+    child.close()
+    os.close(log_w)
+    result = Launched(pid=0)
+    try:
+        _drive(spec, parent, pid1, result)
+    except BaseException as err:
+        for pid in {pid1, result.pid} - {0}:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        _reap(pid1)
+        if result.console_fd is not None:
+            os.close(result.console_fd)
+        lines = _drain(log_r)
+        if isinstance(err, SyncError):
+            detail = next((l for l in reversed(lines) if '"error"' in l), "")
+            raise LaunchError(f"container init failed: {err}"
+                              + (f" ({detail})" if detail and str(err) not in detail else "")) from None
+        raise
+    finally:
+        parent.close()
+    result.log_lines = _drain(log_r)
+    return result
+
+
+def _drive(spec: LaunchSpec, sock: SyncSocket, pid1: int, result: Launched) -> None:
+    if spec.cgroups is not None:
+        # Before any namespace exists, so the cgroup namespace is rooted at
+        # the container's cgroup and every descendant starts inside it.
+        spec.cgroups.add(pid1)
+    sock.send({"type": "go"})
+    while True:
+        msg, fds = sock.recv(spec.timeout)
+        kind = msg.get("type")
+        if kind == "error":
+            raise SyncError(msg.get("msg", "unknown error"))
+        if kind == "idmap":
+            from migrate.runtime.idmap import write_idmaps
+
+            write_idmaps(pid1, spec.idmap, spec.write_file)
+            sock.send({"type": "idmap_ok"})
+        elif kind == "pid":
+            result.pid = int(msg["pid"])
+            if result.pid != pid1:
+                _reap(pid1)   # the intermediate process exits right after
+        elif kind == "hooks":
+            if spec.on_hooks is not None:
+                spec.on_hooks(result.pid)
+            sock.send({"type": "hooks_ok"})
+        elif kind == "console":
+            if not fds:
+                raise SyncError("console message without a file descriptor")
+            result.console_fd = fds[0]
+        elif kind == "ready":
+            return
+        else:
+            raise SyncError(f'unexpected message "{kind}" from the container init')
+
+
+def _drain(fd: int) -> list[str]:
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError, OSError):
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode(errors="replace").splitlines()

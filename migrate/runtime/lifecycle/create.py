@@ -1,0 +1,248 @@
+"""create: set up a container and leave its init waiting on exec.fifo."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import signal
+from dataclasses import dataclass
+
+from migrate.errors import MigrateError, NotFoundError, UsageError
+from migrate.runtime.container import Container, proc_start_time
+from migrate.runtime.context import RuntimeContext
+from migrate.runtime.launcher import Launched, LaunchSpec, launch
+from migrate.runtime.nsexec import NS_FLAGS, NsFlag
+from migrate.runtime.state import ContainerState, StateStore, atomic_write, validate_id
+
+__all__ = ["CreateOptions", "create", "oci_state", "write_pid_file"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateOptions:
+    id: str
+    bundle: str = "."
+    pid_file: str | None = None
+    console_socket: str | None = None
+    no_pivot: bool = False
+    no_new_keyring: bool = False
+    preserve_fds: int = 0
+    foreground: bool = False      # `run` without -d: the runtime stays and waits
+    wait_on_fifo: bool = True     # False for `run`: no separate start
+
+
+def _default_device_rules(resources):
+    """runc's always-allowed devices, on top of what the spec asks."""
+    from migrate.oci import DeviceRule, Resources
+
+    rules = [DeviceRule(allow=False, access="rwm")]
+    rules += list(resources.devices) if resources else []
+    for t, major, minor in (("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9),
+                            ("c", 5, 0), ("c", 5, 1), ("c", 5, 2), ("c", 136, None),
+                            ("c", 10, 200)):
+        rules.append(DeviceRule(allow=True, type=t, major=major, minor=minor, access="rwm"))
+    rules += [DeviceRule(allow=True, type="c", access="m"), DeviceRule(allow=True, type="b", access="m")]
+    base = resources if resources is not None else Resources()
+    return dataclasses.replace(base, devices=tuple(rules))
+
+
+def oci_state(state: ContainerState, status: str) -> dict:
+    """The runtime-spec state JSON, as `state` prints and hooks receive."""
+    return {
+        "ociVersion": state.config.get("ociVersion", "1.2.0"),
+        "id": state.id,
+        "pid": state.pid if status != "stopped" else 0,
+        "status": status,
+        "bundle": state.bundle,
+        "rootfs": state.rootfs,
+        "created": state.created,
+        "owner": state.owner,
+        "annotations": state.annotations,
+    }
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    atomic_write(os.path.abspath(path), f"{pid}".encode(), 0o644)
+
+
+def _timens_offsets(linux) -> str | None:
+    if not linux.time_offsets:
+        return None
+    return "".join(f"{clock} {o.secs} {o.nanosecs}\n" for clock, o in linux.time_offsets.items())
+
+
+def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launched]:
+    """Create the container. On failure nothing is left behind.
+
+    Raises UsageError, NotFoundError, ExistsError, KernelError, MountError,
+    LaunchError.
+    """
+    from migrate import oci
+    from migrate.runtime import rootless
+    from migrate.runtime.cgroups import open_manager
+
+    validate_id(opts.id)
+    bundle = os.path.abspath(opts.bundle)
+    if not os.path.isdir(bundle):
+        raise NotFoundError(f"bundle {bundle} does not exist")
+    spec = oci.load_config(bundle)
+    if spec.process is None:
+        raise UsageError("config.json: process is required to create a container")
+    if not os.path.isdir(spec.root.path):
+        raise NotFoundError(f"rootfs {spec.root.path} does not exist")
+    if spec.process.terminal and not opts.foreground and not opts.console_socket:
+        raise UsageError("process.terminal is true: a detached container needs --console-socket")
+    if opts.console_socket and not spec.process.terminal:
+        raise UsageError("--console-socket needs process.terminal set to true in config.json")
+    if opts.preserve_fds < 0:
+        raise UsageError("--preserve-fds must not be negative")
+    linux = spec.linux
+    facts = rootless.detect(ctx.rootless)
+    create_ns, join = NsFlag(0), []
+    for ns in linux.namespaces:
+        flag, _name = NS_FLAGS[ns.type]
+        if ns.path:
+            join.append((ns.path, flag))
+        else:
+            create_ns |= flag
+    if not (create_ns & NsFlag.MNT):
+        raise UsageError("config.json: a new mount namespace is required")
+    if facts.euid and not linux.has_namespace("user"):
+        raise UsageError("running as a non-root user needs a user namespace in config.json "
+                         "(see `migrate spec --rootless`)")
+    idmap = None
+    if create_ns & NsFlag.USER:
+        from migrate.runtime.idmap import plan_idmap
+
+        idmap = plan_idmap(linux.uid_mappings, linux.gid_mappings,
+                           privileged=not facts.euid, euid=os.geteuid(), egid=os.getegid())
+
+    store = StateStore(ctx.root)
+    cdir = store.create_dir(opts.id)
+    cgroups = None
+    launched = None
+    fifo_fd = None
+    try:
+        cgroups = open_manager(container_id=opts.id, cgroups_path=linux.cgroups_path,
+                               systemd=ctx.systemd_cgroup, rootless=facts.cgroups,
+                               cgroup_root=ctx.cgroup_root)
+        cgroups.create()
+        cgroups.apply_resources(_default_device_rules(linux.resources))
+        if opts.wait_on_fifo:
+            fifo = os.path.join(cdir, "exec.fifo")
+            old = os.umask(0)
+            try:
+                os.mkfifo(fifo, 0o622)
+            finally:
+                os.umask(old)
+            fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+        state = ContainerState(
+            id=opts.id, bundle=bundle, rootfs=spec.root.path,
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z"),
+            owner="", annotations=dict(spec.annotations), config=oci.spec_to_dict(spec),
+            cgroup=cgroups.to_state(), rootless_euid=facts.euid,
+            rootless_cgroups=facts.cgroups, no_pivot=opts.no_pivot,
+            terminal=spec.process.terminal)
+        launched = launch(_launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap,
+                                       facts, fifo_fd, bundle))
+        if fifo_fd is not None:
+            os.close(fifo_fd)
+            fifo_fd = None
+        state.pid = launched.pid
+        state.pid_start = proc_start_time(launched.pid, ctx.proc_root)
+        state.namespaces = _namespace_paths(linux, launched.pid, ctx.proc_root)
+        state.external_descriptors = _descriptors(launched.pid, ctx.proc_root)
+        container = Container(state, store, ctx.proc_root)
+        if launched.console_fd is not None and opts.console_socket:
+            from migrate.runtime.console import send_console
+
+            try:
+                send_console(opts.console_socket, launched.console_fd)
+            except OSError as err:
+                raise UsageError(f"--console-socket {opts.console_socket}: {err.strerror}") from None
+            os.close(launched.console_fd)
+            launched.console_fd = None
+        container.save()
+        if opts.pid_file:
+            write_pid_file(opts.pid_file, launched.pid)
+        return container, launched
+    except BaseException as err:
+        _undo(err, store, opts.id, cgroups, launched, fifo_fd)
+        raise
+
+
+def _undo(err, store, cid, cgroups, launched, fifo_fd) -> None:
+    """Remove everything a failed create made; cleanup failures become notes."""
+    if fifo_fd is not None:
+        os.close(fifo_fd)
+    if launched is not None:
+        with contextlib.suppress(OSError):
+            os.kill(launched.pid, signal.SIGKILL)
+        if launched.console_fd is not None:
+            os.close(launched.console_fd)
+    if cgroups is not None:
+        try:
+            if launched is not None:
+                cgroups.kill_all(signal.SIGKILL)
+            cgroups.destroy()
+        except Exception as cleanup:  # noqa: BLE001
+            if isinstance(err, Exception):
+                err.add_note(f"cleanup: removing cgroups failed: {cleanup}")
+    store.remove(cid)
+
+
+def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts, fifo_fd, bundle):
+    from migrate.runtime.init.standard import StandardInit, run_standard_init
+    from migrate.runtime.rootfs import RootfsPlan
+
+    linux = spec.linux
+    in_userns = bool(create_ns & NsFlag.USER) or facts.in_userns or any(
+        f == NsFlag.USER for _, f in join)
+    plan = RootfsPlan(
+        rootfs=spec.root.path, mounts=spec.mounts, devices=linux.devices,
+        propagation=linux.rootfs_propagation, readonly=spec.root.readonly,
+        masked_paths=linux.masked_paths, readonly_paths=linux.readonly_paths,
+        in_userns=in_userns, no_pivot=opts.no_pivot, cgroup_paths=cgroups.paths(),
+        mount_label=linux.mount_label)
+    hooks = spec.hooks
+    has_hooks = bool(hooks.prestart or hooks.create_runtime or hooks.create_container)
+    init = StandardInit(
+        container_id=opts.id, spec=spec, bundle=bundle, rootfs=plan, fifo_fd=fifo_fd,
+        preserve_fds=opts.preserve_fds, new_keyring=not opts.no_new_keyring,
+        has_hooks=has_hooks,
+        setgroups_allowed=not (idmap is not None and idmap.deny_setgroups),
+        new_uts=bool(create_ns & NsFlag.UTS) or any(f == NsFlag.UTS for _, f in join))
+    sys = ctx.syscalls
+
+    def on_hooks(pid: int) -> None:
+        from migrate.runtime.hooks import run_hooks
+
+        state.pid = pid
+        st = oci_state(state, "creating")
+        run_hooks(hooks.prestart, state=st, name="prestart")
+        run_hooks(hooks.create_runtime, state=st, name="createRuntime")
+        run_hooks(hooks.create_container, state=st, name="createContainer")
+
+    return LaunchSpec(
+        create=create_ns, join=tuple(join), idmap=idmap,
+        dumpable_for_idmap=facts.euid, timens_offsets=_timens_offsets(linux),
+        cgroups=cgroups, child=lambda sock: run_standard_init(init, sys, sock),
+        on_hooks=on_hooks if has_hooks else None, write_file=sys.write_file)
+
+
+def _namespace_paths(linux, pid: int, proc_root: str) -> dict[str, str]:
+    out = {}
+    for ns in linux.namespaces:
+        out[ns.type] = ns.path or f"{proc_root}/{pid}/ns/{NS_FLAGS[ns.type][1]}"
+    return out
+
+
+def _descriptors(pid: int, proc_root: str) -> list[str]:
+    out = []
+    for fd in range(3):
+        try:
+            out.append(os.readlink(f"{proc_root}/{pid}/fd/{fd}"))
+        except OSError:
+            out.append("/dev/null")
+    return out

@@ -1,0 +1,159 @@
+"""exec: run a new process inside a running container."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+
+from migrate.errors import NotFoundError, UsageError
+from migrate.runtime.container import Container
+from migrate.runtime.context import RuntimeContext
+from migrate.runtime.nsexec import NS_FLAGS
+from migrate.runtime.state import StateStore
+
+__all__ = ["ExecOptions", "exec_process", "build_process"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecOptions:
+    id: str
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    cwd: str | None = None
+    user: str | None = None              # "uid[:gid]"
+    additional_gids: tuple[str, ...] = ()
+    caps: tuple[str, ...] = ()
+    tty: bool = False
+    console_socket: str | None = None
+    detach: bool = False
+    pid_file: str | None = None
+    process_file: str | None = None
+    no_new_privs: bool = False
+    preserve_fds: int = 0
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"invalid {what} {text!r}: must be numeric") from None
+    if value < 0:
+        raise UsageError(f"invalid {what} {text!r}: must not be negative")
+    return value
+
+
+def build_process(base, opts: ExecOptions):
+    """The process to run: --process file, or the container's own process
+    with the command-line overrides (runc's rules). Raises UsageError."""
+    from migrate import oci
+
+    if opts.process_file:
+        try:
+            with open(opts.process_file) as f:
+                data = json.load(f)
+        except OSError as err:
+            raise NotFoundError(f"--process {opts.process_file}: {err.strerror}") from None
+        except ValueError as err:
+            raise UsageError(f"--process {opts.process_file}: invalid JSON: {err}") from None
+        return oci.parse_process(data, source=opts.process_file)
+    if not opts.args:
+        raise UsageError("exec needs a command to run (or --process FILE)")
+    p = base
+    user = p.user
+    if opts.user:
+        uid_s, _, gid_s = opts.user.partition(":")
+        user = dataclasses.replace(user, uid=_int(uid_s, "uid"),
+                                   gid=_int(gid_s, "gid") if gid_s else user.gid)
+    if opts.additional_gids:
+        user = dataclasses.replace(user, additional_gids=tuple(
+            _int(g, "additional gid") for g in opts.additional_gids))
+    caps = p.capabilities
+    if opts.caps:
+        from migrate.oci import CAP_NUMBERS
+
+        for c in opts.caps:
+            if c not in CAP_NUMBERS:
+                raise UsageError(f"unknown capability {c!r}")
+        caps = caps or oci.Capabilities()
+        add = tuple(opts.caps)
+        caps = dataclasses.replace(
+            caps, bounding=tuple(dict.fromkeys(caps.bounding + add)),
+            effective=tuple(dict.fromkeys(caps.effective + add)),
+            permitted=tuple(dict.fromkeys(caps.permitted + add)),
+            ambient=tuple(dict.fromkeys(caps.ambient + add)),
+            inheritable=tuple(dict.fromkeys(caps.inheritable + add)))
+    for e in opts.env:
+        if "=" not in e:
+            raise UsageError(f"invalid --env {e!r}: use KEY=VALUE")
+    keys = {e.split("=", 1)[0] for e in opts.env}
+    env = tuple(e for e in p.env if e.split("=", 1)[0] not in keys) + tuple(opts.env)
+    cwd = opts.cwd or p.cwd
+    if not cwd.startswith("/"):
+        raise UsageError(f"--cwd {cwd!r} must be an absolute path")
+    return dataclasses.replace(
+        p, args=tuple(opts.args), env=env, cwd=cwd, user=user, capabilities=caps,
+        terminal=opts.tty, console_size=None,
+        no_new_privileges=p.no_new_privileges or opts.no_new_privs)
+
+
+def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
+    """Start the process; with detach return 0 at once, else its exit code.
+
+    Raises NotFoundError, InvalidStateError, UsageError, LaunchError.
+    """
+    from migrate import oci
+    from migrate.runtime.init.setns import SetnsInit, run_setns_init
+    from migrate.runtime.launcher import LaunchSpec, launch
+
+    store = StateStore(ctx.root)
+    container = Container.load(store, opts.id, ctx.proc_root)
+    container.require("exec")
+    spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
+    process = build_process(spec.process, opts)
+    if process.terminal and opts.detach and not opts.console_socket:
+        raise UsageError("--tty with --detach needs --console-socket")
+    if opts.console_socket and not process.terminal:
+        raise UsageError("--console-socket needs --tty")
+    pid = container.state.pid
+    join = []
+    for ns in spec.linux.namespaces:
+        flag, name = NS_FLAGS[ns.type]
+        join.append((f"{ctx.proc_root}/{pid}/ns/{name}", flag))
+    init = SetnsInit(process=process, preserve_fds=opts.preserve_fds,
+                     setgroups_allowed=_setgroups_allowed(pid, ctx.proc_root))
+    fg = None
+    if not opts.detach:
+        from migrate.runtime.foreground import Foreground
+
+        fg = Foreground(ctx.syscalls)
+        fg.install()
+    try:
+        sys = ctx.syscalls
+        launched = launch(LaunchSpec(join=tuple(join), cgroups=container.cgroups,
+                                     child=lambda sock: run_setns_init(init, sys, sock)))
+        if opts.pid_file:
+            from migrate.runtime.lifecycle.create import write_pid_file
+
+            write_pid_file(opts.pid_file, launched.pid)
+        if launched.console_fd is not None and opts.console_socket:
+            from migrate.runtime.console import send_console
+
+            send_console(opts.console_socket, launched.console_fd)
+            os.close(launched.console_fd)
+            launched.console_fd = None
+        if fg is None:
+            return 0
+        return fg.wait(launched.pid, launched.console_fd)
+    finally:
+        if fg is not None:
+            fg.restore()
+
+
+def _setgroups_allowed(pid: int, proc_root: str) -> bool:
+    try:
+        with open(f"{proc_root}/{pid}/setgroups") as f:
+            return f.read().strip() != "deny"
+    except OSError:
+        return True

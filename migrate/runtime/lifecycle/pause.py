@@ -1,0 +1,36 @@
+"""pause / resume: freeze and thaw the container's cgroup."""
+
+from __future__ import annotations
+
+from migrate.errors import UnsupportedError
+from migrate.runtime.container import Container
+from migrate.runtime.context import RuntimeContext
+from migrate.runtime.state import StateStore
+
+__all__ = ["pause", "resume"]
+
+
+def _freezer(container: Container):
+    cg = container.cgroups
+    if cg is None or (hasattr(cg, "is_usable") and not cg.is_usable()):
+        raise UnsupportedError(f'container "{container.id}" has no usable cgroup: '
+                               f"pause and resume need a writable freezer (run as root or "
+                               f"with a delegated cgroup)")
+    return cg
+
+
+def pause(ctx: RuntimeContext, container_id: str) -> None:
+    """Raises NotFoundError, InvalidStateError, UnsupportedError, KernelError."""
+    store = StateStore(ctx.root)
+    with store.lock(container_id):
+        container = Container.load(store, container_id, ctx.proc_root)
+        container.require("pause")
+        _freezer(container).freeze()
+
+
+def resume(ctx: RuntimeContext, container_id: str) -> None:
+    store = StateStore(ctx.root)
+    with store.lock(container_id):
+        container = Container.load(store, container_id, ctx.proc_root)
+        container.require("resume")
+        _freezer(container).thaw()

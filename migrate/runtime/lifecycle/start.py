@@ -1,0 +1,66 @@
+"""start: release a created container's init by reading its exec.fifo."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+from migrate.errors import InvalidStateError, KernelError
+from migrate.runtime.container import Container
+from migrate.runtime.context import RuntimeContext
+from migrate.runtime.state import StateStore
+
+__all__ = ["start"]
+
+
+def release_fifo(container: Container) -> None:
+    """Open exec.fifo for reading (the init is blocked opening it for
+    writing), read its byte, remove it. Raises InvalidStateError if the
+    init died instead."""
+    path = container.store.fifo_path(container.id)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InvalidStateError(container.id, "running", "start",
+                                f'container "{container.id}" is already running') from None
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            if poller.poll(100):
+                try:
+                    data = os.read(fd, 1)
+                except BlockingIOError:
+                    data = b""
+                if data:
+                    break
+            if not container.is_alive():
+                raise InvalidStateError(container.id, "stopped", "start",
+                                        f'container "{container.id}" init exited before start')
+            time.sleep(0.001)
+    finally:
+        os.close(fd)
+    try:
+        os.unlink(path)
+    except OSError as err:
+        raise KernelError.from_oserror("unlink", err, path) from err
+
+
+def start(ctx: RuntimeContext, container_id: str) -> Container:
+    """Raises NotFoundError, InvalidStateError."""
+    store = StateStore(ctx.root)
+    with store.lock(container_id):
+        container = Container.load(store, container_id, ctx.proc_root)
+        container.require("start")
+        release_fifo(container)
+    hooks = container.state.config.get("hooks", {}).get("poststart")
+    if hooks:
+        from migrate import oci
+        from migrate.runtime.hooks import run_hooks
+        from migrate.runtime.lifecycle.create import oci_state
+
+        spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
+        run_hooks(spec.hooks.poststart, state=oci_state(container.state, "running"),
+                  name="poststart", warn_only=True)
+    return container

@@ -1,0 +1,71 @@
+/*
+ * migrate's namespace bootstrap: the only C in the runtime.
+ *
+ * Python forks the process that becomes the container (or joins one, for
+ * exec) and calls nsexec_bootstrap() in that child. Everything here returns
+ * 0 or -errno and never prints: log lines go to the parent over log_fd as
+ * JSON, protocol messages over sync_fd (a SOCK_SEQPACKET socket).
+ */
+#ifndef MIGRATE_NSEXEC_H
+#define MIGRATE_NSEXEC_H
+
+#include <sys/types.h>
+
+#define NSEXEC_MAX_JOIN 8
+
+struct nsexec_config {
+	int sync_fd;                 /* SOCK_SEQPACKET to the parent */
+	int log_fd;                  /* -1: no logging */
+	int clone_flags;             /* CLONE_NEW* namespaces to create */
+	int join_fds[NSEXEC_MAX_JOIN];   /* open namespace fds to setns() into */
+	int join_types[NSEXEC_MAX_JOIN]; /* their CLONE_NEW* type */
+	int njoin;
+	int dumpable_for_idmap;      /* unprivileged parent must write our maps */
+	const char *timens_offsets;  /* written to /proc/self/timens_offsets, or NULL */
+	char failed_step[64];        /* out: which step failed */
+};
+
+/*
+ * Returns 0 in the process that must continue as the container's init (the
+ * grandchild when a PID or time namespace needs a fork), -errno on failure.
+ * The intermediate process reports the grandchild's pid and _exit()s here.
+ */
+int nsexec_bootstrap(struct nsexec_config *cfg);
+
+/* log.c */
+void nsexec_log(int fd, const char *level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* idmap.c: the child's half of the uid/gid map handshake */
+int nsexec_request_idmap(int sync_fd, int log_fd);
+
+/* sync messages: small JSON objects, one per packet */
+int nsexec_send(int sync_fd, const char *msg);
+int nsexec_expect(int sync_fd, const char *type);
+
+/* syscalls.c: thin wrappers without glibc counterparts; 0 or -errno */
+int sys_mount(const char *source, const char *target, const char *fstype,
+	      unsigned long flags, const char *data);
+int sys_umount2(const char *target, int flags);
+int sys_pivot_root(const char *new_root, const char *put_old);
+int sys_setns(int fd, int nstype);
+int sys_unshare(int flags);
+int sys_sethostname(const char *name);
+int sys_setdomainname(const char *name);
+int sys_prctl(int option, unsigned long arg2, unsigned long arg3,
+	      unsigned long arg4, unsigned long arg5);
+int sys_capget_bounding(int cap);
+int sys_capset(unsigned int eff_lo, unsigned int eff_hi, unsigned int prm_lo,
+	       unsigned int prm_hi, unsigned int inh_lo, unsigned int inh_hi);
+int sys_capget(unsigned int out[6]);
+int sys_keyctl_join_session(const char *name);
+int sys_open_tree(int dfd, const char *path, unsigned int flags);
+int sys_move_mount(int from_dfd, const char *from_path, int to_dfd,
+		   const char *to_path, unsigned int flags);
+int sys_mount_setattr(int dfd, const char *path, unsigned int flags,
+		      unsigned long long attr_set, unsigned long long attr_clr,
+		      unsigned long long propagation, int userns_fd);
+int sys_close_range_cloexec(unsigned int first);
+int sys_personality(unsigned long persona);
+
+#endif

@@ -1,0 +1,152 @@
+/*
+ * Wrappers for calls the Python standard library lacks. Each returns 0 (or
+ * a non-negative result) or -errno; the Python side turns -errno into an
+ * OSError that names the call and path.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/capability.h>
+#include <linux/keyctl.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "nsexec.h"
+
+#define RET(expr) return (expr) < 0 ? -errno : 0
+
+int sys_mount(const char *source, const char *target, const char *fstype,
+	      unsigned long flags, const char *data)
+{
+	RET(mount(source, target, fstype, flags, data));
+}
+
+int sys_umount2(const char *target, int flags)
+{
+	RET(umount2(target, flags));
+}
+
+int sys_pivot_root(const char *new_root, const char *put_old)
+{
+	RET(syscall(SYS_pivot_root, new_root, put_old));
+}
+
+int sys_setns(int fd, int nstype)
+{
+	RET(setns(fd, nstype));
+}
+
+int sys_unshare(int flags)
+{
+	RET(unshare(flags));
+}
+
+int sys_sethostname(const char *name)
+{
+	RET(sethostname(name, strlen(name)));
+}
+
+int sys_setdomainname(const char *name)
+{
+	RET(setdomainname(name, strlen(name)));
+}
+
+int sys_prctl(int option, unsigned long arg2, unsigned long arg3,
+	      unsigned long arg4, unsigned long arg5)
+{
+	int r = prctl(option, arg2, arg3, arg4, arg5);
+
+	return r < 0 ? -errno : r;
+}
+
+int sys_capget_bounding(int cap)
+{
+	return sys_prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+}
+
+int sys_capset(unsigned int eff_lo, unsigned int eff_hi, unsigned int prm_lo,
+	       unsigned int prm_hi, unsigned int inh_lo, unsigned int inh_hi)
+{
+	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct data[2] = {
+		{ eff_lo, prm_lo, inh_lo },
+		{ eff_hi, prm_hi, inh_hi },
+	};
+
+	RET(syscall(SYS_capset, &hdr, data));
+}
+
+int sys_capget(unsigned int out[6])
+{
+	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct data[2];
+
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return -errno;
+	out[0] = data[0].effective;   out[1] = data[1].effective;
+	out[2] = data[0].permitted;   out[3] = data[1].permitted;
+	out[4] = data[0].inheritable; out[5] = data[1].inheritable;
+	return 0;
+}
+
+int sys_keyctl_join_session(const char *name)
+{
+	long r = syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name, 0, 0, 0);
+
+	return r < 0 ? -errno : (int)r;
+}
+
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+int sys_open_tree(int dfd, const char *path, unsigned int flags)
+{
+	long r = syscall(SYS_open_tree, dfd, path, flags);
+
+	return r < 0 ? -errno : (int)r;
+}
+
+int sys_move_mount(int from_dfd, const char *from_path, int to_dfd,
+		   const char *to_path, unsigned int flags)
+{
+	RET(syscall(SYS_move_mount, from_dfd, from_path, to_dfd, to_path, flags));
+}
+
+int sys_mount_setattr(int dfd, const char *path, unsigned int flags,
+		      unsigned long long attr_set, unsigned long long attr_clr,
+		      unsigned long long propagation, int userns_fd)
+{
+	struct {
+		unsigned long long attr_set, attr_clr, propagation, userns_fd;
+	} attr = { attr_set, attr_clr, propagation, (unsigned long long)userns_fd };
+
+	RET(syscall(SYS_mount_setattr, dfd, path, flags, &attr, sizeof(attr)));
+}
+
+int sys_close_range_cloexec(unsigned int first)
+{
+	/* CLOSE_RANGE_CLOEXEC (Linux 5.11): mark, don't close, so fds the
+	 * init still needs until execve stay usable. */
+	RET(syscall(SYS_close_range, first, ~0U, 4));
+}
+
+int sys_personality(unsigned long persona)
+{
+	int r = personality(persona);
+
+	return r < 0 ? -errno : r;
+}

@@ -1,0 +1,169 @@
+"""Turning the OCI ``process`` into the running program: the last steps of
+every init, new container or exec, just before execve.
+
+Order, forced by the kernel:
+  rlimits and oom_score_adj while we are still root with all capabilities;
+  drop the bounding set (needs CAP_SETPCAP);
+  PR_SET_KEEPCAPS so setuid keeps the permitted set;
+  setgroups, setgid, setuid (groups first: afterwards we may not set them);
+  capset for effective/permitted/inheritable, then the ambient set (a
+  capability must be permitted and inheritable to be raised as ambient);
+  no_new_privs last before exec (it does not stop the steps above).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+
+from migrate.errors import KernelError, NotFoundError, UsageError
+from migrate.runtime.syscalls import PR, Syscalls
+
+__all__ = ["apply_rlimits", "apply_user_and_caps", "cap_mask", "resolve_executable",
+           "build_env", "home_of", "exec_process", "reset_signals"]
+
+
+def cap_mask(names) -> int:
+    from migrate.oci import CAP_NUMBERS
+
+    mask = 0
+    for name in names:
+        try:
+            mask |= 1 << CAP_NUMBERS[name]
+        except KeyError:
+            raise UsageError(f"unknown capability {name!r}") from None
+    return mask
+
+
+def _last_cap(proc_root: str = "/proc") -> int:
+    try:
+        with open(f"{proc_root}/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return 40
+
+
+def apply_rlimits(rlimits) -> None:
+    from migrate.oci import RLIMITS
+
+    for rl in rlimits:
+        try:
+            resource.setrlimit(RLIMITS[rl.type], (rl.soft, rl.hard))
+        except (OSError, ValueError) as err:
+            raise UsageError(f"setrlimit {rl.type} soft={rl.soft} hard={rl.hard}: {err}") from None
+
+
+def apply_oom_score_adj(sys: Syscalls, value: int | None) -> None:
+    if value is None:
+        return
+    try:
+        sys.write_file("/proc/self/oom_score_adj", str(value))
+    except OSError as err:
+        raise KernelError("write", "/proc/self/oom_score_adj", err.errno or 1,
+                          f"oomScoreAdj {value}") from None
+
+
+def apply_user_and_caps(sys: Syscalls, process, *, setgroups_allowed: bool = True) -> None:
+    """Switch to the spec's user with exactly its capabilities."""
+    caps = process.capabilities
+    last = _last_cap()
+    if caps is not None:
+        keep = cap_mask(caps.bounding)
+        for cap in range(last + 1):
+            if not keep & (1 << cap):
+                try:
+                    sys.prctl(PR.CAPBSET_DROP, cap)
+                except OSError as err:
+                    raise KernelError("prctl(PR_CAPBSET_DROP)", None, err.errno or 1,
+                                      f"capability {cap}") from None
+    user = process.user
+    sys.prctl(PR.SET_KEEPCAPS, 1)
+    gids = list(user.additional_gids)
+    if setgroups_allowed:
+        os.setgroups(gids)
+    elif gids:
+        raise UsageError("additional gids need setgroups, which this user namespace denies "
+                         "(map the groups with newgidmap)")
+    try:
+        os.setresgid(user.gid, user.gid, user.gid)
+        os.setresuid(user.uid, user.uid, user.uid)
+    except OSError as err:
+        raise KernelError("setresuid/setresgid", None, err.errno or 1,
+                          f"uid {user.uid} gid {user.gid} (is it mapped?)") from None
+    sys.prctl(PR.SET_KEEPCAPS, 0)
+    if caps is not None:
+        sys.capset(cap_mask(caps.effective), cap_mask(caps.permitted),
+                   cap_mask(caps.inheritable))
+        sys.prctl(PR.CAP_AMBIENT, PR.CAP_AMBIENT_CLEAR_ALL)
+        from migrate.oci import CAP_NUMBERS
+
+        for name in caps.ambient:
+            try:
+                sys.prctl(PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, CAP_NUMBERS[name])
+            except OSError as err:
+                raise KernelError("prctl(PR_CAP_AMBIENT_RAISE)", None, err.errno or 1,
+                                  f"{name} must be permitted and inheritable") from None
+    if process.no_new_privileges:
+        sys.prctl(PR.SET_NO_NEW_PRIVS, 1)
+
+
+def home_of(uid: int, passwd: str = "/etc/passwd") -> str:
+    """HOME from the container's own /etc/passwd ("/" when absent)."""
+    try:
+        with open(passwd) as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid):
+                    return fields[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def build_env(env, uid: int, passwd: str = "/etc/passwd") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for entry in env:
+        key, _, value = entry.partition("=")
+        out[key] = value
+    if "HOME" not in out:
+        out["HOME"] = home_of(uid, passwd)
+    return out
+
+
+def resolve_executable(arg0: str, env: dict[str, str]) -> str:
+    """Like execvp's search, with the container's PATH. Raises NotFoundError."""
+    if "/" in arg0:
+        if not os.path.exists(arg0):
+            raise NotFoundError(f'exec: "{arg0}": no such file or directory')
+        return arg0
+    for d in env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
+        cand = os.path.join(d or ".", arg0)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise NotFoundError(f'exec: "{arg0}": executable file not found in $PATH')
+
+
+def reset_signals() -> None:
+    """Undo what the Python runtime changed: handlers to default (SIGPIPE and
+    SIGXFSZ are ignored by the interpreter), nothing blocked."""
+    for sig in range(1, signal.NSIG):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def exec_process(sys: Syscalls, path: str, args, env: dict[str, str], keep_fds: int) -> None:
+    """execve with only fds 0 .. keep_fds-1 surviving. Never returns on success."""
+    sys.mark_fds_cloexec(keep_fds)
+    for fd in range(3, keep_fds):
+        os.set_inheritable(fd, True)
+    reset_signals()
+    try:
+        os.execve(path, list(args), env)
+    except OSError as err:
+        raise KernelError("execve", path, err.errno or 1) from None

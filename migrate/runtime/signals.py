@@ -1,0 +1,37 @@
+"""Signal names as runc accepts them: "KILL", "SIGKILL", "9", "SIGRTMIN+3"."""
+
+from __future__ import annotations
+
+import signal
+
+from migrate.errors import UsageError
+
+__all__ = ["parse_signal"]
+
+
+def parse_signal(text: str) -> int:
+    """Raises UsageError for an unknown signal."""
+    t = text.strip()
+    if t.isdigit():
+        num = int(t)
+        if 0 < num < signal.NSIG:
+            return num
+        raise UsageError(f"unknown signal {text!r}")
+    name = t.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    for base, value in (("SIGRTMIN", signal.SIGRTMIN), ("SIGRTMAX", signal.SIGRTMAX)):
+        if name.startswith(base):
+            rest = name[len(base):]
+            try:
+                off = int(rest) if rest else 0
+            except ValueError:
+                break
+            num = value + off
+            if signal.SIGRTMIN <= num <= signal.SIGRTMAX:
+                return num
+            break
+    try:
+        return int(getattr(signal.Signals, name))
+    except AttributeError:
+        raise UsageError(f"unknown signal {text!r}") from None

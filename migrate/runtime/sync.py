@@ -1,0 +1,97 @@
+"""The parent/child protocol of the launcher, over one SOCK_SEQPACKET pair.
+
+One JSON object per packet; a file descriptor may ride along (SCM_RIGHTS).
+The C bootstrap speaks the first part (it cannot link a JSON library, so it
+writes the same objects by hand)::
+
+    parent (create / exec / run)            child (becomes the init)
+    fork() ---------------------------------> waits
+    put the child in the container cgroups
+    {"type": "go"} -------------------------> nsexec: setns, unshare(user)
+                   <------------------------- {"type": "idmap"}     new user ns only
+    write uid_map / gid_map
+    {"type": "idmap_ok"} -------------------> unshare the rest, fork if pid/time ns
+                   <------------------------- {"type": "pid", "pid": N}
+                                              Python init: mounts ...
+                   <------------------------- {"type": "hooks"}     before pivot_root
+    run prestart/createRuntime/createContainer hooks
+    {"type": "hooks_ok"} -------------------> pivot_root, console ...
+                   <------------------------- {"type": "console"} + pty master fd
+                   <------------------------- {"type": "ready"}
+                                              create: block on exec.fifo until start
+                                              exec/run: execve at once
+
+At any point the child may send {"type": "error", "msg": "..."} and exit; the
+parent sees end-of-file if the child dies silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+__all__ = ["SyncSocket", "SyncError", "socketpair"]
+
+_MAX = 65536
+
+
+class SyncError(Exception):
+    """The other side failed, died or broke the protocol."""
+
+
+class SyncSocket:
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, msg: dict, fds: tuple[int, ...] = ()) -> None:
+        data = json.dumps(msg).encode()
+        try:
+            if fds:
+                socket.send_fds(self.sock, [data], list(fds))
+            else:
+                self.sock.send(data)
+        except OSError as err:
+            raise SyncError(f"sending {msg.get('type')}: {err.strerror}") from err
+
+    def recv(self, timeout: float | None = None) -> tuple[dict, list[int]]:
+        self.sock.settimeout(timeout)
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, _MAX, 4)
+        except TimeoutError:
+            raise SyncError("timed out waiting for the container init") from None
+        except OSError as err:
+            raise SyncError(f"receiving: {err.strerror}") from err
+        finally:
+            self.sock.settimeout(None)
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            raise SyncError("the container init exited before it was ready")
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            raise SyncError(f"malformed message from the container init: {data[:80]!r}") from None
+        return msg, fds
+
+    def expect(self, type_: str, timeout: float | None = None) -> tuple[dict, list[int]]:
+        msg, fds = self.recv(timeout)
+        if msg.get("type") == "error":
+            raise SyncError(msg.get("msg", "unknown error"))
+        if msg.get("type") != type_:
+            raise SyncError(f'expected "{type_}" from the container init, got "{msg.get("type")}"')
+        return msg, fds
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def socketpair() -> tuple[SyncSocket, SyncSocket]:
+    """(parent end, child end); both close-on-exec so nothing leaks into the container."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return SyncSocket(a), SyncSocket(b)
