@@ -157,8 +157,10 @@ class V1Manager(ManagerBase):
 
     def _apply(self, r: Any) -> None:
         mem, cpu, pids, bio = (attr(r, n) for n in ("memory", "cpu", "pids", "block_io"))
-        cpu_fields = ("shares", "quota", "burst", "period", "realtime_runtime", "realtime_period", "idle")
-        if t := self._target("cpu", "cpu limits", _asks(cpu, *cpu_fields)):
+        # 0 means "unset" for most values (runc), but not for burst and idle.
+        cpu_asked = (_asks(cpu, "shares", "quota", "period", "realtime_runtime", "realtime_period")
+                     or attr(cpu, "burst") is not None or attr(cpu, "idle") is not None)
+        if t := self._target("cpu", "cpu limits", cpu_asked):
             if t[0] == "v1":
                 self._set_cpu(t[1], cpu)
             else:
@@ -169,7 +171,7 @@ class V1Manager(ManagerBase):
                       "disable_oom_killer")
         if t := self._target("memory", "memory limits", _asks(mem, *mem_fields) or attr(mem, "swappiness") == 0):
             (self._set_memory if t[0] == "v1" else lambda d, m: v2.set_memory(self, d, m))(t[1], mem)
-        if t := self._target("pids", "the pids limit", _asks(pids, "limit")):
+        if t := self._target("pids", "the pids limit", attr(pids, "limit") is not None):
             v2.set_pids(self, t[1], pids)  # pids.max, same values in v1 and v2
         bio_fields = ("weight", "leaf_weight", "weight_device", "throttle_read_bps_device",
                       "throttle_write_bps_device", "throttle_read_iops_device", "throttle_write_iops_device")

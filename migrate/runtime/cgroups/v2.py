@@ -148,6 +148,11 @@ def set_memory(mgr: ManagerBase, d: str, mem: Any) -> None:
     if (value := _num(limit)) is not None:
         path = os.path.join(d, "memory.max")
         _require(path, "the memory limit")
+        if attr(mem, "check_before_update") and limit > 0:
+            usage = read_int(mgr._read_opt(os.path.join(d, "memory.current")))
+            if usage is not None and usage > limit:
+                raise UsageError(f"memory limit {limit} is below the current usage {usage} "
+                                 "(checkBeforeUpdate is set)")
         mgr._write(path, value)
     if (value := _num(attr(mem, "reservation"))) is not None:
         path = os.path.join(d, "memory.low")
@@ -208,7 +213,14 @@ def set_cpuset(mgr: ManagerBase, d: str, cpu: Any) -> None:
 
 
 def set_pids(mgr: ManagerBase, d: str, pids: Any) -> None:
-    if (value := _num(attr(pids, "limit"))) is not None:
+    """pids.max; same file and values in v1 and v2.
+
+    The spec says a limit <= 0 means "no limit": write "max", as crun and
+    runc 1.2 do (runc PR #4023; runc 1.1 skipped 0, runc 1.4 writes it).
+    """
+    limit = attr(pids, "limit")
+    if limit is not None:
+        value = str(limit) if limit > 0 else "max"
         path = os.path.join(d, "pids.max")
         _require(path, "the pids limit")
         mgr._write(path, value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 
 import pytest
 
@@ -140,6 +141,14 @@ class FakeCgroupFS(CgroupFiles):
                     raise OSError(errno.ENOENT, "No such file or directory", path)
                 if token[0] == "+" and c not in enabled:
                     enabled.append(c)
+                    # The controller's files appear in the existing children.
+                    for child in os.listdir(d):
+                        cd = os.path.join(d, child)
+                        if os.path.isdir(cd):
+                            ctl = os.path.join(cd, "cgroup.controllers")
+                            self._put(ctl, (self.content(ctl) + " " + c).strip())
+                            for fname, value in V2_FILES.get(c, {}).items():
+                                self._put(os.path.join(cd, fname), value)
                 elif token[0] == "-" and c in enabled:
                     enabled.remove(c)
             self._put(path, " ".join(enabled))
@@ -199,7 +208,8 @@ class FakeHost:
     def __init__(self, tmp_path, layout: str, *, own: str = "/", joined_cpu: bool = True,
                  v2_controllers: str = "cpuset cpu io memory hugetlb pids", extra_v1: tuple[str, ...] = ()):
         self.files = FakeCgroupFS()
-        self.root = str(tmp_path / "sys/fs/cgroup")
+        tmp_path = tempfile.mkdtemp(prefix=layout + "-", dir=tmp_path)  # several hosts per test
+        self.root = os.path.join(tmp_path, "sys/fs/cgroup")
         os.makedirs(self.root)
         self.layout = layout
         mountinfo, proc = [], []
@@ -228,8 +238,8 @@ class FakeHost:
         # Unrelated lines the parser must skip.
         mountinfo.insert(0, "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw")
         mountinfo.append(f"100 22 0:50 / {tmp_path}/other rw - cgroup2 cgroup2 rw")
-        self.mountinfo = str(tmp_path / "mountinfo")
-        self.self_cgroup = str(tmp_path / "self_cgroup")
+        self.mountinfo = os.path.join(tmp_path, "mountinfo")
+        self.self_cgroup = os.path.join(tmp_path, "self_cgroup")
         with open(self.mountinfo, "w") as f:
             f.write("\n".join(mountinfo) + "\n")
         with open(self.self_cgroup, "w") as f:
