@@ -40,7 +40,7 @@ V1_FILES = {
 }
 
 V2_FILES = {
-    "memory": {"memory.max": "max", "memory.swap.max": "max", "memory.low": "0",
+    "memory": {"memory.max": "max", "memory.high": "max", "memory.swap.max": "max", "memory.low": "0",
                "memory.current": "4096", "memory.peak": "8192", "memory.swap.current": "0"},
     "cpu": {"cpu.weight": "100", "cpu.max": "max 100000", "cpu.max.burst": "0", "cpu.idle": "0"},
     "cpuset": {"cpuset.cpus": "", "cpuset.mems": ""},
@@ -137,7 +137,7 @@ class FakeCgroupFS(CgroupFiles):
             available = self.content(os.path.join(d, "cgroup.controllers")).split()
             for token in data.split():
                 c = token[1:]
-                if c not in available:
+                if c not in available or c not in V2_FILES:  # unknown to this "kernel"
                     raise OSError(errno.ENOENT, "No such file or directory", path)
                 if token[0] == "+" and c not in enabled:
                     enabled.append(c)
