@@ -95,7 +95,8 @@ class Foreground:
             if proxy is not None:
                 proxy.close()
             sel.close()
-        return os.waitstatus_to_exitcode(status) if status >= 0 else 1
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code   # killed by signal N: 128+N, as shells do
 
     def _handle(self, pid: int, proxy) -> int | None:
         signals, self.pending[:] = list(self.pending), []
