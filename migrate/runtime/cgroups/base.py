@@ -303,10 +303,11 @@ class ManagerBase:
         """
         if not self._usable:
             return
-        was_frozen = self.is_frozen()
+        was_frozen, froze = self.is_frozen(), False
         if not was_frozen:
             try:
                 self.freeze()
+                froze = True
             except MigrateError as err:  # signal anyway: better than nothing
                 log.warning("cannot freeze before signalling: %s", err)
         try:
@@ -318,7 +319,7 @@ class ManagerBase:
                 except OSError as err:
                     raise KernelError("kill", f"pid {pid}", err.errno or errno.EIO) from err
         finally:
-            if sig == signal.SIGKILL or not was_frozen:
+            if froze or (was_frozen and sig == signal.SIGKILL):
                 self.thaw()
 
     def _remove_tree(self, top: str) -> None:
@@ -361,6 +362,12 @@ def read_int(text: str | None) -> int | None:
         return int(text.split()[0])
     except (ValueError, IndexError):
         return None
+
+
+def read_limit(text: str | None) -> int | None:
+    """A limit: None also for v1's "unlimited" (PAGE_COUNTER_MAX pages, ~2**63)."""
+    value = read_int(text)
+    return None if value is None or value >= 1 << 62 else value
 
 
 def flat_keyed(text: str | None) -> dict[str, int]:

@@ -18,16 +18,18 @@ from __future__ import annotations
 import errno
 import os
 import signal
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from migrate.errors import KernelError, UnsupportedError, UsageError
 
 from . import v2
 from .base import (
     STATE_VERSION, ManagerBase, Mount, attr, cgroup_dir, flat_keyed, levels, log, read_int,
+    read_limit,
 )
+
+TYPE_CHECKING = False  # annotations only: typing stays off the hot path
+if TYPE_CHECKING:
+    from typing import Any
 
 # The hierarchy whose cgroup.procs lists the container's processes, by
 # preference (any of them would do; freezer is the one CRIU looks at).
@@ -406,9 +408,9 @@ class V1Manager(ManagerBase):
         p = self._paths
         if "memory" in p:
             out["memory"] = {k: read_int(self._read_opt(os.path.join(p["memory"], f)))
-                             for k, f in (("usage", "memory.usage_in_bytes"), ("limit", "memory.limit_in_bytes"),
-                                          ("max_usage", "memory.max_usage_in_bytes"),
+                             for k, f in (("usage", "memory.usage_in_bytes"), ("max_usage", "memory.max_usage_in_bytes"),
                                           ("swap_usage", "memory.memsw.usage_in_bytes"))}
+            out["memory"]["limit"] = read_limit(self._read_opt(os.path.join(p["memory"], "memory.limit_in_bytes")))
         if "pids" in p:
             out["pids"] = {"current": read_int(self._read_opt(os.path.join(p["pids"], "pids.current"))),
                            "limit": read_int(self._read_opt(os.path.join(p["pids"], "pids.max")))}

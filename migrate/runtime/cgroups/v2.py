@@ -19,15 +19,16 @@ from __future__ import annotations
 import errno
 import os
 import signal
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from migrate.errors import KernelError, UnsupportedError, UsageError
 
 from .base import (
     STATE_VERSION, ManagerBase, Mount, attr, cgroup_dir, flat_keyed, levels, log, read_int,
 )
+
+TYPE_CHECKING = False  # annotations only: typing stays off the hot path
+if TYPE_CHECKING:
+    from typing import Any
 
 # Devices runc allows in every container (libcontainer/specconv AllowedDevices)
 # plus the "c/b *:* m" mknod rules: (type, major, minor); None is a wildcard.

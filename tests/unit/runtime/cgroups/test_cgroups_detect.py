@@ -182,3 +182,27 @@ def test_duplicate_hierarchy_mount_is_joined_once(make_host):
     with open(host.mountinfo, "a") as f:
         f.write(f"200 29 0:35 / {host.root}/memory2 rw - cgroup cgroup rw,memory\n")
     assert host.open().paths()["memory"] == host.path("memory", "migrate/c1")
+
+
+def test_managers_implement_the_protocol():
+    from migrate.runtime.cgroups.protocol import CgroupManager
+    from migrate.runtime.cgroups.v1 import V1Manager
+    from migrate.runtime.cgroups.v2 import V2Manager
+
+    methods = [n for n in vars(CgroupManager) if not n.startswith("_")]
+    assert "kill_all" in methods and "is_usable" in methods
+    for cls in (V1Manager, V2Manager):
+        assert all(callable(getattr(cls, n, None)) for n in methods), cls
+
+
+def test_hot_path_import_stays_light():
+    import subprocess
+    import sys
+    import migrate
+    repo = os.path.dirname(os.path.dirname(migrate.__file__))
+    code = (f"import sys; sys.path.insert(0, {repo!r}); import migrate.runtime.cgroups.v1; "
+            "print(' '.join(m for m in ('typing', 'dataclasses', 'click', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""

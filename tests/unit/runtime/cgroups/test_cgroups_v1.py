@@ -486,3 +486,20 @@ def test_rootless_usable_when_delegated(v1host):
     v1host.files.fail["pids.max"] = errno.EACCES
     m.apply_resources(res(pids=NS(limit=5)))  # a refused limit doesn't disable the cgroup
     assert m.is_usable() and m.pids() == [3]
+
+
+def test_kill_all_signals_even_when_freezing_fails(created, caplog):
+    host, m = created
+    m.add(10)
+    host.files.fail["freezer.state"] = errno.EACCES
+    with caplog.at_level(logging.WARNING):
+        m.kill_all(signal.SIGTERM)
+    assert host.files.kills == [(10, signal.SIGTERM)]
+    assert "cannot freeze before signalling" in caplog.text  # and no thaw attempted
+
+
+def test_stats_unlimited_memory_is_none(created):
+    host, m = created
+    assert m.stats()["memory"]["limit"] is None
+    m.apply_resources(res(memory=mem(limit=1 << 30)))
+    assert m.stats()["memory"]["limit"] == 1 << 30
