@@ -323,27 +323,45 @@ class ManagerBase:
                 self.thaw()
 
     def _remove_tree(self, top: str) -> None:
-        """rmdir ``top`` and its sub-cgroups, retrying EBUSY for a short while."""
+        """rmdir ``top`` and its sub-cgroups, deepest first (one attempt each)."""
         if not os.path.isdir(top):
             return
-        subdirs = [dirpath for dirpath, _, _ in os.walk(top, topdown=False)]
-        for path in subdirs:
-            for delay in (*_RMDIR_DELAYS, None):
-                try:
-                    self._files.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as err:
-                    if err.errno != errno.EBUSY or delay is None:
-                        raise KernelError("rmdir", path, err.errno or errno.EIO) from err
-                    self._files.sleep(delay)
+        for path in [dirpath for dirpath, _, _ in os.walk(top, topdown=False)]:
+            try:
+                self._files.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                raise KernelError("rmdir", path, err.errno or errno.EIO) from err
 
     def destroy(self) -> None:
-        """Remove the container's cgroup directories (not their parents)."""
-        for d in self._dirs():
+        """Remove the container's cgroup directories (not their parents).
+
+        EBUSY is retried for about half a second, all hierarchies together.
+        Every hierarchy is tried; the first failure is raised with the
+        others added as notes.
+        """
+        pending, errors = self._dirs(), {}
+        for delay in (*_RMDIR_DELAYS, None):
+            busy = []
+            for d in pending:
+                try:
+                    self._remove_tree(d)
+                    errors.pop(d, None)
+                except KernelError as err:
+                    errors[d] = err
+                    if err.errno == errno.EBUSY:
+                        busy.append(d)
+            if not busy or delay is None:
+                break
+            self._files.sleep(delay)
+            pending = busy
+        if errors:
+            first, *others = errors.values()
+            for other in others:
+                first.add_note(f"also: {other}")
             with self._tolerated("destroy"):
-                self._remove_tree(d)
+                raise first
 
     def _wait_for(self, path: str, done, what: str) -> None:
         """Poll ``path`` until ``done(content)``; KernelError(EBUSY) if it never is."""
