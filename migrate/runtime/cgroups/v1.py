@@ -314,7 +314,9 @@ class V1Manager(ManagerBase):
 
     def _set_devices(self, d: str, rules: Any) -> None:
         # Rules apply in order; "a" on devices.deny resets the list to
-        # deny-all, so the usual spec (deny all, then allows) is exact.
+        # deny-all, so the usual spec (deny all, then allows) is exact. On a
+        # running container that briefly denies everything: runc 1.1 diffs
+        # against devices.list instead; we apply rules before the init runs.
         for rule in rules:
             name = "devices.allow" if attr(rule, "allow") else "devices.deny"
             self._write(os.path.join(d, name), device_rule(rule))
