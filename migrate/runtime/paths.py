@@ -64,6 +64,11 @@ def mkdir_all_in_root(root: str, path: str, mode: int = 0o755) -> str:
     for part in [p for p in path.split("/") if p]:
         current = os.path.join(current, part)
         host = secure_join(root, current)
+        parent = os.path.dirname(host)
+        if not os.path.isdir(parent) and len(parent) > len(os.path.abspath(root)):
+            # A dangling symlink led to a path whose parents do not exist
+            # yet (lib -> usr/lib without usr): create those first.
+            mkdir_all_in_root(root, "/" + os.path.relpath(parent, os.path.abspath(root)), mode)
         try:
             os.mkdir(host, mode)
         except FileExistsError:
@@ -77,10 +82,14 @@ def ensure_mountpoint(root: str, dest: str, *, is_file: bool) -> str:
     """Create what a mount at ``dest`` needs (a directory, or an empty file
     for a file bind mount) and return its resolved host path."""
     if is_file:
-        parent = mkdir_all_in_root(root, os.path.dirname(dest.rstrip("/")) or "/")
+        # Mount where ``dest`` resolves inside the root: when its last
+        # component is a symlink (etc/resolv.conf -> /run/resolv.conf), on
+        # the link's target, never on the link (the kernel would follow it
+        # outside the root).
         host = secure_join(root, dest)
-        if os.path.dirname(host) != parent.rstrip("/") and not host.startswith(parent):
-            host = os.path.join(parent, os.path.basename(host))
+        rel_parent = os.path.relpath(os.path.dirname(host), os.path.abspath(root))
+        parent = mkdir_all_in_root(root, "/" if rel_parent == "." else "/" + rel_parent)
+        host = os.path.join(parent, os.path.basename(host))
         if not os.path.lexists(host):
             fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
             os.close(fd)
