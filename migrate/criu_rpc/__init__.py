@@ -1,1 +1,69 @@
-__all__: list[str] = []
+"""CRIU ``swrk`` RPC client: typed options, requests, notifications.
+
+``Client`` runs one request per ``criu swrk``; ``Session`` carries several
+(a pre-dump chain ending in a dump, a page server and ``wait_pid``).
+Importing this package does not import protobuf; requests do.
+"""
+
+from migrate.criu_rpc._swrk import SwrkOptions
+from migrate.criu_rpc.client import Client
+from migrate.criu_rpc.features import Features, Version
+from migrate.criu_rpc.lazy_pages import (
+    LAZY_DUMP_PIPE_SIZE,
+    LazyPages,
+    LazyPagesOptions,
+    check_lazy_dump_limits,
+    lazy_pages_argv,
+    start_lazy_pages,
+)
+from migrate.criu_rpc.notify import NOTIFICATIONS, Callback, Callbacks, Notification
+from migrate.criu_rpc.options import (
+    CgroupMode,
+    CgroupRoot,
+    CriuOptions,
+    ExtMount,
+    InheritFd,
+    JoinNamespace,
+    LogLevel,
+    NetworkLock,
+    PageServer,
+    PreDumpMode,
+    Tls,
+    check_request,
+    to_criu_opts,
+)
+from migrate.criu_rpc.session import PageServerInfo, RestoreResult, Session, plan_pre_dump_chain
+
+__all__ = [
+    "Client",
+    "Session",
+    "SwrkOptions",
+    "CriuOptions",
+    "PageServer",
+    "Tls",
+    "ExtMount",
+    "InheritFd",
+    "JoinNamespace",
+    "CgroupRoot",
+    "CgroupMode",
+    "NetworkLock",
+    "PreDumpMode",
+    "LogLevel",
+    "check_request",
+    "to_criu_opts",
+    "plan_pre_dump_chain",
+    "Notification",
+    "Callback",
+    "Callbacks",
+    "NOTIFICATIONS",
+    "Features",
+    "Version",
+    "RestoreResult",
+    "PageServerInfo",
+    "LazyPages",
+    "LazyPagesOptions",
+    "lazy_pages_argv",
+    "start_lazy_pages",
+    "check_lazy_dump_limits",
+    "LAZY_DUMP_PIPE_SIZE",
+]

@@ -1,0 +1,276 @@
+"""One ``criu swrk`` process and the message loop over its socket.
+
+``criu swrk <fd>`` serves requests on an inherited SOCK_SEQPACKET socket:
+one ``criu_req`` per packet in, one ``criu_resp`` per packet out
+(criu/crtools.c, ``cr_service_work`` in criu/cr-service.c). Before the final
+response CRIU may send NOTIFY responses, each waiting for a NOTIFY request;
+the one for orphan-pts-master carries an fd (SCM_RIGHTS).
+
+CRIU resolves the client's fds (images_dir_fd, work_dir_fd, status_fd)
+through ``/proc/<peer>/fd/N``, the peer being the process that created the
+socketpair (SO_PEERCRED): so those stay open here and are *not* inherited.
+inherit_fd and ps.fd are used by CRIU under their own numbers: those must be
+inherited (``pass_fds``).
+"""
+
+from __future__ import annotations
+
+import array
+import errno as _errno
+import os
+import select
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from migrate.criu_rpc._log import first_error, read_tail
+from migrate.criu_rpc.notify import Callback, Notification
+from migrate.errors import CriuError, UsageError
+
+# criu_resp messages are a few hundred bytes; this leaves a wide margin and
+# MSG_TRUNC is checked anyway.
+_MAX_MESSAGE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwrkOptions:
+    """How to start ``criu swrk``.
+
+    ``timeout`` bounds the time CRIU takes to answer, per request, not
+    counting time spent in notification callbacks (a held post-dump may take
+    as long as it needs); when it runs out, criu swrk is killed. Killing CRIU
+    in the middle of a dump resumes the tree (ptrace detaches) but may leave
+    the network locked, so pick a generous value. ``kill_after`` is how long
+    closing waits for swrk to exit before SIGKILL.
+    """
+
+    criu: str = "criu"
+    cwd: str | None = None
+    pass_fds: tuple[int, ...] = ()
+    timeout: float | None = None
+    kill_after: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pass_fds, tuple):
+            object.__setattr__(self, "pass_fds", tuple(self.pass_fds))
+        for fd in self.pass_fds:
+            if not isinstance(fd, int) or fd < 0:
+                raise UsageError(f"swrk pass_fds: {fd!r} is not a file descriptor")
+        if self.timeout is not None and self.timeout <= 0:
+            raise UsageError(f"swrk timeout: {self.timeout!r} is not a positive number of seconds")
+        if self.kill_after < 0:
+            raise UsageError(f"swrk kill_after: {self.kill_after!r} is negative")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """The final response of a request and what the callbacks did."""
+
+    resp: Any
+    declined_by: str | None = None
+    raised: tuple[str, BaseException] | None = None
+
+
+class Swrk:
+    """A running ``criu swrk``; ``close()`` always reaps it."""
+
+    def __init__(self, options: SwrkOptions, *, action: str) -> None:
+        self.options = options
+        self._closed = False
+        self._output = tempfile.TemporaryFile(prefix="criu-swrk-")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            argv = [options.criu, "swrk", str(theirs.fileno())]
+            # pass_fds makes exactly these inheritable in the child.
+            self._proc = subprocess.Popen(
+                argv, pass_fds=(theirs.fileno(), *options.pass_fds), cwd=options.cwd,
+                stdin=subprocess.DEVNULL, stdout=self._output, stderr=self._output)
+        except OSError as err:
+            ours.close()
+            self._output.close()
+            raise CriuError(action, f'cannot start "{options.criu} swrk": {err.strerror}',
+                            errno=err.errno or 0) from err
+        finally:
+            theirs.close()
+        self._sock = ours
+        # A pidfd tells us swrk died even if one of its children (a page
+        # server daemon) still holds its end of the socket open.
+        self._pidfd = os.pidfd_open(self._proc.pid)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _output_path(self) -> str | None:
+        if self._output.closed:
+            return None
+        self._output.flush()
+        return f"/proc/self/fd/{self._output.fileno()}"
+
+    def output_tail(self, lines: int = 15) -> tuple[str, ...]:
+        """The last lines swrk wrote to stdout/stderr (before its log was set up)."""
+        return read_tail(self._output_path(), lines=lines)
+
+    def output_first_error(self) -> str | None:
+        return first_error(self._output_path())
+
+    # -- messages ---------------------------------------------------------
+
+    def transact(self, req: Any, *, action: str, callbacks: dict[str, Callback],
+                 log_path: str | None) -> Outcome:
+        """Send ``req``, answer notifications, return the final response.
+
+        Raises ``CriuError`` if swrk dies, times out or talks nonsense.
+        """
+        from migrate.criu_rpc._pb import rpc
+
+        self._send(req, action=action, log_path=log_path)
+        budget = self.options.timeout
+        declined_by: str | None = None
+        raised: tuple[str, BaseException] | None = None
+        while True:
+            started = time.monotonic()
+            data, fd = self._receive(action=action, log_path=log_path, timeout=budget)
+            if budget is not None:
+                budget = max(budget - (time.monotonic() - started), 0.001)
+            try:
+                resp = rpc.criu_resp.FromString(data)
+            except Exception as err:  # protobuf's DecodeError and friends
+                if fd is not None:
+                    os.close(fd)
+                self.kill()
+                raise self._error(action, f"cannot decode CRIU's answer: {err}", log_path) from err
+            if resp.type != rpc.NOTIFY:
+                if fd is not None:
+                    os.close(fd)
+                return Outcome(resp=resp, declined_by=declined_by, raised=raised)
+
+            note = Notification(name=resp.notify.script,
+                                pid=resp.notify.pid if resp.notify.HasField("pid") else None,
+                                fd=fd)
+            ok = True
+            callback = callbacks.get(note.name)
+            try:
+                if callback is not None:
+                    ok = callback(note) is not False
+            except BaseException as exc:  # noqa: BLE001 - re-raised after CRIU answers
+                ok = False
+                if raised is None:
+                    raised = (note.name, exc)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            if not ok and declined_by is None:
+                declined_by = note.name
+            answer = rpc.criu_req(type=rpc.NOTIFY, notify_success=ok)
+            self._send(answer, action=action, log_path=log_path)
+
+    def _send(self, msg: Any, *, action: str, log_path: str | None) -> None:
+        try:
+            self._sock.send(msg.SerializeToString())
+        except OSError as err:
+            self.close()
+            raise self._error(action, f"criu swrk went away ({err.strerror})", log_path,
+                              errno=err.errno or 0) from err
+
+    def _receive(self, *, action: str, log_path: str | None,
+                 timeout: float | None) -> tuple[bytes, int | None]:
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
+        poller.register(self._pidfd, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            ready = {fd for fd, _ in poller.poll(left)}
+            if self._sock.fileno() in ready:
+                break
+            if self._pidfd in ready:
+                # Exited; a last message may still be queued.
+                r, _, _ = select.select([self._sock], [], [], 0)
+                if r:
+                    break
+                self.close()
+                raise self._error(action, f"criu swrk {self._describe_exit()} without answering",
+                                  log_path)
+            if deadline is not None and time.monotonic() >= deadline:
+                self.kill()
+                raise self._error(action, f"no answer from CRIU within {self.options.timeout:g} s "
+                                  "(criu swrk killed)", log_path, errno=_errno.ETIMEDOUT)
+        fds = array.array("i")
+        data, ancdata, flags, _ = self._sock.recvmsg(_MAX_MESSAGE, socket.CMSG_SPACE(4 * fds.itemsize))
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        fd = fds[0] if fds else None
+        for extra in fds[1:]:
+            os.close(extra)
+        if not data:
+            if fd is not None:
+                os.close(fd)
+            self.close()
+            raise self._error(action, f"criu swrk {self._describe_exit()} without answering",
+                              log_path)
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            if fd is not None:
+                os.close(fd)
+            self.kill()
+            raise self._error(action, "CRIU's answer was truncated", log_path)
+        return data, fd
+
+    # -- errors and teardown ----------------------------------------------
+
+    def _describe_exit(self) -> str:
+        code = self._proc.poll()
+        if code is None:
+            return "closed the connection"
+        if code < 0:
+            return f"was killed by signal {-code}"
+        return f"exited with status {code}"
+
+    def _error(self, action: str, message: str, log_path: str | None, *, errno: int = 0) -> CriuError:
+        return make_error(action, message, errno=errno, log_path=log_path, swrk=self)
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket and reap swrk (SIGKILL after ``kill_after`` s)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sock.close()
+        try:
+            self._proc.wait(timeout=self.options.kill_after)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        finally:
+            os.close(self._pidfd)
+
+    def discard_output(self) -> None:
+        self._output.close()
+
+
+def make_error(action: str, message: str, *, errno: int = 0, log_path: str | None,
+               swrk: Swrk | None = None) -> CriuError:
+    """A ``CriuError`` with the log tail, or swrk's own output when the log is
+    empty (CRIU writes to stderr until the log file is set up)."""
+    tail = read_tail(log_path)
+    if not tail and swrk is not None:
+        tail = swrk.output_tail()
+    if log_path is not None and not os.path.exists(log_path):
+        log_path = None
+    return CriuError(action, message, errno=errno, log_path=log_path, log_tail=tail)

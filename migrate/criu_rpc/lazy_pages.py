@@ -1,0 +1,226 @@
+"""The lazy-pages daemon, which CRIU's RPC cannot start.
+
+``criu_req_type`` has no lazy-pages request (CRIU 4.2: rpc.proto), so the
+daemon is ``criu lazy-pages`` run from the command line. A post-copy
+restore is, in order:
+
+1. source: ``dump`` with ``lazy_pages=True`` and ``ps=PageServer(address,
+   port)``; CRIU dumps everything but the memory, then serves the memory on
+   that port (a "status-ready" notification or ``status_fd`` byte says it
+   listens) and does not answer until every page is gone;
+2. destination, with the images copied: ``start_lazy_pages`` below, pointed
+   at that address and port, in the work directory the restore will use
+   (they meet on ``lazy-pages.socket`` there);
+3. destination: ``restore`` with ``lazy_pages=True`` and the same
+   ``work_dir``; the tree runs at once, faulting pages in via userfaultfd;
+4. the daemon exits once all pages are copied; the source dump then answers.
+
+The daemon is our child; ``LazyPages.close()`` kills and reaps it if it is
+still running.
+
+Call ``check_lazy_dump_limits()`` on the source before freezing anything: a
+lazy dump needs to size a pipe past the default ``fs.pipe-max-size`` (1 MiB),
+which only CAP_SYS_RESOURCE may do. Without either, the dump fails *after*
+the restore has started ("page-pipe: splice: -1: Bad file descriptor" or
+"tee: ... Operation not permitted"), even for a tiny process.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import IO
+
+from migrate.criu_rpc._log import read_tail
+from migrate.criu_rpc.options import LogLevel, PageServer, Tls
+from migrate.errors import CriuError, UnsupportedError, UsageError
+
+__all__ = ["LazyPagesOptions", "LazyPages", "lazy_pages_argv", "start_lazy_pages",
+           "LAZY_DUMP_PIPE_SIZE", "check_lazy_dump_limits"]
+
+# pipe_read_dest_init() in criu/page-pipe.c sets its tee pipe to PIPE_MAX_SIZE
+# pages = 8 pages of struct pipe_buffer (40 bytes) = 819 pages; the kernel
+# rounds a pipe size up to a power of two pages (round_pipe_size), so 1024
+# pages. Measured here with a 10 MiB and a 256 MiB process: 4 MiB works,
+# 2 MiB fails.
+LAZY_DUMP_PIPE_SIZE = 4 << 20
+_CAP_SYS_RESOURCE = 24
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LazyPagesOptions:
+    """``criu lazy-pages`` options. ``page_server`` is the source's lazy dump
+    (``None``: pages come from ``images_dir``, for a local lazy restore)."""
+
+    images_dir: str
+    work_dir: str | None = None
+    page_server: PageServer | None = None
+    tls: Tls | None = None
+    log_file: str = "lazy-pages.log"
+    log_level: LogLevel = LogLevel.DEBUG
+
+    def __post_init__(self) -> None:
+        if not self.images_dir:
+            raise UsageError("criu lazy-pages: images_dir is required")
+        if "/" in self.log_file or not self.log_file:
+            raise UsageError(f'criu lazy-pages: log_file "{self.log_file}" must be a bare name')
+        if self.page_server is not None:
+            if self.page_server.address is None or self.page_server.port == 0:
+                raise UsageError("criu lazy-pages: the page server needs an address and a port")
+            if self.page_server.fd is not None:
+                raise UsageError("criu lazy-pages: ps.fd is not supported from the command line")
+        if self.tls is not None and self.page_server is None:
+            raise UsageError("criu lazy-pages: tls needs a page server")
+
+
+def check_lazy_dump_limits(*, proc_root: str = "/proc") -> None:
+    """Raise ``UnsupportedError`` naming the fix if a lazy dump would fail
+    because pipes cannot grow (see the module docstring)."""
+    try:
+        with open(f"{proc_root}/sys/fs/pipe-max-size") as f:
+            size = int(f.read())
+        with open(f"{proc_root}/self/status") as f:
+            caps = next((int(line.split()[1], 16) for line in f if line.startswith("CapEff:")), 0)
+    except (OSError, ValueError) as err:
+        raise UnsupportedError(f"cannot read pipe limits under {proc_root}: {err}") from err
+    if size >= LAZY_DUMP_PIPE_SIZE or caps & (1 << _CAP_SYS_RESOURCE):
+        return
+    raise UnsupportedError(
+        f"lazy pages: fs.pipe-max-size is {size} and CAP_SYS_RESOURCE is missing; a lazy "
+        f"dump needs pipes of {LAZY_DUMP_PIPE_SIZE} bytes "
+        f"(run: sysctl fs.pipe-max-size={LAZY_DUMP_PIPE_SIZE})")
+
+
+def lazy_pages_argv(options: LazyPagesOptions, *, criu: str = "criu",
+                    status_fd: int | None = None) -> list[str]:
+    """The command line for ``options`` (pure)."""
+    argv = [criu, "lazy-pages", "--images-dir", options.images_dir]
+    if options.work_dir is not None:
+        argv += ["--work-dir", options.work_dir]
+    argv += ["--log-file", options.log_file, f"-v{int(options.log_level)}"]
+    if status_fd is not None:
+        argv += ["--status-fd", str(status_fd)]
+    if options.page_server is not None:
+        argv += ["--page-server", "--address", options.page_server.address,
+                 "--port", str(options.page_server.port)]
+    if options.tls is not None:
+        argv.append("--tls")
+        for name in ("cacert", "cacrl", "cert", "key"):
+            value = getattr(options.tls, name)
+            if value is not None:
+                argv += [f"--tls-{name}", value]
+        if options.tls.no_cn_verify:
+            argv.append("--tls-no-cn-verify")
+    return argv
+
+
+class LazyPages:
+    """A running ``criu lazy-pages``; a context manager that reaps it."""
+
+    def __init__(self, proc: subprocess.Popen, log_path: str, output: IO[bytes]) -> None:
+        self._proc = proc
+        self.log_path = log_path
+        self._output = output
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def poll(self) -> int | None:
+        return self._proc.poll()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until all pages are copied and the daemon exits.
+
+        Raises ``CriuError`` if it failed or is still running after ``timeout``.
+        """
+        try:
+            code = self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as err:
+            raise CriuError("lazy-pages", f"still running after {timeout:g} s",
+                            log_path=self.log_path, log_tail=read_tail(self.log_path)) from err
+        if code != 0:
+            raise CriuError("lazy-pages", _describe(code), log_path=self.log_path,
+                            log_tail=read_tail(self.log_path) or _output_tail(self._output))
+
+    def close(self) -> None:
+        """Kill the daemon if it still runs, and reap it."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._output.close()
+
+    def __enter__(self) -> "LazyPages":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_lazy_pages(options: LazyPagesOptions, *, criu: str = "criu",
+                     timeout: float = 30.0) -> LazyPages:
+    """Start ``criu lazy-pages`` and wait until it listens for the restore.
+
+    Raises ``CriuError`` (with the log tail) if it exits or does not get
+    ready within ``timeout`` seconds.
+    """
+    work_dir = options.work_dir or options.images_dir
+    log_path = os.path.join(os.path.abspath(work_dir), options.log_file)
+    output = tempfile.TemporaryFile(prefix="criu-lazy-pages-")
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            proc = subprocess.Popen(lazy_pages_argv(options, criu=criu, status_fd=ready_w),
+                                    pass_fds=(ready_w,), stdin=subprocess.DEVNULL,
+                                    stdout=output, stderr=output)
+        except OSError as err:
+            output.close()
+            raise CriuError("lazy-pages", f'cannot start "{criu} lazy-pages": {err.strerror}',
+                            errno=err.errno or 0) from err
+        os.close(ready_w)
+        ready_w = -1
+        daemon = LazyPages(proc, log_path, output)
+        try:
+            _wait_ready(daemon, ready_r, timeout)
+        except BaseException:
+            daemon.close()
+            raise
+        return daemon
+    finally:
+        os.close(ready_r)
+        if ready_w >= 0:
+            os.close(ready_w)
+
+
+def _wait_ready(daemon: LazyPages, ready_r: int, timeout: float) -> None:
+    # status_ready() in criu/util.c writes one byte once lazy-pages.socket listens.
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CriuError("lazy-pages", f"not ready after {timeout:g} s",
+                            log_path=daemon.log_path, log_tail=read_tail(daemon.log_path))
+        r, _, _ = select.select([ready_r], [], [], left)
+        if not r:
+            continue
+        if os.read(ready_r, 1):
+            return
+        code = daemon._proc.wait()
+        raise CriuError("lazy-pages", f"{_describe(code)} before it was ready",
+                        log_path=daemon.log_path,
+                        log_tail=read_tail(daemon.log_path) or _output_tail(daemon._output))
+
+
+def _describe(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+
+
+def _output_tail(output: IO[bytes]) -> tuple[str, ...]:
+    fileno = getattr(output, "fileno", None)
+    if fileno is None or getattr(output, "closed", True):
+        return ()
+    return read_tail(f"/proc/self/fd/{fileno()}")
