@@ -401,6 +401,10 @@ def check_request(request: str, options: CriuOptions) -> None:
 
     if request in _NEEDS_IMAGES and options.images_dir is None:
         bad("images_dir is required")
+    if request == "check" and options.log_file is not None and \
+            options.work_dir is None and options.images_dir is None:
+        # setup_images_and_workdir(): a log file needs a directory to live in.
+        bad("log_file needs work_dir (or log_file=None to log to stderr)")
     if request in _NEEDS_PID and options.pid is None:
         # Without a pid CRIU dumps the requesting process: us.
         bad("pid is required (CRIU would dump the calling process)")

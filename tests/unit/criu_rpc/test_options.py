@@ -172,6 +172,7 @@ def test_bad_parts_are_refused(make, words):
     ("dump", {"images_dir": "/i", "pid": 3, "lazy_pages": True}, "fixed port"),
     ("dump", {"images_dir": "/i", "pid": 3, "lazy_pages": True, "ps": PageServer(port=0)}, "fixed port"),
     ("page_server_chld", {"images_dir": "/i"}, "ps (address and port) is required"),
+    ("check", {}, "log_file needs work_dir"),
 ])
 def test_request_checks(request_, kwargs, words):
     with pytest.raises(UsageError) as err:
@@ -185,7 +186,8 @@ def test_request_checks(request_, kwargs, words):
               "ps": PageServer(address="127.0.0.1", port=27)}),
     ("restore", {"images_dir": "/i", "rst_sibling": True, "lazy_pages": True}),
     ("page_server_chld", {"images_dir": "/i", "ps": PageServer(address="::1")}),
-    ("check", {}),
+    ("check", {"log_file": None}),
+    ("check", {"work_dir": "/w"}),
     ("pre_dump", {"images_dir": "/i", "pid": 3, "track_mem": True, "parent_img": "../p"}),
 ])
 def test_request_checks_pass(request_, kwargs):
