@@ -1,7 +1,7 @@
 """Entry point: global flags, then dispatch by command name.
 
 The commands an engine runs for every container (create, start, state,
-kill, delete, exec, run) are parsed with argparse in ``cli/hot.py``: click
+kill, delete, exec, run) are parsed with getopt in ``cli/hot.py``: click
 and rich cost ~50 ms of imports, more than `runc run` takes in all. Every
 other command is a click command, imported only when it is asked for.
 """
@@ -135,16 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         if not rest or opts.get("help"):
             (sys.stdout if opts.get("help") or not rest else sys.stderr).write(USAGE)
             return 0 if opts.get("help") else 2
-        name, cmd_argv = rest[0], rest[1:]
-        if name not in COMMANDS:
-            raise _Usage(f'unknown command "{name}"; run `migrate --help`')
+        # Logging first, so every later error also reaches --log (an engine
+        # reads its last line) and is printed once, not twice.
         log_path = opts.get("log")
         debug = bool(opts.get("debug"))
-        ctx = _context(opts)
         if log_path or debug:
             from migrate.cli.logs import setup_logging
 
-            setup_logging(log_path, ctx.log_format, debug)
+            fmt = opts.get("log-format", "text")
+            setup_logging(log_path, fmt if fmt in ("text", "json") else "text", debug)
+        name, cmd_argv = rest[0], rest[1:]
+        if name not in COMMANDS:
+            raise _Usage(f'unknown command "{name}"; run `migrate --help`')
+        ctx = _context(opts)
         if name in HOT:
             return _load(HOT[name])(ctx, cmd_argv)
         from migrate.cli.clickapp import run_click

@@ -8,7 +8,7 @@ version can apply them is for the cgroup back ends to say.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from migrate._record import field, record
 
 __all__ = [
     "DeviceRule",
@@ -25,7 +25,7 @@ __all__ = [
     "Resources",
 ]
 
-_model = dataclass(frozen=True, slots=True, kw_only=True)
+_model = record
 
 
 @_model

@@ -14,14 +14,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from migrate._record import record
 
 from migrate.errors import KernelError, UsageError
 
 __all__ = ["IdMapPlan", "plan_idmap", "write_idmaps", "format_map"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class IdMapPlan:
     uid_map: tuple[tuple[int, int, int], ...]   # (container_id, host_id, size)
     gid_map: tuple[tuple[int, int, int], ...]

@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from dataclasses import dataclass, field
-from typing import Callable, NoReturn
+from migrate._record import field, record
 
 from migrate.errors import MigrateError
 from migrate.runtime import nsexec
 from migrate.runtime.nsexec import NsFlag
 from migrate.runtime.sync import SyncError, SyncSocket, socketpair
+
+TYPE_CHECKING = False   # typing costs ~2 ms to import; only checkers need it
+if TYPE_CHECKING:
+    from typing import Callable, NoReturn
 
 __all__ = ["LaunchSpec", "Launched", "launch", "LaunchError"]
 
@@ -26,7 +29,7 @@ class LaunchError(MigrateError):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class LaunchSpec:
     create: NsFlag = NsFlag(0)
     join: tuple[tuple[str, NsFlag], ...] = ()       # (namespace path, type)
@@ -40,7 +43,7 @@ class LaunchSpec:
     timeout: float = 60.0
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class Launched:
     pid: int
     console_fd: int | None = None

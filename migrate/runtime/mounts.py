@@ -8,7 +8,7 @@ keeps the source read-only) rather than silently inherit ``ro``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from migrate._record import record
 
 from migrate.errors import UsageError
 from migrate.runtime.syscalls import MS
@@ -76,7 +76,7 @@ _REC = {
 }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class MountOptions:
     flags: int = 0             # MS_* to set (including MS_BIND|MS_REC for rbind)
     cleared: int = 0           # MS_* explicitly cleared (rw, suid, dev, exec, atime ...)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from migrate._record import record
 
 from migrate.errors import MountError, UsageError
 from migrate.runtime.mounts import (ATIME_MASK, LOCKABLE, MountOptions, flag_names,
@@ -45,7 +45,7 @@ DEV_SYMLINKS = (
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RootfsPlan:
     rootfs: str
     mounts: tuple                      # oci Mount objects
@@ -58,6 +58,26 @@ class RootfsPlan:
     no_pivot: bool
     cgroup_paths: dict                 # controller -> host dir of the container's cgroup
     mount_label: str | None = None
+
+
+# statvfs(3) reports mount flags as ST_*, which equal MS_* except ST_RELATIME
+# (0x1000, MS_BIND's value; MS_RELATIME is 1 << 21). "strictatime" has no bit:
+# it is the absence of noatime and relatime (calculate_f_flags(), fs/statfs.c).
+_ST_TO_MS = ((os.ST_RDONLY, MS.RDONLY), (os.ST_NOSUID, MS.NOSUID), (os.ST_NODEV, MS.NODEV),
+             (os.ST_NOEXEC, MS.NOEXEC), (os.ST_NOATIME, MS.NOATIME),
+             (os.ST_NODIRATIME, MS.NODIRATIME), (os.ST_RELATIME, MS.RELATIME))
+
+
+def _locked_flags(path: str) -> int:
+    """The MS_* flags of the mount at ``path`` that a user namespace may lock."""
+    st = os.statvfs(path).f_flag
+    flags = 0
+    for st_bit, ms_bit in _ST_TO_MS:
+        if st & st_bit:
+            flags |= ms_bit
+    if not flags & (MS.NOATIME | MS.RELATIME):
+        flags |= MS.STRICTATIME
+    return flags & LOCKABLE
 
 
 def _err(op, source, target, opts_flags, err: OSError, detail=""):
@@ -81,7 +101,7 @@ def _remount_bind(sys: Syscalls, source: str, target: str, opts: MountOptions) -
         if err.errno != errno.EPERM:
             raise _err("remount", source, target, wanted, err) from None
         first = err
-    locked = os.statvfs(target).f_flag & LOCKABLE
+    locked = _locked_flags(target)
     conflict = locked & opts.cleared & ~ATIME_MASK
     if conflict:
         raise _err("remount", source, target, wanted, first,
@@ -328,7 +348,7 @@ def _move_root(sys: Syscalls, rootfs: str) -> None:
 def _remount_ro(sys: Syscalls, path: str, recursive: bool) -> None:
     # Keep the flags the kernel may have locked (nosuid, nodev, ...), or the
     # remount fails with EPERM in a user namespace.
-    locked = os.statvfs(path).f_flag & LOCKABLE
+    locked = _locked_flags(path)
     flags = MS.BIND | MS.REMOUNT | MS.RDONLY | locked | (MS.REC if recursive else 0)
     sys.mount(None, path, None, flags, None)
 

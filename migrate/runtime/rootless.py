@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from migrate._record import record
 
 __all__ = ["RootlessFacts", "detect", "in_user_namespace"]
 
@@ -26,7 +26,7 @@ def in_user_namespace(uid_map_text: str | None = None) -> bool:
     return lines != [["0", "0", "4294967295"]]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RootlessFacts:
     euid: bool
     cgroups: bool

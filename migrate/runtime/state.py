@@ -15,13 +15,14 @@ import fcntl
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from migrate._record import asdict, field, fields, record
 
 from migrate.errors import ExistsError, KernelError, NotFoundError, UsageError
 
 __all__ = ["ContainerState", "StateStore", "validate_id", "atomic_write"]
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_+\-.]{1,1024}$")
+# \Z, not $: "$" also matches before a trailing newline.
+_ID_RE = re.compile(r"^[A-Za-z0-9_+\-.]{1,1024}\Z")
 STATE_FILE = "state.json"
 FIFO_NAME = "exec.fifo"
 
@@ -56,7 +57,7 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
     os.rename(tmp, path)
 
 
-@dataclass(slots=True, kw_only=True)
+@record(frozen=False)
 class ContainerState:
     """What later commands need to know about a container (state.json)."""
 
@@ -86,7 +87,9 @@ class ContainerState:
     @classmethod
     def from_json(cls, data: bytes | str) -> "ContainerState":
         raw = json.loads(data)
-        known = {f.name for f in fields(cls)}
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+        known = set(fields(cls))
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
@@ -157,9 +160,22 @@ class StateStore:
         atomic_write(os.path.join(self.dir(state.id), STATE_FILE), state.to_json())
 
     def remove(self, container_id: str) -> None:
-        import shutil
+        """Remove the container's directory (it holds only flat files; no
+        shutil: importing it costs ~3 ms on every delete)."""
+        path = self.dir(container_id)
+        try:
+            entries = os.listdir(path)
+        except FileNotFoundError:
+            return
+        for name in entries:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(os.path.join(path, name))
+            if os.path.isdir(os.path.join(path, name)):
+                import shutil
 
-        shutil.rmtree(self.dir(container_id), ignore_errors=True)
+                shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(path)
 
     def list_ids(self) -> list[str]:
         try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import signal
 import time
@@ -30,7 +29,18 @@ if TYPE_CHECKING:
 
 from migrate.errors import KernelError, MigrateError, UsageError
 
-log = logging.getLogger("migrate.runtime.cgroups")
+class _LazyLog:
+    """``logging`` costs ~4 ms to import and most commands never log here."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        import logging
+
+        return getattr(logging.getLogger("migrate.runtime.cgroups"), name)
+
+
+log = _LazyLog()
 
 STATE_VERSION = 1
 DEFAULT_PARENT = "/migrate"

@@ -8,18 +8,22 @@ process itself: terminal, limits, user, capabilities, execve.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import NoReturn
+from migrate._record import record
 
 from migrate.errors import NotFoundError
 from migrate.runtime import process as proc
 from migrate.runtime.sync import SyncSocket
 from migrate.runtime.syscalls import Syscalls
 
+
+TYPE_CHECKING = False   # typing costs ~2 ms to import; only checkers need it
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 __all__ = ["SetnsInit", "run_setns_init"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class SetnsInit:
     process: object            # oci.Process
     preserve_fds: int

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+from migrate import _record as dataclasses
 import datetime
 import os
 import signal
-from dataclasses import dataclass
+from migrate._record import record
 
 from migrate.errors import MigrateError, NotFoundError, UsageError
 from migrate.runtime.container import Container, proc_start_time
@@ -19,7 +19,7 @@ from migrate.runtime.state import ContainerState, StateStore, atomic_write, vali
 __all__ = ["CreateOptions", "create", "oci_state", "write_pid_file"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class CreateOptions:
     id: str
     bundle: str = "."

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
+from migrate import _record as dataclasses
 import json
 import os
-from dataclasses import dataclass
+from migrate._record import record
 
 from migrate.errors import NotFoundError, UsageError
 from migrate.runtime.container import Container
@@ -16,7 +16,7 @@ from migrate.runtime.state import StateStore
 __all__ = ["ExecOptions", "exec_process", "build_process"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ExecOptions:
     id: str
     args: tuple[str, ...] = ()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
+from migrate._record import record
 
 from migrate.errors import InvalidStateError, NotFoundError
 from migrate.runtime.container import Container, Status
@@ -25,7 +25,7 @@ def state(ctx: RuntimeContext, container_id: str) -> dict:
     return st
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ContainerSummary:
     id: str
     pid: int
@@ -45,9 +45,10 @@ def list_containers(ctx: RuntimeContext) -> list[ContainerSummary]:
         except NotFoundError:
             continue   # deleted while we looked
         status = c.status()
-        out.append(ContainerSummary(cid, c.state.pid if status is not Status.STOPPED else 0,
-                                    status.value, c.state.bundle, c.state.created,
-                                    c.state.owner or _owner(store.dir(cid)), c.state.annotations))
+        out.append(ContainerSummary(
+            id=cid, pid=c.state.pid if status is not Status.STOPPED else 0,
+            status=status.value, bundle=c.state.bundle, created=c.state.created,
+            owner=c.state.owner or _owner(store.dir(cid)), annotations=c.state.annotations))
     return out
 
 

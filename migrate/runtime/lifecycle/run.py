@@ -4,7 +4,7 @@ the container's code, then delete it (as runc does)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+from migrate import _record as dataclasses
 
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.lifecycle.create import CreateOptions, create

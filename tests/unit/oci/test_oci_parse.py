@@ -543,7 +543,7 @@ def test_process_from_spec_equals_process_from_process_json():
 def test_process_dict_for_exec_merging():
     # exec builds a process from the container's own and the user's flags;
     # the models are frozen, so it uses dataclasses.replace.
-    import dataclasses
+    from migrate import _record as dataclasses
     base = parse_config(default_spec()).process
     merged = dataclasses.replace(base, args=("ls", "-l"), terminal=False,
                                  env=base.env + ("X=1",))

@@ -4,7 +4,7 @@ Each case starts from `default_spec()` (valid), changes one thing, and
 checks the one line a user would see.
 """
 
-import dataclasses
+from migrate import _record as dataclasses
 
 import pytest
 

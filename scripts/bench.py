@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Benchmarks, each comparing migrate side by side with runc or the criu CLI
+in one run. Usage: bench.py [NAME [ARGS...]]; without NAME, all of them.
+
+Each module in scripts/benchmarks/ has ``main(argv) -> int``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+ORDER = ["run_latency", "criu_rpc", "checkpoint", "migration"]
+
+
+def main(argv: list[str]) -> int:
+    available = [n for n in ORDER if os.path.exists(os.path.join(HERE, "benchmarks", f"{n}.py"))]
+    names = [argv[0]] if argv else available
+    rc = 0
+    for name in names:
+        if name not in available:
+            print(f"bench: unknown benchmark {name!r}; have: {', '.join(available)}", file=sys.stderr)
+            return 2
+        module = importlib.import_module(f"benchmarks.{name}")
+        rc |= module.main(argv[1:] if argv else [])
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,80 @@
+"""`run` latency of a `true` container: migrate against runc, same bundle,
+interleaved in one run (so machine noise hits both alike)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
+
+
+def _bundle(workdir: str) -> str:
+    from runtime_helpers import build_rootfs
+
+    path = os.path.join(workdir, "bundle")
+    os.makedirs(path)
+    build_rootfs(os.path.join(path, "rootfs"))
+    subprocess.run([_migrate(), "spec", "--bundle", path], check=True, timeout=60)
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["true"]
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+def _migrate() -> str:
+    return os.environ.get("MIGRATE_BIN") or shutil.which("migrate") or "/opt/migrate/venv/bin/migrate"
+
+
+def _time(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str]) -> int:
+    rounds = int(argv[0]) if argv else 30
+    runc = shutil.which("runc")
+    if runc is None:
+        print("run_latency: runc is not installed; nothing to compare with")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as work:
+        bundle = _bundle(work)
+        tools = {
+            "migrate": [_migrate(), "--root", os.path.join(work, "m-root"), "run", "--bundle", bundle],
+            "runc": [runc, "--root", os.path.join(work, "r-root"), "run", "--bundle", bundle],
+        }
+        samples: dict[str, list[float]] = {k: [] for k in tools}
+        for i in range(rounds + 2):          # two warm-up rounds, discarded
+            for name, argv_ in tools.items():
+                dt = _time([*argv_, f"b{name[0]}{i}"])
+                if i >= 2:
+                    samples[name].append(dt)
+    from rich.console import Console
+    from rich.table import Table
+
+    med = {k: statistics.median(v) * 1000 for k, v in samples.items()}
+    table = Table(title=f"`run` of a `true` container ({rounds} interleaved rounds)")
+    for col in ("runtime", "median ms", "min ms", "p90 ms", "ratio vs runc"):
+        table.add_column(col, justify="right" if col != "runtime" else "left")
+    for name, vals in samples.items():
+        ms = sorted(v * 1000 for v in vals)
+        table.add_row(name, f"{med[name]:.1f}", f"{ms[0]:.1f}", f"{ms[int(len(ms) * 0.9) - 1]:.1f}",
+                      f"{med[name] / med['runc']:.2f}")
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
