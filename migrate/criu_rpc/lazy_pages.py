@@ -18,7 +18,7 @@ restore is, in order:
 The daemon is our child; ``LazyPages.close()`` kills and reaps it if it is
 still running.
 
-Call ``check_lazy_dump_limits()`` on the source before freezing anything: a
+``Session.dump`` calls ``check_lazy_dump_limits()`` before a lazy dump: a
 lazy dump needs to size a pipe past the default ``fs.pipe-max-size`` (1 MiB),
 which only CAP_SYS_RESOURCE may do. Without either, the dump fails *after*
 the restore has started ("page-pipe: splice: -1: Bad file descriptor" or

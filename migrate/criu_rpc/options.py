@@ -17,9 +17,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
-import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from migrate.errors import UsageError

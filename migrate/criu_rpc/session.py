@@ -227,8 +227,14 @@ class Session:
         """DUMP the tree rooted at ``options.pid``; ends the session.
 
         Raises ``CriuError`` (the tree keeps running), or the exception a
-        callback raised, once CRIU has cleaned up.
+        callback raised, once CRIU has cleaned up. A lazy dump first checks
+        that pipes can grow enough (``check_lazy_dump_limits``) and raises
+        ``UnsupportedError`` before anything is frozen if they cannot.
         """
+        if options.lazy_pages:
+            from migrate.criu_rpc.lazy_pages import check_lazy_dump_limits
+
+            check_lazy_dump_limits()
         self._request("dump", options, callbacks=callbacks, keep_open=False)
 
     def restore(self, options: CriuOptions, callbacks: Callbacks | None = None) -> RestoreResult:

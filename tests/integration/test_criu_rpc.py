@@ -41,7 +41,7 @@ from migrate.criu_rpc import (  # noqa: E402
     plan_pre_dump_chain,
     start_lazy_pages,
 )
-from migrate.errors import CriuError  # noqa: E402
+from migrate.errors import CriuError, UnsupportedError  # noqa: E402
 
 pytestmark = [pytest.mark.requires("root", "criu"), pytest.mark.timeout(120)]
 
@@ -466,3 +466,17 @@ def test_orphan_pts_master_fd_arrives_over_scm_rights(client, counters, tmp_path
             os.close(master)
         if "fd" in received:
             os.close(received["fd"])
+
+
+def test_lazy_dump_refused_before_freezing_when_pipes_cannot_grow(client, counters, tmp_path):
+    with open("/proc/sys/fs/pipe-max-size") as f:
+        if int(f.read()) >= LAZY_DUMP_PIPE_SIZE:
+            pytest.skip("fs.pipe-max-size is already raised here")
+    c = counters()
+    before = c.wait_for(3)
+    images = _dir(tmp_path, "img")
+    with pytest.raises(UnsupportedError, match="sysctl fs.pipe-max-size="):
+        client.dump(CriuOptions(images_dir=images, pid=c.pid, lazy_pages=True,
+                                ps=PageServer(address="127.0.0.1", port=_free_port())))
+    assert os.listdir(images) == []  # CRIU never ran
+    c.wait_for(before + 3)
