@@ -47,13 +47,23 @@ def parse(command: str, flags: list[Flag], argv: list[str], *, positional: str,
 
     from migrate.errors import UsageError
 
+    takes_value = {f"--{f.name}" for f in flags if f.value} | \
+        {f"-{f.short}" for f in flags if f.short and f.value}
     fixed = []
+    value_next = False
     for i, a in enumerate(argv):
+        if value_next:              # the value of the flag before: never a flag itself
+            fixed.append(a)
+            value_next = False
+            continue
         if a == "--" or not a.startswith("-"):
             fixed += argv[i:]
             break
         # Go-style single-dash long flags (-bundle) as urfave/cli accepts them.
-        fixed.append("-" + a if not a.startswith("--") and len(a.split("=")[0]) > 2 else a)
+        if not a.startswith("--") and len(a.split("=")[0]) > 2:
+            a = "-" + a
+        value_next = a in takes_value
+        fixed.append(a)
     shorts = "".join(f.short + (":" if f.value else "") for f in flags if f.short)
     longs = [f.name + ("=" if f.value else "") for f in flags] + ["help"]
     try:
