@@ -18,6 +18,9 @@ import resource
 import signal
 
 from migrate.errors import KernelError, NotFoundError, UsageError
+# Imported here, not lazily: these run after pivot_root, when our own
+# modules are no longer reachable on the file system.
+from migrate.oci.constants import CAP_NUMBERS, RLIMITS
 from migrate.runtime.syscalls import PR, Syscalls
 
 __all__ = ["apply_rlimits", "apply_user_and_caps", "cap_mask", "resolve_executable",
@@ -25,8 +28,6 @@ __all__ = ["apply_rlimits", "apply_user_and_caps", "cap_mask", "resolve_executab
 
 
 def cap_mask(names) -> int:
-    from migrate.oci import CAP_NUMBERS
-
     mask = 0
     for name in names:
         try:
@@ -45,8 +46,6 @@ def _last_cap(proc_root: str = "/proc") -> int:
 
 
 def apply_rlimits(rlimits) -> None:
-    from migrate.oci import RLIMITS
-
     for rl in rlimits:
         try:
             resource.setrlimit(RLIMITS[rl.type], (rl.soft, rl.hard))
@@ -96,8 +95,6 @@ def apply_user_and_caps(sys: Syscalls, process, *, setgroups_allowed: bool = Tru
         sys.capset(cap_mask(caps.effective), cap_mask(caps.permitted),
                    cap_mask(caps.inheritable))
         sys.prctl(PR.CAP_AMBIENT, PR.CAP_AMBIENT_CLEAR_ALL)
-        from migrate.oci import CAP_NUMBERS
-
         for name in caps.ambient:
             try:
                 sys.prctl(PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, CAP_NUMBERS[name])

@@ -42,9 +42,21 @@ def _hooks_roundtrip(sock: SyncSocket) -> None:
     sock.expect("hooks_ok")
 
 
+def preload(process, start_hooks: bool) -> None:
+    """Import now what runs after pivot_root (or setns into the container's
+    mount namespace): from then on our modules are out of sight."""
+    if process.terminal:
+        import migrate.runtime.console  # noqa: F401
+    if start_hooks:
+        import subprocess  # noqa: F401
+
+        import migrate.runtime.hooks  # noqa: F401
+
+
 def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> NoReturn:
     spec = init.spec
     process = spec.process
+    preload(process, bool(spec.hooks.start_container))
     if init.new_keyring:
         try:
             sys.join_session_keyring(f"_ses.{init.container_id}")

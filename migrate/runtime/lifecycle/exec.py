@@ -123,6 +123,9 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
         join.append((f"{ctx.proc_root}/{pid}/ns/{name}", flag))
     init = SetnsInit(process=process, preserve_fds=opts.preserve_fds,
                      setgroups_allowed=_setgroups_allowed(pid, ctx.proc_root))
+    from migrate.runtime.init.standard import preload
+
+    preload(process, False)   # the child cannot import after setns(mnt)
     fg = None
     if not opts.detach:
         from migrate.runtime.foreground import Foreground
