@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"migrate version {__version__}\nspec: 1.2.0")
             return 0
         if not rest or opts.get("help"):
-            (sys.stdout if opts.get("help") or not rest else sys.stderr).write(USAGE)
+            (sys.stdout if opts.get("help") else sys.stderr).write(USAGE)
             return 0 if opts.get("help") else 2
         # Logging first, so every later error also reaches --log (an engine
         # reads its last line) and is printed once, not twice.
