@@ -1,0 +1,106 @@
+"""The hot path imports only light modules (no timing here: scripts/bench.py
+measures speed). Each check runs a fresh interpreter, ``-I`` so neither the
+environment nor site-packages' .pth files add imports of their own.
+
+A hot command is checked twice: importing its modules, and dispatching it
+through ``main()`` until it fails early on a missing container or bundle
+(which runs the imports it makes inside its functions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FORBIDDEN = ("click", "rich", "google.protobuf", "pycriu", "pyroute2", "cffi")
+
+# hot command -> its lifecycle module
+HOT = {"create": "create", "start": "start", "state": "query", "kill": "kill",
+       "delete": "delete", "exec": "exec", "run": "run"}
+
+
+def _modules_after(code: str) -> set[str]:
+    prog = (f"import sys, json\nsys.path.insert(0, {REPO!r})\n{code}\n"
+            f"sys.stdout.write('\\n' + json.dumps(sorted(sys.modules)))\n")
+    res = subprocess.run([sys.executable, "-I", "-c", prog], capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    return set(json.loads(res.stdout.rsplit("\n", 1)[-1]))
+
+
+def _forbidden(modules: set[str]) -> list[str]:
+    # "cffi" is the cffi package; the compiled _nsexec extension needs only
+    # _cffi_backend, which is fine.
+    return sorted(m for m in modules for f in FORBIDDEN if m == f or m.startswith(f + "."))
+
+
+def test_forbidden_names_are_matched_exactly():
+    assert _forbidden({"cffi", "cffi.api", "_cffi_backend", "google.protobuf.message",
+                       "richard", "clickhouse"}) == ["cffi", "cffi.api", "google.protobuf.message"]
+
+
+@pytest.mark.parametrize("command", sorted(HOT))
+def test_hot_command_modules(command):
+    modules = _modules_after(
+        "from migrate.cli import main as m\n"
+        f"import migrate.cli.hot, migrate.runtime.lifecycle.{HOT[command]}\n")
+    assert f"migrate.runtime.lifecycle.{HOT[command]}" in modules
+    assert not _forbidden(modules)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A bundle whose config parses but whose rootfs is missing: create and
+    run load and check the whole config, then stop before touching anything."""
+    from migrate.oci import default_spec
+
+    path = tmp_path_factory.mktemp("bundle")
+    spec = default_spec(rootless=os.geteuid() != 0)
+    spec["root"]["path"] = str(path / "no-rootfs")
+    spec["process"]["terminal"] = False
+    (path / "config.json").write_text(json.dumps(spec))
+    return str(path)
+
+
+def _argv(command: str, bundle: str) -> list[str]:
+    return {
+        "create": ["create", "--bundle", bundle, "budget-c"],
+        "run": ["run", "--bundle", bundle, "budget-r"],
+        "exec": ["exec", "budget-x", "true"],
+        "kill": ["kill", "budget-k", "KILL"],
+        "delete": ["delete", "--force", "budget-d"],
+    }.get(command, [command, f"budget-{command}"])
+
+
+@pytest.mark.parametrize("command", sorted(HOT))
+def test_hot_command_dispatch(command, bundle, tmp_path):
+    argv = ["--root", str(tmp_path / "root"), *_argv(command, bundle)]
+    modules = _modules_after(
+        "import io, contextlib\n"
+        "from migrate.cli.main import main\n"
+        "err = io.StringIO()\n"
+        "with contextlib.redirect_stderr(err):\n"
+        f"    code = main({argv!r})\n"
+        "assert code == 1, (code, err.getvalue())\n"
+        "assert 'does not exist' in err.getvalue(), err.getvalue()\n")
+    assert f"migrate.runtime.lifecycle.{HOT[command]}" in modules
+    if command in ("create", "run"):
+        assert "migrate.oci.parse" in modules          # the config was read
+    assert not _forbidden(modules)
+
+
+def test_init_modules_are_light():
+    modules = _modules_after("import migrate.runtime.init.standard, migrate.runtime.init.setns")
+    assert not _forbidden(modules)
+
+
+@pytest.mark.parametrize("package", ["migrate.criu_rpc", "migrate.oci"])
+def test_packages_do_not_import_protobuf(package):
+    modules = _modules_after(f"import {package}")
+    assert not [m for m in modules if m == "google.protobuf" or m.startswith("google.protobuf.")]
