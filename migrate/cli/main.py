@@ -111,7 +111,8 @@ def _context(opts: dict):
     return RuntimeContext(root=os.path.abspath(root), log=opts.get("log"), log_format=fmt,
                           debug=bool(opts.get("debug")),
                           systemd_cgroup=bool(opts.get("systemd-cgroup")),
-                          rootless=rootless, criu=opts.get("criu", "criu"))
+                          rootless=rootless, criu=opts.get("criu", "criu"),
+                          notify_socket=os.environ.get("NOTIFY_SOCKET") or None)
 
 
 def _load(ref: str):

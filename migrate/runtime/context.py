@@ -32,6 +32,7 @@ class RuntimeContext:
     systemd_cgroup: bool = False
     rootless: str = "auto"          # "auto" | "true" | "false" (runc's --rootless)
     criu: str = "criu"
+    notify_socket: str | None = None   # $NOTIFY_SOCKET of the runtime (systemd)
     syscalls: "Syscalls" = field(default_factory=_linux_syscalls)
     cgroup_root: str = "/sys/fs/cgroup"
     proc_root: str = "/proc"

@@ -67,11 +67,13 @@ class Foreground:
             if wpid == pid:
                 result = status
 
-    def wait(self, pid: int, console_fd: int | None = None) -> int:
+    def wait(self, pid: int, console_fd: int | None = None, notify=None) -> int:
         """Block until ``pid`` exits; return its exit code (128+N for signal N)."""
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, "signal")
         proxy = None
+        if notify is not None:
+            sel.register(notify.fileno(), selectors.EVENT_READ, "notify")
         if console_fd is not None:
             from migrate.runtime.console_proxy import ConsoleProxy
 
@@ -87,6 +89,9 @@ class Foreground:
                         with contextlib.suppress(BlockingIOError):
                             while os.read(self._wake_r, 512):
                                 pass
+                    elif key.data == "notify":
+                        if notify.forward_one(timeout=0):
+                            sel.unregister(notify.fileno())
                     elif proxy is not None:
                         proxy.on_ready(key)
             if proxy is not None:

@@ -47,6 +47,7 @@ class LaunchSpec:
 class Launched:
     pid: int
     console_fd: int | None = None
+    notify: object | None = None          # notify.NotifyProxy when proxying NOTIFY_SOCKET
     log_lines: list[str] = field(default_factory=list)
 
 

@@ -80,6 +80,7 @@ class ContainerState:
     stopped: bool = False              # set once the init is known to be gone (checkpointed)
     restored: bool = False
     checkpointed: bool = False
+    notify_socket: str | None = None   # host NOTIFY_SOCKET to forward READY=1 to
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1, sort_keys=True).encode()

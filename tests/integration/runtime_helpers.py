@@ -86,14 +86,33 @@ class Runtime:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+HELPER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "ctrhelper.c")
+
+
+def ctrhelper_binary() -> str:
+    """The in-container helper, compiled static once per source version."""
+    import hashlib
+
+    with open(HELPER_SOURCE, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    out = os.path.join(tempfile.gettempdir(), f"migrate-ctrhelper-{digest}")
+    if not os.path.exists(out):
+        tmp = f"{out}.{os.getpid()}"
+        subprocess.run(["gcc", "-O2", "-static", "-o", tmp, HELPER_SOURCE], check=True, timeout=120)
+        os.rename(tmp, out)
+    return out
+
+
 def build_rootfs(path: str) -> None:
-    """A static busybox rootfs, like scripts/make-bundle.sh builds."""
+    """A static busybox rootfs, like scripts/make-bundle.sh builds, plus
+    /bin/ctrhelper (tests/integration/helpers/ctrhelper.c)."""
     busybox = next(p for p in BUSYBOX_CANDIDATES if os.path.exists(p))
     for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home/tester",
               "var", "run", "usr/bin", "usr/sbin"):
         os.makedirs(os.path.join(path, d), exist_ok=True)
     os.chmod(os.path.join(path, "tmp"), 0o1777)
     shutil.copy2(busybox, os.path.join(path, "bin/busybox"))
+    shutil.copy2(ctrhelper_binary(), os.path.join(path, "bin/ctrhelper"))
     applets = subprocess.run([busybox, "--list"], capture_output=True, text=True,
                              check=True).stdout.split()
     for applet in applets:

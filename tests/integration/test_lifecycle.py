@@ -401,3 +401,36 @@ def test_hooks_run_in_order(runtime, bundle, cid, tmp_path):
     lines = log.read_text().splitlines()
     assert [l.split()[0] for l in lines] == ["createRuntime", "createContainer", "poststart", "poststop"]
     assert '"creating"' in lines[0] and '"running"' in lines[2] and '"stopped"' in lines[3]
+
+
+def _notify_listener(tmp_path):
+    import socket as s
+
+    sock = s.socket(s.AF_UNIX, s.SOCK_DGRAM)
+    path = str(tmp_path / "host-notify.sock")
+    sock.bind(path)
+    sock.settimeout(10)
+    return sock, path
+
+
+def test_notify_socket_ready_reaches_the_host(runtime, bundle, cid, tmp_path):
+    sock, path = _notify_listener(tmp_path)
+    bundle.sh('ctrhelper notify "STATUS=starting"; sleep 0.2; ctrhelper notify READY=1; sleep 300')
+    env = dict(os.environ, NOTIFY_SOCKET=path)
+    runtime("create", "--bundle", bundle.path, cid, env=env).check()
+    runtime("start", cid, env=env, timeout=30).check()
+    # start returned only after READY=1 was forwarded (it waits, as runc does)
+    assert sock.recv(4096) == b"STATUS=starting"
+    assert sock.recv(4096) == b"READY=1"
+    assert runtime.state(cid)["status"] == "running"
+    sock.close()
+
+
+def test_notify_socket_in_the_foreground(runtime, bundle, cid, tmp_path):
+    sock, path = _notify_listener(tmp_path)
+    bundle.sh('ctrhelper notify READY=1; sleep 0.5; exit 9')
+    env = dict(os.environ, NOTIFY_SOCKET=path)
+    res = runtime("run", "--bundle", bundle.path, cid, env=env, timeout=30)
+    assert res.returncode == 9
+    assert sock.recv(4096) == b"READY=1"
+    sock.close()

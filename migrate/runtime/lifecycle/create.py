@@ -120,6 +120,7 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
 
     store = StateStore(ctx.root)
     cdir = store.create_dir(opts.id)
+    notify = None
     cgroups = None
     launched = None
     fifo_fd = None
@@ -129,6 +130,8 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
                                cgroup_root=ctx.cgroup_root)
         cgroups.create()
         cgroups.apply_resources(_default_device_rules(linux.resources))
+        if ctx.notify_socket:
+            spec, notify = _with_notify_socket(spec, cdir, ctx.notify_socket, opts.foreground)
         if opts.wait_on_fifo:
             fifo = os.path.join(cdir, "exec.fifo")
             old = os.umask(0)
@@ -143,7 +146,7 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
             owner="", annotations=dict(spec.annotations), config=oci.spec_to_dict(spec),
             cgroup=cgroups.to_state(), rootless_euid=facts.euid,
             rootless_cgroups=facts.cgroups, no_pivot=opts.no_pivot,
-            terminal=spec.process.terminal)
+            terminal=spec.process.terminal, notify_socket=ctx.notify_socket)
         launched = launch(_launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap,
                                        facts, fifo_fd, bundle))
         if fifo_fd is not None:
@@ -154,6 +157,7 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
         state.namespaces = _namespace_paths(linux, launched.pid, ctx.proc_root)
         state.external_descriptors = _descriptors(launched.pid, ctx.proc_root)
         container = Container(state, store, ctx.proc_root)
+        launched.notify = notify
         if launched.console_fd is not None and opts.console_socket:
             from migrate.runtime.console import send_console
 
@@ -168,8 +172,24 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
             write_pid_file(opts.pid_file, launched.pid)
         return container, launched
     except BaseException as err:
+        if notify is not None:
+            notify.close()
         _undo(err, store, opts.id, cgroups, launched, fifo_fd)
         raise
+
+
+def _with_notify_socket(spec, cdir: str, host_socket: str, listen: bool):
+    """Bind the state dir's notify/ into the container and point the process at it."""
+    from migrate import _record, oci
+    from migrate.runtime.notify import CONTAINER_DIR, CONTAINER_SOCKET, NotifyProxy, prepare_notify_dir
+
+    path = prepare_notify_dir(cdir)
+    mount = oci.Mount(destination=CONTAINER_DIR, type="bind", source=path,
+                      options=("bind", "nosuid", "nodev", "noexec"))
+    env = tuple(e for e in spec.process.env if not e.startswith("NOTIFY_SOCKET="))
+    process = _record.replace(spec.process, env=env + (f"NOTIFY_SOCKET={CONTAINER_SOCKET}",))
+    spec = _record.replace(spec, mounts=spec.mounts + (mount,), process=process)
+    return spec, (NotifyProxy(cdir, host_socket) if listen else None)
 
 
 def _undo(err, store, cid, cgroups, launched, fifo_fd) -> None:

@@ -28,7 +28,11 @@ def run(ctx: RuntimeContext, opts: CreateOptions, *, detach: bool) -> int:
         container, launched = create(ctx, dataclasses.replace(
             opts, foreground=True, wait_on_fifo=False))
         _poststart(container)
-        code = fg.wait(launched.pid, launched.console_fd)
+        try:
+            code = fg.wait(launched.pid, launched.console_fd, launched.notify)
+        finally:
+            if launched.notify is not None:
+                launched.notify.close()
     finally:
         fg.restore()
     with contextlib.suppress(Exception):

@@ -47,13 +47,31 @@ def release_fifo(container: Container) -> None:
         raise KernelError.from_oserror("unlink", err, path) from err
 
 
+def _wait_ready(container: Container, notify) -> None:
+    """Like runc: `start` returns once the container said READY=1 (or died)."""
+    while container.is_alive():
+        if notify.forward_one(timeout=0.2):
+            return
+
+
 def start(ctx: RuntimeContext, container_id: str) -> Container:
     """Raises NotFoundError, InvalidStateError."""
     store = StateStore(ctx.root)
     with store.lock(container_id):
         container = Container.load(store, container_id, ctx.proc_root)
         container.require("start")
-        release_fifo(container)
+        notify = None
+        if container.state.notify_socket:
+            from migrate.runtime.notify import NotifyProxy
+
+            notify = NotifyProxy(store.dir(container_id), container.state.notify_socket)
+        try:
+            release_fifo(container)
+            if notify is not None:
+                _wait_ready(container, notify)
+        finally:
+            if notify is not None:
+                notify.close()
     hooks = container.state.config.get("hooks", {}).get("poststart")
     if hooks:
         from migrate import oci

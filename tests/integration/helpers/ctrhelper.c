@@ -1,0 +1,104 @@
+/*
+ * The in-container test helper, built static into the test rootfs as
+ * /bin/ctrhelper. One binary, a few subcommands that report facts the
+ * tests cannot read from outside:
+ *
+ *   ctrhelper notify MESSAGE          send MESSAGE to $NOTIFY_SOCKET
+ *   ctrhelper memhold MIB FILE [DIRTY_PAGES_PER_SEC]
+ *       fill MIB MiB with a known pattern, then every 100 ms write
+ *       "<counter> <checksum> <pattern-ok>" to FILE; optionally dirty
+ *       pages at a fixed rate (each rewrite keeps the pattern intact)
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+static int notify(const char *msg)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (!path || strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "ctrhelper: NOTIFY_SOCKET unset\n");
+		return 1;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (fd < 0 || sendto(fd, msg, strlen(msg), 0, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		perror("ctrhelper: notify");
+		return 1;
+	}
+	return 0;
+}
+
+static uint64_t pattern(uint64_t i)
+{
+	/* splitmix64: a cheap, position-dependent, reproducible pattern */
+	uint64_t z = i + 0x9e3779b97f4a7c15ULL;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static int memhold(long mib, const char *file, long dirty_per_sec)
+{
+	size_t n = (size_t)mib * 1024 * 1024 / 8, page_words = 4096 / 8, pages = n / page_words;
+	uint64_t *buf = malloc(n * 8), sum = 0, counter = 0;
+	size_t next_dirty = 0;
+
+	if (!buf) {
+		perror("ctrhelper: malloc");
+		return 1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		buf[i] = pattern(i);
+		sum += buf[i];
+	}
+	for (;;) {
+		uint64_t check = 0;
+		int ok = 1;
+		char tmp[4096];
+		FILE *f;
+
+		/* dirty pages at the requested rate: rewrite the same values */
+		for (long k = 0; k < dirty_per_sec / 10 && pages; k++) {
+			size_t p = next_dirty++ % pages;
+			buf[p * page_words] = pattern(p * page_words);
+		}
+		if (counter % 10 == 0) {
+			for (size_t i = 0; i < n; i++)
+				check += buf[i];
+			ok = check == sum;
+		} else {
+			check = sum;
+		}
+		counter++;
+		snprintf(tmp, sizeof(tmp), "%s.tmp", file);
+		f = fopen(tmp, "w");
+		if (f) {
+			fprintf(f, "%llu %016llx %d\n", (unsigned long long)counter,
+				(unsigned long long)check, ok);
+			fclose(f);
+			rename(tmp, file);
+		}
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 3 && !strcmp(argv[1], "notify"))
+		return notify(argv[2]);
+	if (argc >= 4 && !strcmp(argv[1], "memhold"))
+		return memhold(atol(argv[2]), argv[3], argc > 4 ? atol(argv[4]) : 0);
+	fprintf(stderr, "usage: ctrhelper notify MSG | memhold MIB FILE [DIRTY_PAGES_PER_SEC]\n");
+	return 2;
+}
