@@ -13,6 +13,7 @@ with ``exit_code``. Any other exception is a bug.
     ├── UnsupportedError              exit 1   the kernel, CRIU or config lacks a feature
     ├── CriuError(action, log_path, log_tail)
     └── MigrationError(phase, source_state)
+        └── ProtocolError             the peer broke the migration protocol or was refused
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "UnsupportedError",
     "CriuError",
     "MigrationError",
+    "ProtocolError",
 ]
 
 
@@ -121,7 +123,23 @@ class CriuError(MigrateError):
 
 
 class MigrationError(MigrateError):
+    """A migration failed in ``phase``; ``source_state`` says what became of
+    the container on the source (running, frozen, resumed ...)."""
+
     def __init__(self, phase: str, message: str, *, source_state: str = "running"):
         self.phase = phase
+        self.message = message
         self.source_state = source_state
         super().__init__(f"migration failed during {phase}: {message} (source container {source_state})")
+
+    def with_source_state(self, source_state: str) -> "MigrationError":
+        """The same error (same class, phase and message) saying what became
+        of the source container once the failure was handled."""
+        new = type(self).__new__(type(self))
+        MigrationError.__init__(new, self.phase, self.message, source_state=source_state)
+        return new
+
+
+class ProtocolError(MigrationError):
+    """The peer sent something the migration protocol does not allow, or
+    the handshake refused it (version, CRIU, authentication)."""
