@@ -59,6 +59,17 @@ class Client:
             return s.feature_check(mem_track=mem_track, lazy_pages=lazy_pages,
                                    pidfd_store=pidfd_store)
 
+    def cpuinfo_dump(self, options: CriuOptions) -> None:
+        """Write ``cpuinfo.img`` for this host's CPU into ``options.images_dir``."""
+        with self._one(options) as s:
+            s.cpuinfo_dump(options)
+
+    def cpuinfo_check(self, options: CriuOptions) -> None:
+        """Check ``options.images_dir/cpuinfo.img`` (from another host)
+        against this host's CPU; raises ``CriuError`` if they differ."""
+        with self._one(options) as s:
+            s.cpuinfo_check(options)
+
     def dump(self, options: CriuOptions, callbacks: Callbacks | None = None) -> None:
         with self._one(options) as s:
             s.dump(options, callbacks)

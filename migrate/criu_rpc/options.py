@@ -383,7 +383,7 @@ def _check_types(obj: CriuOptions, name: str, kind: type) -> None:
 
 # What each request may carry. Keys are lower-case criu_req_type names.
 _NEEDS_IMAGES = frozenset({"dump", "pre_dump", "single_pre_dump", "restore", "page_server",
-                           "page_server_chld"})
+                           "page_server_chld", "cpuinfo_dump", "cpuinfo_check"})
 _NEEDS_PID = frozenset({"dump", "pre_dump", "single_pre_dump"})
 _RESTORE_ONLY = ("rst_sibling", "inherit_fd", "join_ns", "lsm_mount_context", "cg_root")
 _PS_REQUESTS = frozenset({"dump", "pre_dump", "single_pre_dump", "page_server", "page_server_chld"})

@@ -3,7 +3,7 @@
 What CRIU allows on one connection (``cr_service_work`` and
 ``chk_keepopen_req`` in criu/cr-service.c)::
 
-    open ──feature_check / version / page_server──> open      (keep_open)
+    open ──feature_check / version / page_server / cpuinfo_*──> open  (keep_open)
     open ──pre_dump──> pre-dumping ──pre_dump──> pre-dumping
                        pre-dumping ──dump──> closed           (pre_dump_loop)
     open ──dump / restore / check / wait_pid──> closed
@@ -244,6 +244,21 @@ class Session:
         """
         resp = self._request("restore", options, callbacks=callbacks, keep_open=False).resp
         return RestoreResult(pid=resp.restore.pid)
+
+    def cpuinfo_dump(self, options: CriuOptions) -> None:
+        """CPUINFO_DUMP: describe this host's CPU in ``cpuinfo.img`` inside
+        ``options.images_dir`` (as ``criu cpuinfo dump``). Keeps the session
+        open. Raises ``CriuError``."""
+        self._request("cpuinfo_dump", options, keep_open=True)
+
+    def cpuinfo_check(self, options: CriuOptions) -> None:
+        """CPUINFO_CHECK: can a tree dumped on the CPU that ``cpuinfo.img`` in
+        ``options.images_dir`` describes run on this host's CPU? CRIU checks
+        what a restore checks by default (FPU state and instruction set:
+        ``cpuinfo_check()`` in criu/arch/x86/cpu.c). Keeps the session open.
+        Raises ``CriuError`` (CRIU's log names the missing features).
+        """
+        self._request("cpuinfo_check", options, keep_open=True)
 
     def wait_pid(self, pid: int) -> int:
         """WAIT_PID: wait for swrk's child ``pid`` (a page server started by
