@@ -44,7 +44,8 @@ def open_container_pty(console_size=None, mount=None) -> int:
             with contextlib.suppress(OSError):
                 os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
         mount(name, "/dev/console")
-    os.setsid()
+    # We are a session leader already (the C bootstrap's setsid): take the
+    # terminal as our controlling one.
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)

@@ -50,14 +50,19 @@ class Runtime:
 
     def __call__(self, *args: str, timeout: float = 60, stdin=subprocess.DEVNULL,
                  pass_fds=(), env=None, cwd=None) -> Result:
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = subprocess.run([*self.argv, "--root", self.root, *args], stdin=stdin,
-                                  stdout=out, stderr=err, timeout=timeout, pass_fds=pass_fds,
-                                  env=env, cwd=cwd)
-            out.seek(0)
-            err.seek(0)
-            return Result(proc.returncode, out.read().decode(errors="replace"),
-                          err.read().decode(errors="replace"))
+        # Plain named files: a container's stdio is checkpointed as an
+        # external file that CRIU reopens through /proc/self/fd on restore,
+        # which fails for tempfile's O_NOFOLLOW and O_TMPFILE files.
+        with tempfile.TemporaryDirectory(prefix="rt-") as tmp:
+            with open(os.path.join(tmp, "out"), "w+b") as out, \
+                    open(os.path.join(tmp, "err"), "w+b") as err:
+                proc = subprocess.run([*self.argv, "--root", self.root, *args], stdin=stdin,
+                                      stdout=out, stderr=err, timeout=timeout,
+                                      pass_fds=pass_fds, env=env, cwd=cwd)
+                out.seek(0)
+                err.seek(0)
+                return Result(proc.returncode, out.read().decode(errors="replace"),
+                              err.read().decode(errors="replace"))
 
     def state(self, cid: str) -> dict:
         return json.loads(self("state", cid).check().stdout)

@@ -119,6 +119,18 @@ static int become_root(struct nsexec_config *cfg)
 	return 0;
 }
 
+/*
+ * The container's processes must not belong to the runtime's session: a
+ * terminal's job control would reach into the container, and CRIU refuses
+ * to dump a tree whose session leader lives outside its PID namespace.
+ */
+static int become_session_leader(struct nsexec_config *cfg)
+{
+	if (setsid() < 0)
+		return fail(cfg, "setsid", -errno);
+	return 0;
+}
+
 static int fork_into_namespaces(struct nsexec_config *cfg)
 {
 	char msg[64];
@@ -128,12 +140,8 @@ static int fork_into_namespaces(struct nsexec_config *cfg)
 	child = fork();
 	if (child < 0)
 		return fail(cfg, "fork", -errno);
-	if (child == 0) {
-		/* The container's init: if the intermediate process dies before we
-		 * are reparented, we must not linger unnoticed. */
-		prctl(PR_SET_PDEATHSIG, 0);
-		return 0;
-	}
+	if (child == 0)
+		return become_session_leader(cfg);
 	snprintf(msg, sizeof(msg), "{\"type\":\"pid\",\"pid\":%d}", (int)child);
 	ret = nsexec_send(cfg->sync_fd, msg);
 	if (ret < 0) {
@@ -192,6 +200,9 @@ int nsexec_bootstrap(struct nsexec_config *cfg)
 		return fork_into_namespaces(cfg);
 
 	/* No fork needed: we are the init; report our own pid. */
+	ret = become_session_leader(cfg);
+	if (ret < 0)
+		return ret;
 	{
 		char msg[64];
 

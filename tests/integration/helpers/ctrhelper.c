@@ -8,11 +8,17 @@
  *       fill MIB MiB with a known pattern, then every 100 ms write
  *       "<counter> <checksum> <pattern-ok>" to FILE; optionally dirty
  *       pages at a fixed rate (each rewrite keeps the pattern intact)
+ *   ctrhelper tcppair PORT FILE
+ *       connect to itself over 127.0.0.1:PORT and keep one connection
+ *       established: every 100 ms the client sends a counter, the server
+ *       checks it follows the previous one and writes "<n> <ok>" to FILE
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -93,12 +99,64 @@ static int memhold(long mib, const char *file, long dirty_per_sec)
 	}
 }
 
+static void write_status(const char *file, unsigned long n, int ok)
+{
+	char tmp[4096];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", file);
+	f = fopen(tmp, "w");
+	if (!f)
+		return;
+	fprintf(f, "%lu %d\n", n, ok);
+	fclose(f);
+	rename(tmp, file);
+}
+
+static int tcppair(int port, const char *file)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int one = 1, lfd, cfd, sfd;
+	unsigned long n = 0, expect = 1, got;
+	int ok = 1;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(lfd, 1)) {
+		perror("ctrhelper: listen");
+		return 1;
+	}
+	cfd = socket(AF_INET, SOCK_STREAM, 0);
+	if (connect(cfd, (struct sockaddr *)&sa, sizeof(sa))) {
+		perror("ctrhelper: connect");
+		return 1;
+	}
+	sfd = accept(lfd, NULL, NULL);
+	close(lfd);
+	for (;;) {
+		n++;
+		if (write(cfd, &n, sizeof(n)) != sizeof(n) || read(sfd, &got, sizeof(got)) != sizeof(got)) {
+			write_status(file, n, 0);
+			return 1;
+		}
+		ok = ok && got == expect;
+		expect = got + 1;
+		write_status(file, got, ok);
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 3 && !strcmp(argv[1], "notify"))
 		return notify(argv[2]);
 	if (argc >= 4 && !strcmp(argv[1], "memhold"))
 		return memhold(atol(argv[2]), argv[3], argc > 4 ? atol(argv[4]) : 0);
-	fprintf(stderr, "usage: ctrhelper notify MSG | memhold MIB FILE [DIRTY_PAGES_PER_SEC]\n");
+	if (argc >= 4 && !strcmp(argv[1], "tcppair"))
+		return tcppair(atoi(argv[2]), argv[3]);
+	fprintf(stderr, "usage: ctrhelper notify MSG | memhold MIB FILE [DIRTY_PAGES_PER_SEC] | "
+			"tcppair PORT FILE\n");
 	return 2;
 }

@@ -1,0 +1,232 @@
+"""`migrate checkpoint`: dump a container with CRIU, runc's semantics.
+
+Without --leave-running the container is gone after a successful
+checkpoint (deleted, as runc does); after a failed one it is running, as
+it was (CRIU resumes the tree; a cgroup we froze is thawed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import signal
+
+from migrate.checkpoint.externals import (classify_mounts, describe_fd, external_namespaces,
+                                          parse_mountinfo)
+from migrate.checkpoint.metadata import CheckpointMeta, save_meta
+from migrate.checkpoint.options import CGROUP_MODES, NETWORK_LOCKS, CheckpointOptions
+from migrate.errors import CriuError, NotFoundError, UnsupportedError, UsageError
+from migrate.runtime.container import Container, Status
+from migrate.runtime.context import RuntimeContext
+from migrate.runtime.state import StateStore
+
+__all__ = ["checkpoint", "plan_dump", "parse_page_server", "check_parent_path"]
+
+
+def parse_page_server(text: str):
+    """"ADDR:PORT" -> criu_rpc.PageServer. Raises UsageError."""
+    from migrate.criu_rpc import PageServer
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"invalid --page-server {text!r}: use ADDRESS:PORT")
+    return PageServer(address=host.strip("[]") or None, port=int(port))
+
+
+def check_parent_path(image_path: str, parent: str) -> None:
+    """--parent-path is relative to the image path and must name a pre-dump."""
+    if os.path.isabs(parent):
+        raise UsageError(f"--parent-path {parent!r} must be relative to --image-path")
+    target = os.path.normpath(os.path.join(image_path, parent))
+    if not os.path.isdir(target):
+        raise NotFoundError(f"--parent-path {parent!r}: {target} does not exist")
+    if not any(n.startswith("pagemap-") or n == "inventory.img" for n in os.listdir(target)):
+        raise UsageError(f"--parent-path {parent!r}: {target} holds no CRIU images")
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir: str,
+              work_dir: str, proc_root: str = "/proc"):
+    """The CRIU options and the metadata for checkpointing ``container``.
+
+    Raises UnsupportedError for a container CRIU could not restore.
+    """
+    from migrate.criu_rpc import CgroupMode, CriuOptions, ExtMount, LogLevel, NetworkLock
+
+    st = container.state
+    pid = st.pid
+    mounts = classify_mounts(
+        parse_mountinfo(_read(f"{proc_root}/{pid}/mountinfo")),
+        bind_destinations={m.destination.rstrip("/") or "/" for m in spec.mounts
+                           if m.type == "bind" or "bind" in m.options or "rbind" in m.options},
+        masked_paths=set(spec.linux.masked_paths),
+        notify_dir="/run/notify" if st.notify_socket else None)
+    descriptors = []
+    for fd in range(3):
+        link = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
+        descriptors.append(describe_fd(fd, link, _read(f"{proc_root}/{pid}/fdinfo/{fd}"),
+                                       os.stat(f"{proc_root}/{pid}/fd/{fd}").st_ino))
+    joined = {ns.type for ns in spec.linux.namespaces if ns.path}
+    ns_external, ns_keys = external_namespaces(
+        {ns.type: ns.path for ns in spec.linux.namespaces if ns.path}, joined,
+        lambda path: os.stat(path).st_ino)
+    externals = tuple(ns_external) + tuple(d.external for d in descriptors if d.external
+                                           and d.external.startswith("file["))
+    cg = container.cgroups
+    usable = cg is not None and (not hasattr(cg, "is_usable") or cg.is_usable())
+    mode = opts.manage_cgroups_mode
+    criu = CriuOptions(
+        images_dir=images_dir, work_dir=work_dir,
+        log_file="pre-dump.log" if opts.pre_dump else "dump.log", log_level=LogLevel.DEBUG,
+        pid=pid, root=st.rootfs, leave_running=opts.leave_running,
+        tcp_established=opts.tcp_established, tcp_skip_in_flight=opts.tcp_skip_in_flight,
+        link_remap=opts.link_remap, ext_unix_sk=opts.ext_unix_sk, shell_job=opts.shell_job,
+        file_locks=opts.file_locks, manage_cgroups=True,
+        manage_cgroups_mode=CgroupMode(mode) if mode else None,
+        freeze_cgroup=cg.freezer_path() if usable else None,
+        auto_dedup=opts.auto_dedup, track_mem=opts.pre_dump,
+        parent_img=opts.parent_path,
+        ps=parse_page_server(opts.page_server) if opts.page_server else None,
+        lazy_pages=opts.lazy_pages, status_fd=opts.status_fd,
+        empty_ns=frozenset(opts.empty_ns),
+        external=externals,
+        ext_mnt=tuple(ExtMount(key=m.mountpoint, val=m.mountpoint) for m in mounts),
+        orphan_pts_master=st.terminal,
+        network_lock=NetworkLock(opts.network_lock) if opts.network_lock else None,
+    )
+    meta = CheckpointMeta(
+        container_id=st.id, bundle=st.bundle, mounts=tuple(mounts),
+        descriptors=tuple(descriptors), joined_namespaces=tuple(sorted(joined)),
+        external_keys=ns_keys, terminal=st.terminal,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z"),
+        pre_dump=opts.pre_dump, lazy_pages=opts.lazy_pages)
+    return criu, meta
+
+
+def _validate(opts: CheckpointOptions) -> None:
+    if opts.manage_cgroups_mode and opts.manage_cgroups_mode not in CGROUP_MODES:
+        raise UsageError(f"invalid --manage-cgroups-mode {opts.manage_cgroups_mode!r}: "
+                         f"use {', '.join(CGROUP_MODES)}")
+    if opts.network_lock and opts.network_lock not in NETWORK_LOCKS:
+        raise UsageError(f"invalid --network-lock {opts.network_lock!r}: use {', '.join(NETWORK_LOCKS)}")
+    if opts.pre_dump and opts.lazy_pages:
+        raise UsageError("--pre-dump and --lazy-pages cannot be combined")
+    if opts.lazy_pages and not opts.page_server and opts.status_fd is None:
+        pass   # CRIU serves the pages itself on its default port
+    for ns in opts.empty_ns:
+        if ns != "network":
+            raise UsageError(f"--empty-ns {ns!r}: only \"network\" is supported (as in runc)")
+
+
+def _check_features(ctx: RuntimeContext, opts: CheckpointOptions) -> None:
+    """Refuse what this kernel cannot do, before anything is frozen."""
+    from migrate.criu_rpc import Client, SwrkOptions
+
+    if not (opts.pre_dump or opts.lazy_pages):
+        return
+    features = Client(SwrkOptions(criu=ctx.criu)).feature_check(
+        mem_track=opts.pre_dump, lazy_pages=opts.lazy_pages, pidfd_store=False)
+    if opts.pre_dump and not features.mem_track:
+        raise UnsupportedError(
+            "--pre-dump needs memory dirty tracking, which this kernel lacks "
+            "(CONFIG_MEM_SOFT_DIRTY is off: `criu check --feature mem_dirty_track` fails); "
+            "use --lazy-pages (post-copy) instead")
+    if opts.lazy_pages and not features.lazy_pages:
+        raise UnsupportedError("--lazy-pages needs userfaultfd with non-cooperative events "
+                               "(`criu check --feature uffd-noncoop` fails on this kernel)")
+
+
+def checkpoint(ctx: RuntimeContext, opts: CheckpointOptions) -> dict:
+    """Checkpoint the container; returns CRIU's dump statistics (may be empty).
+
+    Raises NotFoundError, InvalidStateError, UsageError, UnsupportedError,
+    CriuError (the container is then still running).
+    """
+    from migrate import oci
+    from migrate.criu_rpc import Client, SwrkOptions
+
+    _validate(opts)
+    images_dir = os.path.abspath(opts.image_path)
+    work_dir = os.path.abspath(opts.work_path) if opts.work_path else images_dir
+    store = StateStore(ctx.root)
+    with store.lock(opts.id):
+        container = Container.load(store, opts.id, ctx.proc_root)
+        status = container.require("checkpoint")
+        if container.state.rootless_euid:
+            from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint
+
+            check_unprivileged_checkpoint(ctx.criu)
+        os.makedirs(images_dir, mode=0o700, exist_ok=True)
+        os.makedirs(work_dir, mode=0o700, exist_ok=True)
+        if opts.parent_path:
+            check_parent_path(images_dir, opts.parent_path)
+        _check_features(ctx, opts)
+        spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
+        criu_opts, meta = plan_dump(container, spec, opts, images_dir=images_dir,
+                                    work_dir=work_dir, proc_root=ctx.proc_root)
+        save_meta(images_dir, meta)
+        client = Client(SwrkOptions(criu=ctx.criu, pass_fds=_status_fds(opts)))
+        was_paused = status is Status.PAUSED
+        try:
+            if opts.pre_dump:
+                client.pre_dump(criu_opts, opts.callbacks)
+            else:
+                client.dump(criu_opts, opts.callbacks)
+        except BaseException:
+            _resume_after_failure(container, was_paused)
+            raise
+        stats = read_dump_stats(images_dir)
+        if opts.leave_running or opts.pre_dump:
+            if not was_paused:
+                _thaw_if_frozen(container)
+            return stats
+        _forget(container, store)
+        return stats
+
+
+def _status_fds(opts: CheckpointOptions) -> tuple[int, ...]:
+    return (opts.status_fd,) if opts.status_fd is not None else ()
+
+
+def _thaw_if_frozen(container: Container) -> None:
+    cg = container.cgroups
+    with contextlib.suppress(Exception):
+        if cg is not None and cg.is_frozen():
+            cg.thaw()
+
+
+def _resume_after_failure(container: Container, was_paused: bool) -> None:
+    """CRIU resumes the tree it froze; make sure the freezer agrees."""
+    if not was_paused:
+        _thaw_if_frozen(container)
+
+
+def _forget(container: Container, store: StateStore) -> None:
+    """After a full dump CRIU has killed the tree: delete the container like
+    runc does, so the same ID can be restored."""
+    cg = container.cgroups
+    if container.is_alive():
+        # CRIU reported success but something survived: do not leave it.
+        with contextlib.suppress(OSError):
+            os.kill(container.state.pid, signal.SIGKILL)
+    if cg is not None:
+        with contextlib.suppress(Exception):
+            cg.kill_all(signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            cg.destroy()
+    store.remove(container.id)
+
+
+def read_dump_stats(images_dir: str) -> dict:
+    """CRIU's stats-dump image as a flat dict (empty if absent)."""
+    from migrate.checkpoint.stats import read_stats
+
+    try:
+        return read_stats(images_dir, "dump")
+    except (OSError, ValueError, CriuError):
+        return {}

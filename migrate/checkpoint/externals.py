@@ -1,0 +1,155 @@
+"""What CRIU must be told about a container: resources that live outside it.
+
+A container is not a closed process tree. Bind mounts bring in host paths,
+masked files are host /dev/null, cgroups are host directories, joined
+namespaces belong to another container, and stdio may be the runtime's
+pipes or files. CRIU cannot dump or recreate any of those: they are
+declared *external* on dump and handed back (remapped) on restore.
+
+Pure functions over /proc text, so they are unit-tested without CRIU.
+"""
+
+from __future__ import annotations
+
+import os
+
+from migrate._record import record
+from migrate.errors import UnsupportedError
+
+__all__ = ["MountEntry", "ExternalMount", "parse_mountinfo", "classify_mounts",
+           "Descriptor", "describe_fd", "external_namespaces"]
+
+
+@record
+class MountEntry:
+    mount_id: int
+    parent_id: int
+    dev: str            # "major:minor"
+    root: str           # the mount's root within its filesystem
+    mountpoint: str     # as the process sees it (inside the container)
+    fstype: str
+    source: str
+
+
+def _unescape(text: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo.
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 3 < len(text) + 1 and text[i + 1:i + 4].isdigit():
+            out.append(chr(int(text[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    entries = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        f = left.split()
+        r = right.split()
+        entries.append(MountEntry(mount_id=int(f[0]), parent_id=int(f[1]), dev=f[2],
+                                  root=_unescape(f[3]), mountpoint=_unescape(f[4]),
+                                  fstype=r[0], source=_unescape(r[1]) if len(r) > 1 else ""))
+    return entries
+
+
+@record
+class ExternalMount:
+    """One mount CRIU must treat as external.
+
+    ``kind`` says how restore finds its new source: "bind" (the bundle's
+    config), "cgroup" (the new container's cgroup for ``detail``, the
+    hierarchy name), "mask" (/dev/null), "device" (the host node
+    ``detail``), "notify" (the new state directory's notify/)."""
+
+    mountpoint: str
+    kind: str
+    detail: str = ""
+
+
+def _is_internal(entry: MountEntry, root: MountEntry, entries: list[MountEntry]) -> bool:
+    """Can CRIU recreate this mount from inside the container? Yes for a
+    whole filesystem (proc, tmpfs, devpts ...), and for a bind whose source
+    lies in the rootfs or in a whole filesystem the container mounts itself
+    (readonlyPaths binds of /proc/sys, /dev/console from /dev/pts)."""
+    if entry.root == "/":
+        return True
+    if entry.dev == root.dev and (entry.root == root.root
+                                  or entry.root.startswith(root.root.rstrip("/") + "/")):
+        return True
+    return any(o is not entry and o.dev == entry.dev and o.root == "/" for o in entries[1:])
+
+
+def classify_mounts(entries: list[MountEntry], *, bind_destinations: set[str],
+                    masked_paths: set[str], notify_dir: str | None) -> list[ExternalMount]:
+    """The container's mounts that CRIU must treat as external, from the
+    init's own mountinfo (the container's root is the first entry).
+
+    Raises UnsupportedError for a mount that comes from outside the
+    container and that restore could not find a source for.
+    """
+    if not entries:
+        return []
+    root = entries[0]
+    out: list[ExternalMount] = []
+    for e in entries[1:]:
+        mp = e.mountpoint
+        if e.fstype in ("cgroup", "cgroup2"):
+            # Container cgroups are binds of the container's host directory.
+            name = "" if mp.rstrip("/") == "/sys/fs/cgroup" else os.path.basename(mp)
+            out.append(ExternalMount(mountpoint=mp, kind="cgroup", detail=name))
+        elif mp in bind_destinations:
+            out.append(ExternalMount(mountpoint=mp, kind="bind"))
+        elif _is_internal(e, root, entries):
+            continue
+        elif mp in masked_paths:
+            out.append(ExternalMount(mountpoint=mp, kind="mask"))
+        elif notify_dir and mp == notify_dir:
+            out.append(ExternalMount(mountpoint=mp, kind="notify"))
+        elif e.fstype == "devtmpfs" and mp.startswith("/dev/"):
+            out.append(ExternalMount(mountpoint=mp, kind="device", detail="/dev" + e.root))
+        else:
+            raise UnsupportedError(
+                f"mount {mp} ({e.fstype} {e.source}, root {e.root}) comes from outside "
+                f"the container and is not in config.json: it cannot be checkpointed")
+    return out
+
+
+@record
+class Descriptor:
+    """What one of the init's fds 0-2 was at checkpoint time (runc keeps the
+    same list in descriptors.json). ``external`` is CRIU's key for it when
+    CRIU must not dump it (a pipe or file of the runtime)."""
+
+    fd: int
+    path: str
+    external: str | None
+
+
+def describe_fd(fd: int, link: str, fdinfo: str, inode: int, rootfs_dev: str | None = None) -> Descriptor:
+    """Classify fd ``fd`` of the init: ``link`` is readlink(/proc/PID/fd/N),
+    ``fdinfo`` the text of /proc/PID/fdinfo/N, ``inode`` its st_ino."""
+    if link.startswith("pipe:"):
+        return Descriptor(fd=fd, path=link, external=link)
+    if link.startswith("/dev/pts/") or link.startswith("anon_inode:") or link.startswith("socket:"):
+        return Descriptor(fd=fd, path=link, external=None)
+    mnt_id = next((l.split()[1] for l in fdinfo.splitlines() if l.startswith("mnt_id:")), None)
+    if mnt_id is None:
+        return Descriptor(fd=fd, path=link, external=None)
+    return Descriptor(fd=fd, path=link, external=f"file[{int(mnt_id):x}:{inode:x}]")
+
+
+def external_namespaces(namespaces: dict[str, str], joined: set[str], inode_of) -> tuple[list[str], dict[str, str]]:
+    """CRIU ``external`` keys for joined network and PID namespaces, and the
+    inherit-fd keys restore must map. ``inode_of(path)`` gives a ns inode."""
+    external, keys = [], {}
+    for oci_type, crit_name, key in (("network", "net", "extRootNetNS"), ("pid", "pid", "extRootPidNS")):
+        if oci_type in joined:
+            external.append(f"{crit_name}[{inode_of(namespaces[oci_type])}]:{key}")
+            keys[oci_type] = key
+    return external, keys

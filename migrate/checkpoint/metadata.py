@@ -1,0 +1,87 @@
+"""What a checkpoint keeps beside CRIU's images, for restore and inspect.
+
+``descriptors.json`` is runc's file (a list: what fds 0-2 of the init
+were), so runc can restore our checkpoints and we can restore runc's.
+``migrate.json`` adds what restore needs to remap the container's
+external resources.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from migrate._record import asdict, record
+from migrate.checkpoint.externals import Descriptor, ExternalMount
+from migrate.errors import NotFoundError, UsageError
+
+__all__ = ["CheckpointMeta", "save_meta", "load_meta", "META_FILE", "DESCRIPTORS_FILE"]
+
+META_FILE = "migrate.json"
+DESCRIPTORS_FILE = "descriptors.json"
+META_VERSION = 1
+
+
+@record
+class CheckpointMeta:
+    container_id: str
+    bundle: str
+    mounts: tuple[ExternalMount, ...] = ()
+    descriptors: tuple[Descriptor, ...] = ()
+    joined_namespaces: tuple[str, ...] = ()       # OCI types joined by path
+    external_keys: dict = None                     # OCI type -> CRIU inherit-fd key
+    terminal: bool = False
+    created: str = ""
+    pre_dump: bool = False
+    lazy_pages: bool = False
+
+
+def save_meta(images_dir: str, meta: CheckpointMeta) -> None:
+    from migrate.runtime.state import atomic_write
+
+    data = asdict(meta)
+    data["version"] = META_VERSION
+    atomic_write(os.path.join(images_dir, META_FILE),
+                 json.dumps(data, indent=1).encode(), 0o600)
+    atomic_write(os.path.join(images_dir, DESCRIPTORS_FILE),
+                 json.dumps([d.path for d in meta.descriptors]).encode(), 0o600)
+
+
+def load_meta(images_dir: str) -> CheckpointMeta:
+    """Raises NotFoundError (no checkpoint there) or UsageError (unreadable)."""
+    path = os.path.join(images_dir, META_FILE)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        desc = os.path.join(images_dir, DESCRIPTORS_FILE)
+        if os.path.exists(desc):
+            return _from_runc(images_dir, desc)
+        if not os.path.isdir(images_dir):
+            raise NotFoundError(f"checkpoint {images_dir} does not exist") from None
+        raise NotFoundError(f"{images_dir} holds no container checkpoint "
+                            f"({META_FILE} or {DESCRIPTORS_FILE} missing)") from None
+    except ValueError as err:
+        raise UsageError(f"{path} is corrupt: {err}") from None
+    if data.get("version") != META_VERSION:
+        raise UsageError(f"{path}: unsupported checkpoint metadata version {data.get('version')!r}")
+    try:
+        return CheckpointMeta(
+            container_id=data["container_id"], bundle=data["bundle"],
+            mounts=tuple(ExternalMount(**m) for m in data.get("mounts", ())),
+            descriptors=tuple(Descriptor(**d) for d in data.get("descriptors", ())),
+            joined_namespaces=tuple(data.get("joined_namespaces", ())),
+            external_keys=dict(data.get("external_keys") or {}),
+            terminal=bool(data.get("terminal")), created=data.get("created", ""),
+            pre_dump=bool(data.get("pre_dump")), lazy_pages=bool(data.get("lazy_pages")))
+    except (KeyError, TypeError) as err:
+        raise UsageError(f"{path} is corrupt: {err}") from None
+
+
+def _from_runc(images_dir: str, desc: str) -> CheckpointMeta:
+    """A checkpoint written by runc: only its descriptors are known."""
+    with open(desc) as f:
+        paths = json.load(f)
+    descriptors = tuple(Descriptor(fd=i, path=p, external=p if p.startswith("pipe:") else None)
+                        for i, p in enumerate(paths))
+    return CheckpointMeta(container_id="", bundle="", descriptors=descriptors, external_keys={})

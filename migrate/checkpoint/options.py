@@ -1,0 +1,59 @@
+"""Options of `migrate checkpoint` and `migrate restore` (runc's flags)."""
+
+from __future__ import annotations
+
+from migrate._record import record
+
+__all__ = ["CheckpointOptions", "RestoreOptions", "CGROUP_MODES", "NETWORK_LOCKS"]
+
+CGROUP_MODES = ("soft", "full", "strict", "ignore")
+NETWORK_LOCKS = ("iptables", "nftables", "skip")
+
+
+@record
+class CheckpointOptions:
+    id: str
+    image_path: str = "checkpoint"
+    work_path: str | None = None
+    parent_path: str | None = None     # relative to image_path, as CRIU's parent_img
+    leave_running: bool = False
+    tcp_established: bool = False
+    tcp_skip_in_flight: bool = False
+    link_remap: bool = False
+    ext_unix_sk: bool = False
+    shell_job: bool = False
+    lazy_pages: bool = False
+    status_fd: int | None = None
+    page_server: str | None = None     # "ADDR:PORT"
+    file_locks: bool = False
+    pre_dump: bool = False
+    manage_cgroups_mode: str | None = None
+    empty_ns: tuple[str, ...] = ()
+    auto_dedup: bool = False
+    network_lock: str | None = None
+    callbacks: dict | None = None      # extra CRIU notification callbacks (migration)
+
+
+@record
+class RestoreOptions:
+    id: str
+    image_path: str = "checkpoint"
+    work_path: str | None = None
+    bundle: str = "."
+    detach: bool = False
+    pid_file: str | None = None
+    console_socket: str | None = None
+    no_subreaper: bool = False
+    no_pivot: bool = False
+    tcp_established: bool = False
+    tcp_close: bool = False
+    ext_unix_sk: bool = False
+    shell_job: bool = False
+    file_locks: bool = False
+    manage_cgroups_mode: str | None = None
+    empty_ns: tuple[str, ...] = ()
+    auto_dedup: bool = False
+    lazy_pages: bool = False
+    page_server: str | None = None     # with lazy_pages: start the lazy-pages daemon ourselves
+    lsm_profile: str | None = None
+    lsm_mount_context: str | None = None

@@ -1,0 +1,383 @@
+"""`migrate restore`: bring a checkpointed container back as a full citizen.
+
+Order:
+  claim the ID, create the cgroups (CRIU puts the tasks into them: cg_root);
+  bind the rootfs onto a private directory for CRIU's --root and recreate
+  missing mount points inside it; map every external resource recorded at
+  checkpoint time to its new source (bind mounts from this bundle's
+  config.json, cgroups of the new container, joined namespaces, stdio);
+  restore with CRIU, answering its notifications (hooks, the new pty
+  master); save the state. On failure everything made is undone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import signal
+
+from migrate.checkpoint.metadata import CheckpointMeta, load_meta
+from migrate.checkpoint.options import CGROUP_MODES, RestoreOptions
+from migrate.errors import NotFoundError, UnsupportedError, UsageError
+from migrate.runtime.container import Container, proc_start_time
+from migrate.runtime.context import RuntimeContext
+from migrate.runtime.state import ContainerState, StateStore, validate_id
+
+__all__ = ["restore", "plan_restore"]
+
+CRIU_ROOT = "criu-root"
+
+
+def _mount_sources(spec, meta: CheckpointMeta, cgroup_paths: dict[str, str],
+                   notify_dir: str | None) -> dict[str, str]:
+    """External mount key -> its source on this host. Raises NotFoundError."""
+    binds = {}
+    for m in spec.mounts:
+        if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
+            src = m.source or ""
+            binds[m.destination.rstrip("/") or "/"] = src if os.path.isabs(src) else \
+                os.path.join(spec.root.path.rsplit("/", 1)[0], src)
+    by_hierarchy = {}
+    for ctrl, path in cgroup_paths.items():
+        by_hierarchy.setdefault(ctrl, path)
+        by_hierarchy.setdefault(os.path.basename(os.path.dirname(path.rstrip("/"))), path)
+    out = {}
+    for em in meta.mounts:
+        if em.kind == "bind":
+            if em.mountpoint not in binds:
+                raise NotFoundError(f"the checkpoint has a bind mount at {em.mountpoint}, but "
+                                    f"config.json has no bind mount there")
+            source = binds[em.mountpoint]
+            if not os.path.exists(source):
+                raise NotFoundError(f"bind mount source {source} (for {em.mountpoint}) does not exist")
+            out[em.mountpoint] = source
+        elif em.kind == "cgroup":
+            out[em.mountpoint] = _cgroup_source(em.detail, cgroup_paths)
+        elif em.kind == "mask":
+            out[em.mountpoint] = "/dev/null"
+        elif em.kind == "device":
+            out[em.mountpoint] = em.detail
+        elif em.kind == "notify":
+            if notify_dir is None:
+                raise UsageError("the checkpoint proxied NOTIFY_SOCKET; restore it with "
+                                 "NOTIFY_SOCKET set too")
+            out[em.mountpoint] = notify_dir
+        else:
+            raise UsageError(f"external mount {em.mountpoint} of unknown kind {em.kind!r}")
+    return out
+
+
+def _cgroup_source(hierarchy: str, cgroup_paths: dict[str, str]) -> str:
+    """The new container's cgroup dir in the hierarchy mounted as ``hierarchy``
+    ("memory", "cpu,cpuacct", "systemd", "unified", "" for pure v2)."""
+    names = hierarchy.split(",") if hierarchy else [""]
+    aliases = {"systemd": "name=systemd", "unified": ""}
+    for name in names:
+        key = aliases.get(name, name)
+        if key in cgroup_paths:
+            return cgroup_paths[key]
+    raise NotFoundError(f"no cgroup for hierarchy {hierarchy!r} on this host "
+                        f"(have: {', '.join(sorted(k or 'unified' for k in cgroup_paths))})")
+
+
+def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir: str,
+                 work_dir: str, criu_root: str, cgroup_paths: dict[str, str],
+                 ns_fds: dict[str, int], notify_dir: str | None, stdio_fds=(0, 1, 2)):
+    """CRIU options for restoring ``meta``'s container from ``spec``."""
+    from migrate.criu_rpc import (CgroupMode, CgroupRoot, CriuOptions, ExtMount, InheritFd,
+                                  JoinNamespace, LogLevel)
+
+    sources = _mount_sources(spec, meta, cgroup_paths, notify_dir)
+    inherit = [InheritFd(key=d.external, fd=stdio_fds[d.fd]) for d in meta.descriptors
+               if d.external]
+    for oci_type, key in (meta.external_keys or {}).items():
+        if oci_type not in ns_fds:
+            raise UsageError(f"the checkpointed container joined a {oci_type} namespace: "
+                             f"config.json must give one to join (linux.namespaces path)")
+        inherit.append(InheritFd(key=key, fd=ns_fds[oci_type]))
+    join = []
+    for ns in spec.linux.namespaces:
+        if ns.path and ns.type in ("ipc", "uts"):
+            join.append(JoinNamespace(ns=ns.type, ns_file=ns.path))
+    mode = opts.manage_cgroups_mode
+    return CriuOptions(
+        images_dir=images_dir, work_dir=work_dir, log_file="restore.log",
+        log_level=LogLevel.DEBUG, root=criu_root, rst_sibling=True,
+        manage_cgroups=True, manage_cgroups_mode=CgroupMode(mode) if mode else None,
+        cg_root=tuple(CgroupRoot(path=_relative_cgroup(p), ctrl=c or None)
+                      for c, p in sorted(cgroup_paths.items()) if not c.startswith("name=")),
+        tcp_established=opts.tcp_established, tcp_close=opts.tcp_close,
+        ext_unix_sk=opts.ext_unix_sk, shell_job=opts.shell_job, file_locks=opts.file_locks,
+        empty_ns=frozenset(opts.empty_ns), auto_dedup=opts.auto_dedup,
+        lazy_pages=opts.lazy_pages,
+        ext_mnt=tuple(ExtMount(key=k, val=v) for k, v in sources.items()),
+        inherit_fd=tuple(inherit), join_ns=tuple(join),
+        orphan_pts_master=meta.terminal,
+        lsm_profile=opts.lsm_profile, lsm_mount_context=opts.lsm_mount_context)
+
+
+def _relative_cgroup(path: str) -> str:
+    """CRIU's cg_root wants the path inside the hierarchy, not the host path."""
+    parts = path.split("/")
+    # /sys/fs/cgroup/<hierarchy>/<path...> or /sys/fs/cgroup/<path...> (pure v2)
+    if len(parts) > 4 and parts[1:4] == ["sys", "fs", "cgroup"]:
+        return "/" + "/".join(parts[5:])
+    return path
+
+
+def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
+    """Restore; with ``detach`` return 0 at once, else wait and return the
+    container's exit code (deleting it afterwards, as `run` does).
+
+    Raises NotFoundError, ExistsError, UsageError, UnsupportedError, CriuError.
+    """
+    from migrate import oci
+    from migrate.runtime import rootless
+    from migrate.runtime.cgroups import open_manager
+    from migrate.runtime.lifecycle.create import _default_device_rules, write_pid_file
+
+    validate_id(opts.id)
+    if opts.manage_cgroups_mode and opts.manage_cgroups_mode not in CGROUP_MODES:
+        raise UsageError(f"invalid --manage-cgroups-mode {opts.manage_cgroups_mode!r}")
+    images_dir = os.path.abspath(opts.image_path)
+    work_dir = os.path.abspath(opts.work_path) if opts.work_path else images_dir
+    meta = load_meta(images_dir)
+    if meta.pre_dump:
+        raise UsageError(f"{images_dir} is a pre-dump: restore the final dump that names it "
+                         f"with --parent-path")
+    bundle = os.path.abspath(opts.bundle)
+    spec = oci.load_config(bundle)
+    if not os.path.isdir(spec.root.path):
+        raise NotFoundError(f"rootfs {spec.root.path} does not exist")
+    if meta.terminal and not opts.console_socket and opts.detach:
+        raise UsageError("the checkpointed container has a terminal: restore --detach "
+                         "needs --console-socket")
+    facts = rootless.detect(ctx.rootless)
+    if facts.euid:
+        from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint
+
+        check_unprivileged_checkpoint(ctx.criu)
+    os.makedirs(work_dir, mode=0o700, exist_ok=True)
+    store = StateStore(ctx.root)
+    cdir = store.create_dir(opts.id)
+    undo: list = []
+    root_mount: list = []      # the temporary --root bind, undone in every case
+    fg = None
+    try:
+        cgroups = open_manager(container_id=opts.id, cgroups_path=spec.linux.cgroups_path,
+                               systemd=ctx.systemd_cgroup, rootless=facts.cgroups,
+                               cgroup_root=ctx.cgroup_root)
+        cgroups.create()
+        undo.append(lambda: cgroups.destroy())
+        cgroups.apply_resources(_default_device_rules(spec.linux.resources))
+        criu_root = _prepare_root(ctx, spec, meta, cdir, root_mount)
+        notify_dir = None
+        if any(m.kind == "notify" for m in meta.mounts) and ctx.notify_socket:
+            from migrate.runtime.notify import prepare_notify_dir
+
+            notify_dir = prepare_notify_dir(cdir)
+        ns_fds = _open_namespaces(spec, undo)
+        criu_opts = plan_restore(spec, meta, opts, images_dir=images_dir, work_dir=work_dir,
+                                 criu_root=criu_root, cgroup_paths=cgroups.paths(),
+                                 ns_fds=ns_fds, notify_dir=notify_dir,
+                                 stdio_fds=_stdio_copies(root_mount))
+        if not opts.detach:
+            from migrate.runtime.foreground import Foreground
+
+            fg = Foreground(ctx.syscalls)
+            fg.install()
+        state = ContainerState(
+            id=opts.id, bundle=bundle, rootfs=spec.root.path,
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z"),
+            annotations=dict(spec.annotations), config=oci.spec_to_dict(spec),
+            cgroup=cgroups.to_state(), rootless_euid=facts.euid,
+            rootless_cgroups=facts.cgroups, no_pivot=opts.no_pivot,
+            terminal=meta.terminal, restored=True, notify_socket=ctx.notify_socket)
+        console = _ConsoleHandoff(opts.console_socket, keep=not opts.detach)
+        pid = _run_criu(ctx, spec, state, criu_opts, console, undo, lazy=opts)
+        state.pid = pid
+        state.pid_start = proc_start_time(pid, ctx.proc_root)
+        state.namespaces = {ns.type: ns.path or f"{ctx.proc_root}/{pid}/ns/"
+                            f"{_proc_ns(ns.type)}" for ns in spec.linux.namespaces}
+        container = Container(state, store, ctx.proc_root)
+        container.save()
+        if opts.pid_file:
+            write_pid_file(opts.pid_file, pid)
+        _run_poststart(spec, state)
+    except BaseException as err:
+        if fg is not None:
+            fg.restore()
+        _undo(err, undo + root_mount)
+        store.remove(opts.id)
+        raise
+    _undo(None, root_mount)
+    if fg is None:
+        return 0
+    try:
+        code = fg.wait(pid, console.master)
+    finally:
+        fg.restore()
+    from migrate.runtime.lifecycle.delete import delete
+
+    with contextlib.suppress(Exception):
+        delete(ctx, opts.id, force=True)
+    return code
+
+
+def _proc_ns(oci_type: str) -> str:
+    from migrate.runtime.nsexec import NS_FLAGS
+
+    return NS_FLAGS[oci_type][1]
+
+
+class _ConsoleHandoff:
+    """The orphan-pts-master notification brings the restored terminal's new
+    master: hand it to --console-socket, or keep it to proxy in the foreground."""
+
+    def __init__(self, socket_path: str | None, keep: bool):
+        self.socket_path = socket_path
+        self.keep = keep
+        self.master: int | None = None
+
+    def __call__(self, note) -> bool:
+        if note.fd is None:
+            return False
+        if self.socket_path:
+            from migrate.runtime.console import send_console
+
+            send_console(self.socket_path, note.fd)
+        elif self.keep:
+            self.master = os.dup(note.fd)
+        return True
+
+
+def _run_criu(ctx, spec, state, criu_opts, console, undo, lazy) -> int:
+    from migrate.criu_rpc import Client, SwrkOptions
+
+    def setup_namespaces(note) -> bool:
+        hooks = spec.hooks
+        if hooks.prestart or hooks.create_runtime:
+            from migrate.runtime.hooks import run_hooks
+            from migrate.runtime.lifecycle.create import oci_state
+
+            state.pid = note.pid or 0
+            st = oci_state(state, "creating")
+            run_hooks(hooks.prestart, state=st, name="prestart")
+            run_hooks(hooks.create_runtime, state=st, name="createRuntime")
+            run_hooks(hooks.create_container, state=st, name="createContainer")
+        return True
+
+    def post_restore(note) -> bool:
+        # Before the tasks resume, so a restored TCP connection can flow at once.
+        if note.pid:
+            _after_restore(spec, note.pid)
+        return True
+
+    callbacks = {"setup-namespaces": setup_namespaces, "post-restore": post_restore}
+    if criu_opts.orphan_pts_master:
+        callbacks["orphan-pts-master"] = console
+    daemon = None
+    if lazy.lazy_pages and lazy.page_server:
+        from migrate.checkpoint.dump import parse_page_server
+        from migrate.criu_rpc import LazyPagesOptions, start_lazy_pages
+
+        ps = parse_page_server(lazy.page_server)
+        daemon = start_lazy_pages(LazyPagesOptions(
+            images_dir=criu_opts.images_dir, work_dir=criu_opts.work_dir, page_server=ps),
+            criu=ctx.criu)
+        undo.append(daemon.close)
+    client = Client(SwrkOptions(criu=ctx.criu))
+    result = client.restore(criu_opts, callbacks)
+    undo.append(lambda: _kill(result.pid))
+    return result.pid
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _stdio_copies(undo) -> tuple[int, int, int]:
+    """Our fds 0-2 under higher numbers: ``criu swrk`` inherits fds by number
+    and its own 0-2 are taken (its output goes to a log)."""
+    fds = []
+    for fd in range(3):
+        try:
+            copy = os.dup(fd)
+        except OSError:
+            copy = os.open(os.devnull, os.O_RDWR)
+        fds.append(copy)
+        undo.append(lambda copy=copy: os.close(copy))
+    return tuple(fds)
+
+
+def _open_namespaces(spec, undo) -> dict[str, int]:
+    fds = {}
+    for ns in spec.linux.namespaces:
+        if ns.path and ns.type in ("network", "pid"):
+            try:
+                fd = os.open(ns.path, os.O_RDONLY)   # inherited by criu swrk
+            except OSError as err:
+                raise NotFoundError(f"namespace {ns.type} {ns.path}: {err.strerror}") from None
+            fds[ns.type] = fd
+            undo.append(lambda fd=fd: os.close(fd))
+    return fds
+
+
+def _prepare_root(ctx, spec, meta: CheckpointMeta, cdir: str, undo) -> str:
+    """CRIU needs --root to be a mount point it can pivot into; bind the
+    rootfs there, and make the mount points of external mounts that a fresh
+    rootfs may lack (resolved inside the rootfs, never through its symlinks)."""
+    from migrate.runtime.paths import ensure_mountpoint
+    from migrate.runtime.syscalls import MNT, MS
+
+    rootfs = spec.root.path
+    for em in meta.mounts:
+        is_file = em.kind in ("mask", "device")
+        if em.kind == "bind":
+            src = next((m.source for m in spec.mounts if m.destination.rstrip("/") == em.mountpoint), None)
+            is_file = bool(src) and os.path.isfile(src)
+        with contextlib.suppress(OSError):
+            ensure_mountpoint(rootfs, em.mountpoint, is_file=is_file)
+    target = os.path.join(cdir, CRIU_ROOT)
+    os.mkdir(target, 0o700)
+    sys = ctx.syscalls
+    sys.mount(rootfs, target, None, MS.BIND | MS.REC, None)
+    undo.append(lambda: sys.umount(target, MNT.DETACH))
+    # Private, so nothing CRIU mounts below it propagates back to the host.
+    sys.mount(None, target, None, MS.PRIVATE | MS.REC, None)
+    return target
+
+
+def _after_restore(spec, pid: int) -> None:
+    """A private network namespace comes back with lo down (runc has the same
+    gap): bring it up, so a restored server answers on 127.0.0.1."""
+    ns = spec.linux.namespace("network")
+    if ns is None or ns.path:
+        return
+    from migrate.checkpoint.netns import set_lo_up
+
+    set_lo_up(f"/proc/{pid}/ns/net")
+
+
+def _run_poststart(spec, state) -> None:
+    if spec.hooks.poststart:
+        from migrate.runtime.hooks import run_hooks
+        from migrate.runtime.lifecycle.create import oci_state
+
+        run_hooks(spec.hooks.poststart, state=oci_state(state, "running"), name="poststart",
+                  warn_only=True)
+
+
+def _undo(err, undo) -> None:
+    for step in reversed(undo):
+        try:
+            step()
+        except Exception as cleanup:  # noqa: BLE001
+            if isinstance(err, Exception):
+                err.add_note(f"cleanup: {cleanup}")
+            elif err is None:
+                raise

@@ -1,0 +1,433 @@
+"""Container checkpoint/restore with a real CRIU, as root."""
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.requires("root", "busybox", "criu", "iptables")
+
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i >> /tmp/log; sleep 0.05; done"
+
+
+def _wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _lines(bundle, name="tmp/log"):
+    try:
+        with open(os.path.join(bundle.rootfs, name)) as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _assert_contiguous(values):
+    assert values, "no values"
+    assert values == list(range(values[0], values[0] + len(values))), \
+        f"gap or repeat in {values[:5]}...{values[-5:]}"
+
+
+@pytest.fixture
+def rw_bundle(bundle):
+    bundle.config["root"]["readonly"] = False
+    bundle.write()
+    return bundle
+
+
+def _run_detached(runtime, bundle, cid, *extra):
+    runtime("run", "-d", *extra, "--bundle", bundle.path, cid).check()
+    assert runtime.state(cid)["status"] == "running"
+
+
+def test_counter_checkpoint_restore(runtime, rw_bundle, cid, tmp_path):
+    rw_bundle.sh(COUNTER)
+    _run_detached(runtime, rw_bundle, cid)
+    _wait_for(lambda: len(_lines(rw_bundle)) > 5, what="counter")
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    # gone, as with runc: state removed, processes dead
+    assert runtime("state", cid).returncode != 0
+    before = _lines(rw_bundle)
+    time.sleep(0.3)
+    assert _lines(rw_bundle) == before, "the container kept running after checkpoint"
+    assert os.path.exists(os.path.join(images, "descriptors.json"))
+    runtime("restore", "--detach", "--image-path", images, "--bundle", rw_bundle.path, cid).check()
+    st = runtime.state(cid)
+    assert st["status"] == "running"
+    _wait_for(lambda: len(_lines(rw_bundle)) > len(before) + 5, what="counter after restore")
+    _assert_contiguous(_lines(rw_bundle))
+    # a full citizen: exec, ps, pause/resume, checkpoint again, kill, delete
+    assert runtime("exec", cid, "sh", "-c", "echo $((1+1))").check().stdout.strip() == "2"
+    assert st["pid"] in json.loads(runtime("ps", "--format", "json", cid).check().stdout)
+    runtime("pause", cid).check()
+    assert runtime.state(cid)["status"] == "paused"
+    runtime("resume", cid).check()
+    runtime("checkpoint", "--leave-running", "--image-path", str(tmp_path / "img2"), cid).check()
+    assert runtime.state(cid)["status"] == "running"
+    runtime("kill", cid, "KILL").check()
+    assert runtime.wait_status(cid, "stopped") == "stopped"
+    runtime("delete", cid).check()
+
+
+def test_leave_running_and_restore_twice(runtime, rw_bundle, cid, tmp_path):
+    rw_bundle.sh(COUNTER)
+    _run_detached(runtime, rw_bundle, cid)
+    _wait_for(lambda: len(_lines(rw_bundle)) > 3, what="counter")
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--leave-running", "--image-path", images, cid).check()
+    assert runtime.state(cid)["status"] == "running"
+    n = len(_lines(rw_bundle))
+    _wait_for(lambda: len(_lines(rw_bundle)) > n + 3, what="still counting")
+    runtime("delete", "--force", cid).check()
+    pids = []
+    for name in (cid + "-a", cid + "-b"):
+        runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, name).check()
+        pids.append(runtime.state(name)["pid"])
+    assert len(set(pids)) == 2
+    for name in (cid + "-a", cid + "-b"):
+        assert runtime.state(name)["status"] == "running"
+        runtime("delete", "--force", name).check()
+
+
+def test_bind_mount_source_moves(runtime, rw_bundle, cid, tmp_path):
+    src_a, src_b = tmp_path / "a", tmp_path / "b"
+    src_a.mkdir()
+    (src_a / "who").write_text("a\n")
+    rw_bundle.config["mounts"].append({"destination": "/data", "type": "bind",
+                                       "source": str(src_a), "options": ["rbind", "rw"]})
+    rw_bundle.sh("while true; do cat /data/who > /tmp/seen; sleep 0.05; done")
+    _run_detached(runtime, rw_bundle, cid)
+    seen = os.path.join(rw_bundle.rootfs, "tmp/seen")
+    _wait_for(lambda: os.path.exists(seen) and open(seen).read() == "a\n", what="a")
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    shutil.copytree(src_a, src_b)
+    (src_b / "who").write_text("b\n")
+    shutil.rmtree(src_a)
+    os.rmdir(os.path.join(rw_bundle.rootfs, "data"))   # the mount point must be recreated
+    rw_bundle.config["mounts"][-1]["source"] = str(src_b)
+    rw_bundle.write()
+    runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid).check()
+    _wait_for(lambda: open(seen).read() == "b\n", what="the new source seen inside")
+
+
+def test_terminal_through_console_socket(runtime, rw_bundle, cid, tmp_path):
+    def listen(name):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(tmp_path / name))
+        s.listen(1)
+        return s
+
+    def recv_master(server):
+        conn, _ = server.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+        conn.close()
+        return fds[0]
+
+    def read_until(fd, needle, timeout=10):
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while needle not in buf and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                buf += os.read(fd, 4096)
+        return buf
+
+    rw_bundle.set_args("sh", terminal=True)
+    first = listen("c1.sock")
+    runtime("run", "-d", "--console-socket", str(tmp_path / "c1.sock"), "--bundle",
+            rw_bundle.path, cid).check()
+    master = recv_master(first)
+    os.write(master, b"X=remembered; echo ready-$((2*2))\n")
+    assert b"ready-4" in read_until(master, b"ready-4")
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    os.close(master)
+    second = listen("c2.sock")
+    runtime("restore", "-d", "--console-socket", str(tmp_path / "c2.sock"), "--image-path",
+            images, "--bundle", rw_bundle.path, cid).check()
+    master = recv_master(second)
+    os.write(master, b"echo back-$X\n")
+    assert b"back-remembered" in read_until(master, b"back-remembered")
+    os.close(master)
+
+
+def test_pipes_as_stdio(runtime, rw_bundle, cid, tmp_path):
+    rw_bundle.sh("while read line; do echo got:$line; done")
+    proc = subprocess.Popen([*runtime.argv, "--root", runtime.root, "run", "-d", "--bundle",
+                             rw_bundle.path, cid], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    assert proc.wait(timeout=30) == 0
+    proc.stdin.write(b"one\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == b"got:one\n"
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    proc.stdin.close()
+    proc.stdout.close()
+    assert json.load(open(os.path.join(images, "descriptors.json")))[0].startswith("pipe:")
+    restored = subprocess.Popen([*runtime.argv, "--root", runtime.root, "restore", "-d",
+                                 "--image-path", images, "--bundle", rw_bundle.path, cid],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+    assert restored.wait(timeout=60) == 0
+    restored.stdin.write(b"two\n")
+    restored.stdin.flush()
+    ready = select.select([restored.stdout], [], [], 10)[0]
+    assert ready, "no output from the restored container"
+    assert restored.stdout.readline() == b"got:two\n"
+    restored.stdin.close()
+    restored.stdout.close()
+
+
+def _pod_infra(runtime, bundle_template_copy, name):
+    bundle_template_copy.sh("sleep 3000")
+    runtime("run", "-d", "--bundle", bundle_template_copy.path, name).check()
+    return runtime.state(name)["pid"]
+
+
+def test_restore_into_another_pod(runtime, rw_bundle, cid, tmp_path, bundle_template):
+    import copy
+
+    from runtime_helpers import Bundle
+
+    base, config = bundle_template
+    pods = []
+    for name in ("pod1", "pod2"):
+        path = tmp_path / name
+        path.mkdir()
+        subprocess.run(["cp", "-a", os.path.join(base, "rootfs"), str(path)], check=True)
+        b = Bundle(str(path), config)
+        pods.append(_pod_infra(runtime, b, f"{cid}-{name}"))
+
+    def member_config(pid):
+        c = copy.deepcopy(rw_bundle.config)
+        c["linux"]["namespaces"] = [
+            {"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "cgroup"},
+            {"type": "network", "path": f"/proc/{pid}/ns/net"},
+            {"type": "ipc", "path": f"/proc/{pid}/ns/ipc"}]
+        c["process"]["args"] = ["sh", "-c", "while true; do readlink /proc/self/ns/net "
+                                "> /tmp/net; readlink /proc/self/ns/ipc > /tmp/ipc; sleep 0.05; done"]
+        return c
+
+    rw_bundle.config = member_config(pods[0])
+    rw_bundle.write()
+    _run_detached(runtime, rw_bundle, cid)
+    net = os.path.join(rw_bundle.rootfs, "tmp/net")
+    _wait_for(lambda: os.path.exists(net) and open(net).read().strip()
+              == os.readlink(f"/proc/{pods[0]}/ns/net"), what="pod1 net")
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    rw_bundle.config = member_config(pods[1])
+    rw_bundle.write()
+    runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid).check()
+    _wait_for(lambda: open(net).read().strip() == os.readlink(f"/proc/{pods[1]}/ns/net"),
+              what="pod2 net")
+    ipc = os.path.join(rw_bundle.rootfs, "tmp/ipc")
+    _wait_for(lambda: open(ipc).read().strip() == os.readlink(f"/proc/{pods[1]}/ns/ipc"),
+              what="pod2 ipc")
+
+
+def _lo_up_hook(tmp_path) -> dict:
+    """A createRuntime hook bringing lo up in the container's network
+    namespace, as a network plugin would (an OCI runtime leaves lo down)."""
+    hook = tmp_path / "lo-up.sh"
+    hook.write_text("#!/bin/sh\npid=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p')\n"
+                    "exec nsenter -t \"$pid\" -n ip link set lo up\n")
+    hook.chmod(0o755)
+    return {"createRuntime": [{"path": str(hook)}]}
+
+
+def test_tcp_established(runtime, rw_bundle, cid, tmp_path):
+    rw_bundle.config["hooks"] = _lo_up_hook(tmp_path)
+    rw_bundle.set_args("ctrhelper", "tcppair", "7000", "/tmp/tcp")
+    _run_detached(runtime, rw_bundle, cid)
+    status = os.path.join(rw_bundle.rootfs, "tmp/tcp")
+
+    def progress():
+        try:
+            n, ok = open(status).read().split()
+        except (FileNotFoundError, ValueError):
+            return None
+        return int(n), ok == "1"
+
+    _wait_for(lambda: (progress() or (0, 0))[0] > 3, what="tcp traffic")
+    images = str(tmp_path / "img")
+    refused = runtime("checkpoint", "--image-path", images, cid)
+    assert refused.returncode != 0 and "--tcp-established" in refused.stderr + open(
+        os.path.join(images, "dump.log")).read() or "established" in refused.stderr.lower()
+    assert runtime.state(cid)["status"] == "running"
+    runtime("checkpoint", "--tcp-established", "--image-path", images, cid).check()
+    n0 = progress()[0]
+    runtime("restore", "-d", "--tcp-established", "--image-path", images, "--bundle",
+            rw_bundle.path, cid).check()
+    _wait_for(lambda: progress()[0] > n0 + 5, what="tcp traffic after restore")
+    assert progress()[1], "the connection lost or repeated data"
+
+
+def test_pre_dump_needs_memory_tracking(runtime, rw_bundle, cid, tmp_path):
+    import needs
+
+    rw_bundle.sh(COUNTER)
+    _run_detached(runtime, rw_bundle, cid)
+    pre = str(tmp_path / "pre")
+    res = runtime("checkpoint", "--pre-dump", "--image-path", pre, cid)
+    if needs.criu_feature("mem_dirty_track") is None:
+        res.check()
+        final = str(tmp_path / "final")
+        runtime("checkpoint", "--parent-path", "../pre", "--image-path", final, cid).check()
+        runtime("restore", "-d", "--image-path", final, "--bundle", rw_bundle.path, cid).check()
+        return
+    assert res.returncode != 0
+    assert "dirty tracking" in res.stderr and "--lazy-pages" in res.stderr
+    # refused before anything was frozen
+    assert runtime.state(cid)["status"] == "running"
+    n = len(_lines(rw_bundle))
+    _wait_for(lambda: len(_lines(rw_bundle)) > n + 2, what="still counting")
+
+
+@pytest.mark.requires('criu_feature("mem_dirty_track")')
+def test_pre_dump_then_dump_with_parent_path(runtime, rw_bundle, cid, tmp_path):
+    rw_bundle.sh(COUNTER)
+    _run_detached(runtime, rw_bundle, cid)
+    runtime("checkpoint", "--pre-dump", "--image-path", str(tmp_path / "pre"), cid).check()
+    runtime("checkpoint", "--parent-path", "../pre", "--image-path", str(tmp_path / "final"),
+            cid).check()
+    runtime("restore", "-d", "--image-path", str(tmp_path / "final"), "--bundle",
+            rw_bundle.path, cid).check()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pipe_max_ok():
+    with open("/proc/sys/fs/pipe-max-size") as f:
+        return int(f.read()) >= 4 * 1024 * 1024
+
+
+@pytest.mark.requires('criu_feature("uffd-noncoop")')
+def test_lazy_pages_restore_with_page_server(runtime, rw_bundle, cid, tmp_path):
+    if not _pipe_max_ok():
+        pytest.skip("fs.pipe-max-size < 4 MiB and CAP_SYS_RESOURCE missing: lazy dumps fail "
+                    "(scripts/run-tests.sh raises it)")
+    rw_bundle.sh(COUNTER)
+    _run_detached(runtime, rw_bundle, cid)
+    _wait_for(lambda: len(_lines(rw_bundle)) > 3, what="counter")
+    images = str(tmp_path / "img")
+    os.mkdir(images)
+    r, w = os.pipe()
+    port = _free_port()
+    dump = subprocess.Popen([*runtime.argv, "--root", runtime.root, "checkpoint", "--lazy-pages",
+                             "--page-server", f"127.0.0.1:{port}", "--status-fd", str(w),
+                             "--image-path", images, cid], pass_fds=(w,),
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "dump.err", "w"),
+                            start_new_session=True)
+    os.close(w)
+    try:
+        assert select.select([r], [], [], 30)[0], "the lazy page server never got ready"
+        assert os.read(r, 1) == b"\0"
+        res = runtime("restore", "-d", "--lazy-pages", "--page-server", f"127.0.0.1:{port}",
+                      "--image-path", images, "--bundle", rw_bundle.path, cid + "-lazy")
+        res.check()
+        assert dump.wait(timeout=60) == 0, open(tmp_path / "dump.err").read()
+    finally:
+        os.close(r)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dump.pid, signal.SIGKILL)   # criu swrk too, should the test fail
+        dump.wait()
+    n = len(_lines(rw_bundle))
+    _wait_for(lambda: len(_lines(rw_bundle)) > n + 5, what="counter after lazy restore")
+    _assert_contiguous(_lines(rw_bundle))
+
+
+def test_restore_failures_leave_nothing(runtime, rw_bundle, cid, tmp_path):
+    def nothing_left(name):
+        assert runtime("state", name).returncode != 0
+        assert not os.path.exists(os.path.join(runtime.root, name))
+        assert not os.path.exists(f"/sys/fs/cgroup/memory/migrate/{name}")
+
+    missing = runtime("restore", "-d", "--image-path", str(tmp_path / "nope"), "--bundle",
+                      rw_bundle.path, cid)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    nothing_left(cid)
+    rw_bundle.sh(COUNTER)
+    _run_detached(runtime, rw_bundle, cid)
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    corrupt = str(tmp_path / "corrupt")
+    shutil.copytree(images, corrupt)
+    with open(os.path.join(corrupt, "pstree.img"), "r+b") as f:
+        f.seek(8)
+        f.write(b"\xff" * 32)
+    bad = runtime("restore", "-d", "--image-path", corrupt, "--bundle", rw_bundle.path, cid)
+    assert bad.returncode != 0 and "restore.log" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    nothing_left(cid)
+    rootfs = rw_bundle.config["root"]["path"]
+    rw_bundle.config["root"]["path"] = "no-rootfs"
+    rw_bundle.write()
+    gone = runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid)
+    assert gone.returncode != 0 and "rootfs" in gone.stderr
+    nothing_left(cid)
+    rw_bundle.config["root"]["path"] = rootfs
+    rw_bundle.write()
+    runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid).check()
+    assert runtime.state(cid)["status"] == "running"
+
+
+def test_criu_killed_mid_dump_leaves_it_running(runtime, rw_bundle, cid, tmp_path):
+    rw_bundle.sh(COUNTER)
+    _run_detached(runtime, rw_bundle, cid)
+    _wait_for(lambda: len(_lines(rw_bundle)) > 3, what="counter")
+    # A CRIU that dies while the container is frozen: it freezes, then is killed.
+    wrapper = tmp_path / "criu-dies"
+    real = shutil.which("criu")
+    wrapper.write_text(f"#!/bin/sh\n{real} \"$@\" &\nchild=$!\n"
+                       f"( sleep 0.15; kill -9 $child ) &\nwait $child\n")
+    wrapper.chmod(0o755)
+    res = runtime("--criu", str(wrapper), "checkpoint", "--image-path", str(tmp_path / "img"), cid)
+    assert res.returncode != 0
+    assert "criu" in res.stderr
+    st = runtime.state(cid)
+    assert st["status"] == "running"
+    n = len(_lines(rw_bundle))
+    _wait_for(lambda: len(_lines(rw_bundle)) > n + 3, what="still counting after a failed dump")
+
+
+def test_inspect_and_print_stats(runtime, rw_bundle, cid, tmp_path):
+    rw_bundle.sh(COUNTER)
+    _run_detached(runtime, rw_bundle, cid)
+    images = str(tmp_path / "img")
+    res = runtime("checkpoint", "--print-stats", "--format", "json", "--image-path", images, cid)
+    stats = json.loads(res.check().stdout)
+    assert stats.get("pages_written", 0) > 0 and "freezing_time" in stats
+    info = json.loads(runtime("inspect", "--format", "json", images).check().stdout)
+    comms = {p["comm"] for p in info["processes"]}
+    assert "sh" in comms
+    assert info["memory_dumped"] > 0
+    assert info["container"]["id"] == cid
+    assert any(m["mountpoint"] == "/proc" for m in info["mounts"])
+    tree = runtime("inspect", images).check().stdout
+    assert "processes" in tree and "sh" in tree
+
+
+def test_podman_probe_flags(runtime):
+    assert runtime("checkpoint", "--help").returncode == 0
+    res = runtime("restore", "--lsm-mount-context")
+    assert res.returncode != 0 and "flag needs an argument" in res.stderr
