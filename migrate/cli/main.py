@@ -94,7 +94,12 @@ def parse_globals(argv: list[str]) -> tuple[dict, list[str]]:
     return opts, argv[i:]
 
 
-def _context(opts: dict):
+# Commands that never touch the state directory: they must work for a user
+# who has none (`spec --rootless` is the first thing a rootless user runs).
+_STATELESS = {"spec", "features"}
+
+
+def _context(opts: dict, command: str = ""):
     from migrate.runtime.context import DEFAULT_ROOT, RuntimeContext
 
     rootless = opts.get("rootless", "auto").lower()
@@ -104,10 +109,17 @@ def _context(opts: dict):
     if fmt not in ("text", "json"):
         raise _Usage(f'invalid --log-format "{fmt}": use text or json')
     root = opts.get("root")
-    if root is None:
-        from migrate.runtime.rootdir import default_root
+    if root is None and command in _STATELESS:
+        root = DEFAULT_ROOT
+    elif root is None:
+        from migrate.runtime.rootdir import prepare_root
+        from migrate.runtime.rootless import decide, in_user_namespace
 
-        root = default_root(os.environ)
+        root = decide(rootless, euid=os.geteuid(), in_userns=in_user_namespace(),
+                      environ=os.environ).root
+        # Made here, once, with the right mode: 0700 and sticky under
+        # XDG_RUNTIME_DIR (see rootdir.py); a clear error if impossible.
+        prepare_root(root, private=root != DEFAULT_ROOT)
     return RuntimeContext(root=os.path.abspath(root), log=opts.get("log"), log_format=fmt,
                           debug=bool(opts.get("debug")),
                           systemd_cgroup=bool(opts.get("systemd-cgroup")),
@@ -148,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         name, cmd_argv = rest[0], rest[1:]
         if name not in COMMANDS:
             raise _Usage(f'unknown command "{name}"; run `migrate --help`')
-        ctx = _context(opts)
+        ctx = _context(opts, name)
         if name in HOT:
             return _load(HOT[name])(ctx, cmd_argv)
         from migrate.cli.clickapp import run_click

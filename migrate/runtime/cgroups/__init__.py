@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .base import CgroupFiles
     from .protocol import CgroupManager
 
-__all__ = ["CgroupManager", "CgroupFiles", "open_manager", "load_manager"]
+__all__ = ["CgroupManager", "CgroupFiles", "open_manager", "load_manager", "current_paths"]
 
 
 def __getattr__(name: str):
@@ -71,6 +71,10 @@ def open_manager(*, container_id: str, cgroups_path: str | None, systemd: bool =
         raise UnsupportedError("the systemd cgroup driver is not supported; drop --systemd-cgroup "
                                "(the cgroupfs driver is used by default)")
     inner = normalize_cgroups_path(cgroups_path, container_id)
+    if rootless and not cgroups_path:
+        # Rootless, only a subtree delegated to us (below our own cgroup)
+        # can be writable, so the default goes there, as runc's does.
+        inner = inner.lstrip("/")
     kw = {"rootless": rootless, "files": files}
     try:
         with open(mountinfo_path, encoding="utf-8", errors="surrogateescape") as f:
@@ -99,6 +103,40 @@ def open_manager(*, container_id: str, cgroups_path: str | None, systemd: bool =
         log.debug("rootless: no cgroup hierarchy is mounted under %s", root)
         return V1Manager(paths={}, mounts={}, usable=False, **kw)
     raise UnsupportedError(f"no cgroup hierarchy is mounted under {root}")
+
+
+def current_paths(*, cgroup_root: str = "/sys/fs/cgroup",
+                  mountinfo_path: str = "/proc/self/mountinfo",
+                  self_cgroup_path: str = "/proc/self/cgroup") -> dict[str, str]:
+    """This process's own cgroup directories: controller -> directory (``""`` is v2).
+
+    What a container shows at its cgroup mount when, rootless, it could not
+    get cgroups of its own and stays in ours. Hierarchies whose directory
+    we cannot see are left out; unreadable files give ``{}``.
+    """
+    from .base import cgroup_dir, parse_mountinfo, parse_proc_cgroup
+
+    try:
+        with open(mountinfo_path, encoding="utf-8", errors="surrogateescape") as f:
+            mounts = parse_mountinfo(f.read())
+        with open(self_cgroup_path, encoding="utf-8", errors="surrogateescape") as f:
+            own = parse_proc_cgroup(f.read())
+    except OSError:
+        return {}
+    root = os.path.normpath(cgroup_root)
+    out: dict[str, str] = {}
+    for m in mounts:
+        if not (m.mount_point == root or m.mount_point.startswith(root.rstrip("/") + "/")):
+            continue
+        keys = list(m.controllers) if m.fstype == "cgroup" else [""]
+        key = next((k for k in keys if k in own), None)
+        if key is None:
+            continue
+        d = os.path.normpath(cgroup_dir(m, own[key], "."))
+        if os.path.isdir(d):
+            for k in keys:
+                out.setdefault(k, d)
+    return out
 
 
 def load_manager(state: dict, *, rootless: bool = False,

@@ -19,7 +19,7 @@ import errno
 import os
 import signal
 
-from migrate.errors import KernelError, UnsupportedError, UsageError
+from migrate.errors import KernelError, MigrateError, UnsupportedError, UsageError
 
 from . import v2
 from .base import (
@@ -110,13 +110,42 @@ class V1Manager(ManagerBase):
     # -- create / add
 
     def create(self) -> None:
-        with self._tolerated("create", disables=True):
+        self._each_dir("create", self._create_dir)
+
+    def _create_dir(self, d: str) -> None:
+        keys = self._keys_of(d)
+        mount_point = self._mounts[keys[0]]
+        self._mkdir_p(mount_point, d)
+        if "cpuset" in keys:
+            self._copy_cpuset_down(mount_point, d)
+
+    def _each_dir(self, what: str, op) -> None:
+        """Run ``op`` on every directory; rootless, drop the ones that fail.
+
+        A rootless user usually owns a delegated subtree in some hierarchies
+        only (typically the unified one, from systemd's Delegate=yes): keep
+        what works, so ps/pause/kill --all can use it, rather than give up
+        on every hierarchy because the root-owned v1 ones refuse.
+        """
+        if not self._rootless:
             for d in self._dirs():
-                keys = self._keys_of(d)
-                mount_point = self._mounts[keys[0]]
-                self._mkdir_p(mount_point, d)
-                if "cpuset" in keys:
-                    self._copy_cpuset_down(mount_point, d)
+                op(d)
+            return
+        for d in self._dirs():
+            try:
+                op(d)
+            except MigrateError as err:
+                log.debug("rootless: ignoring cgroup error during %s of %s, not using it: %s",
+                          what, d, err)
+                self._drop(d)
+        if not self._paths:
+            self._usable = False
+
+    def _drop(self, d: str) -> None:
+        for key in self._keys_of(d):
+            del self._paths[key]
+            del self._mounts[key]
+        self.mode = "none" if not self._paths else ("hybrid" if "" in self._paths else "v1")
 
     def _copy_cpuset_down(self, mount_point: str, d: str) -> None:
         # A new v1 cpuset starts with empty cpuset.cpus/mems and no task can
@@ -130,9 +159,7 @@ class V1Manager(ManagerBase):
             parent = level
 
     def add(self, pid: int) -> None:
-        with self._tolerated("add", disables=True):
-            for d in self._dirs():
-                self._write(os.path.join(d, "cgroup.procs"), pid)
+        self._each_dir("add", lambda d: self._write(os.path.join(d, "cgroup.procs"), pid))
 
     # -- resources
 

@@ -108,15 +108,13 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
             create_ns |= flag
     if not (create_ns & NsFlag.MNT):
         raise UsageError("config.json: a new mount namespace is required")
-    if facts.euid and not linux.has_namespace("user"):
-        raise UsageError("running as a non-root user needs a user namespace in config.json "
-                         "(see `migrate spec --rootless`)")
     idmap = None
     if create_ns & NsFlag.USER:
         from migrate.runtime.idmap import plan_idmap
 
         idmap = plan_idmap(linux.uid_mappings, linux.gid_mappings,
                            privileged=not facts.euid, euid=os.geteuid(), egid=os.getegid())
+    rootless.check_spec(spec, facts, idmap)
 
     store = StateStore(ctx.root)
     cdir = store.create_dir(opts.id)
@@ -147,8 +145,15 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
             cgroup=cgroups.to_state(), rootless_euid=facts.euid,
             rootless_cgroups=facts.cgroups, no_pivot=opts.no_pivot,
             terminal=spec.process.terminal, notify_socket=ctx.notify_socket)
-        launched = launch(_launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap,
-                                       facts, fifo_fd, bundle))
+        trees = _idmapped_trees(ctx, spec, bundle, create_ns)
+        try:
+            launched = launch(_launch_spec(ctx, opts, spec, state, cgroups, create_ns, join,
+                                           idmap, facts, fifo_fd, bundle, trees))
+        finally:
+            if trees:
+                from migrate.runtime.idmapped import close_trees
+
+                close_trees(trees)
         if fifo_fd is not None:
             os.close(fifo_fd)
             fifo_fd = None
@@ -212,7 +217,20 @@ def _undo(err, store, cid, cgroups, launched, fifo_fd) -> None:
     store.remove(cid)
 
 
-def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts, fifo_fd, bundle):
+def _idmapped_trees(ctx, spec, bundle, create_ns) -> tuple:
+    """Idmapped mounts are made here, before the init exists: see idmapped.py."""
+    if not any(m.uid_mappings or m.gid_mappings or "idmap" in m.options
+               or "ridmap" in m.options for m in spec.mounts):
+        return ()
+    from migrate.runtime.idmapped import open_idmapped_trees
+
+    return open_idmapped_trees(ctx.syscalls, spec.mounts, spec.linux, bundle,
+                               container_userns=bool(create_ns & NsFlag.USER),
+                               proc_root=ctx.proc_root)
+
+
+def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts, fifo_fd, bundle,
+                 idmapped=()):
     from migrate.runtime.init.standard import StandardInit, run_standard_init
     from migrate.runtime.rootfs import RootfsPlan
 
@@ -223,8 +241,9 @@ def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts,
         rootfs=spec.root.path, mounts=spec.mounts, devices=linux.devices,
         propagation=linux.rootfs_propagation, readonly=spec.root.readonly,
         masked_paths=linux.masked_paths, readonly_paths=linux.readonly_paths,
-        in_userns=in_userns, no_pivot=opts.no_pivot, cgroup_paths=cgroups.paths(),
-        mount_label=linux.mount_label)
+        in_userns=in_userns, no_pivot=opts.no_pivot,
+        cgroup_paths=_cgroup_paths(cgroups, facts.cgroups),
+        mount_label=linux.mount_label, idmapped=idmapped)
     hooks = spec.hooks
     has_hooks = bool(hooks.prestart or hooks.create_runtime or hooks.create_container)
     init = StandardInit(
@@ -249,6 +268,17 @@ def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts,
         dumpable_for_idmap=facts.euid, timens_offsets=_timens_offsets(linux),
         cgroups=cgroups, child=lambda sock: run_standard_init(init, sys, sock),
         on_hooks=on_hooks if has_hooks else None, write_file=sys.write_file)
+
+
+def _cgroup_paths(cgroups, rootless: bool) -> dict[str, str]:
+    """What the container's cgroup mount shows: its own cgroups and, in the
+    hierarchies where (rootless) it could not get one, the cgroup it stays
+    in, which is ours."""
+    if not rootless:
+        return cgroups.paths()
+    from migrate.runtime.cgroups import current_paths
+
+    return {**current_paths(), **(cgroups.paths() if cgroups.is_usable() else {})}
 
 
 def _namespace_paths(linux, pid: int, proc_root: str) -> dict[str, str]:

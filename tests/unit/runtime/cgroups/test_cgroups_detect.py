@@ -22,7 +22,8 @@ HOST_MOUNTINFO = """\
 
 
 def test_public_names():
-    assert sorted(cgroups.__all__) == ["CgroupFiles", "CgroupManager", "load_manager", "open_manager"]
+    assert sorted(cgroups.__all__) == ["CgroupFiles", "CgroupManager", "current_paths", "load_manager",
+                                      "open_manager"]
     for name in cgroups.__all__:
         assert getattr(cgroups, name)
 
