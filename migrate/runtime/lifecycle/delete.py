@@ -34,9 +34,15 @@ def delete(ctx: RuntimeContext, container_id: str, *, force: bool = False) -> No
                 # A frozen task cannot die: SIGKILL is queued until thaw.
                 with contextlib.suppress(Exception):
                     cg.thaw()
-            if cg is not None:
+            if cg is not None and cg.is_usable():
                 with contextlib.suppress(Exception):
                     cg.kill_all(signal.SIGKILL)
+            else:   # rootless without a delegated cgroup: walk its PID namespace
+                from migrate.runtime.pidns import processes
+
+                for pid in processes(container):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(OSError):
                 os.kill(container.state.pid, signal.SIGKILL)
             _wait_gone(container)

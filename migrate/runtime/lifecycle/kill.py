@@ -21,8 +21,14 @@ def kill(ctx: RuntimeContext, container_id: str, sig: int, *, all_processes: boo
         if status is Status.STOPPED:
             raise InvalidStateError(container_id, "stopped", "kill",
                                     f'container "{container_id}" is not running')
-        if all_processes and container.cgroups is not None:
-            container.cgroups.kill_all(sig)
+        if all_processes:
+            cg = container.cgroups
+            if cg is not None and cg.is_usable():
+                cg.kill_all(sig)
+                return
+            # Rootless without a delegated cgroup: signal what a walk of the
+            # container's PID namespace finds (pidns.py says what that misses).
+            _kill_walked(ctx, container, sig)
             return
         try:
             ctx.syscalls.kill(container.state.pid, sig)
@@ -31,3 +37,18 @@ def kill(ctx: RuntimeContext, container_id: str, sig: int, *, all_processes: boo
                                     f'container "{container_id}" is not running') from None
         except OSError as err:
             raise KernelError("kill", str(container.state.pid), err.errno or 1) from None
+
+
+def _kill_walked(ctx: RuntimeContext, container: Container, sig: int) -> None:
+    from migrate.runtime.pidns import processes
+
+    init = container.state.pid
+    # The init last: once it dies its PID namespace is torn down, and a
+    # signal other than SIGKILL should still reach everyone.
+    for pid in sorted(processes(container), key=lambda p: p == init):
+        try:
+            ctx.syscalls.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        except OSError as err:
+            raise KernelError("kill", str(pid), err.errno or 1) from None

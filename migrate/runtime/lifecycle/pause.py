@@ -12,10 +12,13 @@ __all__ = ["pause", "resume"]
 
 def _freezer(container: Container):
     cg = container.cgroups
-    if cg is None or (hasattr(cg, "is_usable") and not cg.is_usable()):
-        raise UnsupportedError(f'container "{container.id}" has no usable cgroup: '
-                               f"pause and resume need a writable freezer (run as root or "
-                               f"with a delegated cgroup)")
+    if cg is None or not cg.is_usable():
+        why = ("it was created rootless and no cgroup hierarchy had a subtree this user may "
+               "write" if container.state.rootless_cgroups else "its cgroup is gone")
+        raise UnsupportedError(
+            f'container "{container.id}" has no cgroup of its own ({why}): pause and resume '
+            f"need its freezer; run as root, or start migrate inside a cgroup delegated to "
+            f"you (e.g. `systemd-run --user --scope -p Delegate=yes migrate ...`)")
     return cg
 
 

@@ -66,10 +66,10 @@ def container_pids(ctx: RuntimeContext, container_id: str) -> list[int]:
     store = StateStore(ctx.root)
     container = Container.load(store, container_id, ctx.proc_root)
     container.require("ps")
-    cg = container.cgroups
-    if cg is not None and (not hasattr(cg, "is_usable") or cg.is_usable()):
-        return sorted(cg.pids())
-    return [container.state.pid]
+    from migrate.runtime.pidns import processes
+
+    # Rootless without a delegated cgroup: walk the container's PID namespace.
+    return processes(container)
 
 
 def ps(ctx: RuntimeContext, container_id: str, ps_args: list[str]) -> str:
