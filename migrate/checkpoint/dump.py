@@ -141,8 +141,9 @@ def _check_features(ctx: RuntimeContext, opts: CheckpointOptions) -> None:
                                "(`criu check --feature uffd-noncoop` fails on this kernel)")
 
 
-def checkpoint(ctx: RuntimeContext, opts: CheckpointOptions) -> dict:
-    """Checkpoint the container; returns CRIU's dump statistics (may be empty).
+def checkpoint(ctx: RuntimeContext, opts: CheckpointOptions) -> str:
+    """Checkpoint the container; returns the images directory
+    (``read_dump_stats`` reads CRIU's statistics from it).
 
     Raises NotFoundError, InvalidStateError, UsageError, UnsupportedError,
     CriuError (the container is then still running).
@@ -180,13 +181,12 @@ def checkpoint(ctx: RuntimeContext, opts: CheckpointOptions) -> dict:
         except BaseException:
             _resume_after_failure(container, was_paused)
             raise
-        stats = read_dump_stats(images_dir)
         if opts.leave_running or opts.pre_dump:
             if not was_paused:
                 _thaw_if_frozen(container)
-            return stats
+            return images_dir
         _forget(container, store)
-        return stats
+        return images_dir
 
 
 def _status_fds(opts: CheckpointOptions) -> tuple[int, ...]:

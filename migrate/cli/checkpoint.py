@@ -43,7 +43,7 @@ def checkpoint(ctx, container_id, image_path, work_path, parent_path, leave_runn
     from migrate.checkpoint.dump import checkpoint as do_checkpoint
     from migrate.checkpoint.options import CheckpointOptions
 
-    stats = do_checkpoint(ctx, CheckpointOptions(
+    images_dir = do_checkpoint(ctx, CheckpointOptions(
         id=container_id, image_path=image_path, work_path=work_path, parent_path=parent_path,
         leave_running=bool(leave_running), tcp_established=bool(tcp_established),
         tcp_skip_in_flight=tcp_skip_in_flight, link_remap=link_remap,
@@ -52,7 +52,9 @@ def checkpoint(ctx, container_id, image_path, work_path, parent_path, leave_runn
         pre_dump=pre_dump, manage_cgroups_mode=manage_cgroups_mode, empty_ns=tuple(empty_ns),
         auto_dedup=auto_dedup, network_lock=network_lock))
     if print_stats:
-        _print_stats(stats, fmt)
+        from migrate.checkpoint.dump import read_dump_stats
+
+        _print_stats(read_dump_stats(images_dir), fmt)
     return 0
 
 

@@ -1,0 +1,140 @@
+"""Checkpoint and restore time of the same container under migrate and runc:
+same bundle, same CRIU, interleaved rounds, for 16 MiB and 512 MiB of
+touched memory (the in-container helper fills it with a known pattern)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
+
+
+def _migrate() -> str:
+    return os.environ.get("MIGRATE_BIN") or shutil.which("migrate") or "/opt/migrate/venv/bin/migrate"
+
+
+def _bundle(work: str, mib: int) -> str:
+    from runtime_helpers import build_rootfs
+
+    path = os.path.join(work, f"bundle-{mib}")
+    os.makedirs(path)
+    build_rootfs(os.path.join(path, "rootfs"))
+    subprocess.run([_migrate(), "spec", "--bundle", path], check=True, timeout=60)
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["ctrhelper", "memhold", str(mib), "/tmp/state"]
+    cfg["root"]["readonly"] = False
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+def _run(argv, cwd=None, log=None, stdio=None) -> float:
+    """``stdio``: (in, out) pipe ends for a container's fds 0-2. runc can only
+    checkpoint pipes (not host files) as a container's stdio."""
+    t0 = time.perf_counter()
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    try:
+        if stdio:
+            subprocess.run(argv, check=True, stdin=stdio[0], stdout=stdio[1], stderr=stdio[1],
+                           timeout=300, cwd=cwd)
+        else:
+            subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                           timeout=300, cwd=cwd)
+    except subprocess.CalledProcessError as err:
+        raise RuntimeError(f"{' '.join(argv)} failed; see {log}") from err
+    finally:
+        if log:
+            out.close()
+    return time.perf_counter() - t0
+
+
+def _pipes():
+    r_in, w_in = os.pipe()
+    r_out, w_out = os.pipe()
+    return (r_in, w_out), (w_in, r_out)
+
+
+def _wait_ready(bundle: str, timeout: float = 120) -> None:
+    state = os.path.join(bundle, "rootfs", "tmp", "state")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(state):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"container in {bundle} never got ready")
+
+
+def one_round(tool: str, argv0: list[str], root: str, bundle: str, work: str, i: int):
+    cid = f"bench-{tool}-{i}"
+    images = os.path.join(work, f"img-{tool}-{i}")
+    log = os.path.join(work, f"{tool}.log")
+    state = os.path.join(bundle, "rootfs", "tmp", "state")
+    if os.path.exists(state):
+        os.unlink(state)
+    base = [*argv0, "--root", root]
+    theirs, ours = _pipes()
+    theirs2, ours2 = _pipes()
+    try:
+        _run([*base, "run", "-d", "--bundle", bundle, cid], log=log, stdio=theirs)
+        _wait_ready(bundle)
+        t_ck = _run([*base, "checkpoint", "--image-path", images, cid], cwd=bundle, log=log)
+        t_rs = _run([*base, "restore", "-d", "--image-path", images, "--bundle", bundle, cid],
+                    cwd=bundle, log=log, stdio=theirs2)
+        _run([*base, "delete", "-f", cid], log=log)
+    finally:
+        for fd in (*theirs, *ours, *theirs2, *ours2):
+            os.close(fd)
+    shutil.rmtree(images, ignore_errors=True)
+    return t_ck, t_rs
+
+
+def main(argv: list[str]) -> int:
+    rounds = int(argv[0]) if argv else 5
+    sizes = [int(x) for x in argv[1:]] or [16, 512]
+    runc = shutil.which("runc")
+    if runc is None:
+        print("checkpoint: runc is not installed; nothing to compare with")
+        return 1
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-ck-", dir="/var/tmp") as work:
+        tools = {"migrate": [_migrate()], "runc": [runc]}
+        for mib in sizes:
+            bundle = _bundle(work, mib)
+            samples = {t: ([], []) for t in tools}
+            for i in range(rounds):
+                for tool, argv0 in tools.items():
+                    ck, rs = one_round(tool, argv0, os.path.join(work, f"root-{tool}"), bundle,
+                                       work, i)
+                    samples[tool][0].append(ck)
+                    samples[tool][1].append(rs)
+            for tool in tools:
+                ck = statistics.median(samples[tool][0])
+                rs = statistics.median(samples[tool][1])
+                rows.append((mib, tool, ck, rs))
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"checkpoint / restore, medians of {rounds} interleaved rounds "
+                        f"(same bundle, same CRIU)")
+    for col in ("touched MiB", "runtime", "checkpoint s", "restore s", "ckpt ratio", "restore ratio"):
+        table.add_column(col, justify="right")
+    ref = {(m, "runc"): (c, r) for m, t, c, r in rows if t == "runc"}
+    for mib, tool, ck, rs in rows:
+        rc, rr = ref[(mib, "runc")]
+        table.add_row(str(mib), tool, f"{ck:.3f}", f"{rs:.3f}", f"{ck / rc:.2f}", f"{rs / rr:.2f}")
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
