@@ -293,6 +293,9 @@ class CriuOptions:
     lsm_mount_context: str | None = None
     network_lock: NetworkLock | None = None
     notify_scripts: bool = False
+    # Non-root CRIU with file capabilities (cr-check.c check_caps; see
+    # migrate/checkpoint/unprivileged.py for what it needs on this kernel).
+    unprivileged: bool = False
     ghost_limit: int | None = None
     timeout: int | None = None
 
@@ -460,7 +463,7 @@ def to_criu_opts(options: CriuOptions, *, images_dir_fd: int = -1,
                  "tcp_close", "ext_unix_sk", "shell_job", "file_locks", "evasive_devices",
                  "link_remap", "weak_sysctls", "auto_dedup", "track_mem", "lazy_pages",
                  "auto_ext_mnt", "ext_sharing", "ext_masters", "orphan_pts_master",
-                 "rst_sibling", "notify_scripts"):
+                 "rst_sibling", "notify_scripts", "unprivileged"):
         if getattr(options, name):
             setattr(o, name, True)
 

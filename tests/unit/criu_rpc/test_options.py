@@ -52,6 +52,7 @@ def test_every_field_maps_one_to_one():
         ext_masters=True, skip_mnt=["/skip"], enable_fs=["fuse"],
         orphan_pts_master=True, lsm_profile="apparmor:ctr", lsm_mount_context="ctx",
         network_lock=NetworkLock.NFTABLES, notify_scripts=True, ghost_limit=1 << 20, timeout=10,
+        unprivileged=True,
     )
     o = to_criu_opts(opts, images_dir_fd=5, work_dir_fd=6)
     assert (o.images_dir_fd, o.work_dir_fd, o.log_file, o.log_level) == (5, 6, "dump.log", 3)
@@ -60,7 +61,7 @@ def test_every_field_maps_one_to_one():
                  "ext_unix_sk", "shell_job", "file_locks", "evasive_devices", "link_remap",
                  "weak_sysctls", "manage_cgroups", "auto_dedup", "track_mem", "lazy_pages",
                  "auto_ext_mnt", "ext_sharing", "ext_masters", "orphan_pts_master",
-                 "notify_scripts", "tls", "tls_no_cn_verify"):
+                 "notify_scripts", "tls", "tls_no_cn_verify", "unprivileged"):
         assert getattr(o, name) is True, name
     from pycriu import rpc_pb2 as rpc
     assert o.manage_cgroups_mode == rpc.CG_NONE
