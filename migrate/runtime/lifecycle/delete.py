@@ -21,8 +21,13 @@ def _wait_gone(container: Container, timeout: float = 10.0) -> None:
 
 
 def delete(ctx: RuntimeContext, container_id: str, *, force: bool = False) -> None:
-    """Raises NotFoundError, InvalidStateError (running without --force)."""
+    """Raises NotFoundError (not with ``force``), InvalidStateError (running
+    without --force)."""
     store = StateStore(ctx.root)
+    if force and not store.exists(container_id):
+        # As runc: `delete --force` of a missing container succeeds. Podman
+        # runs it after every checkpoint, which has already removed it.
+        return
     with store.lock(container_id):
         container = Container.load(store, container_id, ctx.proc_root)
         status = container.status()
