@@ -29,7 +29,10 @@ json.dump(c, open(path, "w"), indent=2)
 PY
 
 say "migrate run -d $ID"
-"$M" --root "$ROOT" run -d --bundle "$WORK" "$ID" </dev/null >/dev/null 2>&1
+# stdio: pipes from a helper process (CRIU dumps pipes; a host file would be
+# declared external too, but pipes are what engines use).
+exec 3< <(sleep infinity)
+"$M" --root "$ROOT" run -d --bundle "$WORK" "$ID" <&3 > >(cat >/dev/null) 2>&1
 "$M" --root "$ROOT" list
 say "migrate state $ID"
 "$M" --root "$ROOT" state "$ID"
@@ -43,6 +46,22 @@ say "migrate pause / resume"
 "$M" --root "$ROOT" state "$ID" | grep '"status"'
 "$M" --root "$ROOT" resume "$ID"
 "$M" --root "$ROOT" state "$ID" | grep '"status"'
+say "migrate checkpoint $ID (CRIU dump; the container is gone afterwards, as with runc)"
+IMG="$WORK/checkpoint"
+# The container's stdio are pipes held by this script (as an engine's conmon would).
+"$M" --root "$ROOT" checkpoint --print-stats --image-path "$IMG" "$ID"
+before=$(cat "$WORK/rootfs/tmp/count")
+"$M" --root "$ROOT" list
+say "migrate inspect $IMG"
+"$M" inspect "$IMG"
+sleep 0.5
+after=$(cat "$WORK/rootfs/tmp/count")
+echo "counter right after the checkpoint: $before, half a second later: $after (frozen in the images)"
+say "migrate restore $ID"
+"$M" --root "$ROOT" restore -d --image-path "$IMG" --bundle "$WORK" "$ID" </dev/null
+"$M" --root "$ROOT" list
+sleep 0.5
+"$M" --root "$ROOT" exec "$ID" sh -c 'echo "restored; counter now $(cat /tmp/count), pid 1 is: $(cat /proc/1/cmdline | tr "\0" " ")"'
 say "migrate delete --force $ID"
 "$M" --root "$ROOT" delete --force "$ID"
 "$M" --root "$ROOT" list

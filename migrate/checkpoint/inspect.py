@@ -14,6 +14,11 @@ from migrate.errors import NotFoundError, UsageError
 __all__ = ["inspect_checkpoint"]
 
 PAGE = 4096
+# images/mnt.proto "enum fstype" (AUTO: the name is in fsname).
+FSTYPES = {0: "unsupported", 1: "proc", 2: "sysfs", 3: "devtmpfs", 4: "binfmt_misc", 5: "tmpfs",
+           6: "devpts", 7: "simfs", 8: "pstore", 9: "securityfs", 10: "fusectl", 11: "debugfs",
+           12: "cgroup", 13: "aufs", 14: "mqueue", 15: "fuse", 17: "overlay", 18: "autofs",
+           19: "tracefs", 23: "cgroup2"}
 
 
 def _load(path: str) -> list:
@@ -77,7 +82,12 @@ def _inspect(d: str) -> dict:
     mounts = []
     for path in sorted(glob.glob(os.path.join(d, "mountpoints-*.img"))):
         for m in _load(path):
-            mounts.append({"mountpoint": m.get("mountpoint"), "fstype": m.get("fstype"),
+            fstype = m.get("fstype")
+            if fstype == 16 or fstype == "AUTO":
+                fstype = m.get("fsname", "auto")
+            mounts.append({"mountpoint": m.get("mountpoint"),
+                           "fstype": FSTYPES.get(fstype, fstype) if isinstance(fstype, int)
+                           else str(fstype).lower(),
                            "source": m.get("source"), "root": m.get("root"),
                            "external": m.get("ext_key") or None})
     try:
