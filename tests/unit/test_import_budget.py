@@ -74,7 +74,7 @@ def _argv(command: str, bundle: str) -> list[str]:
         "run": ["run", "--bundle", bundle, "budget-r"],
         "exec": ["exec", "budget-x", "true"],
         "kill": ["kill", "budget-k", "KILL"],
-        "delete": ["delete", "--force", "budget-d"],
+        "delete": ["delete", "budget-d"],   # --force of a missing one succeeds, as in runc
     }.get(command, [command, f"budget-{command}"])
 
 

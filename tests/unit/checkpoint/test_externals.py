@@ -1,0 +1,83 @@
+"""What CRIU must be told is external, computed from /proc text (no CRIU)."""
+
+import pytest
+
+from migrate.checkpoint.externals import (ExternalMount, classify_mounts, describe_fd,
+                                          external_namespaces, parse_mountinfo)
+from migrate.errors import UnsupportedError
+
+# Taken from a real container of ours (cgroup v1 hybrid host, one bind mount).
+MOUNTINFO = """\
+71 42 254:0 /tmp/b/rootfs / rw,relatime - ext4 /dev/vda rw
+72 71 0:44 / /proc rw,relatime - proc proc rw
+73 71 0:45 / /dev rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+74 73 0:46 / /dev/pts rw,nosuid,noexec,relatime - devpts devpts rw,gid=5,mode=620,ptmxmode=666
+77 71 0:48 / /sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs ro
+78 77 0:49 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - tmpfs tmpfs rw,mode=755
+79 78 0:29 /migrate/c1 /sys/fs/cgroup/cpu ro,nosuid,nodev,noexec,relatime - cgroup cgroup rw,cpu
+87 78 0:37 /migrate/c1 /sys/fs/cgroup/systemd ro,nosuid - cgroup cgroup rw,name=systemd
+88 78 0:38 /migrate/c1 /sys/fs/cgroup/unified ro,nosuid - cgroup2 cgroup2 rw
+89 71 254:0 /srv/data /data ro,relatime - ext4 /dev/vda rw
+47 72 0:44 /sys /proc/sys ro,relatime - proc proc rw
+49 72 0:45 /null /proc/keys rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+51 77 0:51 / /sys/firmware ro,relatime - tmpfs tmpfs ro
+"""
+
+
+def test_parse_mountinfo_fields_and_escapes():
+    entries = parse_mountinfo(MOUNTINFO + r"99 71 0:60 / /with\040space rw - tmpfs tmpfs rw" + "\n")
+    assert entries[0].mountpoint == "/" and entries[0].root == "/tmp/b/rootfs"
+    assert entries[-1].mountpoint == "/with space"
+    assert entries[6].fstype == "cgroup" and entries[6].dev == "0:29"
+
+
+def test_classify_container_mounts():
+    got = classify_mounts(parse_mountinfo(MOUNTINFO), bind_destinations={"/data"},
+                          masked_paths={"/proc/keys"}, notify_dir=None)
+    assert got == [
+        ExternalMount(mountpoint="/sys/fs/cgroup/cpu", kind="cgroup", detail="cpu"),
+        ExternalMount(mountpoint="/sys/fs/cgroup/systemd", kind="cgroup", detail="systemd"),
+        ExternalMount(mountpoint="/sys/fs/cgroup/unified", kind="cgroup", detail="unified"),
+        ExternalMount(mountpoint="/data", kind="bind"),
+    ]
+    # /proc/sys (from the container's /proc) and /proc/keys (the container's
+    # own /dev/null) are internal binds CRIU recreates itself.
+
+
+def test_masked_host_file_and_devices_in_a_user_namespace():
+    text = MOUNTINFO.replace("0:45 /null /proc/keys", "0:5 /null /proc/keys").replace(
+        "tmpfs tmpfs rw,size=65536k,mode=755\n51", "devtmpfs udev rw\n51")
+    text += "60 73 0:5 /null /dev/null rw,nosuid - devtmpfs udev rw\n"
+    got = classify_mounts(parse_mountinfo(text), bind_destinations={"/data"},
+                          masked_paths={"/proc/keys"}, notify_dir=None)
+    assert ExternalMount(mountpoint="/proc/keys", kind="mask") in got
+    assert ExternalMount(mountpoint="/dev/null", kind="device", detail="/dev/null") in got
+
+
+def test_unknown_outside_mount_is_refused():
+    text = MOUNTINFO + "95 71 254:0 /etc/secret /secret rw - ext4 /dev/vda rw\n"
+    with pytest.raises(UnsupportedError, match="/secret"):
+        classify_mounts(parse_mountinfo(text), bind_destinations={"/data"},
+                        masked_paths=set(), notify_dir=None)
+
+
+def test_pure_v2_cgroup_mount():
+    text = ("1 0 254:0 /r / rw - ext4 /dev/vda rw\n"
+            "2 1 0:30 /migrate/x /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n")
+    got = classify_mounts(parse_mountinfo(text), bind_destinations=set(), masked_paths=set(),
+                          notify_dir=None)
+    assert got == [ExternalMount(mountpoint="/sys/fs/cgroup", kind="cgroup", detail="")]
+
+
+def test_describe_stdio():
+    assert describe_fd(0, "pipe:[123]", "", 123).external == "pipe:[123]"
+    assert describe_fd(1, "/dev/pts/0", "mnt_id:\t40\n", 3).external is None
+    file = describe_fd(2, "/var/log/x", "pos:\t0\nflags:\t02\nmnt_id:\t27\n", 0x20c046)
+    assert file.external == "file[1b:20c046]"     # CRIU's own key format, in hex
+
+
+def test_external_namespaces():
+    ext, keys = external_namespaces({"network": "/proc/9/ns/net", "ipc": "/proc/9/ns/ipc"},
+                                    {"network", "ipc"}, lambda path: 4026531992)
+    assert ext == ["net[4026531992]:extRootNetNS"]
+    assert keys == {"network": "extRootNetNS"}
