@@ -20,8 +20,11 @@ import stat
 from migrate._record import record
 
 from migrate.errors import MountError, UsageError
-from migrate.runtime.mounts import (ATIME_MASK, LOCKABLE, MountOptions, flag_names,
-                                    parse_options)
+from migrate.runtime.mounts import (LOCKABLE, SB_CHECKED, MountInfo, MountOptions, conflicts,
+                                    descendants, explain, flag_names, keep_locked,
+                                    new_mount_flags, parse_mountinfo, parse_options,
+                                    plan_remount, rec_conflicts, statvfs_flags,
+                                    violates_locks)
 from migrate.runtime.paths import ensure_mountpoint, mkdir_all_in_root, secure_join
 from migrate.runtime.syscalls import MNT, MS, Syscalls
 
@@ -58,89 +61,174 @@ class RootfsPlan:
     no_pivot: bool
     cgroup_paths: dict                 # controller -> host dir of the container's cgroup
     mount_label: str | None = None
+    idmapped: tuple[tuple[int, int], ...] = ()   # (index in mounts, detached tree fd)
 
 
-# statvfs(3) reports mount flags as ST_*, which equal MS_* except ST_RELATIME
-# (0x1000, MS_BIND's value; MS_RELATIME is 1 << 21). "strictatime" has no bit:
-# it is the absence of noatime and relatime (calculate_f_flags(), fs/statfs.c).
-_ST_TO_MS = ((os.ST_RDONLY, MS.RDONLY), (os.ST_NOSUID, MS.NOSUID), (os.ST_NODEV, MS.NODEV),
-             (os.ST_NOEXEC, MS.NOEXEC), (os.ST_NOATIME, MS.NOATIME),
-             (os.ST_NODIRATIME, MS.NODIRATIME), (os.ST_RELATIME, MS.RELATIME))
+_REMOUNT = MS.BIND | MS.REMOUNT
+_LOCKED = "the source is locked {got} in this user namespace and {asked} was asked for"
+_KEPT = "the source file system is {got} and {asked} was asked for"
+
+
+def _flags_at(path: str) -> int:
+    """The MS_* flags of the mount at ``path`` (statvfs), one atime mode bit."""
+    return statvfs_flags(os.statvfs(path).f_flag)
 
 
 def _locked_flags(path: str) -> int:
     """The MS_* flags of the mount at ``path`` that a user namespace may lock."""
-    st = os.statvfs(path).f_flag
-    flags = 0
-    for st_bit, ms_bit in _ST_TO_MS:
-        if st & st_bit:
-            flags |= ms_bit
-    if not flags & (MS.NOATIME | MS.RELATIME):
-        flags |= MS.STRICTATIME
-    return flags & LOCKABLE
+    return _flags_at(path) & LOCKABLE
+
+
+def _mount_id(path: str) -> int:
+    # fdinfo's mnt_id names the mount exactly, where a path may be stacked
+    # or spelled differently in mountinfo.
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    finally:
+        os.close(fd)
+    raise OSError(errno.ENOENT, f"no mnt_id for {path}", path)
+
+
+def _mountinfo() -> list[MountInfo]:
+    with open("/proc/self/mountinfo") as f:
+        return parse_mountinfo(f.read())
+
+
+def _submounts(path: str) -> list[str]:
+    """Mount points below the mount at ``path`` (what an rbind brought),
+    parents first; a path stacked twice is listed once (a remount reaches
+    only the top of a stack)."""
+    seen: list[str] = []
+    for e in descendants(_mountinfo(), _mount_id(path)):
+        if e.mount_point not in seen:
+            seen.append(e.mount_point)
+    return seen
+
+
+def _sb_flags(path: str) -> int:
+    mnt_id = _mount_id(path)
+    return next((e.sb_flags for e in _mountinfo() if e.mount_id == mnt_id), 0)
 
 
 def _err(op, source, target, opts_flags, err: OSError, detail=""):
     return MountError(op, source, target, flag_names(opts_flags), err.errno or errno.EIO, detail)
 
 
-def _remount_bind(sys: Syscalls, source: str, target: str, opts: MountOptions) -> None:
-    """Remount a bind mount with exactly the requested flags.
+def _conflict_error(op, source, where, found, template, err_no) -> MountError:
+    return MountError(op, source, where, ",".join(c.asked for c in found), err_no,
+                      explain(found, template))
+
+
+def _remount_one(sys: Syscalls, path: str, where: str, source, opts: MountOptions,
+                 emulate_locks: bool) -> None:
+    """Remount the bind mount at ``path`` with exactly the flags ``opts`` asks
+    (``plan_remount``); ``where`` names it in errors (the container path).
 
     In a user namespace the kernel refuses to clear flags it locked on the
-    source mount (EPERM). Then keep the locked flags and retry, unless that
-    would silently set a flag the user explicitly cleared or change the atime
-    mode the user asked for.
+    source mount (EPERM). Then keep the locked flags (read with statvfs) and
+    retry, unless that would set a flag the user explicitly cleared or give
+    another atime mode than the one asked. ``emulate_locks`` applies the same
+    rule where the kernel does not lock: an idmapped tree made by the runtime
+    for a container with a user namespace gets what a plain bind would get.
+    Afterwards the flags are read back: what the source file system imposes
+    (a read-only superblock, sync) fails the mount too, never silently.
     """
-    wanted = opts.flags & ~(MS.BIND | MS.REC)
-    base = MS.BIND | MS.REMOUNT | (MS.REC if opts.recursive else 0)
-    try:
-        sys.mount(None, target, None, base | wanted, None)
+    want = plan_remount(opts)
+    locked = _locked_flags(path)
+    flags = want
+    if emulate_locks and violates_locks(want, locked):
+        first = OSError(errno.EPERM, "locked")
+    else:
+        first = None
+        try:
+            sys.mount(None, path, None, _REMOUNT | want, None)
+        except OSError as err:
+            # EPERM for another reason than a lock: nothing to fall back to.
+            if err.errno != errno.EPERM or not violates_locks(want, locked):
+                raise _err("remount", source, where, want, err) from None
+            first = err
+    if first is not None:
+        flags = keep_locked(want, locked)
+        found = conflicts(opts, flags)
+        if found:
+            raise _conflict_error("remount", source, where, found, _LOCKED, errno.EPERM)
+        try:
+            sys.mount(None, path, None, _REMOUNT | flags, None)
+        except OSError as err:
+            raise _err("remount", source, where, flags, err, f"after keeping the locked "
+                       f"{flag_names(locked)}") from None
+    observed = _flags_at(path)
+    need_sb = bool((opts.flags | opts.cleared) & SB_CHECKED)
+    if need_sb:
+        observed |= _sb_flags(path)
+    found = conflicts(opts, observed, check_sb=need_sb)
+    if found:
+        ro = any(c.flag == MS.RDONLY for c in found)
+        raise _conflict_error("remount", source, where, found, _KEPT,
+                              errno.EROFS if ro else errno.EINVAL)
+
+
+def _remount_bind(sys: Syscalls, source: str, target: str, opts: MountOptions,
+                  dest: str | None = None, emulate_locks: bool = False) -> None:
+    """Remount a bind mount, and for rbind every mount below it, with exactly
+    the requested flags. Raises MountError naming ``dest``."""
+    dest = dest or target
+    _remount_one(sys, target, dest, source, opts, emulate_locks)
+    if not opts.recursive:
         return
-    except OSError as err:
-        if err.errno != errno.EPERM:
-            raise _err("remount", source, target, wanted, err) from None
-        first = err
-    locked = _locked_flags(target)
-    conflict = locked & opts.cleared & ~ATIME_MASK
-    if conflict:
-        raise _err("remount", source, target, wanted, first,
-                   f"the source is locked {flag_names(conflict)} and "
-                   f"{'rw' if conflict & MS.RDONLY else 'the cleared flag'} was asked for")
-    asked_atime = wanted & ATIME_MASK
-    if asked_atime and (locked & ATIME_MASK) != asked_atime:
-        raise _err("remount", source, target, wanted, first,
-                   f"the source's atime mode is locked to "
-                   f"{flag_names(locked & ATIME_MASK) or 'strictatime'}")
-    if opts.cleared & ATIME_MASK & locked:
-        raise _err("remount", source, target, wanted, first,
-                   f"the source is locked {flag_names(opts.cleared & ATIME_MASK & locked)}")
-    try:
-        sys.mount(None, target, None, base | wanted | locked, None)
-    except OSError as err:
-        raise _err("remount", source, target, wanted | locked, err) from None
+    for path in _submounts(target):
+        where = dest.rstrip("/") + path[len(target.rstrip("/")):]
+        _remount_one(sys, path, where, source, opts, emulate_locks)
 
 
-def _apply_extras(sys: Syscalls, source, target: str, opts: MountOptions) -> None:
+def _tree_flags(target: str, recursive: bool) -> list[int]:
+    paths = [target] + (_submounts(target) if recursive else [])
+    return [_flags_at(p) for p in paths]
+
+
+def _apply_extras(sys: Syscalls, source, target: str, opts: MountOptions,
+                  dest: str | None = None) -> None:
+    """Propagation (its own mount(2) calls: it cannot be combined with other
+    flags), then the recursive attributes through mount_setattr(2)."""
+    dest = dest or target
     for prop in opts.propagation:
         try:
             sys.mount(None, target, None, prop, None)
         except OSError as err:
-            raise _err("mount propagation", None, target, 0, err) from None
-    if opts.rec_set or opts.rec_clr:
-        try:
-            sys.mount_setattr(target, attr_set=opts.rec_set, attr_clr=opts.rec_clr,
-                              recursive=True)
-        except OSError as err:
-            raise _err("mount_setattr", source, target, 0, err,
-                       "recursive mount attributes need Linux 5.12") from None
+            raise _err("mount propagation", None, dest, 0, err) from None
+    if not (opts.rec_set or opts.rec_clr):
+        return
+    words = ",".join(opts.rec_words)
+    try:
+        sys.mount_setattr(target, attr_set=opts.rec_set, attr_clr=opts.rec_clr,
+                          recursive=True)
+    except OSError as err:
+        detail = ""
+        if err.errno == errno.ENOSYS:
+            detail = "recursive mount attributes need Linux 5.12"
+        elif err.errno == errno.EPERM:
+            detail = explain(rec_conflicts(opts, _tree_flags(target, True)), _LOCKED)
+        raise MountError("mount_setattr", source, dest, words, err.errno or errno.EIO,
+                         detail) from None
+    found = rec_conflicts(opts, _tree_flags(target, True))
+    if found:
+        ro = any(c.flag == MS.RDONLY for c in found)
+        raise _conflict_error("mount_setattr", source, dest, found, _KEPT,
+                              errno.EROFS if ro else errno.EINVAL)
 
 
-def mount_one(sys: Syscalls, m, plan: RootfsPlan) -> None:
-    """Mount one OCI mount under the rootfs. Raises MountError."""
+def mount_one(sys: Syscalls, m, plan: RootfsPlan, tree_fd: int | None = None) -> None:
+    """Mount one OCI mount under the rootfs. ``tree_fd`` is the detached
+    idmapped tree the runtime made for it (``idmapped.py``). Raises
+    MountError, UsageError."""
     opts = parse_options(m.options, m.type)
-    if opts.idmap:
-        raise UsageError(f"mount {m.destination}: idmapped mounts are not supported yet")
+    dest = m.destination
+    if opts.idmap and not opts.bind:
+        raise UsageError(f"mount {dest}: idmap and ridmap need a bind mount")
     if m.type == "cgroup" or m.type == "cgroup2":
         return _mount_cgroup(sys, m, plan, opts)
     source = m.source or m.type or "none"
@@ -149,35 +237,44 @@ def mount_one(sys: Syscalls, m, plan: RootfsPlan) -> None:
         try:
             is_file = not stat.S_ISDIR(os.stat(src).st_mode)
         except OSError as err:
-            raise _err("bind mount", src, m.destination, opts.flags, err,
+            raise _err("bind mount", src, dest, opts.flags, err,
                        "the source does not exist") from None
-        target = ensure_mountpoint(plan.rootfs, m.destination, is_file=is_file)
-        try:
-            sys.mount(src, target, None, MS.BIND | (MS.REC if opts.recursive else 0), None)
-        except OSError as err:
-            raise _err("bind mount", src, target, opts.flags, err) from None
+        target = ensure_mountpoint(plan.rootfs, dest, is_file=is_file)
+        if opts.idmap:
+            if tree_fd is None:
+                raise UsageError(f"mount {dest}: the idmapped mount was not prepared")
+            try:
+                sys.move_mount(tree_fd, target)
+            except OSError as err:
+                raise _err("move_mount", src, dest, 0, err) from None
+        else:
+            try:
+                sys.mount(src, target, None, MS.BIND | (MS.REC if opts.recursive else 0), None)
+            except OSError as err:
+                raise _err("bind mount", src, dest, opts.flags, err) from None
         if opts.explicit:
-            _remount_bind(sys, src, target, opts)
-        _apply_extras(sys, src, target, opts)
+            _remount_bind(sys, src, target, opts, dest,
+                          emulate_locks=opts.idmap and plan.in_userns)
+        _apply_extras(sys, src, target, opts, dest)
         return
-    target = ensure_mountpoint(plan.rootfs, m.destination, is_file=False)
+    target = ensure_mountpoint(plan.rootfs, dest, is_file=False)
     data = opts.data or None
     if plan.mount_label and m.type in ("tmpfs", "devpts", "mqueue"):
         data = ",".join(filter(None, [data, f'context="{plan.mount_label}"']))
     try:
-        sys.mount(source, target, m.type, opts.flags, data)
+        sys.mount(source, target, m.type, new_mount_flags(opts), data)
     except OSError as err:
         if m.type == "sysfs" and err.errno == errno.EPERM and plan.in_userns:
             # sysfs cannot be mounted without owning the network namespace:
             # fall back to binding the host's (read-only, like runc does).
             sys.mount("/sys", target, None, MS.BIND | MS.REC, None)
             _remount_bind(sys, "/sys", target, parse_options(
-                ("rbind", "nosuid", "noexec", "nodev", "ro")))
+                ("rbind", "nosuid", "noexec", "nodev", "ro")), dest)
         elif m.type == "mqueue" and err.errno == errno.EPERM and plan.in_userns:
             sys.mount("/dev/mqueue", target, None, MS.BIND | MS.REC, None)
         else:
-            raise _err("mount", f"{source} ({m.type})", target, opts.flags, err) from None
-    _apply_extras(sys, source, target, opts)
+            raise _err("mount", f"{source} ({m.type})", dest, opts.flags, err) from None
+    _apply_extras(sys, source, target, opts, dest)
 
 
 def _cgroup_hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
@@ -297,8 +394,9 @@ def prepare_rootfs(sys: Syscalls, plan: RootfsPlan, before_pivot=None) -> None:
         sys.mount(plan.rootfs, plan.rootfs, None, MS.BIND | MS.REC, None)
     except OSError as err:
         raise _err("bind mount", plan.rootfs, plan.rootfs, 0, err) from None
-    for m in plan.mounts:
-        mount_one(sys, m, plan)
+    trees = dict(plan.idmapped)
+    for i, m in enumerate(plan.mounts):
+        mount_one(sys, m, plan, trees.get(i))
     if not _dev_bound_from_host(plan):
         _create_devices(sys, plan)
     if before_pivot is not None:

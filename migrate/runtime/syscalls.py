@@ -45,6 +45,7 @@ class MS:
     SLAVE = 1 << 19
     SHARED = 1 << 20
     RELATIME = 1 << 21
+    I_VERSION = 1 << 23
     STRICTATIME = 1 << 24
     LAZYTIME = 1 << 25
 
@@ -83,11 +84,21 @@ class Syscalls(Protocol):
               arg5: int = 0) -> int: ...
     def capset(self, effective: int, permitted: int, inheritable: int) -> None: ...
     def join_session_keyring(self, name: str | None) -> None: ...
-    def mount_setattr(self, path: str, *, attr_set: int, attr_clr: int,
+    def mount_setattr(self, path: str | int, *, attr_set: int, attr_clr: int,
                       propagation: int = 0, recursive: bool = False,
                       userns_fd: int = 0) -> None: ...
+    def open_tree(self, path: str, *, recursive: bool = False) -> int: ...
+    def move_mount(self, from_fd: int, to_path: str) -> None: ...
     def mark_fds_cloexec(self, first: int) -> None: ...
     def personality(self, persona: int) -> None: ...
+
+
+_AT_FDCWD = -100
+_AT_SYMLINK_NOFOLLOW = 0x100
+_AT_EMPTY_PATH = 0x1000
+_AT_RECURSIVE = 0x8000
+_OPEN_TREE_CLONE = 1
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 
 def _flag_text(flags: int) -> str:
@@ -165,12 +176,27 @@ class LinuxSyscalls:
 
     def mount_setattr(self, path, *, attr_set, attr_clr, propagation=0,
                       recursive=False, userns_fd=0):
-        AT_RECURSIVE = 0x8000
-        AT_SYMLINK_NOFOLLOW = 0x100
-        flags = AT_SYMLINK_NOFOLLOW | (AT_RECURSIVE if recursive else 0)
+        # ``path`` may be the fd of a detached tree (open_tree): AT_EMPTY_PATH.
+        flags = _AT_SYMLINK_NOFOLLOW | (_AT_RECURSIVE if recursive else 0)
+        if isinstance(path, int):
+            dfd, name, flags = path, b"", flags | _AT_EMPTY_PATH
+        else:
+            dfd, name = _AT_FDCWD, path.encode()
         nsexec.check(self._c().sys_mount_setattr(
-            -100, path.encode(), flags, attr_set, attr_clr, propagation, userns_fd),
-            "mount_setattr", path)
+            dfd, name, flags, attr_set, attr_clr, propagation, userns_fd),
+            "mount_setattr", path if isinstance(path, str) else None)
+
+    def open_tree(self, path, *, recursive=False):
+        # OPEN_TREE_CLONE: a detached copy (a bind mount not attached yet);
+        # AT_RECURSIVE copies the submounts too (rbind).
+        flags = _OPEN_TREE_CLONE | os.O_CLOEXEC | (_AT_RECURSIVE if recursive else 0)
+        return nsexec.check(self._c().sys_open_tree(_AT_FDCWD, path.encode(), flags),
+                            "open_tree", path)
+
+    def move_mount(self, from_fd, to_path):
+        nsexec.check(self._c().sys_move_mount(from_fd, b"", _AT_FDCWD, to_path.encode(),
+                                              _MOVE_MOUNT_F_EMPTY_PATH),
+                     "move_mount", to_path)
 
     def mark_fds_cloexec(self, first):
         nsexec.check(self._c().sys_close_range_cloexec(first), "close_range(CLOEXEC)")

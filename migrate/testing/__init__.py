@@ -8,9 +8,9 @@ both the fake and ``LinuxSyscalls`` must pass.
 
 from migrate.testing._contract import ContractHarness, syscalls_contract_cases
 from migrate.testing.fakes import (Call, Capset, Chown, FakeSyscalls, JoinSessionKeyring, Kill,
-                                   MarkFdsCloexec, Mknod, Mount, MountSetattr, Personality,
-                                   PivotRoot, Prctl, Setdomainname, Sethostname, Setns,
-                                   Umount, Unshare, WriteFile)
+                                   MarkFdsCloexec, Mknod, MoveMount, Mount, MountSetattr,
+                                   OpenTree, Personality, PivotRoot, Prctl, Setdomainname,
+                                   Sethostname, Setns, Umount, Unshare, WriteFile)
 
 __all__ = [
     "FakeSyscalls",
@@ -30,6 +30,8 @@ __all__ = [
     "Capset",
     "JoinSessionKeyring",
     "MountSetattr",
+    "OpenTree",
+    "MoveMount",
     "MarkFdsCloexec",
     "Personality",
     "ContractHarness",

@@ -84,6 +84,13 @@ def umount_of_missing_target_is_enoent(h: ContractHarness) -> None:
     assert err.filename == target, err.filename
 
 
+def open_tree_of_missing_path_names_it(h: ContractHarness) -> None:
+    path = os.path.join(h.tmp, "missing")
+    err = _expect_oserror(h.syscalls.open_tree, path, errno_=errno.ENOENT,
+                          what="open_tree of a missing path")
+    assert err.filename == path, err.filename
+
+
 def syscalls_contract_cases() -> tuple[Callable[[ContractHarness], None], ...]:
     return (
         write_file_to_existing_file,
@@ -92,4 +99,5 @@ def syscalls_contract_cases() -> tuple[Callable[[ContractHarness], None], ...]:
         kill_signal_zero_of_live_pid,
         mount_on_missing_target_names_it,
         umount_of_missing_target_is_enoent,
+        open_tree_of_missing_path_names_it,
     )

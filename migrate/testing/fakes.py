@@ -48,6 +48,8 @@ __all__ = [
     "Capset",
     "JoinSessionKeyring",
     "MountSetattr",
+    "OpenTree",
+    "MoveMount",
     "MarkFdsCloexec",
     "Personality",
 ]
@@ -158,13 +160,25 @@ class JoinSessionKeyring(Call):
 
 @_call
 class MountSetattr(Call):
-    path: str
+    path: str | int            # a path, or the fd of a detached tree
     attr_set: int
     attr_clr: int
     propagation: int = 0
     recursive: bool = False
     userns_fd: int = 0
 
+
+
+@_call
+class OpenTree(Call):
+    path: str
+    recursive: bool = False
+
+
+@_call
+class MoveMount(Call):
+    from_fd: int
+    target: str
 
 
 @_call
@@ -195,6 +209,7 @@ class FakeSyscalls:
         self.prctl_results: dict[int, int] = dict(prctl_results or {})
         self._failures: list[_Failure] = []
         self._written: dict[str, str] = {}
+        self._next_fd = 1 << 20  # open_tree returns the next: past fs.nr_open, never real
 
     # -- test helpers ------------------------------------------------------
 
@@ -288,6 +303,18 @@ class FakeSyscalls:
                       recursive=False, userns_fd=0):
         self._record(MountSetattr(path, attr_set, attr_clr, propagation, recursive, userns_fd))
 
+    def open_tree(self, path, *, recursive=False):
+        call = OpenTree(path, recursive)
+        self._record(call)
+        self._need_path(call)
+        self._next_fd += 1
+        return self._next_fd
+
+    def move_mount(self, from_fd, to_path):
+        call = MoveMount(from_fd, to_path)
+        self._record(call)
+        self._need_path(call)
+
     def mark_fds_cloexec(self, first):
         self._record(MarkFdsCloexec(first))
 
@@ -313,7 +340,7 @@ class FakeSyscalls:
 def _path_of(call: Call) -> str | None:
     for name in ("path", "target", "new_root"):
         value = getattr(call, name, None)
-        if value is not None:
+        if isinstance(value, str):
             return value
     return None
 

@@ -1,8 +1,8 @@
 """The plan of mount(2) calls that prepares a rootfs, checked on FakeSyscalls.
 
 Nothing here mounts: FakeSyscalls records. ``os.statvfs`` (what the remount
-of a bind mount reads to learn the flags the kernel locked) is replaced
-where a test needs locked flags.
+of a bind mount reads to learn the flags the kernel locked, and reads back
+to check the result) is modelled by the ``kernel`` fixture.
 """
 
 import errno
@@ -16,7 +16,8 @@ from migrate.oci import Device, Mount as OciMount
 from migrate.runtime import rootfs
 from migrate.runtime.rootfs import RootfsPlan, finalize_rootfs, mount_one, prepare_rootfs
 from migrate.runtime.syscalls import MNT, MS
-from migrate.testing import FakeSyscalls, Mknod, Mount, MountSetattr, PivotRoot, Umount
+from migrate.testing import (FakeSyscalls, Mknod, MoveMount, Mount, MountSetattr, PivotRoot,
+                             Umount)
 
 REMOUNT = MS.BIND | MS.REMOUNT
 
@@ -44,53 +45,122 @@ def _plan(root, mounts=(), **kw):
     return RootfsPlan(**base)
 
 
+_ST_OF_MS = ((MS.RDONLY, os.ST_RDONLY), (MS.NOSUID, os.ST_NOSUID), (MS.NODEV, os.ST_NODEV),
+             (MS.NOEXEC, os.ST_NOEXEC), (MS.NOATIME, os.ST_NOATIME),
+             (MS.NODIRATIME, os.ST_NODIRATIME), (MS.RELATIME, os.ST_RELATIME))
+_ST_ATIME = os.ST_NOATIME | os.ST_NODIRATIME | os.ST_RELATIME
+
+
+class Kernel(FakeSyscalls):
+    """FakeSyscalls plus what ``os.statvfs`` reports: ``st`` (ST_* flags) for
+    any path, ``st_at`` per path, ``sb`` always added (the superblock). A bind
+    remount that succeeds changes what a path reports, as in the kernel (no
+    atime flag keeps the atime group)."""
+
+    def __init__(self):
+        super().__init__()
+        self.st = os.ST_RELATIME
+        self.st_at: dict[str, int] = {}
+        self.sb = 0
+        self.statvfs_paths: list[str] = []
+
+    def mount(self, source, target, fstype, flags, data):
+        super().mount(source, target, fstype, flags, data)
+        if flags & MS.REMOUNT and flags & MS.BIND:
+            old = self.st_at.get(target, self.st)
+            new = sum(st for ms, st in _ST_OF_MS if flags & ms)
+            if not flags & (MS.NOATIME | MS.RELATIME | MS.STRICTATIME | MS.NODIRATIME):
+                new |= old & _ST_ATIME
+            self.st_at[target] = new
+
+    def statvfs(self, path):
+        self.statvfs_paths.append(str(path))
+        return types.SimpleNamespace(f_flag=self.st_at.get(str(path), self.st) | self.sb)
+
+
 @pytest.fixture
-def statvfs(monkeypatch):
-    """Set the ST_* flags os.statvfs reports; records the paths asked about."""
-    state = types.SimpleNamespace(flags=0, paths=[])
-
-    def fake(path):
-        state.paths.append(str(path))
-        return types.SimpleNamespace(f_flag=state.flags)
-
-    monkeypatch.setattr(rootfs.os, "statvfs", fake)
-    return state
+def kernel(monkeypatch):
+    k = Kernel()
+    monkeypatch.setattr(rootfs.os, "statvfs", k.statvfs)
+    return k
 
 
-def _no_statvfs(path):
-    raise AssertionError(f"statvfs({path}) was not expected")
+@pytest.fixture
+def statvfs(kernel):
+    """For the tests after pivot_root: ``flags`` is what every path reports."""
+    class _State:
+        @property
+        def flags(self):
+            return kernel.st
+
+        @flags.setter
+        def flags(self, value):
+            kernel.st = value
+
+        @property
+        def paths(self):
+            return kernel.statvfs_paths
+
+    return _State()
 
 
 # -- bind mounts --------------------------------------------------------------
 
-def test_bind_mount_with_flags_is_bind_then_remount(root, src, monkeypatch):
-    monkeypatch.setattr(rootfs.os, "statvfs", _no_statvfs)
-    sys = FakeSyscalls()
+def test_bind_mount_with_flags_is_bind_then_remount(root, src, kernel):
     m = OciMount(destination="/data", type="bind", source=str(src),
-                 options=("rbind", "ro", "nosuid", "nodev"))
-    mount_one(sys, m, _plan(root))
+                 options=("bind", "ro", "nosuid", "nodev"))
+    mount_one(kernel, m, _plan(root))
     target = str(root / "data")
     assert os.path.isdir(target)
-    assert sys.calls == [
+    assert kernel.calls == [
+        Mount(str(src), target, None, MS.BIND, None),
+        Mount(None, target, None, REMOUNT | MS.RDONLY | MS.NOSUID | MS.NODEV, None),
+    ]
+    assert kernel.statvfs_paths == [target, target]      # before, and read back after
+
+
+def test_rbind_remounts_every_mount_of_the_tree(root, src, kernel, monkeypatch):
+    target = str(root / "data")
+    monkeypatch.setattr(rootfs, "_submounts", lambda path: [f"{path}/a", f"{path}/a/b"])
+    kernel.check_paths = False               # the submounts exist only in the model
+    mount_one(kernel, OciMount(destination="/data", source=str(src),
+                               options=("rbind", "ro", "nosuid")), _plan(root))
+    flags = REMOUNT | MS.RDONLY | MS.NOSUID          # MS_REC would be ignored by the kernel
+    assert kernel.calls == [
         Mount(str(src), target, None, MS.BIND | MS.REC, None),
-        Mount(None, target, None, REMOUNT | MS.REC | MS.RDONLY | MS.NOSUID | MS.NODEV, None),
+        Mount(None, target, None, flags, None),
+        Mount(None, f"{target}/a", None, flags, None),
+        Mount(None, f"{target}/a/b", None, flags, None),
     ]
 
 
-def test_plain_bind_needs_no_remount(root, src):
-    sys = FakeSyscalls()
-    mount_one(sys, OciMount(destination="/data", source=str(src), options=("bind",)),
+def test_rbind_submount_conflict_names_the_submount(root, src, kernel, monkeypatch):
+    target = str(root / "data")
+    monkeypatch.setattr(rootfs, "_submounts", lambda path: [f"{path}/sub"])
+    kernel.check_paths = False
+    kernel.st_at[f"{target}/sub"] = os.ST_RDONLY | os.ST_RELATIME
+    kernel.fail_on(Mount, nth=3, errno=errno.EPERM)
+    with pytest.raises(MountError) as info:
+        mount_one(kernel, OciMount(destination="/data", source=str(src),
+                                   options=("rbind", "rw")), _plan(root))
+    assert str(info.value) == (f"remount {src} on /data/sub (rw): Operation not permitted: "
+                               f"the source is locked ro in this user namespace and rw was "
+                               f"asked for")
+
+
+def test_plain_bind_needs_no_remount(root, src, kernel):
+    mount_one(kernel, OciMount(destination="/data", source=str(src), options=("bind",)),
               _plan(root))
-    assert sys.calls == [Mount(str(src), str(root / "data"), None, MS.BIND, None)]
+    assert kernel.calls == [Mount(str(src), str(root / "data"), None, MS.BIND, None)]
+    assert kernel.statvfs_paths == []
 
 
-def test_bind_of_a_file_creates_a_file_mountpoint(root, src):
-    sys = FakeSyscalls()
-    mount_one(sys, OciMount(destination="/etc/hostname", type="bind",
-                            source=str(src / "file"), options=("ro",)), _plan(root))
+def test_bind_of_a_file_creates_a_file_mountpoint(root, src, kernel):
+    mount_one(kernel, OciMount(destination="/etc/hostname", type="bind",
+                               source=str(src / "file"), options=("ro",)), _plan(root))
     target = root / "etc" / "hostname"
     assert target.is_file()
-    assert [c.flags for c in sys.calls] == [MS.BIND, REMOUNT | MS.RDONLY]
+    assert [c.flags for c in kernel.calls] == [MS.BIND, REMOUNT | MS.RDONLY]
 
 
 def test_relative_bind_source_is_from_the_bundle(root, src, monkeypatch):
@@ -100,12 +170,12 @@ def test_relative_bind_source_is_from_the_bundle(root, src, monkeypatch):
     assert sys.calls[0].source == str(src)
 
 
-def test_bind_with_propagation_and_recursive_attributes(root, src):
-    sys = FakeSyscalls()
+def test_bind_with_propagation_and_recursive_attributes(root, src, kernel, monkeypatch):
+    monkeypatch.setattr(rootfs, "_submounts", lambda path: [])
     m = OciMount(destination="/data", source=str(src), options=("rbind", "rprivate", "rro"))
-    mount_one(sys, m, _plan(root))
+    mount_one(kernel, m, _plan(root))
     target = str(root / "data")
-    assert sys.calls == [
+    assert kernel.calls == [
         Mount(str(src), target, None, MS.BIND | MS.REC, None),
         Mount(None, target, None, MS.PRIVATE | MS.REC, None),
         MountSetattr(target, 0x1, 0, 0, True, 0),
@@ -115,9 +185,33 @@ def test_bind_with_propagation_and_recursive_attributes(root, src):
 def test_recursive_attributes_failure_says_what_is_needed(root, src):
     sys = FakeSyscalls()
     sys.fail_on(MountSetattr, errno=errno.ENOSYS)
-    with pytest.raises(MountError, match="recursive mount attributes need Linux 5.12"):
+    with pytest.raises(MountError, match=r"/d \(rro\): .*recursive mount attributes need "
+                                         r"Linux 5.12"):
         mount_one(sys, OciMount(destination="/d", source=str(src), options=("rbind", "rro")),
                   _plan(root))
+
+
+def test_recursive_attributes_on_a_locked_tree_name_the_word(root, src, kernel, monkeypatch):
+    target = str(root / "d")
+    monkeypatch.setattr(rootfs, "_submounts", lambda path: [f"{path}/sub"])
+    kernel.st_at[f"{target}/sub"] = os.ST_RDONLY | os.ST_NOATIME
+    kernel.fail_on(MountSetattr, errno=errno.EPERM)
+    with pytest.raises(MountError) as info:
+        mount_one(kernel, OciMount(destination="/d", source=str(src),
+                                   options=("rbind", "rrw", "rnosuid")), _plan(root))
+    assert str(info.value) == (f"mount_setattr {src} on /d (rrw,rnosuid): Operation not "
+                               f"permitted: the source is locked ro in this user namespace and "
+                               f"rrw was asked for")
+
+
+def test_recursive_rw_on_a_read_only_file_system_fails(root, src, kernel, monkeypatch):
+    monkeypatch.setattr(rootfs, "_submounts", lambda path: [])
+    kernel.sb = os.ST_RDONLY                # the superblock: no mount flag clears it
+    with pytest.raises(MountError) as info:
+        mount_one(kernel, OciMount(destination="/d", source=str(src), options=("rbind", "rrw")),
+                  _plan(root))
+    assert info.value.errno == errno.EROFS
+    assert "the source file system is ro and rrw was asked for" in str(info.value)
 
 
 def test_missing_bind_source(root, tmp_path):
@@ -130,7 +224,7 @@ def test_missing_bind_source(root, tmp_path):
     assert sys.calls == []
 
 
-def test_failed_bind_names_source_target_and_flags(root, src):
+def test_failed_bind_names_source_destination_and_flags(root, src):
     sys = FakeSyscalls()
     sys.fail_on(Mount, errno=errno.EACCES)
     with pytest.raises(MountError) as info:
@@ -139,98 +233,180 @@ def test_failed_bind_names_source_target_and_flags(root, src):
     err = info.value
     assert isinstance(err, KernelError)
     assert (err.op, err.source, err.target, err.flags, err.errno) == \
-        ("bind mount", str(src), str(root / "d"), "ro", errno.EACCES)
-    assert str(err) == f"bind mount {src} on {root}/d (ro): Permission denied"
+        ("bind mount", str(src), "/d", "ro", errno.EACCES)
+    assert str(err) == f"bind mount {src} on /d (ro): Permission denied"
+
+
+def test_rw_asked_on_a_read_only_file_system_fails_loudly(root, src, kernel):
+    # As root the remount succeeds, but a read-only superblock keeps the
+    # bind read-only: statvfs says so and the mount fails instead.
+    kernel.sb = os.ST_RDONLY
+    with pytest.raises(MountError) as info:
+        mount_one(kernel, OciMount(destination="/data", source=str(src),
+                                   options=("bind", "rw", "nosuid")), _plan(root))
+    assert str(info.value) == (f"remount {src} on /data (rw): Read-only file system: the source "
+                               f"file system is ro and rw was asked for")
+
+
+def test_unmentioned_flags_of_the_file_system_are_fine(root, src, kernel):
+    kernel.sb = os.ST_RDONLY
+    mount_one(kernel, OciMount(destination="/data", source=str(src), options=("bind", "nosuid")),
+              _plan(root))
+
+
+def test_superblock_flags_are_checked_on_binds(root, src, kernel, monkeypatch):
+    sb = {}
+    monkeypatch.setattr(rootfs, "_sb_flags", lambda path: sb.get(path, 0))
+    with pytest.raises(MountError, match=r"/d \(dirsync\): Invalid argument: the source file "
+                                         r"system is nodirsync and dirsync was asked for"):
+        mount_one(kernel, OciMount(destination="/d", source=str(src), options=("bind", "dirsync")),
+                  _plan(root))
+    sb[str(root / "e")] = MS.DIRSYNC
+    mount_one(kernel, OciMount(destination="/e", source=str(src), options=("bind", "dirsync")),
+              _plan(root))
 
 
 # -- the remount of a bind mount in a user namespace --------------------------
 
-def test_remount_retry_keeps_locked_flags(root, src, statvfs):
-    statvfs.flags = os.ST_NOSUID | os.ST_NODEV | os.ST_RELATIME
-    sys = FakeSyscalls()
-    sys.fail_on(Mount, nth=2, errno=errno.EPERM)
-    mount_one(sys, OciMount(destination="/data", source=str(src), options=("bind", "ro")),
+def test_remount_retry_keeps_locked_flags(root, src, kernel):
+    kernel.st = os.ST_NOSUID | os.ST_NODEV | os.ST_RELATIME
+    kernel.fail_on(Mount, nth=2, errno=errno.EPERM)
+    mount_one(kernel, OciMount(destination="/data", source=str(src), options=("bind", "ro")),
               _plan(root))
     target = str(root / "data")
-    assert statvfs.paths == [target]
-    assert sys.calls == [
+    assert kernel.calls == [
         Mount(str(src), target, None, MS.BIND, None),
         Mount(None, target, None, REMOUNT | MS.RDONLY, None),               # EPERM
-        Mount(None, target, None,
-              REMOUNT | MS.RDONLY | MS.NOSUID | MS.NODEV | MS.RELATIME, None),  # retry
+        Mount(None, target, None, REMOUNT | MS.RDONLY | MS.NOSUID | MS.NODEV, None),  # retry
     ]
 
 
-def test_remount_retry_keeps_a_strictatime_lock(root, src, statvfs):
-    statvfs.flags = os.ST_NOEXEC             # neither noatime nor relatime: strictatime
-    sys = FakeSyscalls()
-    sys.fail_on(Mount, nth=2)
-    mount_one(sys, OciMount(destination="/d", source=str(src), options=("bind", "nodev")),
-              _plan(root))
-    assert sys.calls[-1].flags == REMOUNT | MS.NODEV | MS.NOEXEC | MS.STRICTATIME
+def test_remount_retry_keeps_a_strictatime_lock(root, src, kernel):
+    kernel.st = os.ST_NOEXEC                 # neither noatime nor relatime: strictatime
+    kernel.fail_on(Mount, nth=2)
+    mount_one(kernel, OciMount(destination="/d", source=str(src),
+                               options=("bind", "nodev", "atime")), _plan(root))
+    assert [c.flags for c in kernel.calls[1:]] == [
+        REMOUNT | MS.NODEV | MS.RELATIME,    # "atime": the kernel default, relatime
+        REMOUNT | MS.NODEV | MS.NOEXEC | MS.STRICTATIME,   # strictatime is not noatime: fine
+    ]
 
 
-def test_remount_retry_when_the_asked_atime_mode_is_the_locked_one(root, src, statvfs):
-    statvfs.flags = os.ST_RELATIME | os.ST_NOSUID
-    sys = FakeSyscalls()
-    sys.fail_on(Mount, nth=2)
-    mount_one(sys, OciMount(destination="/d", source=str(src),
-                            options=("bind", "ro", "relatime")), _plan(root))
-    assert sys.calls[-1].flags == REMOUNT | MS.RDONLY | MS.RELATIME | MS.NOSUID
+def test_remount_retry_when_the_asked_atime_mode_is_the_locked_one(root, src, kernel):
+    kernel.st = os.ST_RELATIME | os.ST_NOSUID
+    kernel.fail_on(Mount, nth=2)
+    mount_one(kernel, OciMount(destination="/d", source=str(src),
+                               options=("bind", "ro", "relatime")), _plan(root))
+    assert kernel.calls[-1].flags == REMOUNT | MS.RDONLY | MS.RELATIME | MS.NOSUID
 
 
-def test_locked_ro_with_rw_asked_names_the_mount_and_flag(root, src, statvfs):
-    statvfs.flags = os.ST_RDONLY | os.ST_NOSUID
-    sys = FakeSyscalls()
-    sys.fail_on(Mount, nth=2, errno=errno.EPERM)
+@pytest.mark.parametrize("st,words,detail", [
+    (os.ST_RDONLY | os.ST_NOSUID, ("rw", "nodev"), "locked ro in this user namespace and rw"),
+    (os.ST_NOSUID | os.ST_RELATIME, ("suid",), "locked nosuid in this user namespace and suid"),
+    (os.ST_NODEV, ("dev", "ro"), "locked nodev in this user namespace and dev"),
+    (os.ST_NOEXEC, ("exec",), "locked noexec in this user namespace and exec"),
+    (os.ST_RELATIME, ("noatime",), "locked relatime in this user namespace and noatime"),
+    (os.ST_NOATIME, ("strictatime",), "locked noatime in this user namespace and strictatime"),
+    (os.ST_NOATIME, ("atime",), "locked noatime in this user namespace and atime"),
+    (os.ST_RELATIME, ("nodiratime",), "locked diratime in this user namespace and nodiratime"),
+])
+def test_locked_flag_asked_otherwise_names_mount_and_flag(root, src, kernel, st, words, detail):
+    kernel.st = st
+    kernel.fail_on(Mount, nth=2, errno=errno.EPERM)
     with pytest.raises(MountError) as info:
-        mount_one(sys, OciMount(destination="/data", source=str(src),
-                                options=("bind", "rw", "nodev")), _plan(root))
+        mount_one(kernel, OciMount(destination="/data", source=str(src),
+                                   options=("bind",) + words), _plan(root))
     err = info.value
     assert err.op == "remount" and err.errno == errno.EPERM
-    assert err.source == str(src) and err.target == str(root / "data")
-    assert str(err) == (f"remount {src} on {root}/data (nodev): Operation not permitted: "
-                        f"the source is locked ro and rw was asked for")
-    assert len(sys.of(Mount)) == 2           # no retry that would silently keep ro
+    assert err.source == str(src) and err.target == "/data"
+    assert str(err).startswith(f"remount {src} on /data ({err.flags}): Operation not permitted: "
+                               f"the source is {detail} was asked for")
+    assert len(kernel.of(Mount)) == 2        # no retry that would silently keep the flag
 
 
-def test_locked_nosuid_with_suid_asked(root, src, statvfs):
-    statvfs.flags = os.ST_NOSUID | os.ST_RELATIME
-    sys = FakeSyscalls()
-    sys.fail_on(Mount, nth=2)
-    with pytest.raises(MountError, match="the source is locked nosuid"):
-        mount_one(sys, OciMount(destination="/d", source=str(src), options=("bind", "suid")),
-                  _plan(root))
-
-
-def test_locked_atime_mode_differs_from_the_asked_one(root, src, statvfs):
-    statvfs.flags = os.ST_RELATIME
-    sys = FakeSyscalls()
-    sys.fail_on(Mount, nth=2)
-    with pytest.raises(MountError, match="atime mode is locked to relatime"):
-        mount_one(sys, OciMount(destination="/d", source=str(src),
-                                options=("bind", "noatime")), _plan(root))
-
-
-def test_remount_error_other_than_eperm_is_not_retried(root, src, monkeypatch):
-    monkeypatch.setattr(rootfs.os, "statvfs", _no_statvfs)
-    sys = FakeSyscalls()
-    sys.fail_on(Mount, nth=2, errno=errno.EINVAL)
+def test_locked_ro_with_rw_asked_exact_message(root, src, kernel):
+    kernel.st = os.ST_RDONLY | os.ST_NOSUID
+    kernel.fail_on(Mount, nth=2, errno=errno.EPERM)
     with pytest.raises(MountError) as info:
-        mount_one(sys, OciMount(destination="/d", source=str(src), options=("bind", "ro")),
+        mount_one(kernel, OciMount(destination="/data", source=str(src),
+                                   options=("bind", "rw", "nodev")), _plan(root))
+    assert str(info.value) == (f"remount {src} on /data (rw): Operation not permitted: the "
+                               f"source is locked ro in this user namespace and rw was asked for")
+
+
+def test_eperm_that_no_lock_explains_is_not_retried(root, src, kernel):
+    kernel.st = os.ST_NOSUID
+    kernel.fail_on(Mount, nth=2, errno=errno.EPERM)
+    with pytest.raises(MountError) as info:
+        mount_one(kernel, OciMount(destination="/d", source=str(src),
+                                   options=("bind", "nosuid", "ro")), _plan(root))
+    assert info.value.errno == errno.EPERM and len(kernel.of(Mount)) == 2
+
+
+def test_remount_error_other_than_eperm_is_not_retried(root, src, kernel):
+    kernel.fail_on(Mount, nth=2, errno=errno.EINVAL)
+    with pytest.raises(MountError) as info:
+        mount_one(kernel, OciMount(destination="/d", source=str(src), options=("bind", "ro")),
                   _plan(root))
     assert info.value.errno == errno.EINVAL and info.value.flags == "ro"
 
 
-def test_retry_failure_names_the_flags_it_tried(root, src, statvfs):
-    statvfs.flags = os.ST_NODEV | os.ST_RELATIME
-    sys = FakeSyscalls()
-    sys.fail_on(Mount, nth=2)
-    sys.fail_on(Mount, nth=3, errno=errno.EACCES)
+def test_retry_failure_names_the_flags_it_tried(root, src, kernel):
+    kernel.st = os.ST_NODEV | os.ST_RELATIME
+    kernel.fail_on(Mount, nth=2)
+    kernel.fail_on(Mount, nth=3, errno=errno.EACCES)
     with pytest.raises(MountError) as info:
-        mount_one(sys, OciMount(destination="/d", source=str(src), options=("bind", "ro")),
-                  _plan(root))
+        mount_one(kernel, OciMount(destination="/d", source=str(src),
+                                   options=("bind", "ro", "relatime")), _plan(root))
     assert info.value.flags == "ro,nodev,relatime"
+    assert "after keeping the locked nodev,relatime" in str(info.value)
+
+
+# -- idmapped mounts ------------------------------------------------------------
+
+def test_idmapped_bind_attaches_the_prepared_tree(root, src, kernel):
+    mount_one(kernel, OciMount(destination="/d", source=str(src),
+                               options=("bind", "idmap", "nosuid")), _plan(root), tree_fd=1234)
+    target = str(root / "d")
+    assert kernel.calls == [MoveMount(1234, target),
+                            Mount(None, target, None, REMOUNT | MS.NOSUID, None)]
+
+
+def test_idmapped_bind_in_a_user_namespace_keeps_the_source_flags(root, src, kernel):
+    # The kernel locks nothing on a tree the runtime attached, so the rule is
+    # applied here: the same flags as a plain bind would get.
+    kernel.st = os.ST_RDONLY | os.ST_NODEV | os.ST_NOATIME
+    mount_one(kernel, OciMount(destination="/d", source=str(src),
+                               options=("bind", "idmap", "nosuid")),
+              _plan(root, in_userns=True), tree_fd=7)
+    assert kernel.calls[1:] == [Mount(None, str(root / "d"), None,
+                                      REMOUNT | MS.NOSUID | MS.RDONLY | MS.NODEV, None)]
+    kernel.clear()
+    with pytest.raises(MountError, match="/e .*locked ro in this user namespace and rw"):
+        mount_one(kernel, OciMount(destination="/e", source=str(src),
+                                   options=("bind", "idmap", "rw")),
+                  _plan(root, in_userns=True), tree_fd=8)
+    assert kernel.calls == [MoveMount(8, str(root / "e"))]
+
+
+def test_idmap_needs_a_prepared_tree_and_a_bind(root, src):
+    with pytest.raises(UsageError, match="mount /d: the idmapped mount was not prepared"):
+        mount_one(FakeSyscalls(), OciMount(destination="/d", source=str(src),
+                                           options=("bind", "idmap")), _plan(root))
+    with pytest.raises(UsageError, match="mount /t: idmap and ridmap need a bind mount"):
+        mount_one(FakeSyscalls(), OciMount(destination="/t", type="tmpfs", source="tmpfs",
+                                           options=("idmap",)), _plan(root))
+
+
+def test_prepare_rootfs_gives_each_idmapped_mount_its_tree(root, src, monkeypatch):
+    monkeypatch.chdir(root.parent)
+    sys = FakeSyscalls()
+    plan = _plan(root, mounts=(
+        OciMount(destination="/a", source=str(src), options=("bind",)),
+        OciMount(destination="/b", source=str(src), options=("bind", "idmap")),
+    ), idmapped=((1, 55),))
+    prepare_rootfs(sys, plan)
+    assert sys.of(MoveMount) == [MoveMount(55, str(root / "b"))]
 
 
 # -- other file systems -------------------------------------------------------
@@ -257,32 +433,43 @@ def test_proc_source_defaults_to_type(root):
     assert sys.calls == [Mount("proc", str(root / "proc"), "proc", 0, None)]
 
 
-def test_sysfs_in_a_user_namespace_falls_back_to_a_read_only_bind(root, statvfs):
-    sys = FakeSyscalls()
-    sys.fail_on(Mount, nth=1, errno=errno.EPERM)
-    mount_one(sys, OciMount(destination="/sys", type="sysfs", source="sysfs",
-                            options=("nosuid", "noexec", "nodev", "ro")),
-              _plan(root, in_userns=True))
+def test_sysfs_in_a_user_namespace_falls_back_to_a_read_only_bind(root, kernel, monkeypatch):
     target = str(root / "sys")
-    assert sys.calls == [
+    monkeypatch.setattr(rootfs, "_submounts", lambda path: [f"{path}/fs/cgroup"])
+    kernel.check_paths = False
+    kernel.fail_on(Mount, nth=1, errno=errno.EPERM)
+    mount_one(kernel, OciMount(destination="/sys", type="sysfs", source="sysfs",
+                               options=("nosuid", "noexec", "nodev", "ro")),
+              _plan(root, in_userns=True))
+    ro = REMOUNT | MS.NOSUID | MS.NOEXEC | MS.NODEV | MS.RDONLY
+    assert kernel.calls == [
         Mount("sysfs", target, "sysfs", MS.NOSUID | MS.NOEXEC | MS.NODEV | MS.RDONLY, None),
         Mount("/sys", target, None, MS.BIND | MS.REC, None),
-        Mount(None, target, None,
-              REMOUNT | MS.REC | MS.NOSUID | MS.NOEXEC | MS.NODEV | MS.RDONLY, None),
+        Mount(None, target, None, ro, None),
+        Mount(None, f"{target}/fs/cgroup", None, ro, None),    # read-only all the way down
     ]
 
 
 def test_sysfs_eperm_outside_a_user_namespace_is_an_error(root):
     sys = FakeSyscalls()
     sys.fail_on(Mount, errno=errno.EPERM)
-    with pytest.raises(MountError, match=r"mount sysfs \(sysfs\) on .*/sys"):
+    with pytest.raises(MountError, match=r"mount sysfs \(sysfs\) on /sys"):
         mount_one(sys, OciMount(destination="/sys", type="sysfs", source="sysfs"), _plan(root))
 
 
-def test_idmapped_mounts_are_refused(root, src):
-    with pytest.raises(UsageError, match="/d: idmapped mounts are not supported"):
-        mount_one(FakeSyscalls(), OciMount(destination="/d", source=str(src),
-                                           options=("bind", "idmap")), _plan(root))
+def test_norelatime_on_a_new_mount_is_strictatime(root):
+    sys = FakeSyscalls()
+    mount_one(sys, OciMount(destination="/t", type="tmpfs", source="tmpfs",
+                            options=("norelatime", "nosuid")), _plan(root))
+    assert sys.calls[0].flags == MS.NOSUID | MS.STRICTATIME
+
+
+def test_new_mount_errors_name_the_destination(root):
+    sys = FakeSyscalls()
+    sys.fail_on(Mount, errno=errno.EINVAL)
+    with pytest.raises(MountError, match=r"^mount tmpfs \(tmpfs\) on /t \(nosuid\)"):
+        mount_one(sys, OciMount(destination="/t", type="tmpfs", source="tmpfs",
+                                options=("nosuid",)), _plan(root))
 
 
 def test_mount_destination_symlink_stays_in_the_rootfs(root, tmp_path):
