@@ -23,8 +23,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import Any
+from migrate._record import record
+TYPE_CHECKING = False   # typing costs ~3 ms to import; only checkers need it
+if TYPE_CHECKING:
+    from typing import Any
 
 from migrate.criu_rpc._log import first_error, read_tail
 from migrate.criu_rpc.notify import Callback, Notification
@@ -35,7 +37,7 @@ from migrate.errors import CriuError, UsageError
 _MAX_MESSAGE = 1 << 20
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class SwrkOptions:
     """How to start ``criu swrk``.
 
@@ -65,7 +67,7 @@ class SwrkOptions:
             raise UsageError(f"swrk kill_after: {self.kill_after!r} is negative")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Outcome:
     """The final response of a request and what the callbacks did."""
 

@@ -7,7 +7,7 @@ a page server followed by ``wait_pid``); see ``session.py``.
 
 from __future__ import annotations
 
-import dataclasses
+from migrate import _record as dataclasses
 
 from migrate.criu_rpc._swrk import SwrkOptions
 from migrate.criu_rpc.features import Features, Version

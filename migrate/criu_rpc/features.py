@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from migrate._record import record
+TYPE_CHECKING = False   # typing costs ~3 ms to import; only checkers need it
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Version", "Features"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Version:
     """``criu_version``; ``str()`` reads like ``criu --version`` (4.2.1)."""
 
@@ -42,7 +44,7 @@ class Version:
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Features:
     """``criu_features``: what this kernel and CRIU can do.
 

@@ -32,8 +32,10 @@ import select
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import IO
+from migrate._record import record
+TYPE_CHECKING = False   # typing costs ~3 ms to import; only checkers need it
+if TYPE_CHECKING:
+    from typing import IO
 
 from migrate.criu_rpc._log import read_tail
 from migrate.criu_rpc.options import LogLevel, PageServer, Tls
@@ -51,7 +53,7 @@ LAZY_DUMP_PIPE_SIZE = 4 << 20
 _CAP_SYS_RESOURCE = 24
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class LazyPagesOptions:
     """``criu lazy-pages`` options. ``page_server`` is the source's lazy dump
     (``None``: pages come from ``images_dir``, for a local lazy restore)."""

@@ -16,7 +16,7 @@ once CRIU has answered. A callback may take as long as it likes: CRIU waits
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from migrate._record import record
 
 from migrate.errors import UsageError
 
@@ -41,7 +41,7 @@ NOTIFICATIONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Notification:
     """One notification. ``pid`` is the root task's pid (setup-namespaces,
     post-restore). ``fd`` is the fd CRIU sent with it over SCM_RIGHTS

@@ -30,8 +30,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from migrate._record import record
+TYPE_CHECKING = False   # typing costs ~3 ms to import; only checkers need it
+if TYPE_CHECKING:
+    from typing import Any
 
 from migrate.criu_rpc._log import first_error, is_harmless
 from migrate.criu_rpc._swrk import Outcome, Swrk, SwrkOptions, make_error
@@ -46,7 +48,7 @@ _ERROR_PREFIX = re.compile(r"^(?:\([\d.]+\)\s+)?Error \([^)]*\):\s*")
 __all__ = ["Session", "RestoreResult", "PageServerInfo", "plan_pre_dump_chain"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RestoreResult:
     """``pid`` is the restored root task, in our PID namespace. With
     ``rst_sibling`` it is our child (wait for it); otherwise it was swrk's
@@ -55,7 +57,7 @@ class RestoreResult:
     pid: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class PageServerInfo:
     """Where a page server listens: the port (the kernel's pick when
     ``ps.port`` was 0) and its pid (the session's swrk's child)."""
