@@ -18,7 +18,7 @@ from migrate._record import record
 
 from migrate.errors import KernelError, UsageError
 
-__all__ = ["IdMapPlan", "plan_idmap", "write_idmaps", "format_map"]
+__all__ = ["IdMapPlan", "plan_idmap", "write_idmaps", "format_map", "parse_subid", "uncovered"]
 
 
 @record
@@ -80,3 +80,25 @@ def write_idmaps(pid: int, plan: IdMapPlan, write_file, proc_root: str = "/proc"
             write_file(path, data)
         except OSError as err:
             raise KernelError("write", path, err.errno or 1) from err
+
+
+def parse_subid(text: str, names: tuple[str, ...]) -> list[tuple[int, int]]:
+    """The (start, count) ranges /etc/subuid or /etc/subgid (subuid(5))
+    delegates to any of ``names`` (a user name, or the ID as a string)."""
+    out = []
+    for line in text.splitlines():
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[0] in names and parts[1].isdigit() and parts[2].isdigit():
+            out.append((int(parts[1]), int(parts[2])))
+    return out
+
+
+def uncovered(host_id: int, size: int, delegated: list[tuple[int, int]]) -> bool:
+    """True when part of [host_id, host_id + size) is in no delegated range."""
+    pos, end = host_id, host_id + size
+    for start, count in sorted(delegated):
+        if start <= pos < start + count:
+            pos = start + count
+            if pos >= end:
+                return False
+    return pos < end

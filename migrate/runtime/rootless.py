@@ -122,12 +122,13 @@ def decide(flag: str, *, euid: int, in_userns: bool, environ, root: str | None =
 # -- what a rootless container may ask for ----------------------------------
 
 
-def check_spec(spec, facts: RootlessFacts, idmap=None, *, own_maps=None) -> None:
+def check_spec(spec, facts: RootlessFacts, idmap=None, *, own_maps=None, subids=None) -> None:
     """Refuse a config this process cannot run, naming the offending item.
 
     ``idmap`` is the ``idmap.IdMapPlan`` for a new user namespace (None when
     the config creates none); ``own_maps`` our (uid_map, gid_map), read
-    from /proc when needed and not given.
+    from /proc when needed and not given; ``subids`` the text of
+    (/etc/subuid, /etc/subgid), read when needed and not given.
 
     Raises ConfigError.
     """
@@ -141,6 +142,8 @@ def check_spec(spec, facts: RootlessFacts, idmap=None, *, own_maps=None) -> None
                           f"namespace (see `migrate spec --rootless`)")
     if userns is not None and userns.path is not None:
         return      # joined: its maps are not ours to check
+    if idmap is not None and idmap.use_helpers:
+        _check_delegated(idmap, subids)
     if idmap is not None:
         uid_map = tuple((c, h, s) for c, h, s in idmap.uid_map)
         gid_map = tuple((c, h, s) for c, h, s in idmap.gid_map)
@@ -190,3 +193,41 @@ def _describe(ranges) -> str:
     if not ranges:
         return "nothing is mapped"
     return "mapped: " + ", ".join(f"{c}" if s == 1 else f"{c}-{c + s - 1}" for c, _h, s in ranges)
+
+
+def _check_delegated(idmap, subids) -> None:
+    """newuidmap/newgidmap map only our own ID and what /etc/subuid and
+    /etc/subgid delegate to us (subuid(5)); say which mapping asks for more
+    before a container process exists."""
+    import pwd
+
+    from migrate.oci.validate import ConfigError
+    from migrate.runtime.idmap import parse_subid, uncovered
+
+    euid = os.geteuid()
+    try:
+        names = (pwd.getpwuid(euid).pw_name, str(euid))
+    except KeyError:
+        names = (str(euid),)
+    if subids is None:
+        subids = tuple(_read_text(p) for p in ("/etc/subuid", "/etc/subgid"))
+    for key, ranges, own, text, path in (
+            ("uidMappings", idmap.uid_map, euid, subids[0], "/etc/subuid"),
+            ("gidMappings", idmap.gid_map, os.getegid(), subids[1], "/etc/subgid")):
+        delegated = parse_subid(text, names)
+        for i, (_c, host, size) in enumerate(ranges):
+            if (host, size) == (own, 1) or not uncovered(host, size, delegated):
+                continue
+            have = ", ".join(f"{s}-{s + n - 1}" for s, n in delegated) or "none"
+            raise ConfigError("config.json", f"linux.{key}[{i}]",
+                              f"host IDs {host}-{host + size - 1} are not delegated to "
+                              f'"{names[0]}" in {path} (delegated: {have}; your own ID '
+                              f"{own} may be mapped alone, size 1)")
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
