@@ -1,0 +1,73 @@
+import pytest
+
+from migrate.errors import UnsupportedError, UsageError
+from migrate.migration.strategy import (HostFeatures, PreCopyController, PreCopyPolicy,
+                                        choose)
+
+ALL = HostFeatures(mem_track=True, lazy_pages=True)
+LAZY = HostFeatures(mem_track=False, lazy_pages=True)       # these machines
+MEM = HostFeatures(mem_track=True, lazy_pages=False)
+NONE = HostFeatures(mem_track=False, lazy_pages=False)
+NO_PIPES = HostFeatures(mem_track=False, lazy_pages=True, lazy_dump_ok=False,
+                        why_lazy_dump_not_ok="fs.pipe-max-size is 1048576")
+
+
+@pytest.mark.parametrize("src,dst,want", [
+    (ALL, ALL, "hybrid"), (LAZY, LAZY, "post-copy"), (MEM, MEM, "pre-copy"),
+    (ALL, MEM, "pre-copy"), (MEM, ALL, "pre-copy"), (NONE, NONE, "stop-and-copy"),
+    (LAZY, NONE, "stop-and-copy"), (NO_PIPES, LAZY, "stop-and-copy"),
+])
+def test_auto_picks_the_best_that_works(src, dst, want):
+    choice = choose("auto", src, dst)
+    assert choice.strategy == want
+    assert choice.reason
+
+
+def test_auto_explains_what_it_rejected():
+    choice = choose("auto", LAZY, LAZY)
+    assert "not hybrid" in choice.reason and "soft-dirty" in choice.reason
+    choice = choose("auto", NO_PIPES, LAZY)
+    assert "pipe-max-size" in choice.reason
+
+
+def test_explicit_strategy_that_cannot_work_is_refused():
+    with pytest.raises(UnsupportedError, match="pre-copy.*dirty tracking"):
+        choose("pre-copy", LAZY, LAZY)
+    with pytest.raises(UnsupportedError, match="post-copy.*lazy pages"):
+        choose("post-copy", MEM, MEM)
+    assert choose("stop-and-copy", NONE, NONE).strategy == "stop-and-copy"
+    with pytest.raises(UsageError):
+        choose("teleport", ALL, ALL)
+
+
+def _run(pages, **policy):
+    c = PreCopyController(PreCopyPolicy(**policy))
+    done = []
+    for p in pages:
+        assert c.should_continue()
+        c.record(p)
+        done.append(p)
+        if not c.should_continue():
+            break
+    return done, c.stop_reason
+
+
+def test_precopy_stops_below_the_page_threshold():
+    assert _run([10000, 5000, 50, 10]) == ([10000, 5000, 50], "the last round wrote 50 pages (< 64)")
+
+
+def test_precopy_stops_when_not_shrinking():
+    done, why = _run([10000, 9500, 9000])
+    assert done == [10000, 9500] and "shrank by less than 10%" in why
+
+
+def test_precopy_stops_at_max_iterations():
+    done, why = _run([1000 // (i + 1) * 100 for i in range(20)], max_iterations=3,
+                     min_shrink_percent=0)
+    assert len(done) == 3 and "3 iterations" in why
+
+
+def test_policy_validation():
+    for bad in ({"max_iterations": 0}, {"min_pages": -1}, {"min_shrink_percent": 100}):
+        with pytest.raises(UsageError):
+            PreCopyPolicy(**bad)
