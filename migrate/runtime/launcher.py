@@ -72,8 +72,13 @@ def _child_main(spec: LaunchSpec, sock: SyncSocket, log_w: int) -> NoReturn:
         spec.child(sock)
     except BaseException as err:  # noqa: BLE001 - report anything, then die
         text = str(err) if isinstance(err, (MigrateError, OSError, SyncError)) else repr(err)
-        with contextlib.suppress(Exception):
+        try:
             sock.send({"type": "error", "msg": text})
+        except Exception:   # noqa: BLE001
+            # After "ready" the parent is gone (execve failed after start):
+            # the container's stderr (Podman's container log) is all that is left.
+            with contextlib.suppress(OSError):
+                os.write(2, f"migrate: {text}\n".encode())
     os._exit(1)
 
 

@@ -13,6 +13,7 @@ Order, forced by the kernel:
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -131,8 +132,16 @@ def build_env(env, uid: int, passwd: str = "/etc/passwd") -> dict[str, str]:
 def resolve_executable(arg0: str, env: dict[str, str]) -> str:
     """Like execvp's search, with the container's PATH. Raises NotFoundError."""
     if "/" in arg0:
-        if not os.path.exists(arg0):
-            raise NotFoundError(f'exec: "{arg0}": no such file or directory')
+        try:
+            st = os.stat(arg0)
+        except FileNotFoundError:
+            raise NotFoundError(f'exec: "{arg0}": no such file or directory') from None
+        # As runc (Go's exec.LookPath), so the error comes from create, not from
+        # an execve after start that nobody hears: Podman maps "permission
+        # denied" to exit 126.
+        if os.path.isdir(arg0) or not st.st_mode & 0o111:
+            raise KernelError("exec", arg0, errno.EACCES,
+                              "is a directory" if os.path.isdir(arg0) else "not executable")
         return arg0
     for d in env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
         cand = os.path.join(d or ".", arg0)

@@ -200,6 +200,13 @@ def test_resolve_executable_with_a_slash(bindir):
         proc.resolve_executable(str(bindir / "nope"), {})
 
 
+@pytest.mark.parametrize("name", ["data", "."])
+def test_resolve_executable_with_a_slash_must_be_executable(bindir, name):
+    # runc's rule; Podman turns "permission denied" into exit 126.
+    with pytest.raises(KernelError, match=r"exec .*: Permission denied"):
+        proc.resolve_executable(str(bindir / name), {})
+
+
 def test_resolve_executable_default_path():
     assert proc.resolve_executable("sh", {}) in ("/usr/bin/sh", "/bin/sh", "/usr/sbin/sh",
                                                  "/usr/local/bin/sh")
