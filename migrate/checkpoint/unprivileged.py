@@ -58,7 +58,7 @@ from migrate._record import record
 from migrate.errors import UnsupportedError
 
 __all__ = ["check_unprivileged_checkpoint", "criu_unprivileged_options", "CriuCaps",
-           "probe", "blocker", "file_capabilities", "CAPS"]
+           "probe", "blocker", "file_capabilities", "parse_vfs_cap", "CAPS"]
 
 # capability(7) numbers.
 CAPS = {"cap_setgid": 6, "cap_sys_chroot": 18, "cap_sys_admin": 21,
@@ -98,6 +98,12 @@ def file_capabilities(path: str) -> frozenset[str]:
         raw = os.getxattr(path, "security.capability")
     except OSError:
         return frozenset()
+    return parse_vfs_cap(raw)
+
+
+def parse_vfs_cap(raw: bytes) -> frozenset[str]:
+    """The ``security.capability`` xattr (struct vfs_cap_data, revision 2 or
+    3): our names for the permitted capabilities, if the effective bit is set."""
     if len(raw) < 20:
         return frozenset()
     magic, p0, _i0, p1, _i1 = struct.unpack_from("<5I", raw)

@@ -505,3 +505,36 @@ def test_stats_unlimited_memory_is_none(created):
     assert m.stats()["memory"]["limit"] is None
     m.apply_resources(res(memory=mem(limit=1 << 30)))
     assert m.stats()["memory"]["limit"] == 1 << 30
+
+
+def test_rootless_keeps_a_delegated_unified_hierarchy(make_host):
+    # The user owns its cgroup in the unified hierarchy only (systemd's
+    # Delegate=yes on a hybrid machine): keep that one, drop the v1 ones.
+    host = make_host("hybrid", own="/user", v2_controllers="")
+    host.make_own("/user")
+    unified = os.path.join(host.root, "unified")
+    real_mkdir = host.files.mkdir
+
+    def mkdir(path):
+        if not path.startswith(unified + "/"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        real_mkdir(path)
+
+    host.files.mkdir = mkdir
+    m = host.open(None, rootless=True)      # default path: below our own cgroup
+    m.create()
+    m.add(7)
+    assert m.is_usable()
+    assert m.paths() == {"": os.path.join(unified, "user/migrate/c1")}
+    m.freeze()
+    assert m.is_frozen()
+    m.thaw()
+    assert m.pids() == [7]
+    state = m.to_state()
+    assert state["mode"] == "hybrid" and load_manager(state, rootless=True).paths() == m.paths()
+
+
+def test_rootless_default_path_is_below_our_own_cgroup(make_host):
+    host = make_host("v1", own="/user")
+    assert host.open(None, rootless=True).paths()["memory"] == host.path("memory", "user/migrate/c1")
+    assert host.open(None).paths()["memory"] == host.path("memory", "migrate/c1")
