@@ -28,6 +28,9 @@ PACKAGES=(
     python3 python3-venv python3-dev libffi-dev
     iptables nftables iproute2 procps util-linux
     busybox-static uidmap runc
+    # tests/integration/test_podman.py (catatonit: the pause image of a pod;
+    # recommended by podman, so --no-install-recommends would leave it out)
+    podman catatonit
     # CRIU build dependencies (from Debian's criu source package)
     libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
     libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev
