@@ -107,6 +107,63 @@ def podman() -> str | None:
     return None if shutil.which("podman") else "podman is not installed"
 
 
+# The new mount API, probed in a child (a private mount namespace, ctypes so
+# no bug of ours can turn into a skip): prints "ok" or the kernel's errno.
+_MOUNT_API_PROBE = r"""
+import ctypes, errno, os, sys, tempfile
+libc = ctypes.CDLL(None, use_errno=True)
+def fail(what):
+    e = ctypes.get_errno()
+    print(f"{what}: {errno.errorcode.get(e, e)} ({os.strerror(e)})"); sys.exit(0)
+if libc.unshare(0x20000): fail("unshare(CLONE_NEWNS)")
+libc.mount(b"none", b"/", None, 0x4000 | (1 << 18), None)
+d = tempfile.mkdtemp()
+if libc.mount(b"tmpfs", d.encode(), sys.argv[2].encode(), 0, None): fail("mount " + sys.argv[2])
+if sys.argv[1] == "mount_setattr":
+    attr = (ctypes.c_uint64 * 4)(1, 0, 0, 0)
+    if libc.syscall(442, -100, d.encode(), 0x8000, attr, 32): fail("mount_setattr(AT_RECURSIVE)")
+    print("ok"); sys.exit(0)
+ready_r, ready_w = os.pipe()
+done_r, done_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    libc.unshare(0x10000000); os.write(ready_w, b"x"); os.read(done_r, 1); os._exit(0)
+os.read(ready_r, 1)
+for name in ("uid_map", "gid_map"):
+    with open(f"/proc/{pid}/{name}", "w") as f:
+        f.write("0 100000 65536\n")
+ns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+os.write(done_w, b"x"); os.waitpid(pid, 0)
+fd = libc.syscall(428, -100, d.encode(), 1 | os.O_CLOEXEC)
+if fd < 0: fail("open_tree(OPEN_TREE_CLONE)")
+attr = (ctypes.c_uint64 * 4)(0x100000, 0, 0, ns)
+if libc.syscall(442, fd, b"", 0x1000, attr, 32): fail("mount_setattr(MOUNT_ATTR_IDMAP)")
+print("ok")
+"""
+
+
+def _mount_api(kind: str, fstype: str) -> str | None:
+    if root() is not None:
+        return root()
+    import sys
+
+    out = _run(sys.executable, "-I", "-c", _MOUNT_API_PROBE, kind, fstype)
+    text = (out.stdout + out.stderr).strip()
+    return None if text == "ok" else f"{fstype}: {text or 'probe failed'}"
+
+
+@functools.cache
+def mount_setattr() -> str | None:
+    """Recursive mount attributes (mount_setattr(2), Linux 5.12)."""
+    return _mount_api("mount_setattr", "tmpfs")
+
+
+@functools.cache
+def idmapped_mounts(fstype: str) -> str | None:
+    """Idmapped mounts of ``fstype`` (tmpfs: Linux 6.3)."""
+    return _mount_api("idmap", fstype)
+
+
 def check(need: str) -> str | None:
     """Evaluate one need, e.g. ``"root"`` or ``'criu_feature("mem_dirty_track")'``."""
     if "(" in need:

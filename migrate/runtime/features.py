@@ -13,6 +13,7 @@ _MOUNT_OPTIONS = sorted([
     "suid", "symfollow", "sync", "unbindable", "rro", "rrw", "rnosuid", "rsuid", "rnodev",
     "rdev", "rnoexec", "rexec", "rnodiratime", "rdiratime", "rrelatime", "rnorelatime",
     "rnoatime", "ratime", "rstrictatime", "rnostrictatime", "rnosymfollow", "rsymfollow",
+    "idmap", "ridmap", "silent", "loud", "iversion", "noiversion",
 ])
 
 
@@ -34,7 +35,9 @@ def runtime_features() -> dict:
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},
-            "mountExtensions": {"idmap": {"enabled": False}},
+            # Idmapped bind mounts (idmapped.py); whether a file system
+            # supports them is known only when one is made.
+            "mountExtensions": {"idmap": {"enabled": True}},
         },
         "annotations": {
             "org.opencontainers.runc.checkpoint.enabled": "true",

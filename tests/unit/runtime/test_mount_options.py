@@ -1,4 +1,6 @@
-"""Mount option words -> MS_* flags, cleared flags and mount_setattr attributes."""
+"""Mount option words -> MS_* flags, cleared flags and mount_setattr attributes, and the
+pure remount rules of migrate/runtime/mounts.py (named apart from the integration
+tests/integration/test_mounts.py: pytest needs unique basenames here)."""
 
 import pytest
 
