@@ -1,1 +1,80 @@
-__all__: list[str] = []
+"""Live migration between hosts (``migrate migrate`` / ``migrate receive``).
+
+    protocol.py   frames, kinds, handshake (versions, token, CRIU policy)
+    transport.py  Connection: messages, streams, files, trees; connect, Listener
+    tree.py       directory trees as a stream; the escape-proof writer
+    messages.py   PREPARE and RESTORE bodies shared by both ends
+    hostfacts.py  CRIU version, features and cpuinfo of a host
+    agent.py      the destination agent
+    source.py     connect and negotiate, checks, rollback
+    report.py     the migration report (JSON and a rich table)
+    progress.py   progress callbacks (silent, or rich bars from the CLI)
+
+Names are imported on first use: importing this package costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Kind",
+    "CriuPolicy",
+    "PeerInfo",
+    "Connection",
+    "IncomingStream",
+    "Listener",
+    "connect",
+    "Timeouts",
+    "TlsConfig",
+    "TreeSnapshot",
+    "TreeStats",
+    "PrepareRequest",
+    "SharedMarker",
+    "Restored",
+    "HostFacts",
+    "CriuHostFacts",
+    "Agent",
+    "AgentEvent",
+    "Incoming",
+    "Outcome",
+    "ConnectOptions",
+    "SourceSession",
+    "connect_and_negotiate",
+    "rollback",
+    "shared_marker",
+    "MigrationReport",
+    "Iteration",
+    "Timeline",
+    "Progress",
+    "SilentProgress",
+    "RichProgress",
+]
+
+_WHERE = {
+    "PROTOCOL_VERSION": "protocol", "Kind": "protocol", "CriuPolicy": "protocol",
+    "PeerInfo": "protocol",
+    "Connection": "transport", "IncomingStream": "transport", "Listener": "transport",
+    "connect": "transport", "Timeouts": "_sockets", "TlsConfig": "_sockets",
+    "TreeSnapshot": "tree", "TreeStats": "tree",
+    "PrepareRequest": "messages", "SharedMarker": "messages", "Restored": "messages",
+    "HostFacts": "hostfacts", "CriuHostFacts": "hostfacts",
+    "Agent": "agent", "AgentEvent": "agent", "Incoming": "agent", "Outcome": "agent",
+    "ConnectOptions": "source", "SourceSession": "source",
+    "connect_and_negotiate": "source", "rollback": "source", "shared_marker": "source",
+    "MigrationReport": "report", "Iteration": "report", "Timeline": "report",
+    "Progress": "progress", "SilentProgress": "progress", "RichProgress": "progress",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'migrate.migration' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"migrate.migration.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

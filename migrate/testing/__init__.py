@@ -7,6 +7,7 @@ both the fake and ``LinuxSyscalls`` must pass.
 """
 
 from migrate.testing._contract import ContractHarness, syscalls_contract_cases
+from migrate.testing.migration import FakeHostFacts, FakeRestore
 from migrate.testing.fakes import (Call, Capset, Chown, FakeSyscalls, JoinSessionKeyring, Kill,
                                    MarkFdsCloexec, Mknod, MoveMount, Mount, MountSetattr,
                                    OpenTree, Personality, PivotRoot, Prctl, Setdomainname,
@@ -36,4 +37,6 @@ __all__ = [
     "Personality",
     "ContractHarness",
     "syscalls_contract_cases",
+    "FakeHostFacts",
+    "FakeRestore",
 ]

@@ -1,0 +1,182 @@
+"""migrate (the source side) and receive (the destination agent)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+__all__ = ["migrate_cmd", "receive", "parse_hostport", "read_token"]
+
+TOKEN_ENV = "MIGRATE_TOKEN"
+# Where migrate.checkpoint plugs the real restore in:
+#   restore_for_migration(ctx, workdir, request) -> Restored | dict
+RESTORE_HOOK = "restore_for_migration"
+
+
+def parse_hostport(text: str, what: str) -> tuple[str, int]:
+    """"host:port" or "[v6 address]:port". Raises ``UsageError``."""
+    from migrate.errors import UsageError
+
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f'{what}: "{text}" is not HOST:PORT')
+    return host, int(port)
+
+
+def read_token(token: str | None, token_file: str | None) -> bytes:
+    """--token, else --token-file, else $MIGRATE_TOKEN. Raises ``UsageError``."""
+    from migrate.errors import UsageError
+
+    if token:
+        return token.encode()
+    if token_file:
+        try:
+            with open(token_file, "rb") as f:
+                data = f.read().strip()
+        except OSError as err:
+            raise UsageError(f"cannot read the token file {token_file}: {err.strerror}") from err
+        if not data:
+            raise UsageError(f"the token file {token_file} is empty")
+        return data
+    env = os.environ.get(TOKEN_ENV, "").strip()
+    if env:
+        return env.encode()
+    raise UsageError(f"a shared token is needed: --token, --token-file or ${TOKEN_ENV}")
+
+
+def _tls(cert, key, ca, server_name=None):
+    from migrate.migration import TlsConfig
+
+    if not (cert or key or ca):
+        return None
+    return TlsConfig(cert=cert, key=key, ca=ca, server_name=server_name)
+
+
+def _policy(value: str):
+    from migrate.migration import CriuPolicy
+
+    return CriuPolicy(value)
+
+
+_token_options = [
+    click.option("--token", help=f"shared secret (visible in ps: prefer --token-file or ${TOKEN_ENV})"),
+    click.option("--token-file", type=click.Path(dir_okay=False), help="file holding the shared secret"),
+    click.option("--tls-cert", type=click.Path(dir_okay=False), help="TLS certificate (PEM)"),
+    click.option("--tls-key", type=click.Path(dir_okay=False), help="key of --tls-cert (PEM)"),
+    click.option("--tls-ca", type=click.Path(dir_okay=False),
+                 help="CA that signs the peer's certificate"),
+    click.option("--criu-policy", type=click.Choice(["not-older", "same", "any"]),
+                 default="not-older", show_default=True,
+                 help="which CRIU versions may meet (destination's vs source's)"),
+]
+
+
+def _with_token_options(f):
+    for option in reversed(_token_options):
+        f = option(f)
+    return f
+
+
+@click.command("migrate", help="Move a running container to another host, where "
+               "`migrate receive` runs.")
+@click.argument("container_id")
+@click.option("--to", "to", required=True, metavar="HOST:PORT", help="the destination agent")
+@click.option("--strategy", type=click.Choice(["auto", "stop-and-copy", "pre-copy", "post-copy",
+                                               "hybrid"]), default="auto", show_default=True)
+@click.option("--rootfs", type=click.Choice(["shared", "copy"]), default="shared",
+              show_default=True, help="the destination sees the same path, or gets a copy")
+@click.option("--compress/--no-compress", default=True, show_default=True,
+              help="zstd on the wire, if both hosts have it")
+@click.option("--tls-server-name", help="name to verify in the agent's certificate")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="write the migration report (JSON) here")
+@_with_token_options
+@click.pass_obj
+def migrate_cmd(ctx, container_id, to, strategy, rootfs, compress, tls_server_name, report_path,
+                token, token_file, tls_cert, tls_key, tls_ca, criu_policy) -> int:
+    from migrate.errors import UnsupportedError
+    from migrate.migration import ConnectOptions, CriuHostFacts, MigrationReport, connect_and_negotiate
+    from migrate.runtime.state import StateStore
+
+    host, port = parse_hostport(to, "--to")
+    options = ConnectOptions(host=host, port=port, token=read_token(token, token_file),
+                             tls=_tls(tls_cert, tls_key, tls_ca, tls_server_name),
+                             compress=compress, criu_policy=_policy(criu_policy))
+    StateStore(ctx.root).load(container_id)   # NotFoundError before any network
+    report = MigrationReport(container_id=container_id, destination=to, strategy=strategy)
+    try:
+        with connect_and_negotiate(options, facts=CriuHostFacts(ctx.criu)) as session:
+            peer = session.peer
+            report.compression = session.compression
+            report.source = os.uname().nodename
+            click.echo(f"connected to {peer.host} ({to}): migrate {peer.migrate_version}, "
+                       f"CRIU {peer.criu_version}, compression {session.compression or 'none'}",
+                       err=True)
+            session.abort("the source cannot migrate yet")
+            report.add_phases(session.conn.counters)
+            raise UnsupportedError(f'migrate: negotiated with {peer.host} ({to}), but moving '
+                                   f'container "{container_id}" is not wired yet '
+                                   f"(strategy {strategy}, rootfs {rootfs})")
+    except Exception as err:
+        report.error = str(err)
+        if report_path:
+            report.write_json(report_path)
+        raise
+
+
+@click.command(help="Receive migrated containers (the destination agent).")
+@click.option("--listen", required=True, metavar="ADDR:PORT", help="address to listen on")
+@click.option("--root", "state_root", help="state directory of restored containers "
+              "(default: the global --root)")
+@click.option("--work-dir", help="where incoming images and rootfs go "
+              "(default /var/lib/migrate/incoming)")
+@click.option("--once", is_flag=True, help="exit after one migration (that passed the handshake)")
+@click.option("--compress/--no-compress", default=True, show_default=True,
+              help="accept zstd from sources that offer it")
+@_with_token_options
+@click.pass_obj
+def receive(ctx, listen, state_root, work_dir, once, compress, token, token_file, tls_cert,
+            tls_key, tls_ca, criu_policy) -> int:
+    import signal
+    import threading
+
+    from migrate.migration import Agent, CriuHostFacts
+
+    addr, port = parse_hostport(listen, "--listen")
+    secret = read_token(token, token_file)
+    tls = _tls(tls_cert, tls_key, tls_ca)
+    if tls is not None and tls.cert is None:
+        from migrate.errors import UsageError
+
+        raise UsageError("the agent's TLS needs --tls-cert and --tls-key")
+    stop = threading.Event()
+
+    def on_event(event) -> None:
+        who = f" {event.container_id}" if event.container_id else ""
+        click.echo(f"receive: {event.kind}{who} {event.peer} {event.message}".rstrip(), err=True)
+
+    agent = Agent(addr, port, secret, state_root or ctx.root, restore_fn=_restore_fn(ctx),
+                  work_root=work_dir, tls=tls, facts=CriuHostFacts(ctx.criu),
+                  criu_policy=_policy(criu_policy), compression=None if compress else (),
+                  on_event=on_event)
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        outcomes = agent.serve(stop=stop, max_migrations=1 if once else None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        agent.close()
+    return 1 if once and outcomes and not outcomes[-1].succeeded else 0
+
+
+def _restore_fn(ctx):
+    """migrate.checkpoint's restore for migrations, if it has one; else None
+    (the agent then refuses each migration at its checks, saying why)."""
+    import functools
+    import importlib
+
+    checkpoint = importlib.import_module("migrate.checkpoint")
+    hook = getattr(checkpoint, RESTORE_HOOK, None)
+    return None if hook is None else functools.partial(hook, ctx)

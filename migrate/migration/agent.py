@@ -1,0 +1,174 @@
+"""The destination agent behind ``migrate receive``.
+
+It listens, authenticates each source (``protocol.py``) and hands the
+migration to a ``Receiver`` (``receiver.py``: checks, files, restore). One
+migration runs at a time, many run one after another; a source that
+connects while one runs is told "busy" at once. A failed migration is
+cleaned up by the receiver and the agent goes on; a bug in one migration's
+handling is logged and does not stop the agent either.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+
+from migrate.errors import MigrateError, MigrationError
+from migrate.migration._sockets import Timeouts, TlsConfig
+from migrate.migration.hostfacts import HostFacts
+from migrate.migration.protocol import CriuPolicy
+from migrate.migration.receiver import (
+    SPACE_MARGIN,
+    AgentEvent,
+    ControlFn,
+    Incoming,
+    Outcome,
+    Receiver,
+    RestoreFn,
+)
+from migrate.migration.transport import Connection, Listener, available_compression
+
+__all__ = ["Agent", "AgentEvent", "Incoming", "Outcome", "RestoreFn", "ControlFn",
+           "DEFAULT_WORK_ROOT"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORK_ROOT = "/var/lib/migrate/incoming"
+
+
+class Agent:
+    """Receives migrations on ``listen_addr:port`` (port 0: any; see
+    ``address``) into work directories under ``work_root``, for containers
+    of the runtime whose state directory is ``root``.
+
+    ``restore_fn(workdir, request)`` restores (None: every migration is
+    refused at its checks); ``facts`` answers CRIU questions (default: the
+    real CRIU, ``criu``); ``controls`` maps CONTROL operations to hooks;
+    ``on_event`` hears about each connection. Raises ``MigrationError`` if it
+    cannot listen or create ``work_root``.
+    """
+
+    def __init__(self, listen_addr: str, port: int, token: str | bytes, root: str, *,
+                 restore_fn: RestoreFn | None = None, work_root: str | None = None,
+                 tls: TlsConfig | None = None, facts: HostFacts | None = None,
+                 controls: Mapping[str, ControlFn] | None = None, criu: str = "criu",
+                 criu_policy: CriuPolicy = CriuPolicy.NOT_OLDER,
+                 timeouts: Timeouts | None = None, compression: tuple[str, ...] | None = None,
+                 on_event: Callable[[AgentEvent], None] | None = None,
+                 host_name: str | None = None, space_margin: int = SPACE_MARGIN) -> None:
+        if facts is None:
+            from migrate.migration.hostfacts import CriuHostFacts
+
+            facts = CriuHostFacts(criu)
+        self.timeouts = timeouts or Timeouts()
+        work_root = work_root or DEFAULT_WORK_ROOT
+        try:
+            os.makedirs(work_root, mode=0o700, exist_ok=True)
+        except OSError as err:
+            raise MigrationError("listen", f"cannot create the work directory {work_root}: "
+                                 f"{err.strerror}", source_state="unknown") from err
+        self.receiver = Receiver(root, work_root, restore_fn=restore_fn, facts=facts,
+                                 controls=controls, timeouts=self.timeouts,
+                                 space_margin=space_margin, on_event=on_event)
+        self.listener = Listener(listen_addr, port, token, tls=tls,
+                                 criu_version=facts.criu_version(), features=facts.features(),
+                                 compression=available_compression() if compression is None
+                                 else compression, criu_policy=criu_policy,
+                                 timeouts=self.timeouts, host_name=host_name)
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._active: Connection | None = None
+        self._closed = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.listener.address
+
+    @property
+    def work_root(self) -> str:
+        return self.receiver.work_root
+
+    def serve(self, *, stop: threading.Event | None = None,
+              max_migrations: int | None = None, poll: float = 0.2) -> list[Outcome]:
+        """Serve until ``stop`` is set, ``close()`` is called, or
+        ``max_migrations`` migrations (that passed the handshake) have
+        ended; returns their outcomes. A failed migration never stops it."""
+        stop = stop or threading.Event()
+        host, port = self.address
+        self.receiver.event("listening", message=f"{host}:{port}")
+        first = len(self.outcomes)
+        try:
+            while not stop.is_set() and not self._closed:
+                if max_migrations is not None and len(self.outcomes) - first >= max_migrations:
+                    break
+                try:
+                    got = self.listener.accept_socket(timeout=poll)
+                except OSError:
+                    if self._closed:
+                        break
+                    raise
+                if got is None:
+                    continue
+                sock, peer = got
+                with self._lock:
+                    busy = self._worker is not None and self._worker.is_alive()
+                    if not busy:
+                        self._worker = threading.Thread(
+                            target=self._serve_socket, args=(sock, peer),
+                            name=f"migrate-agent {peer}", daemon=True)
+                        self._worker.start()
+                if busy:
+                    self.receiver.event("refused", peer=peer,
+                                        message="busy with another migration")
+                    self.listener.refuse(sock, "the agent is busy with another migration; "
+                                               "try again later")
+                elif max_migrations is not None:
+                    # Counting needs this one's end (a refused handshake does not count).
+                    self._join(stop)
+        finally:
+            self._stop_worker()
+        return self.outcomes[first:]
+
+    def close(self) -> None:
+        """Stop listening (``serve`` returns) and end a running migration."""
+        self._closed = True
+        self.listener.close()
+        self._stop_worker()
+
+    def _join(self, stop: threading.Event) -> None:
+        worker = self._worker
+        while worker is not None and worker.is_alive() and not stop.is_set() and not self._closed:
+            worker.join(0.2)
+
+    def _stop_worker(self) -> None:
+        worker = self._worker
+        if worker is None or not worker.is_alive():
+            return
+        active = self._active
+        if active is not None:
+            # The receiver sees the connection fail and rolls back.
+            active.send_abort("the agent is shutting down")
+            active.close()
+        worker.join(self.timeouts.connect)
+
+    def _serve_socket(self, sock: socket.socket, peer: str) -> None:
+        try:
+            conn = self.listener.handshake(sock, peer)
+        except MigrateError as err:
+            self.receiver.event("refused", peer=peer, message=getattr(err, "message", str(err)))
+            return
+        except Exception as err:  # noqa: BLE001 - a bug must not stop the agent
+            log.exception("handshake with %s", peer)
+            self.receiver.event("refused", peer=peer, message=f"internal error: {err!r}")
+            return
+        self._active = conn
+        try:
+            self.outcomes.append(self.receiver.serve(conn))
+        except Exception:  # noqa: BLE001 - serve reports its failures; this is a bug
+            log.exception("migration from %s", peer)
+        finally:
+            self._active = None

@@ -1,0 +1,95 @@
+"""What one host can do for a migration, and the CRIU checks behind it.
+
+``HostFacts`` is the seam between the migration code and CRIU: the
+handshake announces ``criu_version()`` and ``features()``; the source
+describes its CPU with ``cpuinfo_dump`` and the agent checks that
+description with ``cpuinfo_check`` before anything is frozen.
+``CriuHostFacts`` asks the real CRIU over RPC (VERSION, FEATURE_CHECK,
+CPUINFO_DUMP, CPUINFO_CHECK); tests pass a fake
+(``migrate.testing.migration.FakeHostFacts``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+__all__ = ["HostFacts", "CriuHostFacts", "CPUINFO_IMAGE"]
+
+CPUINFO_IMAGE = "cpuinfo.img"
+
+
+class HostFacts(Protocol):
+    def criu_version(self) -> str | None:
+        """"4.2.1", or None when CRIU is not usable here."""
+
+    def features(self) -> dict[str, Any]:
+        """JSON-able facts for the handshake (CRIU features, compression ...)."""
+
+    def cpuinfo_dump(self, images_dir: str) -> None:
+        """Write ``cpuinfo.img`` describing this CPU. Raises ``MigrateError``."""
+
+    def cpuinfo_check(self, images_dir: str) -> None:
+        """Raise ``MigrateError`` unless a tree dumped on the CPU described in
+        ``images_dir/cpuinfo.img`` can run here."""
+
+
+class CriuHostFacts:
+    """Facts from the real CRIU (``criu`` binary), asked once and kept."""
+
+    def __init__(self, criu: str = "criu", *, timeout: float = 30.0) -> None:
+        self.criu = criu
+        self.timeout = timeout
+        self._version: str | None = None
+        self._features: dict[str, Any] | None = None
+
+    def _client(self):
+        from migrate.criu_rpc import Client, SwrkOptions
+
+        return Client(SwrkOptions(criu=self.criu, timeout=self.timeout))
+
+    def criu_version(self) -> str | None:
+        if self._version is None:
+            from migrate.errors import MigrateError
+
+            try:
+                self._version = str(self._client().version())
+            except MigrateError:
+                return None
+        return self._version
+
+    def features(self) -> dict[str, Any]:
+        if self._features is None:
+            from migrate.errors import MigrateError
+            from migrate.migration.transport import available_compression
+
+            facts: dict[str, Any] = {"compression": list(available_compression())}
+            try:
+                f = self._client().feature_check()
+                facts.update(mem_track=bool(f.mem_track), lazy_pages=bool(f.lazy_pages),
+                             pidfd_store=bool(f.pidfd_store))
+            except MigrateError as err:
+                facts["criu_error"] = str(err)
+            facts["pipe_max_size"] = _pipe_max_size()
+            self._features = facts
+        return dict(self._features)
+
+    def cpuinfo_dump(self, images_dir: str) -> None:
+        from migrate.criu_rpc import CriuOptions
+
+        self._client().cpuinfo_dump(CriuOptions(images_dir=images_dir, log_file="cpuinfo-dump.log"))
+
+    def cpuinfo_check(self, images_dir: str) -> None:
+        from migrate.criu_rpc import CriuOptions
+
+        self._client().cpuinfo_check(CriuOptions(images_dir=images_dir,
+                                                 log_file="cpuinfo-check.log"))
+
+
+def _pipe_max_size() -> int | None:
+    # Post-copy needs pipes larger than the default 1 MiB (DESIGN.md); the
+    # strategy chooser wants to know before anything is frozen.
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
