@@ -180,8 +180,9 @@ def _remount_bind(sys: Syscalls, source: str, target: str, opts: MountOptions,
     _remount_one(sys, target, dest, source, opts, emulate_locks)
     if not opts.recursive:
         return
+    base = os.path.realpath(target)          # mountinfo spells paths without symlinks
     for path in _submounts(target):
-        where = dest.rstrip("/") + path[len(target.rstrip("/")):]
+        where = os.path.join(dest, os.path.relpath(path, base))
         _remount_one(sys, path, where, source, opts, emulate_locks)
 
 

@@ -380,17 +380,22 @@ def test_idmapped_mount_as_root(runtime, make_bundle, area):
 
 @pytest.mark.requires('idmapped_mounts("tmpfs")')
 def test_idmapped_mount_with_the_container_user_namespace(runtime, make_bundle, area):
-    ids = os.path.join(area, "ids")
+    ids, tree = os.path.join(area, "ids"), os.path.join(area, "tree")
     res = _run(runtime, make_bundle(True), [
         {"destination": "/m/id", "type": "bind", "source": ids, "options": ["rbind", "ridmap"]},
         {"destination": "/m/plain", "type": "bind", "source": ids, "options": ["bind"]},
-    ], "stat -c '%u:%g %n' /m/id/* /m/plain/*")
+        {"destination": "/m/rt", "type": "bind", "source": tree, "options": ["rbind", "ridmap"]},
+        {"destination": "/m/it", "type": "bind", "source": tree, "options": ["rbind", "idmap"]},
+    ], "stat -c '%u:%g %n' /m/id/* /m/plain/* /m/rt/sub/deep /m/it /m/it/sub/deep")
     assert res.returncode == 0, res.stderr
     owners = _owners(res.stdout)
     # host 0 and 1000 appear as themselves; without the idmap they are unmapped
     assert owners["/m/id/root-owned"] == "0:0"
     assert owners["/m/id/user-owned"] == "1000:1000"
     assert owners["/m/plain/root-owned"] == "65534:65534"
+    # ridmap maps every mount of the tree, idmap only its top
+    assert owners["/m/rt/sub/deep"] == "0:0"
+    assert owners["/m/it"] == "0:0" and owners["/m/it/sub/deep"] == "65534:65534"
 
 
 @pytest.mark.requires('idmapped_mounts("tmpfs")')
