@@ -177,7 +177,8 @@ def blocker(caps: CriuCaps, config: dict | None = None) -> str | None:
         return ("CRIU needs CAP_CHECKPOINT_RESTORE to run without root, which this kernel "
                 "lacks (Linux 5.9 or later)")
     if caps.criu is None:
-        return "criu not found: install CRIU 4.2 or later (scripts/install-deps.sh)"
+        return ("criu not found on PATH (nor at the --criu path given): install CRIU 4.2 or "
+                "later (scripts/install-deps.sh puts it in /usr/local/sbin) or pass --criu PATH")
     namespaces = _namespaces(config)
     if "uts" in namespaces:
         return ("the container has its own UTS namespace, which only root can restore: CRIU "

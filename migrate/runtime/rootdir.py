@@ -68,6 +68,8 @@ def prepare_root(path: str, *, private: bool) -> None:
             raise _cannot(path, err) from None
     if not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"state directory {path} is not a directory: remove it or pass --root DIR")
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise _cannot(path, PermissionError(13, "Permission denied"), "use")
     if private and stat.S_IMODE(st.st_mode) != 0o1700 and st.st_uid == os.geteuid():
         try:
             os.chmod(path, 0o1700)
@@ -75,11 +77,11 @@ def prepare_root(path: str, *, private: bool) -> None:
             raise _cannot(path, err) from None
 
 
-def _cannot(path: str, err: OSError) -> UsageError:
+def _cannot(path: str, err: OSError, what: str = "create") -> UsageError:
     hint = "pass --root DIR"
     if path == DEFAULT_ROOT and os.geteuid() == 0:
         hint = ("as root in a user namespace, set USER to another name than root and "
                 "XDG_RUNTIME_DIR to a directory you own, or pass --root DIR")
     elif os.path.basename(path) == "migrate":
         hint = "check XDG_RUNTIME_DIR, or pass --root DIR"
-    return UsageError(f"cannot create state directory {path}: {err.strerror}: {hint}")
+    return UsageError(f"cannot {what} state directory {path}: {err.strerror}: {hint}")

@@ -18,7 +18,7 @@ from migrate.oci.validate import ConfigError
 from migrate.runtime import pidns, rootless
 from migrate.runtime.idmap import IdMapPlan, parse_subid, uncovered
 from migrate.runtime.rootdir import DEFAULT_ROOT, prepare_root
-from migrate.runtime.rootless import RootlessFacts, decide
+from migrate.runtime.rootless import RootlessFacts, decide, detect, in_user_namespace
 
 XDG = "/run/user/1000"
 
@@ -425,3 +425,43 @@ def test_vfs_cap_parsing():
 def test_criu_options_for_non_root():
     assert criu_unprivileged_options(euid=1000) == {"unprivileged": True}
     assert criu_unprivileged_options(euid=0) == {}
+
+
+def test_root_we_may_not_use_names_it(tmp_path):
+    path = tmp_path / "shared"
+    path.mkdir(mode=0o711)
+    if os.geteuid() == 0:
+        pytest.skip("root may use any directory")
+    os.chmod(path, 0o500)
+    with pytest.raises(UsageError, match=r"cannot use state directory .*/shared: Permission denied"):
+        prepare_root(str(path), private=False)
+
+
+# -- moved from tests/unit/runtime/test_rootless.py (its basename clashed with
+# tests/integration/test_rootless.py in one pytest run) ---------------------
+@pytest.mark.parametrize("text,inside", [
+    ("         0          0 4294967295\n", False),
+    ("0 0 4294967295", False),
+    ("         0       1000          1\n", True),
+    ("0 100000 65536\n", True),
+    ("0 0 4294967295\n1 1 1\n", True),
+    ("", True),
+])
+def test_in_user_namespace(text, inside):
+    assert in_user_namespace(text) is inside
+
+
+def test_in_user_namespace_reads_proc_self():
+    assert in_user_namespace() in (True, False)
+
+
+@pytest.mark.parametrize("flag,euid,userns,cgroups", [
+    ("auto", 0, False, False),
+    ("auto", 1000, False, True),
+    ("auto", 0, True, True),
+    ("true", 0, False, True),
+    ("false", 1000, True, False),
+])
+def test_detect(flag, euid, userns, cgroups):
+    facts = detect(flag, euid=euid, in_userns=userns)
+    assert facts == RootlessFacts(euid=euid != 0, cgroups=cgroups, in_userns=userns)
