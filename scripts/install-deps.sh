@@ -7,6 +7,9 @@
 # Usage: scripts/install-deps.sh            (everything)
 #        scripts/install-deps.sh --no-venv  (system parts only)
 set -euo pipefail
+# Everything installed here must be usable by any user (rootless containers),
+# whatever umask the caller had, even if a step fails before the final chmod.
+umask 022
 
 PREFIX=${MIGRATE_PREFIX:-/opt/migrate}
 CRIU_VERSION=4.2.1

@@ -211,8 +211,18 @@ def cid() -> str:
 def test_installed_runtime_runs_for_any_user(user):
     res = user.run(*user.migrate, "--version").check()
     assert res.stdout.startswith("migrate version")
-    # Not from a tree under /root (0700): the installed entry point and venv.
-    assert not os.path.realpath(shutil.which("migrate") or user.migrate[0]).startswith("/root/")
+    # Not from a tree under /root (0700): the installed entry point and venv,
+    # every file of the package (and pycriu, for checkpoints) readable by all.
+    entry = os.path.realpath(shutil.which("migrate") or user.migrate[0])
+    assert not entry.startswith("/root/")
+    code = ("import migrate, pycriu, os; print(os.path.dirname(migrate.__file__)); "
+            "print(os.path.dirname(pycriu.__file__))")
+    res = user.run(os.path.join(os.path.dirname(entry), "python"), "-c", code).check()
+    for top in res.stdout.split():
+        for dirpath, _dirs, files in os.walk(top):
+            for name in files:
+                mode = os.stat(os.path.join(dirpath, name)).st_mode
+                assert mode & stat.S_IROTH, f"{dirpath}/{name} is not readable by other users"
 
 
 # -- spec --rootless and the lifecycle as the user -----------------------------
