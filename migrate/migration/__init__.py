@@ -1,7 +1,8 @@
 """Live migration between hosts (``migrate migrate`` / ``migrate receive``).
 
     protocol.py   frames, kinds, handshake (versions, token, CRIU policy)
-    transport.py  Connection: messages, streams, files, trees; connect, Listener
+    transport.py  Connection: messages, streams, files, trees
+    endpoints.py  connect() and Listener: TLS and the handshake
     tree.py       directory trees as a stream; the escape-proof writer
     messages.py   PREPARE and RESTORE bodies shared by both ends
     hostfacts.py  CRIU version, features and cpuinfo of a host
@@ -56,8 +57,8 @@ __all__ = [
 _WHERE = {
     "PROTOCOL_VERSION": "protocol", "Kind": "protocol", "CriuPolicy": "protocol",
     "PeerInfo": "protocol",
-    "Connection": "transport", "IncomingStream": "transport", "Listener": "transport",
-    "connect": "transport", "Timeouts": "_sockets", "TlsConfig": "_sockets",
+    "Connection": "transport", "IncomingStream": "transport", "Listener": "endpoints",
+    "connect": "endpoints", "Timeouts": "_sockets", "TlsConfig": "_sockets",
     "TreeSnapshot": "tree", "TreeStats": "tree",
     "PrepareRequest": "messages", "SharedMarker": "messages", "Restored": "messages",
     "HostFacts": "hostfacts", "CriuHostFacts": "hostfacts",

@@ -29,7 +29,8 @@ from migrate.migration.receiver import (
     Receiver,
     RestoreFn,
 )
-from migrate.migration.transport import Connection, Listener, available_compression
+from migrate.migration.endpoints import Listener
+from migrate.migration.transport import Connection, available_compression
 
 __all__ = ["Agent", "AgentEvent", "Incoming", "Outcome", "RestoreFn", "ControlFn",
            "DEFAULT_WORK_ROOT"]

@@ -23,7 +23,10 @@ class HostFacts(Protocol):
         """"4.2.1", or None when CRIU is not usable here."""
 
     def features(self) -> dict[str, Any]:
-        """JSON-able facts for the handshake (CRIU features, compression ...)."""
+        """JSON-able facts for the handshake: ``mem_track``, ``lazy_pages``,
+        ``pidfd_store`` (CRIU's FEATURE_CHECK), ``lazy_dump_ok`` and
+        ``why_lazy_dump_not_ok`` (pipes can grow for a lazy dump),
+        ``compression``; a strategy chooser reads its own and the peer's."""
 
     def cpuinfo_dump(self, images_dir: str) -> None:
         """Write ``cpuinfo.img`` describing this CPU. Raises ``MigrateError``."""
@@ -69,7 +72,7 @@ class CriuHostFacts:
                              pidfd_store=bool(f.pidfd_store))
             except MigrateError as err:
                 facts["criu_error"] = str(err)
-            facts["pipe_max_size"] = _pipe_max_size()
+            facts.update(_lazy_dump())
             self._features = facts
         return dict(self._features)
 
@@ -85,11 +88,14 @@ class CriuHostFacts:
                                                  log_file="cpuinfo-check.log"))
 
 
-def _pipe_max_size() -> int | None:
-    # Post-copy needs pipes larger than the default 1 MiB (DESIGN.md); the
-    # strategy chooser wants to know before anything is frozen.
+def _lazy_dump() -> dict[str, Any]:
+    # Post-copy's lazy dump needs pipes larger than the default 1 MiB
+    # (DESIGN.md); the strategy choice must know before anything is frozen.
+    from migrate.criu_rpc import check_lazy_dump_limits
+    from migrate.errors import MigrateError
+
     try:
-        with open("/proc/sys/fs/pipe-max-size") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
+        check_lazy_dump_limits()
+    except MigrateError as err:
+        return {"lazy_dump_ok": False, "why_lazy_dump_not_ok": str(err)}
+    return {"lazy_dump_ok": True, "why_lazy_dump_not_ok": ""}

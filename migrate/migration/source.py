@@ -41,7 +41,8 @@ from migrate.migration.hostfacts import CPUINFO_IMAGE, HostFacts
 from migrate.migration.messages import PrepareRequest, SharedMarker
 from migrate.migration.progress import Progress
 from migrate.migration.protocol import CriuPolicy, Kind, PeerInfo
-from migrate.migration.transport import Connection, connect
+from migrate.migration.endpoints import connect
+from migrate.migration.transport import Connection
 
 __all__ = ["ConnectOptions", "SourceSession", "connect_and_negotiate", "Rollback", "rollback",
            "shared_marker"]
