@@ -431,3 +431,40 @@ def test_podman_probe_flags(runtime):
     assert runtime("checkpoint", "--help").returncode == 0
     res = runtime("restore", "--lsm-mount-context")
     assert res.returncode != 0 and "flag needs an argument" in res.stderr
+
+
+def _flags_by_mountpoint(mountinfo: str) -> dict[str, tuple]:
+    out = {}
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        f, r = left.split(), right.split()
+        # per-mount flags, file system type and its options (minus size noise)
+        out[f[4]] = (tuple(sorted(f[5].split(","))), r[0],
+                     tuple(sorted(o for o in r[2].split(",") if not o.startswith("size="))))
+    return out
+
+
+def test_mount_flags_survive_the_round_trip(runtime, rw_bundle, cid, tmp_path):
+    """Issue 7: a restored container's mount table matches the original."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rw_bundle.config["mounts"] += [
+        {"destination": "/ro", "type": "bind", "source": str(src),
+         "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]},
+        {"destination": "/strict", "type": "bind", "source": str(src),
+         "options": ["bind", "rw", "strictatime", "nosuid"]},
+        {"destination": "/noatime", "type": "bind", "source": str(src),
+         "options": ["bind", "rw", "noatime", "nodiratime"]},
+        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "nodev", "noexec", "mode=1777", "size=2m"]},
+    ]
+    rw_bundle.sh("sleep 3000")
+    _run_detached(runtime, rw_bundle, cid)
+    before = _flags_by_mountpoint(runtime("exec", cid, "cat", "/proc/self/mountinfo").check().stdout)
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid).check()
+    after = _flags_by_mountpoint(runtime("exec", cid, "cat", "/proc/self/mountinfo").check().stdout)
+    for mp in ("/ro", "/strict", "/noatime", "/scratch", "/proc", "/dev", "/sys", "/dev/pts"):
+        assert after[mp] == before[mp], f"{mp}: {before[mp]} -> {after[mp]}"
+    assert set(after) == set(before)
