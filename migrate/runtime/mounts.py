@@ -142,6 +142,7 @@ class MountOptions:
     rec_words: tuple[str, ...] = ()   # the recursive words, for messages
     idmap: bool = False
     ridmap: bool = False
+    copy_up: bool = False      # tmpcopyup (runc's extension): see runtime/copyup.py
     data: str = ""
 
     @property
@@ -157,7 +158,7 @@ def parse_options(options, mount_type: str | None = None) -> MountOptions:
     propagation: list[int] = []
     data: list[str] = []
     rec_words: list[str] = []
-    bind = recursive = remount = idmap = ridmap = False
+    bind = recursive = remount = idmap = ridmap = copy_up = False
     for opt in options:
         if opt in _SET:
             flag = _SET[opt]
@@ -191,7 +192,8 @@ def parse_options(options, mount_type: str | None = None) -> MountOptions:
             # kernel locked.
             continue
         elif opt == "tmpcopyup":
-            raise UsageError("mount option tmpcopyup is not supported")
+            # Only tmpfs mounts use it; runc ignores it elsewhere too.
+            copy_up = True
         else:
             data.append(opt)
     if mount_type == "bind":
@@ -203,7 +205,7 @@ def parse_options(options, mount_type: str | None = None) -> MountOptions:
     return MountOptions(flags=flags, cleared=cleared, bind=bind, recursive=recursive,
                         remount=remount, propagation=tuple(propagation), rec_set=rec_set,
                         rec_clr=rec_clr, rec_words=tuple(rec_words), idmap=idmap,
-                        ridmap=ridmap, data=",".join(data))
+                        ridmap=ridmap, copy_up=copy_up, data=",".join(data))
 
 
 def flag_names(flags: int) -> str:

@@ -262,6 +262,8 @@ def mount_one(sys: Syscalls, m, plan: RootfsPlan, tree_fd: int | None = None) ->
     data = opts.data or None
     if plan.mount_label and m.type in ("tmpfs", "devpts", "mqueue"):
         data = ",".join(filter(None, [data, f'context="{plan.mount_label}"']))
+    if opts.copy_up and m.type == "tmpfs":
+        return _mount_tmpfs_copy_up(sys, source, target, dest, opts, data)
     try:
         sys.mount(source, target, m.type, new_mount_flags(opts), data)
     except OSError as err:
@@ -275,6 +277,36 @@ def mount_one(sys: Syscalls, m, plan: RootfsPlan, tree_fd: int | None = None) ->
             sys.mount("/dev/mqueue", target, None, MS.BIND | MS.REC, None)
         else:
             raise _err("mount", f"{source} ({m.type})", dest, opts.flags, err) from None
+    _apply_extras(sys, source, target, opts, dest)
+
+
+def _mount_tmpfs_copy_up(sys: Syscalls, source: str, target: str, dest: str,
+                         opts: MountOptions, data: str | None) -> None:
+    """A tmpfs filled with what was at its mount point (runtime/copyup.py):
+    mounted writable, filled, then made read-only if that was asked."""
+    from migrate.runtime.copyup import copy_tree
+
+    flags = new_mount_flags(opts)
+    below = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            sys.mount(source, target, "tmpfs", flags & ~MS.RDONLY, data)
+        except OSError as err:
+            raise _err("mount", f"{source} (tmpfs)", dest, opts.flags, err) from None
+        top = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            copy_tree(below, top)
+        except OSError as err:
+            raise _err("tmpcopyup", f"{source} (tmpfs)", dest, opts.flags, err) from None
+        finally:
+            os.close(top)
+    finally:
+        os.close(below)
+    if flags & MS.RDONLY:
+        try:
+            sys.mount(None, target, None, MS.REMOUNT | flags, data)
+        except OSError as err:
+            raise _err("remount", None, dest, opts.flags, err) from None
     _apply_extras(sys, source, target, opts, dest)
 
 

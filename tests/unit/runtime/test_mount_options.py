@@ -140,9 +140,10 @@ def test_remount_of_a_non_bind_mount_passes_ms_remount():
     assert not parse_options(["remount", "bind", "ro"]).flags & MS.REMOUNT
 
 
-def test_tmpcopyup_is_refused_rather_than_passed_to_the_file_system():
-    with pytest.raises(UsageError, match="tmpcopyup is not supported"):
-        parse_options(["tmpcopyup"], "tmpfs")
+def test_tmpcopyup_is_ours_not_the_file_system_s():
+    opts = parse_options(["rw", "tmpcopyup", "size=1m"], "tmpfs")
+    assert opts.copy_up and opts.data == "size=1m"
+    assert not parse_options(["rw"], "tmpfs").copy_up
 
 
 def test_recursive_words_are_kept_for_messages():

@@ -420,6 +420,26 @@ def test_tmpfs_with_data_and_flags(root):
                                MS.NOSUID | MS.NOEXEC | MS.NODEV, "mode=1777,size=65536k")]
 
 
+@pytest.mark.parametrize("ro", [False, True])
+def test_tmpfs_copy_up_is_filled_writable_then_made_read_only(root, monkeypatch, ro):
+    from migrate.runtime import copyup
+
+    copied = []
+    monkeypatch.setattr(copyup, "copy_tree",
+                        lambda src, dst: copied.append((os.readlink(f"/proc/self/fd/{src}"),
+                                                        os.readlink(f"/proc/self/fd/{dst}"))))
+    (root / "run").mkdir()
+    sys = FakeSyscalls()
+    mount_one(sys, OciMount(destination="/run", type="tmpfs", source="tmpfs",
+                            options=("nosuid", "tmpcopyup", "size=1m") + (("ro",) if ro else ())),
+              _plan(root))
+    target = str(root / "run")
+    assert sys.calls[0] == Mount("tmpfs", target, "tmpfs", MS.NOSUID, "size=1m")
+    assert sys.calls[1:] == ([Mount(None, target, None, MS.REMOUNT | MS.NOSUID | MS.RDONLY,
+                                    "size=1m")] if ro else [])
+    assert copied == [(target, target)]     # the fd of what was below, and the new tmpfs
+
+
 def test_mount_label_goes_into_tmpfs_data(root):
     sys = FakeSyscalls()
     mount_one(sys, OciMount(destination="/tmp", type="tmpfs", source="tmpfs"),
