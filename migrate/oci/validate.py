@@ -332,14 +332,20 @@ def _check_rootfs_propagation(linux) -> None:
                       f'unknown value "{value}", must be one of {", ".join(ROOTFS_PROPAGATIONS)}')
 
 
+_TYPE_BITS = {"c": 0o020000, "u": 0o020000, "b": 0o060000, "p": 0o010000}   # S_IF*
+
+
 def _check_devices(linux) -> None:
     for i, dev in enumerate(linux.devices):
         at = f"linux.devices[{i}]"
         if dev.type not in DEVICE_TYPES:
             raise Invalid(f"{at}.type", f'unknown device type "{dev.type}", must be c, b, u or p')
         _check_absolute(dev.path, f"{at}.path")
-        if dev.file_mode is not None and dev.file_mode > 0o7777:
-            raise Invalid(f"{at}.fileMode", f"{dev.file_mode:#o} has bits outside 0o7777")
+        # Podman passes a host device's whole st_mode, file type included (runc
+        # and crun take it): accept the type bits when they match the type.
+        if dev.file_mode is not None and dev.file_mode & ~0o7777 not in (0, _TYPE_BITS[dev.type]):
+            raise Invalid(f"{at}.fileMode", f"{dev.file_mode:#o} has bits outside 0o7777 "
+                          f'that are not the file type of a "{dev.type}" device')
 
 
 def _check_net_devices(linux) -> None:

@@ -252,9 +252,15 @@ CASES = [
      'linux.devices[0].type: unknown device type "s", must be c, b, u or p'),
     ("relative device path", linux(devices=[{"path": "dev/x", "type": "c", "major": 1, "minor": 1}]),
      'linux.devices[0].path: must be an absolute path, got "dev/x"'),
-    ("device mode with type bits", linux(devices=[{"path": "/dev/x", "type": "c", "major": 1,
-                                                   "minor": 1, "fileMode": 0o20666}]),
-     "linux.devices[0].fileMode: 0o20666 has bits outside 0o7777"),
+    ("device mode with other type bits", linux(devices=[{"path": "/dev/x", "type": "c",
+                                                         "major": 1, "minor": 1,
+                                                         "fileMode": 0o60666}]),
+     "linux.devices[0].fileMode: 0o60666 has bits outside 0o7777 that are not the file type "
+     'of a "c" device'),
+    ("device mode above the type bits", linux(devices=[{"path": "/dev/x", "type": "p",
+                                                        "fileMode": 0o210666}]),
+     "linux.devices[0].fileMode: 0o210666 has bits outside 0o7777 that are not the file type "
+     'of a "p" device'),
     # net devices
     ("net devices without netns", seq(lambda s: drop_ns(s, "network"),
                                       linux(netDevices={"eth1": {}})),
@@ -325,6 +331,10 @@ VALID = [
     ("hook with timeout", hooks(poststart=[{"path": "/bin/true", "timeout": 1}])),
     ("env with empty value", proc(env=["A=", "B==c"])),
     ("fifo device", linux(devices=[{"path": "/dev/f", "type": "p"}])),
+    # Podman --privileged: the host node's st_mode, S_IFCHR / S_IFBLK included
+    ("device mode with its own type bits", linux(devices=[
+        {"path": "/dev/x", "type": "c", "major": 1, "minor": 1, "fileMode": 0o20644},
+        {"path": "/dev/y", "type": "b", "major": 7, "minor": 0, "fileMode": 0o60660}])),
     ("no process", lambda s: {k: v for k, v in s.items() if k != "process"}),
     ("oom extremes", proc(oomScoreAdj=-1000)),
 ]
