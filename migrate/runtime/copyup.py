@@ -9,7 +9,9 @@ so nothing is made outside the container's root.
 
 What is copied, as runc does: directories, regular files, symlinks (not
 followed), device nodes, fifos and sockets, each with its mode and owner.
-Hard links become separate files; times are not kept.
+Hard links become separate files; times are not kept. The tmpfs itself
+takes the mode and owner of the image's directory, unless the options set
+them (``mode=``, ``uid=``, ``gid=``) or the directory was not in the image.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ __all__ = ["copy_tree"]
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def copy_tree(src_fd: int, dst_fd: int) -> None:
+def copy_tree(src_fd: int, dst_fd: int, *, top_attributes: bool = True) -> None:
     """Copy the directory open at ``src_fd`` into the empty one at ``dst_fd``,
-    the top directory's mode and owner included. Raises OSError."""
-    st = os.fstat(src_fd)
-    os.fchown(dst_fd, st.st_uid, st.st_gid)
-    os.fchmod(dst_fd, stat.S_IMODE(st.st_mode))
+    with the top directory's mode and owner if ``top_attributes``. Raises OSError."""
+    if top_attributes:
+        st = os.fstat(src_fd)
+        os.fchown(dst_fd, st.st_uid, st.st_gid)
+        os.fchmod(dst_fd, stat.S_IMODE(st.st_mode))
     for entry in os.scandir(src_fd):
         _copy_entry(src_fd, dst_fd, entry.name)
 

@@ -258,12 +258,16 @@ def mount_one(sys: Syscalls, m, plan: RootfsPlan, tree_fd: int | None = None) ->
                           emulate_locks=opts.idmap and plan.in_userns)
         _apply_extras(sys, src, target, opts, dest)
         return
+    copy_up = opts.copy_up and m.type == "tmpfs"
+    # The image's directory lends the tmpfs its mode and owner, unless asked otherwise.
+    keep_top = copy_up and os.path.isdir(secure_join(plan.rootfs, dest)) and not any(
+        o.startswith(("mode=", "uid=", "gid=")) for o in opts.data.split(","))
     target = ensure_mountpoint(plan.rootfs, dest, is_file=False)
     data = opts.data or None
     if plan.mount_label and m.type in ("tmpfs", "devpts", "mqueue"):
         data = ",".join(filter(None, [data, f'context="{plan.mount_label}"']))
-    if opts.copy_up and m.type == "tmpfs":
-        return _mount_tmpfs_copy_up(sys, source, target, dest, opts, data)
+    if copy_up:
+        return _mount_tmpfs_copy_up(sys, source, target, dest, opts, data, keep_top)
     try:
         sys.mount(source, target, m.type, new_mount_flags(opts), data)
     except OSError as err:
@@ -281,7 +285,7 @@ def mount_one(sys: Syscalls, m, plan: RootfsPlan, tree_fd: int | None = None) ->
 
 
 def _mount_tmpfs_copy_up(sys: Syscalls, source: str, target: str, dest: str,
-                         opts: MountOptions, data: str | None) -> None:
+                         opts: MountOptions, data: str | None, keep_top: bool) -> None:
     """A tmpfs filled with what was at its mount point (runtime/copyup.py):
     mounted writable, filled, then made read-only if that was asked."""
     from migrate.runtime.copyup import copy_tree
@@ -295,7 +299,7 @@ def _mount_tmpfs_copy_up(sys: Syscalls, source: str, target: str, dest: str,
             raise _err("mount", f"{source} (tmpfs)", dest, opts.flags, err) from None
         top = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            copy_tree(below, top)
+            copy_tree(below, top, top_attributes=keep_top)
         except OSError as err:
             raise _err("tmpcopyup", f"{source} (tmpfs)", dest, opts.flags, err) from None
         finally:

@@ -25,11 +25,11 @@ def tree(tmp_path):
     return src, dst
 
 
-def _copy(src, dst):
+def _copy(src, dst, **kw):
     s = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
     d = os.open(dst, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        copy_tree(s, d)
+        copy_tree(s, d, **kw)
     finally:
         os.close(s)
         os.close(d)
@@ -47,6 +47,14 @@ def test_copy_keeps_content_types_and_modes(tree):
         s, d = os.lstat(src / rel), os.lstat(dst / rel)
         assert stat.S_IMODE(d.st_mode) == stat.S_IMODE(s.st_mode), rel
         assert (d.st_uid, d.st_gid) == (s.st_uid, s.st_gid), rel
+
+
+def test_copy_can_leave_the_top_directory_alone(tree):
+    src, dst = tree
+    dst.chmod(0o750)
+    _copy(src, dst, top_attributes=False)
+    assert stat.S_IMODE(os.stat(dst).st_mode) == 0o750
+    assert (dst / "script").exists()
 
 
 def test_copy_into_a_non_empty_directory_fails(tree):

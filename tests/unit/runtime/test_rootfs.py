@@ -426,8 +426,9 @@ def test_tmpfs_copy_up_is_filled_writable_then_made_read_only(root, monkeypatch,
 
     copied = []
     monkeypatch.setattr(copyup, "copy_tree",
-                        lambda src, dst: copied.append((os.readlink(f"/proc/self/fd/{src}"),
-                                                        os.readlink(f"/proc/self/fd/{dst}"))))
+                        lambda src, dst, top_attributes: copied.append(
+                            (os.readlink(f"/proc/self/fd/{src}"),
+                             os.readlink(f"/proc/self/fd/{dst}"), top_attributes)))
     (root / "run").mkdir()
     sys = FakeSyscalls()
     mount_one(sys, OciMount(destination="/run", type="tmpfs", source="tmpfs",
@@ -437,7 +438,27 @@ def test_tmpfs_copy_up_is_filled_writable_then_made_read_only(root, monkeypatch,
     assert sys.calls[0] == Mount("tmpfs", target, "tmpfs", MS.NOSUID, "size=1m")
     assert sys.calls[1:] == ([Mount(None, target, None, MS.REMOUNT | MS.NOSUID | MS.RDONLY,
                                     "size=1m")] if ro else [])
-    assert copied == [(target, target)]     # the fd of what was below, and the new tmpfs
+    assert copied == [(target, target, True)]   # the fd of what was below, and the new tmpfs
+
+
+@pytest.mark.parametrize("options,in_image,keep", [
+    (("tmpcopyup",), True, True),
+    (("tmpcopyup", "mode=1770"), True, False),      # the options decide
+    (("tmpcopyup", "uid=5"), True, False),
+    (("tmpcopyup",), False, False),                 # made by us: tmpfs's own default
+])
+def test_tmpfs_copy_up_takes_the_mode_of_the_image_directory(root, monkeypatch, options,
+                                                              in_image, keep):
+    from migrate.runtime import copyup
+
+    seen = []
+    monkeypatch.setattr(copyup, "copy_tree", lambda src, dst, top_attributes: seen.append(
+        top_attributes))
+    if in_image:
+        (root / "scratch").mkdir()
+    mount_one(FakeSyscalls(), OciMount(destination="/scratch", type="tmpfs", source="tmpfs",
+                                       options=options), _plan(root))
+    assert seen == [keep]
 
 
 def test_mount_label_goes_into_tmpfs_data(root):
