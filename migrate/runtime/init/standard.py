@@ -79,6 +79,13 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
             mount=lambda src, dst: sys.mount(src, dst, None, MS.BIND, None))
         sock.send({"type": "console"}, (console_fd,))
         os.close(console_fd)
+    # Sysctls before the read-only paths (as runc): /proc/sys is one of them.
+    for key, value in spec.linux.sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            sys.write_file(path, value)
+        except OSError as err:
+            raise KernelError("write", path, err.errno or 1, f"sysctl {key}={value}") from None
     if init.rootfs is not None:
         finalize_rootfs(sys, init.rootfs)
     if init.new_uts:
@@ -86,12 +93,6 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
             sys.sethostname(spec.hostname)
         if spec.domainname:
             sys.setdomainname(spec.domainname)
-    for key, value in spec.linux.sysctl.items():
-        path = "/proc/sys/" + key.replace(".", "/")
-        try:
-            sys.write_file(path, value)
-        except OSError as err:
-            raise KernelError("write", path, err.errno or 1, f"sysctl {key}={value}") from None
     if spec.linux.personality:
         domain = spec.linux.personality.get("domain", "LINUX")
         sys.personality(0x0008 if domain == "LINUX32" else 0)
