@@ -16,6 +16,7 @@ from migrate.checkpoint.externals import (classify_mounts, describe_fd, external
                                           parse_mountinfo)
 from migrate.checkpoint.metadata import CheckpointMeta, save_meta
 from migrate.checkpoint.options import CGROUP_MODES, NETWORK_LOCKS, CheckpointOptions
+from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint, criu_unprivileged_options
 from migrate.errors import CriuError, NotFoundError, UnsupportedError, UsageError
 from migrate.runtime.container import Container, Status
 from migrate.runtime.context import RuntimeContext
@@ -98,6 +99,7 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
         ext_mnt=tuple(ExtMount(key=m.mountpoint, val=m.mountpoint) for m in mounts),
         orphan_pts_master=st.terminal,
         network_lock=NetworkLock(opts.network_lock) if opts.network_lock else None,
+        **criu_unprivileged_options(),
     )
     meta = CheckpointMeta(
         container_id=st.id, bundle=st.bundle, mounts=tuple(mounts),
@@ -158,10 +160,10 @@ def checkpoint(ctx: RuntimeContext, opts: CheckpointOptions) -> str:
     with store.lock(opts.id):
         container = Container.load(store, opts.id, ctx.proc_root)
         status = container.require("checkpoint")
-        if container.state.rootless_euid:
-            from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint
-
-            check_unprivileged_checkpoint(ctx.criu)
+        # Returns at once for root in the initial user namespace; otherwise
+        # refuses (before anything is frozen) what CRIU cannot do as us.
+        check_unprivileged_checkpoint(ctx.criu, config=container.state.config,
+                                      proc_root=ctx.proc_root)
         os.makedirs(images_dir, mode=0o700, exist_ok=True)
         os.makedirs(work_dir, mode=0o700, exist_ok=True)
         if opts.parent_path:

@@ -100,8 +100,11 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
     for ns in spec.linux.namespaces:
         if ns.path and ns.type in ("ipc", "uts"):
             join.append(JoinNamespace(ns=ns.type, ns_file=ns.path))
+    from migrate.checkpoint.unprivileged import criu_unprivileged_options
+
     mode = opts.manage_cgroups_mode
     return CriuOptions(
+        **criu_unprivileged_options(),
         images_dir=images_dir, work_dir=work_dir, log_file="restore.log",
         log_level=LogLevel.DEBUG, root=criu_root, rst_sibling=True,
         manage_cgroups=True, manage_cgroups_mode=CgroupMode(mode) if mode else None,
@@ -154,10 +157,9 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
         raise UsageError("the checkpointed container has a terminal: restore --detach "
                          "needs --console-socket")
     facts = rootless.detect(ctx.rootless)
-    if facts.euid:
-        from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint
+    from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint
 
-        check_unprivileged_checkpoint(ctx.criu)
+    check_unprivileged_checkpoint(ctx.criu, config=oci.spec_to_dict(spec), proc_root=ctx.proc_root)
     os.makedirs(work_dir, mode=0o700, exist_ok=True)
     store = StateStore(ctx.root)
     cdir = store.create_dir(opts.id)

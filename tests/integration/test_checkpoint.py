@@ -392,14 +392,20 @@ def test_restore_failures_leave_nothing(runtime, rw_bundle, cid, tmp_path):
 
 
 def test_criu_killed_mid_dump_leaves_it_running(runtime, rw_bundle, cid, tmp_path):
-    rw_bundle.sh(COUNTER)
+    rw_bundle.sh("ctrhelper memhold 256 /tmp/mem & " + COUNTER)
     _run_detached(runtime, rw_bundle, cid)
     _wait_for(lambda: len(_lines(rw_bundle)) > 3, what="counter")
-    # A CRIU that dies while the container is frozen: it freezes, then is killed.
+    _wait_for(lambda: os.path.exists(os.path.join(rw_bundle.rootfs, "tmp/mem")), what="memory")
+    # A CRIU that dies while the container is frozen: killed as soon as the
+    # container's freezer says FROZEN (256 MiB keep the dump busy long enough).
+    freezer = f"/sys/fs/cgroup/freezer/migrate/{cid}/freezer.state"
+    if not os.path.exists(freezer):
+        pytest.skip("needs the v1 freezer to time the kill")
     wrapper = tmp_path / "criu-dies"
     real = shutil.which("criu")
     wrapper.write_text(f"#!/bin/sh\n{real} \"$@\" &\nchild=$!\n"
-                       f"( sleep 0.15; kill -9 $child ) &\nwait $child\n")
+                       f"( for i in $(seq 1 1000); do grep -q FROZEN {freezer} && break; "
+                       f"sleep 0.005; done; kill -9 $child ) &\nwait $child\n")
     wrapper.chmod(0o755)
     res = runtime("--criu", str(wrapper), "checkpoint", "--image-path", str(tmp_path / "img"), cid)
     assert res.returncode != 0
