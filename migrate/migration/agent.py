@@ -2,8 +2,10 @@
 
 It listens, authenticates each source (``protocol.py``) and hands the
 migration to a ``Receiver`` (``receiver.py``: checks, files, restore). One
-migration runs at a time, many run one after another; a source that
-connects while one runs is told "busy" at once. A failed migration is
+migration runs at a time, many run one after another; an authenticated
+source that comes while one runs is told "busy" at once (the slot is
+claimed at the end of the handshake, so a refused or slow handshake never
+holds it). A failed migration is
 cleaned up by the receiver and the agent goes on; a bug in one migration's
 handling is logged and does not stop the agent either.
 """
@@ -14,12 +16,13 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 from migrate.errors import MigrateError, MigrationError
 from migrate.migration._sockets import Timeouts, TlsConfig
 from migrate.migration.hostfacts import HostFacts
-from migrate.migration.protocol import CriuPolicy
+from migrate.migration.protocol import CriuPolicy, PeerInfo
 from migrate.migration.receiver import (
     SPACE_MARGIN,
     AgentEvent,
@@ -38,6 +41,8 @@ __all__ = ["Agent", "AgentEvent", "Incoming", "Outcome", "RestoreFn", "ControlFn
 log = logging.getLogger(__name__)
 
 DEFAULT_WORK_ROOT = "/var/lib/migrate/incoming"
+# Connections authenticating at once (one of them at most migrates).
+MAX_CONNECTIONS = 8
 
 
 class Agent:
@@ -81,7 +86,8 @@ class Agent:
                                  timeouts=self.timeouts, host_name=host_name)
         self.outcomes: list[Outcome] = []
         self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
+        self._threads: set[threading.Thread] = set()
+        self._busy = False      # under _lock: the migration slot is taken
         self._active: Connection | None = None
         self._closed = False
 
@@ -116,60 +122,65 @@ class Agent:
                     continue
                 sock, peer = got
                 with self._lock:
-                    busy = self._worker is not None and self._worker.is_alive()
-                    if not busy:
-                        self._worker = threading.Thread(
-                            target=self._serve_socket, args=(sock, peer),
-                            name=f"migrate-agent {peer}", daemon=True)
-                        self._worker.start()
-                if busy:
-                    self.receiver.event("refused", peer=peer,
-                                        message="busy with another migration")
-                    self.listener.refuse(sock, "the agent is busy with another migration; "
-                                               "try again later")
-                elif max_migrations is not None:
-                    # Counting needs this one's end (a refused handshake does not count).
-                    self._join(stop)
+                    self._threads = {t for t in self._threads if t.is_alive()}
+                    full = len(self._threads) >= MAX_CONNECTIONS
+                    if not full:
+                        # Each connection authenticates in its own thread, so a
+                        # slow or refused one never delays the next; the one
+                        # migration slot is claimed after authentication.
+                        thread = threading.Thread(target=self._serve_socket, args=(sock, peer),
+                                                  name=f"migrate-agent {peer}", daemon=True)
+                        self._threads.add(thread)
+                        thread.start()
+                if full:
+                    self.receiver.event("refused", peer=peer, message="too many connections")
+                    self.listener.refuse(sock, "the agent is busy: too many connections")
         finally:
-            self._stop_worker()
+            self._stop_threads()
         return self.outcomes[first:]
 
     def close(self) -> None:
         """Stop listening (``serve`` returns) and end a running migration."""
         self._closed = True
         self.listener.close()
-        self._stop_worker()
+        self._stop_threads()
 
-    def _join(self, stop: threading.Event) -> None:
-        worker = self._worker
-        while worker is not None and worker.is_alive() and not stop.is_set() and not self._closed:
-            worker.join(0.2)
-
-    def _stop_worker(self) -> None:
-        worker = self._worker
-        if worker is None or not worker.is_alive():
-            return
+    def _stop_threads(self) -> None:
         active = self._active
         if active is not None:
             # The receiver sees the connection fail and rolls back.
             active.send_abort("the agent is shutting down")
             active.close()
-        worker.join(self.timeouts.connect)
+        with self._lock:
+            threads = list(self._threads)
+        deadline = time.monotonic() + self.timeouts.connect
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _admit(self, peer: PeerInfo) -> str | None:
+        with self._lock:
+            if self._busy:
+                return "the agent is busy with another migration; try again later"
+            self._busy = True
+            return None
 
     def _serve_socket(self, sock: socket.socket, peer: str) -> None:
+        admitted = False
+        outcome = None
         try:
-            conn = self.listener.handshake(sock, peer)
+            conn = self.listener.handshake(sock, peer, admit=self._admit)
+            admitted = True
+            self._active = conn
+            outcome = self.receiver.serve(conn)
         except MigrateError as err:
             self.receiver.event("refused", peer=peer, message=getattr(err, "message", str(err)))
-            return
         except Exception as err:  # noqa: BLE001 - a bug must not stop the agent
-            log.exception("handshake with %s", peer)
-            self.receiver.event("refused", peer=peer, message=f"internal error: {err!r}")
-            return
-        self._active = conn
-        try:
-            self.outcomes.append(self.receiver.serve(conn))
-        except Exception:  # noqa: BLE001 - serve reports its failures; this is a bug
             log.exception("migration from %s", peer)
+            self.receiver.event("failed", peer=peer, message=f"internal error: {err!r}")
         finally:
-            self._active = None
+            if admitted:
+                self._active = None
+                with self._lock:
+                    self._busy = False
+                    if outcome is not None:
+                        self.outcomes.append(outcome)

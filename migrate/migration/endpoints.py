@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from migrate.errors import MigrationError
@@ -24,6 +25,7 @@ from migrate.migration.protocol import (
     CriuPolicy,
     HandshakeConfig,
     Kind,
+    PeerInfo,
     client_handshake,
     encode_frame,
     server_handshake,
@@ -158,9 +160,11 @@ class Listener:
         return sock, _format_peer(addr)
 
     def handshake(self, sock: socket.socket, peer: str, *, progress: Progress | None = None,
-                  timeout: float | None = None) -> Connection:
+                  timeout: float | None = None,
+                  admit: Callable[[PeerInfo], str | None] | None = None) -> Connection:
         """TLS (if configured) and the server's handshake on an accepted
-        socket, each step within ``timeout`` (default: the connect timeout).
+        socket, each step within ``timeout`` (default: the connect timeout);
+        ``admit`` may refuse an authenticated peer (see ``server_handshake``).
         Closes it and raises ``MigrationError``/``ProtocolError`` on
         failure."""
         timeout = timeout or self.timeouts.connect
@@ -182,7 +186,7 @@ class Listener:
         conn.source_state = "unknown"
         try:
             with conn.in_phase("handshake"):
-                conn.peer_info, conn.compression = server_handshake(conn, self.config)
+                conn.peer_info, conn.compression = server_handshake(conn, self.config, admit=admit)
         except BaseException:
             conn.close(drain=0.5)
             raise

@@ -49,6 +49,7 @@ import re
 import secrets
 import struct
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from migrate.errors import ProtocolError
@@ -349,9 +350,13 @@ def client_handshake(io: FrameIO, config: HandshakeConfig) -> tuple[PeerInfo, st
     return peer, compression
 
 
-def server_handshake(io: FrameIO, config: HandshakeConfig) -> tuple[PeerInfo, str | None]:
+def server_handshake(io: FrameIO, config: HandshakeConfig, *,
+                     admit: Callable[[PeerInfo], str | None] | None = None
+                     ) -> tuple[PeerInfo, str | None]:
     """Run the server's side; returns the client's ``PeerInfo`` and the
-    compression chosen for the connection.
+    compression chosen for the connection. ``admit``, asked once the client
+    is authenticated and its CRIU accepted, may refuse it with a reason
+    (the agent is busy); only an authenticated client hears that.
 
     Raises ``ProtocolError`` (after sending REJECT with the same reason).
     """
@@ -372,6 +377,10 @@ def server_handshake(io: FrameIO, config: HandshakeConfig) -> tuple[PeerInfo, st
     reason = check_criu(peer.criu_version, config.criu_version, config.criu_policy)
     if reason is not None:
         raise _refuse(io, peer_name, reason)
+    if admit is not None:
+        reason = admit(peer)
+        if reason is not None:
+            raise _refuse(io, peer_name, reason)
     offered = hello.header.get("compression") or []
     if not isinstance(offered, list):
         raise _refuse(io, peer_name, "HELLO compression is not a list")

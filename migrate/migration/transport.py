@@ -209,18 +209,22 @@ class Connection:
             return self._fail(f"TLS error while {doing} {who}: {err.reason or err}")
         code = getattr(err, "errno", None)
         if code == _errno.ETIMEDOUT:
-            return self._fail(f"the connection to {who} timed out while {doing}: the peer stopped "
-                              "answering (host down or link cut)")
+            return self._fail(f"the connection to {who} timed out while {doing} it: the peer "
+                              "stopped answering (host down or link cut)")
         if isinstance(err, (socket.timeout, TimeoutError)):
             return self._fail(f"no progress for {self._last_timeout:.0f} s while {doing} {who}")
         if code in (_errno.EHOSTUNREACH, _errno.ENETUNREACH, _errno.ENETDOWN):
-            return self._fail(f"{who} is unreachable while {doing}: {os.strerror(code)}")
+            # What a cut link usually looks like: TCP gave up (user timeout
+            # or keepalive) and reports the last routing error it saw.
+            return self._fail(f"{who} became unreachable while {doing} it "
+                              f"({os.strerror(code)}): host down or link cut")
         if isinstance(err, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
-            return self._fail(f"connection to {who} lost while {doing} ({os.strerror(code or 0)}): "
-                              f"the {self.peer_role} went away")
+            return self._fail(f"connection to {who} lost while {doing} it "
+                              f"({os.strerror(code or 0)}): the {self.peer_role} went away")
         if isinstance(err, OSError):
-            return self._fail(f"connection to {who} failed while {doing}: {err.strerror or err}")
-        return self._fail(f"connection to {who} failed while {doing}: {err}")
+            return self._fail(f"connection to {who} failed while {doing} it: "
+                              f"{err.strerror or err}")
+        return self._fail(f"connection to {who} failed while {doing} it: {err}")
 
     def _check_usable(self, *, last: bool = False) -> None:
         if self._dead or (self._broken is not None and not last):

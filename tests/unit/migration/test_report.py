@@ -9,7 +9,7 @@ import pytest
 
 from migrate.errors import MigrationError
 from migrate.migration.progress import RichProgress, SilentProgress
-from migrate.migration.report import Iteration, MigrationReport, PhaseReport, Timeline
+from migrate.migration.report import Iteration, MigrationReport, Timeline
 from migrate.migration.transport import PhaseBytes
 
 
