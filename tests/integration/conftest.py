@@ -45,3 +45,5 @@ def runtime():
 @pytest.fixture
 def cid() -> str:
     return f"t-{uuid.uuid4().hex[:8]}"
+
+from conftest_netns import netns_hosts  # noqa: E402,F401  (two netns hosts for migration tests)
