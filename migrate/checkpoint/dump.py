@@ -143,15 +143,40 @@ def _check_features(ctx: RuntimeContext, opts: CheckpointOptions) -> None:
                                "(`criu check --feature uffd-noncoop` fails on this kernel)")
 
 
-def checkpoint(ctx: RuntimeContext, opts: CheckpointOptions) -> str:
-    """Checkpoint the container; returns the images directory
-    (``read_dump_stats`` reads CRIU's statistics from it).
+class DumpJob:
+    """A checkpoint whose CRIU request the caller runs (live migration needs
+    its own swrk session): the container is locked, checked and planned."""
 
-    Raises NotFoundError, InvalidStateError, UsageError, UnsupportedError,
-    CriuError (the container is then still running).
-    """
+    __slots__ = ("container", "store", "criu_opts", "meta", "images_dir", "was_paused")
+
+    def __init__(self, container, store, criu_opts, meta, images_dir, was_paused):
+        self.container = container
+        self.store = store
+        self.criu_opts = criu_opts
+        self.meta = meta
+        self.images_dir = images_dir
+        self.was_paused = was_paused
+
+    def succeeded(self, *, still_running: bool) -> None:
+        """CRIU reported success. ``still_running``: --leave-running or a
+        pre-dump; else the tree is dead and the container is deleted."""
+        if still_running:
+            if not self.was_paused:
+                _thaw_if_frozen(self.container)
+            return
+        _forget(self.container, self.store)
+
+    def failed(self) -> None:
+        """CRIU failed or was told to give up: it resumes the tree; make sure
+        the freezer and the network agree."""
+        _resume_after_failure(self.container, self.was_paused)
+
+
+@contextlib.contextmanager
+def dump_job(ctx: RuntimeContext, opts: CheckpointOptions):
+    """Lock, check and plan a checkpoint; yields a DumpJob. The lock is held
+    until the block ends. Raises what ``checkpoint`` raises before CRIU runs."""
     from migrate import oci
-    from migrate.criu_rpc import Client, SwrkOptions
 
     _validate(opts)
     images_dir = os.path.abspath(opts.image_path)
@@ -173,22 +198,30 @@ def checkpoint(ctx: RuntimeContext, opts: CheckpointOptions) -> str:
         criu_opts, meta = plan_dump(container, spec, opts, images_dir=images_dir,
                                     work_dir=work_dir, proc_root=ctx.proc_root)
         save_meta(images_dir, meta)
+        yield DumpJob(container, store, criu_opts, meta, images_dir, status is Status.PAUSED)
+
+
+def checkpoint(ctx: RuntimeContext, opts: CheckpointOptions) -> str:
+    """Checkpoint the container; returns the images directory
+    (``read_dump_stats`` reads CRIU's statistics from it).
+
+    Raises NotFoundError, InvalidStateError, UsageError, UnsupportedError,
+    CriuError (the container is then still running).
+    """
+    from migrate.criu_rpc import Client, SwrkOptions
+
+    with dump_job(ctx, opts) as job:
         client = Client(SwrkOptions(criu=ctx.criu, pass_fds=_status_fds(opts)))
-        was_paused = status is Status.PAUSED
         try:
             if opts.pre_dump:
-                client.pre_dump(criu_opts, opts.callbacks)
+                client.pre_dump(job.criu_opts, opts.callbacks)
             else:
-                client.dump(criu_opts, opts.callbacks)
+                client.dump(job.criu_opts, opts.callbacks)
         except BaseException:
-            _resume_after_failure(container, was_paused)
+            job.failed()
             raise
-        if opts.leave_running or opts.pre_dump:
-            if not was_paused:
-                _thaw_if_frozen(container)
-            return images_dir
-        _forget(container, store)
-        return images_dir
+        job.succeeded(still_running=opts.leave_running or opts.pre_dump)
+        return job.images_dir
 
 
 def _status_fds(opts: CheckpointOptions) -> tuple[int, ...]:

@@ -57,3 +57,5 @@ class RestoreOptions:
     page_server: str | None = None     # with lazy_pages: start the lazy-pages daemon ourselves
     lsm_profile: str | None = None
     lsm_mount_context: str | None = None
+    leave_stopped: bool = False        # SIGSTOP the tasks after restore (migration commits later)
+    stdio: tuple[int, int, int] | None = None   # fds for the container's 0-2 (default: ours)

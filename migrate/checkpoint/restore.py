@@ -107,6 +107,7 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
         **criu_unprivileged_options(),
         images_dir=images_dir, work_dir=work_dir, log_file="restore.log",
         log_level=LogLevel.DEBUG, root=criu_root, rst_sibling=True,
+        leave_stopped=opts.leave_stopped,
         manage_cgroups=True, manage_cgroups_mode=CgroupMode(mode) if mode else None,
         cg_root=tuple(CgroupRoot(path=_relative_cgroup(p), ctrl=c or None)
                       for c, p in sorted(cgroup_paths.items()) if not c.startswith("name=")),
@@ -167,7 +168,11 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
     root_mount: list = []      # the temporary --root bind, undone in every case
     fg = None
     try:
-        cgroups = open_manager(container_id=opts.id, cgroups_path=spec.linux.cgroups_path,
+        from migrate.runtime.lifecycle.create import cgroups_path
+
+        cgroups = open_manager(container_id=opts.id,
+                               cgroups_path=cgroups_path(ctx, spec.linux.cgroups_path, opts.id,
+                                                         facts.cgroups),
                                systemd=ctx.systemd_cgroup, rootless=facts.cgroups,
                                cgroup_root=ctx.cgroup_root)
         cgroups.create()
@@ -183,7 +188,7 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
         criu_opts = plan_restore(spec, meta, opts, images_dir=images_dir, work_dir=work_dir,
                                  criu_root=criu_root, cgroup_paths=cgroups.paths(),
                                  ns_fds=ns_fds, notify_dir=notify_dir,
-                                 stdio_fds=_stdio_copies(root_mount))
+                                 stdio_fds=_stdio_copies(root_mount, opts.stdio))
         if not opts.detach:
             from migrate.runtime.foreground import Foreground
 
@@ -292,6 +297,12 @@ def _run_criu(ctx, spec, state, criu_opts, console, undo, lazy) -> int:
     client = Client(SwrkOptions(criu=ctx.criu))
     result = client.restore(criu_opts, callbacks)
     undo.append(lambda: _kill(result.pid))
+    if daemon is not None:
+        # It pulls the remaining pages in the background and exits by itself:
+        # reap it then, so no zombie stays behind a long-lived caller.
+        import threading
+
+        threading.Thread(target=daemon.wait, name="lazy-pages-reaper", daemon=True).start()
     return result.pid
 
 
@@ -302,11 +313,11 @@ def _kill(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _stdio_copies(undo) -> tuple[int, int, int]:
-    """Our fds 0-2 under higher numbers: ``criu swrk`` inherits fds by number
-    and its own 0-2 are taken (its output goes to a log)."""
+def _stdio_copies(undo, stdio=None) -> tuple[int, int, int]:
+    """Our fds 0-2 (or ``stdio``) under higher numbers: ``criu swrk``
+    inherits fds by number and its own 0-2 are taken (its output goes to a log)."""
     fds = []
-    for fd in range(3):
+    for fd in (stdio or range(3)):
         try:
             copy = os.dup(fd)
         except OSError:

@@ -9,9 +9,6 @@ import click
 __all__ = ["migrate_cmd", "receive", "parse_hostport", "read_token"]
 
 TOKEN_ENV = "MIGRATE_TOKEN"
-# Where migrate.checkpoint plugs the real restore in:
-#   restore_for_migration(ctx, workdir, request) -> Restored | dict
-RESTORE_HOOK = "restore_for_migration"
 
 
 def parse_hostport(text: str, what: str) -> tuple[str, int]:
@@ -90,41 +87,61 @@ def _with_token_options(f):
               show_default=True, help="the destination sees the same path, or gets a copy")
 @click.option("--compress/--no-compress", default=True, show_default=True,
               help="zstd on the wire, if both hosts have it")
+@click.option("--keep-source", is_flag=True, help="leave the source container running too")
+@click.option("--tcp-established", is_flag=True, help="move established TCP connections")
+@click.option("--file-locks", is_flag=True, help="move file locks")
+@click.option("--max-iterations", type=int, default=8, show_default=True,
+              help="pre-copy: at most this many pre-dump rounds")
+@click.option("--min-pages", type=int, default=64, show_default=True,
+              help="pre-copy: stop when a round writes fewer pages")
+@click.option("--min-shrink", type=int, default=10, show_default=True,
+              help="pre-copy: stop when a round shrinks by less than this percentage")
 @click.option("--tls-server-name", help="name to verify in the agent's certificate")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
               help="write the migration report (JSON) here")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bars or report table")
 @_with_token_options
 @click.pass_obj
-def migrate_cmd(ctx, container_id, to, strategy, rootfs, compress, tls_server_name, report_path,
-                token, token_file, tls_cert, tls_key, tls_ca, criu_policy) -> int:
-    from migrate.errors import UnsupportedError
-    from migrate.migration import ConnectOptions, CriuHostFacts, MigrationReport, connect_and_negotiate
-    from migrate.runtime.state import StateStore
+def migrate_cmd(ctx, container_id, to, strategy, rootfs, compress, keep_source, tcp_established,
+                file_locks, max_iterations, min_pages, min_shrink, tls_server_name, report_path,
+                quiet, token, token_file, tls_cert, tls_key, tls_ca, criu_policy) -> int:
+    from migrate.migration.pipeline import MigrateOptions, migrate_container
+    from migrate.migration.strategy import PreCopyPolicy
 
     host, port = parse_hostport(to, "--to")
-    options = ConnectOptions(host=host, port=port, token=read_token(token, token_file),
-                             tls=_tls(tls_cert, tls_key, tls_ca, tls_server_name),
-                             compress=compress, criu_policy=_policy(criu_policy))
-    StateStore(ctx.root).load(container_id)   # NotFoundError before any network
-    report = MigrationReport(container_id=container_id, destination=to, strategy=strategy)
+    opts = MigrateOptions(
+        container_id=container_id, host=host, port=port, token=read_token(token, token_file),
+        strategy=strategy, rootfs=rootfs, compress=compress, keep_source=keep_source,
+        tls=_tls(tls_cert, tls_key, tls_ca, tls_server_name), criu_policy=_policy(criu_policy),
+        precopy=PreCopyPolicy(max_iterations=max_iterations, min_pages=min_pages,
+                              min_shrink_percent=min_shrink),
+        tcp_established=tcp_established, file_locks=file_locks)
+    progress = None
+    console = None
+    if not quiet:
+        from rich.console import Console
+
+        from migrate.migration import RichProgress
+
+        console = Console(stderr=True)
+        progress = RichProgress(console)
+    report = None
     try:
-        with connect_and_negotiate(options, facts=CriuHostFacts(ctx.criu)) as session:
-            peer = session.peer
-            report.compression = session.compression
-            report.source = os.uname().nodename
-            click.echo(f"connected to {peer.host} ({to}): migrate {peer.migrate_version}, "
-                       f"CRIU {peer.criu_version}, compression {session.compression or 'none'}",
-                       err=True)
-            session.abort("the source cannot migrate yet")
-            report.add_phases(session.conn.counters)
-            raise UnsupportedError(f'migrate: negotiated with {peer.host} ({to}), but moving '
-                                   f'container "{container_id}" is not wired yet '
-                                   f"(strategy {strategy}, rootfs {rootfs})")
+        report = migrate_container(ctx, opts, progress=progress)
     except Exception as err:
-        report.error = str(err)
         if report_path:
-            report.write_json(report_path)
+            from migrate.migration import MigrationReport
+
+            failed = MigrationReport(container_id=container_id, destination=to, strategy=strategy)
+            failed.error = str(err)
+            failed.write_json(report_path)
         raise
+    if report_path:
+        report.write_json(report_path)
+    if console is not None:
+        console.print(f"strategy [bold]{report.strategy}[/]: {report.reason}")
+        console.print(report.table())
+    return 0
 
 
 @click.command(help="Receive migrated containers (the destination agent).")
@@ -158,7 +175,12 @@ def receive(ctx, listen, state_root, work_dir, once, compress, token, token_file
         who = f" {event.container_id}" if event.container_id else ""
         click.echo(f"receive: {event.kind}{who} {event.peer} {event.message}".rstrip(), err=True)
 
-    agent = Agent(addr, port, secret, state_root or ctx.root, restore_fn=_restore_fn(ctx),
+    from migrate import _record
+    from migrate.migration import destination
+
+    dest_ctx = _record.replace(ctx, root=os.path.abspath(state_root)) if state_root else ctx
+    agent = Agent(addr, port, secret, dest_ctx.root, restore_fn=_restore_fn(dest_ctx),
+                  controls=destination.controls(dest_ctx),
                   work_root=work_dir, tls=tls, facts=CriuHostFacts(ctx.criu),
                   criu_policy=_policy(criu_policy), compression=None if compress else (),
                   on_event=on_event)
@@ -172,11 +194,8 @@ def receive(ctx, listen, state_root, work_dir, once, compress, token, token_file
 
 
 def _restore_fn(ctx):
-    """migrate.checkpoint's restore for migrations, if it has one; else None
-    (the agent then refuses each migration at its checks, saying why)."""
     import functools
-    import importlib
 
-    checkpoint = importlib.import_module("migrate.checkpoint")
-    hook = getattr(checkpoint, RESTORE_HOOK, None)
-    return None if hook is None else functools.partial(hook, ctx)
+    from migrate.migration.destination import restore_for_migration
+
+    return functools.partial(restore_for_migration, ctx)

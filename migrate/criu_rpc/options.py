@@ -392,7 +392,7 @@ _NEEDS_IMAGES = frozenset({"dump", "pre_dump", "single_pre_dump", "restore", "pa
 _NEEDS_PID = frozenset({"dump", "pre_dump", "single_pre_dump"})
 _RESTORE_ONLY = ("rst_sibling", "inherit_fd", "join_ns", "lsm_mount_context", "cg_root")
 _PS_REQUESTS = frozenset({"dump", "pre_dump", "single_pre_dump", "page_server", "page_server_chld"})
-_DUMP_ONLY = ("leave_running", "leave_stopped", "freeze_cgroup", "track_mem")
+_DUMP_ONLY = ("leave_running", "freeze_cgroup", "track_mem")   # leave_stopped: both (SIGSTOP after restore)
 
 
 def check_request(request: str, options: CriuOptions) -> None:

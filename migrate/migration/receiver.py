@@ -70,6 +70,20 @@ class Incoming:
     workdir: str
     prepare: PrepareRequest
     restored: Restored | None = None
+    # What control hooks started (a page server ...): kept for later hooks,
+    # and cleaned up when the migration ends either way.
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cleanups: list[Callable[[], None]] = dataclasses.field(default_factory=list)
+
+    def cleanup(self) -> list[str]:
+        """Run the cleanups (last first); return what failed."""
+        problems = []
+        while self.cleanups:
+            try:
+                self.cleanups.pop()()
+            except Exception as err:  # noqa: BLE001 - each cleanup gets its chance
+                problems.append(str(err))
+        return problems
 
     def path(self, label: str) -> str:
         """``workdir/label`` for a label the source sent (checked: no escape)."""
@@ -159,6 +173,8 @@ class Receiver:
             if not isinstance(err, Exception):
                 raise
             return outcome
+        for problem in incoming.cleanup():
+            log.warning("after migrating %s: %s", prep.container_id, problem)
         conn.close()
         outcome = Outcome(peer=conn.peer, container_id=prep.container_id, succeeded=True,
                           workdir=workdir, seconds=time.monotonic() - started)
@@ -183,6 +199,8 @@ class Receiver:
             conn.send_abort(message)
         conn.close(drain=1.0)
         notes = []
+        if incoming is not None:
+            notes += [f"cleanup: {p}" for p in incoming.cleanup()]
         if incoming is not None and incoming.restored is not None and incoming.restored.abort:
             try:
                 incoming.restored.abort()

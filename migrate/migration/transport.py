@@ -156,6 +156,11 @@ class Connection:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def local_address(self) -> str:
+        """Our address on this connection (where the peer reached us)."""
+        return self._sock.getsockname()[0]
+
     def fileno(self) -> int:
         return self._sock.fileno()
 

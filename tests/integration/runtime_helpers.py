@@ -64,6 +64,14 @@ class Runtime:
                 return Result(proc.returncode, out.read().decode(errors="replace"),
                               err.read().decode(errors="replace"))
 
+    def cgroup_dir(self, controller: str, cid: str) -> str:
+        """Where this root's container ``cid`` has its cgroup (the runtime's
+        default path: /migrate-<hash of --root>/<id>)."""
+        import hashlib
+
+        tag = hashlib.sha256(os.path.normpath(self.root).encode()).hexdigest()[:8]
+        return f"/sys/fs/cgroup/{controller}/migrate-{tag}/{cid}"
+
     def state(self, cid: str) -> dict:
         return json.loads(self("state", cid).check().stdout)
 

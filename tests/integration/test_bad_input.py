@@ -21,7 +21,8 @@ def _one_line_error(res, *words):
 def _nothing_left(runtime, cid):
     assert not os.path.exists(os.path.join(runtime.root, cid))
     for ctrl in ("memory", "pids", "freezer", "cpu"):
-        assert not os.path.exists(f"/sys/fs/cgroup/{ctrl}/migrate/{cid}")
+        assert os.path.isdir(os.path.dirname(os.path.dirname(runtime.cgroup_dir(ctrl, cid))))
+        assert not os.path.exists(runtime.cgroup_dir(ctrl, cid))
 
 
 def test_malformed_config(runtime, bundle, cid):

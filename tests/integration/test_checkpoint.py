@@ -360,7 +360,7 @@ def test_restore_failures_leave_nothing(runtime, rw_bundle, cid, tmp_path):
     def nothing_left(name):
         assert runtime("state", name).returncode != 0
         assert not os.path.exists(os.path.join(runtime.root, name))
-        assert not os.path.exists(f"/sys/fs/cgroup/memory/migrate/{name}")
+        assert not os.path.exists(runtime.cgroup_dir("memory", name))
 
     missing = runtime("restore", "-d", "--image-path", str(tmp_path / "nope"), "--bundle",
                       rw_bundle.path, cid)

@@ -62,6 +62,24 @@ def oci_state(state: ContainerState, status: str) -> dict:
     }
 
 
+def cgroups_path(ctx: RuntimeContext, configured: str | None, container_id: str,
+                 rootless: bool) -> str | None:
+    """The spec's cgroupsPath, else ours: /migrate/<id> for the default
+    --root, /migrate-<hash of root>/<id> for any other, so two runtime roots
+    on one machine (two "hosts" in network namespaces) never share a cgroup.
+    Rootless: None, for the cgroup manager's delegated default."""
+    if configured or rootless:
+        return configured
+    from migrate.runtime.context import DEFAULT_ROOT
+
+    if os.path.normpath(ctx.root) == DEFAULT_ROOT:
+        return f"/migrate/{container_id}"
+    import hashlib
+
+    tag = hashlib.sha256(os.path.normpath(ctx.root).encode()).hexdigest()[:8]
+    return f"/migrate-{tag}/{container_id}"
+
+
 def write_pid_file(path: str, pid: int) -> None:
     atomic_write(os.path.abspath(path), f"{pid}".encode(), 0o644)
 
@@ -123,7 +141,9 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
     launched = None
     fifo_fd = None
     try:
-        cgroups = open_manager(container_id=opts.id, cgroups_path=linux.cgroups_path,
+        cgroups = open_manager(container_id=opts.id,
+                               cgroups_path=cgroups_path(ctx, linux.cgroups_path, opts.id,
+                                                         facts.cgroups),
                                systemd=ctx.systemd_cgroup, rootless=facts.cgroups,
                                cgroup_root=ctx.cgroup_root)
         cgroups.create()

@@ -1,0 +1,126 @@
+"""The destination's half of every strategy: restore, page servers.
+
+``restore_for_migration`` is the agent's ``restore_fn``; ``controls`` are
+the CONTROL operations strategies call (``receiver.py`` routes them).
+
+The restored container is left stopped (CRIU's leave_stopped) until the
+source says DONE: until then the source may still resume its frozen copy,
+and exactly one of the two must run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from migrate.errors import MigrationError
+from migrate.migration.messages import Restored
+from migrate.runtime.context import RuntimeContext
+
+__all__ = ["restore_for_migration", "controls", "continue_container"]
+
+
+def _stdio(workdir: str) -> tuple[int, int, int]:
+    """The restored container's stdio: the source's pipes and files cannot
+    come along, so stdin reads nothing and output goes to container.log."""
+    log = os.open(os.path.join(workdir, "container.log"),
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return null, log, log
+
+
+def continue_container(ctx: RuntimeContext, container_id: str) -> None:
+    """SIGCONT every process of a container restored with leave_stopped."""
+    from migrate.runtime.container import Container
+    from migrate.runtime.state import StateStore
+
+    container = Container.load(StateStore(ctx.root), container_id, ctx.proc_root)
+    cg = container.cgroups
+    pids = cg.pids() if cg is not None and cg.is_usable() else [container.state.pid]
+    for pid in pids or [container.state.pid]:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def restore_for_migration(ctx: RuntimeContext, workdir: str, request: dict) -> Restored:
+    """Restore the container the source sent into ``workdir``. Raises
+    MigrationError (phase "restore") with the reason."""
+    from migrate.checkpoint.options import RestoreOptions
+    from migrate.checkpoint.restore import restore
+    from migrate.errors import MigrateError
+    from migrate.runtime.lifecycle.delete import delete
+    from migrate.runtime.lifecycle.query import state
+
+    cid = request.get("container_id")
+    if not isinstance(cid, str):
+        raise MigrationError("restore", "RESTORE without a container_id", source_state="frozen")
+    bundle = request.get("bundle") or os.path.join(workdir, "bundle")
+    lazy = request.get("lazy")
+    page_server = f"{lazy['address']}:{lazy['port']}" if lazy else None
+    stdio = _stdio(workdir)
+    try:
+        restore(ctx, RestoreOptions(
+            id=cid, image_path=os.path.join(workdir, "images"),
+            work_path=os.path.join(workdir, "criu"), bundle=bundle, detach=True,
+            lazy_pages=bool(lazy), page_server=page_server,
+            tcp_established=bool(request.get("tcp_established")),
+            file_locks=bool(request.get("file_locks")),
+            ext_unix_sk=bool(request.get("ext_unix_sk")),
+            leave_stopped=bool(request.get("leave_stopped", True)), stdio=stdio))
+    except MigrateError as err:
+        raise MigrationError("restore", str(err), source_state="frozen") from err
+    finally:
+        for fd in set(stdio):
+            os.close(fd)
+    info = state(ctx, cid)
+
+    def abort() -> None:
+        delete(ctx, cid, force=True)
+
+    def commit() -> None:
+        if request.get("leave_stopped", True):
+            continue_container(ctx, cid)
+
+    return Restored(info={"pid": info["pid"], "status": info["status"], "bundle": bundle},
+                    commit=commit, abort=abort)
+
+
+def _page_server(ctx: RuntimeContext):
+    def start(incoming, header: dict) -> dict:
+        """Start a CRIU page server receiving pages into ``header["dir"]``."""
+        from migrate.criu_rpc import Client, CriuOptions, PageServer, SwrkOptions
+
+        label = header.get("dir") or "images"
+        target = incoming.path(label)
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        parent = header.get("parent")
+        address = incoming.conn.local_address
+        session = Client(SwrkOptions(criu=ctx.criu)).session()
+        incoming.cleanups.append(session.close)
+        info = session.page_server(CriuOptions(
+            images_dir=target, log_file=f"page-server-{os.path.basename(target)}.log",
+            ps=PageServer(address=address, port=0), parent_img=parent,
+            auto_dedup=bool(parent)))
+        incoming.state["page_server"] = (session, info)
+        return {"address": address, "port": info.port}
+
+    def wait(incoming, header: dict) -> dict:
+        """Wait until the page server got everything (it exits after one dump)."""
+        session, info = incoming.state.pop("page_server", (None, None))
+        if session is None:
+            raise MigrationError("memory", "no page server is running", source_state="frozen")
+        code = session.wait_pid(info.pid)
+        if code != 0:
+            raise MigrationError("memory", f"the page server exited with {code} "
+                                 f"(see page-server logs in {incoming.workdir})",
+                                 source_state="frozen")
+        return {"exit": code}
+
+    return start, wait
+
+
+def controls(ctx: RuntimeContext) -> dict:
+    start, wait = _page_server(ctx)
+    return {"page_server": start, "page_server_wait": wait}

@@ -1,0 +1,398 @@
+"""The source's pipelines: stop-and-copy, pre-copy, post-copy and hybrid.
+
+Every pipeline runs the same frame (``migrate_container``): negotiate,
+choose the strategy, let the agent check everything, stream the rootfs
+(``--rootfs copy``), then move memory, and roll back on any failure before
+the destination confirms. Until then the source container is frozen, not
+killed: CRIU's post-dump notification is held while the destination
+restores, and answering failure makes CRIU resume it.
+
+Post-copy is the exception: CRIU serves lazy pages only after post-dump
+has been answered, so the hold ends when the images are sent. Rollback still
+works until the destination resumes the container (CRIU is stopped, the
+freezer thawed, the network unlocked). The one window with no rollback is
+from that resume until the last page has been pulled: if the source or the
+link dies then, the container is lost on both sides. The destination pulls
+pages in the background from the first moment, so the window is about the
+time to copy the memory once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import socket
+import tempfile
+import threading
+import time
+
+from migrate._record import field, record
+from migrate.errors import MigrateError, MigrationError, UsageError
+from migrate.migration.strategy import HostFeatures, PreCopyController, PreCopyPolicy, choose
+
+__all__ = ["MigrateOptions", "migrate_container"]
+
+
+@record
+class MigrateOptions:
+    container_id: str
+    host: str
+    port: int
+    token: bytes
+    strategy: str = "auto"
+    rootfs: str = "shared"            # "shared" | "copy"
+    compress: bool = True
+    keep_source: bool = False         # leave the source running too (a live copy)
+    tls: object | None = None         # migration.TlsConfig
+    criu_policy: object | None = None
+    precopy: PreCopyPolicy = field(default_factory=PreCopyPolicy)
+    tcp_established: bool = False
+    file_locks: bool = False
+    ext_unix_sk: bool = False
+    work_dir: str | None = None       # where the source keeps its images (default: a temp dir)
+
+
+def _features(d: dict, *, source: bool) -> HostFeatures:
+    return HostFeatures(mem_track=bool(d.get("mem_track")), lazy_pages=bool(d.get("lazy_pages")),
+                        lazy_dump_ok=bool(d.get("lazy_dump_ok", True)) if source else True,
+                        why_lazy_dump_not_ok=str(d.get("why_lazy_dump_not_ok", "")))
+
+
+def _dir_size(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+class _Run:
+    """One migration on the source: the pieces every pipeline shares."""
+
+    def __init__(self, ctx, opts: MigrateOptions, session, report, timeline, progress):
+        from migrate.runtime.container import Container
+        from migrate.runtime.state import StateStore
+
+        self.ctx, self.opts, self.session = ctx, opts, session
+        self.conn = session.conn
+        self.report, self.timeline, self.progress = report, timeline, progress
+        self.container = Container.load(StateStore(ctx.root), opts.container_id, ctx.proc_root)
+        self.bundle = self.container.state.bundle
+        self.rb = None
+        self.snapshot = None
+        self.workdir = tempfile.mkdtemp(prefix=f"migrate-{opts.container_id}-",
+                                        dir=opts.work_dir or None)
+
+    # -- talking to the agent ----------------------------------------------------
+
+    def control(self, op: str, **body) -> dict:
+        from migrate.migration.protocol import Kind
+
+        self.conn.send(Kind.CONTROL, {"op": op, **body})
+        return self.conn.recv(Kind.REPLY, timeout=self.conn.timeouts.wait).header
+
+    def request(self, lazy: dict | None = None) -> dict:
+        return {"container_id": self.opts.container_id,
+                "bundle": None if self.opts.rootfs == "copy" else self.bundle,
+                "lazy": lazy, "tcp_established": self.opts.tcp_established,
+                "file_locks": self.opts.file_locks, "ext_unix_sk": self.opts.ext_unix_sk,
+                "leave_stopped": True}
+
+    def send_images(self, images_dir: str) -> None:
+        with self.conn.in_phase("images"):
+            self.conn.send_tree(images_dir, label="images")
+        if self.opts.rootfs == "copy":
+            with self.conn.in_phase("rootfs-diff"):
+                # What the container wrote since the first pass; it is frozen now.
+                self.conn.send_tree(self.bundle, only_changed_since=self.snapshot, label="bundle")
+
+    def restore_and_commit(self, lazy: dict | None = None) -> None:
+        """Ask the destination to restore, then to run it; commit."""
+        from migrate.migration.protocol import Kind
+
+        with self.conn.in_phase("restore"):
+            self.conn.send(Kind.RESTORE, {"request": self.request(lazy)})
+            self.conn.recv(Kind.RESTORED, timeout=self.conn.timeouts.wait)
+            self.conn.send(Kind.DONE, {})
+            self.conn.recv(Kind.DONE, timeout=self.conn.timeouts.wait)
+        self.timeline.mark_resumed()
+        self.rb.commit()
+
+    def checkpoint_options(self, **kw):
+        from migrate.checkpoint.options import CheckpointOptions
+
+        return CheckpointOptions(
+            id=self.opts.container_id, image_path=os.path.join(self.workdir, "images"),
+            leave_running=self.opts.keep_source, tcp_established=self.opts.tcp_established,
+            file_locks=self.opts.file_locks, ext_unix_sk=self.opts.ext_unix_sk, **kw)
+
+    def callbacks(self, post_dump) -> dict:
+        def frozen(_note) -> bool:
+            # CRIU runs pre-dump right before freezing the tree.
+            self.timeline.mark_frozen()
+            self.conn.source_state = "frozen"
+            self.progress.phase("frozen")
+            return True
+
+        return {"pre-dump": frozen, "post-dump": post_dump}
+
+    def final_iteration(self, images_dir: str, index: int, seconds: float) -> None:
+        from migrate.checkpoint.dump import read_dump_stats
+        from migrate.migration.report import Iteration
+
+        stats = read_dump_stats(images_dir)
+        pages = int(stats.get("pages_written", 0))
+        self.report.iterations.append(Iteration(index=index, pages_written=pages,
+                                                bytes=pages * 4096, seconds=seconds, final=True))
+
+    # -- strategies ------------------------------------------------------------------
+
+    def stop_and_copy(self, parent: str | None = None, session=None) -> None:
+        """Dump straight into the destination's page server (memory is
+        written once, over the network), send the other images, restore."""
+        from migrate.checkpoint.dump import dump_job
+        from migrate.criu_rpc import Client, PageServer, SwrkOptions
+
+        with self.conn.in_phase("memory"):
+            ps = self.control("page_server", dir="images",
+                              parent=f"../pre/{parent}" if parent else None)
+        images = os.path.join(self.workdir, "images")
+
+        def post_dump(_note) -> bool:
+            with self.conn.in_phase("memory"):
+                self.control("page_server_wait")
+            self.send_images(images)
+            self.restore_and_commit()
+            return True
+
+        started = time.monotonic()
+        with dump_job(self.ctx, self.checkpoint_options()) as job:
+            criu_opts = job.criu_opts.replace(
+                ps=PageServer(address=ps["address"], port=ps["port"]),
+                parent_img=f"../pre/{parent}" if parent else None, track_mem=bool(parent))
+            try:
+                if session is not None:
+                    session.dump(criu_opts, self.callbacks(post_dump))
+                else:
+                    Client(SwrkOptions(criu=self.ctx.criu)).dump(criu_opts,
+                                                                 self.callbacks(post_dump))
+            except BaseException:
+                job.failed()
+                raise
+            job.succeeded(still_running=self.opts.keep_source)
+        self.final_iteration(images, len(self.report.iterations) + 1, time.monotonic() - started)
+
+    def post_copy(self, parent: str | None = None, session=None) -> None:
+        """Lazy final dump: the destination runs the container at once and
+        pulls its memory from the source's page server."""
+        from migrate.checkpoint.dump import dump_job
+        from migrate.criu_rpc import Client, PageServer, SwrkOptions
+
+        address = self.conn.local_address
+        port = _free_port(address)
+        images = os.path.join(self.workdir, "images")
+        ready_r, ready_w = os.pipe()
+        failure: list[BaseException] = []
+        swrk = {}
+
+        def post_dump(_note) -> bool:
+            self.send_images(images)
+            return True
+
+        def finish() -> None:
+            # CRIU writes \0 to status_fd once its lazy page server listens.
+            try:
+                if not select.select([ready_r], [], [], self.conn.timeouts.wait)[0] or \
+                        os.read(ready_r, 1) != b"\0":
+                    raise MigrationError("memory", "the lazy page server never got ready",
+                                         source_state="frozen")
+                self.restore_and_commit(lazy={"address": address, "port": port})
+            except BaseException as err:  # noqa: BLE001 - handed to the main thread
+                failure.append(err)
+                # Stop CRIU's page server: the dump then fails and the frozen
+                # source is resumed by the rollback.
+                if swrk.get("pid"):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(swrk["pid"], 9)
+
+        started = time.monotonic()
+        opts = self.checkpoint_options(lazy_pages=True, page_server=f"{address}:{port}",
+                                       status_fd=ready_w)
+        waiter = threading.Thread(target=finish, name="post-copy-restore", daemon=True)
+        try:
+            with dump_job(self.ctx, opts) as job:
+                criu_opts = job.criu_opts
+                if parent:
+                    criu_opts = criu_opts.replace(parent_img=f"../pre/{parent}", track_mem=True)
+                s = session or Client(SwrkOptions(criu=self.ctx.criu)).session(pass_fds=(ready_w,))
+                swrk["pid"] = s.pid
+                waiter.start()
+                try:
+                    with s if session is None else contextlib.nullcontext():
+                        s.dump(criu_opts, self.callbacks(post_dump))
+                except BaseException as err:
+                    job.failed()
+                    from migrate.checkpoint.netns import unlock_network
+
+                    unlock_network(self.container.state.pid)
+                    if failure:
+                        raise failure[0] from err
+                    raise
+                if failure:                     # CRIU finished, our side did not
+                    job.failed()
+                    raise failure[0]
+                job.succeeded(still_running=self.opts.keep_source)
+        finally:
+            waiter.join(timeout=5)
+            os.close(ready_r)
+            os.close(ready_w)
+        self.final_iteration(images, len(self.report.iterations) + 1, time.monotonic() - started)
+
+    def pre_copy(self, lazy_tail: bool) -> None:
+        """Pre-dump rounds into the destination's page servers while the
+        container runs, each only what changed since the last; stop by the
+        policy; then the final dump (or a lazy one: hybrid)."""
+        from migrate.checkpoint.dump import dump_job, read_dump_stats
+        from migrate.criu_rpc import Client, PageServer, SwrkOptions
+        from migrate.migration.report import Iteration
+
+        controller = PreCopyController(self.opts.precopy)
+        client = Client(SwrkOptions(criu=self.ctx.criu))
+        with client.session() as session:
+            with dump_job(self.ctx, self.checkpoint_options(pre_dump=True)) as job:
+                base = job.criu_opts
+                round_ = 0
+                while controller.should_continue():
+                    round_ += 1
+                    local = os.path.join(self.workdir, "pre", str(round_))
+                    os.makedirs(local)
+                    parent = f"../{round_ - 1}" if round_ > 1 else None
+                    with self.conn.in_phase("pre-copy"):
+                        ps = self.control("page_server", dir=f"pre/{round_}", parent=parent)
+                        started = time.monotonic()
+                        try:
+                            session.pre_dump(base.replace(
+                                images_dir=local, work_dir=local, track_mem=True,
+                                parent_img=parent, log_file=f"pre-dump-{round_}.log",
+                                ps=PageServer(address=ps["address"], port=ps["port"])))
+                        except BaseException:
+                            job.failed()
+                            raise
+                        self.control("page_server_wait")
+                    pages = int(read_dump_stats(local).get("pages_written", 0))
+                    controller.record(pages)
+                    self.report.iterations.append(Iteration(
+                        index=round_, pages_written=pages, bytes=pages * 4096,
+                        seconds=time.monotonic() - started))
+                    self.progress.iteration(round_, pages)
+                job.succeeded(still_running=True)
+            self.report.reason += f"; pre-copy stopped: {controller.stop_reason}"
+            if lazy_tail:
+                self.post_copy(parent=str(round_), session=session)
+            else:
+                self.stop_and_copy(parent=str(round_), session=session)
+
+
+def _memory_usage(container) -> int:
+    """The container's memory use (its cgroup's), to announce the image size."""
+    try:
+        stats = container.cgroups.stats() if container.cgroups is not None else {}
+        return int((stats.get("memory") or {}).get("usage") or 0)
+    except (MigrateError, OSError, ValueError, TypeError):
+        return 0
+
+
+def _free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
+    """Move a running container to the agent at ``opts.host:opts.port``.
+
+    Returns the MigrationReport. Raises MigrationError (the error says what
+    became of the source container: resumed, or deleted after success),
+    UsageError, NotFoundError, UnsupportedError before anything is frozen.
+    """
+    from migrate.migration.hostfacts import CriuHostFacts
+    from migrate.migration.messages import PrepareRequest
+    from migrate.migration.progress import SilentProgress
+    from migrate.migration.report import MigrationReport, Timeline
+    from migrate.migration.source import (ConnectOptions, connect_and_negotiate, rollback,
+                                          shared_marker)
+    from migrate.runtime.container import Container, Status
+    from migrate.runtime.state import StateStore
+
+    if opts.rootfs not in ("shared", "copy"):
+        raise UsageError(f"--rootfs {opts.rootfs!r}: use shared or copy")
+    progress = progress or SilentProgress()
+    container = Container.load(StateStore(ctx.root), opts.container_id, ctx.proc_root)
+    if container.status() is not Status.RUNNING:
+        raise UsageError(f'container "{opts.container_id}" is {container.status()}: '
+                         f"only a running container can migrate")
+    if opts.rootfs == "copy":
+        root = container.state.rootfs
+        if os.path.relpath(root, container.state.bundle).startswith(".."):
+            raise UsageError(f"--rootfs copy needs the rootfs inside the bundle "
+                             f"({root} is not under {container.state.bundle})")
+    timeline = Timeline()
+    report = MigrationReport(container_id=opts.container_id, destination=f"{opts.host}:{opts.port}",
+                             source=os.uname().nodename)
+    facts = facts or CriuHostFacts(ctx.criu)
+    connect_opts = {"host": opts.host, "port": opts.port, "token": opts.token,
+                    "tls": opts.tls, "compress": opts.compress}
+    if opts.criu_policy is not None:
+        connect_opts["criu_policy"] = opts.criu_policy
+    run = None
+    try:
+        with connect_and_negotiate(ConnectOptions(**connect_opts), facts=facts,
+                                   progress=progress) as session:
+            report.compression = session.compression
+            choice = choose(opts.strategy, _features(session.local_features, source=True),
+                            _features(session.peer_features, source=False))
+            report.strategy, report.reason = choice.strategy, choice.reason
+            progress.phase(f"strategy {choice.strategy}")
+            run = _Run(ctx, opts, session, report, timeline, progress)
+            mem = _memory_usage(container)
+            rootfs_size = _dir_size(run.bundle) if opts.rootfs == "copy" else 0
+            markers = shared_marker(run.bundle) if opts.rootfs == "shared" else contextlib.nullcontext()
+            with markers as marker:
+                session.prepare(PrepareRequest(
+                    container_id=opts.container_id, strategy=choice.strategy, rootfs=opts.rootfs,
+                    images_size=mem + (16 << 20), rootfs_size=rootfs_size, cpuinfo=True,
+                    shared_markers=(marker,) if marker else ()))
+            if opts.rootfs == "copy":
+                with session.conn.in_phase("rootfs"):
+                    run.snapshot, _, _ = session.conn.send_tree(run.bundle, label="bundle")
+
+            def resume(err) -> str:
+                # dump_job already asked CRIU and the freezer to resume it.
+                return "resumed" if container.is_alive() else "lost"
+
+            with rollback(resume, session=session) as rb:
+                run.rb = rb
+                if choice.strategy == "stop-and-copy":
+                    run.stop_and_copy()
+                elif choice.strategy == "post-copy":
+                    run.post_copy()
+                elif choice.strategy == "pre-copy":
+                    run.pre_copy(lazy_tail=False)
+                else:
+                    run.pre_copy(lazy_tail=True)
+            report.add_phases(session.conn.counters)
+        report.succeeded = True
+    except BaseException as err:
+        report.error = str(err)
+        raise
+    finally:
+        timeline.end()
+        report.downtime_s = timeline.downtime
+        report.total_s = timeline.total
+        if run is not None:
+            shutil.rmtree(run.workdir, ignore_errors=True)
+        progress.done()
+    return report
