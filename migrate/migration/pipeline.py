@@ -129,6 +129,25 @@ class _Run:
             leave_running=self.opts.keep_source, tcp_established=self.opts.tcp_established,
             file_locks=self.opts.file_locks, ext_unix_sk=self.opts.ext_unix_sk, **kw)
 
+    def page_server_socket(self, ps: dict) -> socket.socket:
+        """Connect to the destination's page server ourselves and hand CRIU
+        the socket: with keepalive and a user timeout a cut link fails
+        CRIU's writes within seconds (CRIU then resumes the tree), where
+        CRIU's own connection would retry for many minutes."""
+        from migrate.migration._sockets import configure_socket
+
+        try:
+            sock = socket.create_connection((ps["address"], ps["port"]),
+                                            timeout=self.conn.timeouts.connect)
+        except OSError as err:
+            raise MigrationError("memory", f"cannot reach the destination's page server "
+                                 f"{ps['address']}:{ps['port']}: {err.strerror or err}",
+                                 source_state="running") from err
+        sock.settimeout(None)
+        configure_socket(sock, self.conn.timeouts)
+        os.set_inheritable(sock.fileno(), True)
+        return sock
+
     def callbacks(self, post_dump) -> dict:
         def frozen(_note) -> bool:
             # CRIU runs pre-dump right before freezing the tree.
@@ -144,7 +163,8 @@ class _Run:
         from migrate.migration.report import Iteration
 
         stats = read_dump_stats(images_dir)
-        pages = int(stats.get("pages_written", 0))
+        # A lazy dump writes nothing itself: its pages are pulled later.
+        pages = int(stats.get("pages_written", 0)) + int(stats.get("pages_lazy", 0))
         self.report.iterations.append(Iteration(index=index, pages_written=pages,
                                                 bytes=pages * 4096, seconds=seconds, final=True))
 
@@ -170,15 +190,23 @@ class _Run:
 
         started = time.monotonic()
         with dump_job(self.ctx, self.checkpoint_options()) as job:
+            if session is not None:
+                # An existing swrk cannot inherit our socket: CRIU connects.
+                ps_opt = PageServer(address=ps["address"], port=ps["port"])
+                s = contextlib.nullcontext(session)
+            else:
+                page_sock = self.page_server_socket(ps)
+                ps_opt = PageServer(fd=page_sock.fileno())
+                s = Client(SwrkOptions(criu=self.ctx.criu)).session(pass_fds=(page_sock.fileno(),))
+                # swrk holds its own copy now; ours would keep the connection
+                # open after CRIU closes it, and the page server waits for that.
+                page_sock.close()
             criu_opts = job.criu_opts.replace(
-                ps=PageServer(address=ps["address"], port=ps["port"]),
-                parent_img=f"../pre/{parent}" if parent else None, track_mem=bool(parent))
+                ps=ps_opt, parent_img=f"../pre/{parent}" if parent else None,
+                track_mem=bool(parent))
             try:
-                if session is not None:
-                    session.dump(criu_opts, self.callbacks(post_dump))
-                else:
-                    Client(SwrkOptions(criu=self.ctx.criu)).dump(criu_opts,
-                                                                 self.callbacks(post_dump))
+                with s as swrk:
+                    swrk.dump(criu_opts, self.callbacks(post_dump))
             except BaseException:
                 job.failed()
                 raise
