@@ -70,8 +70,9 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
     descriptors = []
     for fd in range(3):
         link = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
+        fd_stat = os.stat(f"{proc_root}/{pid}/fd/{fd}")
         descriptors.append(describe_fd(fd, link, _read(f"{proc_root}/{pid}/fdinfo/{fd}"),
-                                       os.stat(f"{proc_root}/{pid}/fd/{fd}").st_ino))
+                                       fd_stat.st_ino, fd_stat.st_mode))
     joined = {ns.type for ns in spec.linux.namespaces if ns.path}
     ns_external, ns_keys = external_namespaces(
         {ns.type: ns.path for ns in spec.linux.namespaces if ns.path}, joined,

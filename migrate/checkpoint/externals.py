@@ -129,19 +129,20 @@ class Descriptor:
     fd: int
     path: str
     external: str | None
+    mode: int = 0          # st_mode: restore elsewhere must offer a file of the same kind
 
 
-def describe_fd(fd: int, link: str, fdinfo: str, inode: int, rootfs_dev: str | None = None) -> Descriptor:
+def describe_fd(fd: int, link: str, fdinfo: str, inode: int, mode: int = 0) -> Descriptor:
     """Classify fd ``fd`` of the init: ``link`` is readlink(/proc/PID/fd/N),
-    ``fdinfo`` the text of /proc/PID/fdinfo/N, ``inode`` its st_ino."""
+    ``fdinfo`` the text of /proc/PID/fdinfo/N, ``inode`` and ``mode`` from its stat."""
     if link.startswith("pipe:"):
-        return Descriptor(fd=fd, path=link, external=link)
+        return Descriptor(fd=fd, path=link, external=link, mode=mode)
     if link.startswith("/dev/pts/") or link.startswith("anon_inode:") or link.startswith("socket:"):
-        return Descriptor(fd=fd, path=link, external=None)
+        return Descriptor(fd=fd, path=link, external=None, mode=mode)
     mnt_id = next((l.split()[1] for l in fdinfo.splitlines() if l.startswith("mnt_id:")), None)
     if mnt_id is None:
-        return Descriptor(fd=fd, path=link, external=None)
-    return Descriptor(fd=fd, path=link, external=f"file[{int(mnt_id):x}:{inode:x}]")
+        return Descriptor(fd=fd, path=link, external=None, mode=mode)
+    return Descriptor(fd=fd, path=link, external=f"file[{int(mnt_id):x}:{inode:x}]", mode=mode)
 
 
 def external_namespaces(namespaces: dict[str, str], joined: set[str], inode_of) -> tuple[list[str], dict[str, str]]:

@@ -76,6 +76,7 @@ class Agent:
         except OSError as err:
             raise MigrationError("listen", f"cannot create the work directory {work_root}: "
                                  f"{err.strerror}", source_state="unknown") from err
+        clean_stale_workdirs(work_root, root)
         self.receiver = Receiver(root, work_root, restore_fn=restore_fn, facts=facts,
                                  controls=controls, timeouts=self.timeouts,
                                  space_margin=space_margin, on_event=on_event)
@@ -184,3 +185,26 @@ class Agent:
                     self._busy = False
                     if outcome is not None:
                         self.outcomes.append(outcome)
+
+
+def clean_stale_workdirs(work_root: str, root: str) -> list[str]:
+    """Remove work directories an earlier agent left behind when it died
+    mid-migration: those whose container never became a container here
+    (a restored one keeps its work directory: it may hold its bundle)."""
+    import shutil
+
+    removed = []
+    try:
+        names = os.listdir(work_root)
+    except OSError:
+        return removed
+    for name in names:
+        cid, sep, _ = name.rpartition("-")
+        path = os.path.join(work_root, name)
+        if not sep or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        state = os.path.join(root, cid, "state.json")
+        if not os.path.exists(state):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

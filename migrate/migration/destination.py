@@ -21,12 +21,29 @@ __all__ = ["restore_for_migration", "controls", "continue_container"]
 
 
 def _stdio(workdir: str) -> tuple[int, int, int]:
-    """The restored container's stdio: the source's pipes and files cannot
-    come along, so stdin reads nothing and output goes to container.log."""
-    log = os.open(os.path.join(workdir, "container.log"),
-                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    return null, log, log
+    """The restored container's stdio. The source's pipes and files cannot
+    come along: each fd gets a stand-in of the same kind (CRIU checks the
+    file type and mode of what it reopens): the same device node (/dev/null
+    ...), or container.log for a pipe or a regular file."""
+    import stat
+
+    from migrate.checkpoint.metadata import load_meta
+
+    meta = load_meta(os.path.join(workdir, "images"))
+    log_path = os.path.join(workdir, "container.log")
+    fds = []
+    for fd in range(3):
+        d = next((x for x in meta.descriptors if x.fd == fd), None)
+        mode = d.mode if d is not None else 0
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            path = d.path if d.path.startswith("/dev/") and os.path.exists(d.path) else os.devnull
+            fds.append(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+            continue
+        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        if stat.S_ISREG(mode):
+            os.fchmod(out, stat.S_IMODE(mode))
+        fds.append(out)
+    return tuple(fds)
 
 
 def continue_container(ctx: RuntimeContext, container_id: str) -> None:
@@ -72,7 +89,7 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: dict) -> R
     except MigrateError as err:
         raise MigrationError("restore", str(err), source_state="frozen") from err
     finally:
-        for fd in set(stdio):
+        for fd in stdio:
             os.close(fd)
     info = state(ctx, cid)
 

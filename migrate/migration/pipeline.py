@@ -163,8 +163,11 @@ class _Run:
         from migrate.migration.report import Iteration
 
         stats = read_dump_stats(images_dir)
-        # A lazy dump writes nothing itself: its pages are pulled later.
-        pages = int(stats.get("pages_written", 0)) + int(stats.get("pages_lazy", 0))
+        pages = int(stats.get("pages_written", 0))
+        if not pages:
+            # A lazy dump writes no pages itself (they are pulled later) and
+            # may not report them: count what its pagemaps describe.
+            pages = _pagemap_pages(images_dir)
         self.report.iterations.append(Iteration(index=index, pages_written=pages,
                                                 bytes=pages * 4096, seconds=seconds, final=True))
 
@@ -322,6 +325,18 @@ class _Run:
                 self.post_copy(parent=str(round_), session=session)
             else:
                 self.stop_and_copy(parent=str(round_), session=session)
+
+
+def _pagemap_pages(images_dir: str) -> int:
+    import glob
+
+    from migrate.checkpoint.inspect import _load
+
+    total = 0
+    for path in glob.glob(os.path.join(images_dir, "pagemap-*.img")):
+        with contextlib.suppress(Exception):
+            total += sum(e.get("nr_pages", 0) for e in _load(path)[1:])
+    return total
 
 
 def _memory_usage(container) -> int:

@@ -1,0 +1,328 @@
+"""Live migration between two network-namespace hosts, with real CRIU and
+real containers: every strategy this kernel supports, and failure injection.
+
+The agent runs on host b, the source command on host a; both through
+``nsenter --net`` (not ``ip netns exec``, which remounts /sys and hides the
+cgroup hierarchies CRIU needs). Each host has its own --root.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from runtime_helpers import Runtime
+
+pytestmark = pytest.mark.requires("root", "busybox", "criu", "iptables", "netns")
+
+TOKEN = "test-token-7f3a"
+PORT = 7711
+WORKLOAD = ("ctrhelper memhold 64 /tmp/mem & "
+            "i=0; while true; do i=$((i+1)); echo $i >> /tmp/log; sleep 0.05; done")
+
+
+def _wait_for(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _nsenter(host, argv):
+    return ["nsenter", f"--net={host.path}", *argv]
+
+
+class Pair:
+    """Two hosts, a runtime root on each, the agent on b."""
+
+    def __init__(self, hosts, tmp_path, bundle):
+        self.hosts = hosts
+        self.tmp = tmp_path
+        self.bundle = bundle
+        self.a = Runtime(f"/run/migrate-test/mig-a-{os.getpid()}-{id(self)}")
+        self.b = Runtime(f"/run/migrate-test/mig-b-{os.getpid()}-{id(self)}")
+        self.work = tmp_path / "incoming"
+        self.agent = None
+        self.pipes = []
+
+    def start_agent(self, *extra, work=None):
+        log = open(self.tmp / "agent.log", "a")
+        self.agent = subprocess.Popen(
+            _nsenter(self.hosts.b, [*self.b.argv, "--root", self.b.root, "receive", "--listen",
+                                    f"{self.hosts.b.address}:{PORT}", "--token", TOKEN,
+                                    "--work-dir", str(work or self.work), *extra]),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        _wait_for(lambda: "listening" in (self.tmp / "agent.log").read_text(), what="agent")
+
+    def stop_agent(self):
+        if self.agent is not None and self.agent.poll() is None:
+            os.killpg(self.agent.pid, signal.SIGKILL)
+            self.agent.wait(timeout=10)
+
+    def run_container(self, cid, script=WORKLOAD):
+        self.bundle.sh(script)
+        # stdio: pipes held by the test, as an engine's shim would
+        proc = subprocess.Popen([*self.a.argv, "--root", self.a.root, "run", "-d", "--bundle",
+                                 self.bundle.path, cid], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.wait(timeout=30) == 0
+        self.pipes.append(proc)
+        _wait_for(lambda: len(self.log()) > 3 and self.mem(), what="workload")
+
+    def migrate(self, cid, *extra, timeout=120):
+        report = self.tmp / f"report-{len(self.pipes)}-{time.monotonic_ns()}.json"
+        argv = _nsenter(self.hosts.a, [*self.a.argv, "--root", self.a.root, "migrate", cid,
+                                       "--to", f"{self.hosts.b.address}:{PORT}", "--token",
+                                       TOKEN, "--quiet", "--report", str(report), *extra])
+        with open(self.tmp / "migrate.out", "w+") as out:
+            res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                 timeout=timeout)
+            out.seek(0)
+            text = out.read()
+        data = json.loads(report.read_text()) if report.exists() else {}
+        return res.returncode, text, data
+
+    def log(self, rootfs=None):
+        path = os.path.join(rootfs or self.bundle.rootfs, "tmp/log")
+        try:
+            with open(path) as f:
+                return [int(x) for x in f.read().split()]
+        except (FileNotFoundError, ValueError):
+            return []
+
+    def mem(self, rootfs=None):
+        try:
+            with open(os.path.join(rootfs or self.bundle.rootfs, "tmp/mem")) as f:
+                n, checksum, ok = f.read().split()
+            return int(n), checksum, ok == "1"
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def assert_running_on(self, rt, cid, rootfs=None):
+        assert rt.state(cid)["status"] == "running"
+        n = len(self.log(rootfs))
+        _wait_for(lambda: len(self.log(rootfs)) > n + 3, what="counter advancing")
+        values = self.log(rootfs)
+        assert values == list(range(1, len(values) + 1)), "a counter value was lost or repeated"
+        first = self.mem(rootfs)
+        _wait_for(lambda: self.mem(rootfs)[0] > first[0], what="memory holder running")
+        assert self.mem(rootfs)[2], "the 64 MiB buffer's checksum changed"
+
+    def assert_nothing_at_destination(self, cid):
+        assert self.b.status(cid) == "gone"
+        _wait_for(lambda: not any(n.startswith(cid + "-") for n in _listdir(self.work)),
+                  timeout=20, what="the destination work directory removed")
+
+    def cleanup(self):
+        self.stop_agent()
+        self.a.cleanup()
+        self.b.cleanup()
+        for p in self.pipes:
+            for f in (p.stdin, p.stdout):
+                if f:
+                    f.close()
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+@pytest.fixture
+def pair(netns_hosts, tmp_path, bundle):
+    bundle.config["root"]["readonly"] = False
+    bundle.write()
+    p = Pair(netns_hosts, tmp_path, bundle)
+    yield p
+    p.cleanup()
+
+
+def _supported(strategy):
+    import needs
+
+    mem = needs.criu_feature("mem_dirty_track") is None
+    lazy = needs.criu_feature("uffd-noncoop") is None
+    with open("/proc/sys/fs/pipe-max-size") as f:
+        pipes = int(f.read()) >= 4 << 20
+    return {"stop-and-copy": True, "post-copy": lazy and pipes, "pre-copy": mem,
+            "hybrid": mem and lazy and pipes}[strategy]
+
+
+@pytest.mark.parametrize("strategy", ["stop-and-copy", "post-copy", "pre-copy", "hybrid"])
+def test_strategy(pair, cid, strategy):
+    pair.start_agent()
+    pair.run_container(cid)
+    before = pair.mem()
+    code, out, report = pair.migrate(cid, "--strategy", strategy)
+    if not _supported(strategy):
+        assert code != 0 and f"strategy {strategy} cannot run here" in out, out
+        assert "soft-dirty" in out or "lazy" in out or "pipe" in out
+        pair.assert_running_on(pair.a, cid)          # refused before any freeze
+        pair.assert_nothing_at_destination(cid)
+        return
+    assert code == 0, out
+    assert report["succeeded"] and report["strategy"] == strategy
+    assert report["downtime_s"] > 0 and report["total_s"] >= report["downtime_s"]
+    pages = sum(i["pages_written"] for i in report["iterations"])
+    assert pages * 4096 >= 64 << 20, report["iterations"]   # the whole buffer moved
+    assert pair.a.status(cid) == "gone"                     # deleted on the source
+    pair.assert_running_on(pair.b, cid)
+    assert pair.mem()[1] == before[1]                       # same checksum
+
+
+def test_auto_says_what_it_picked(pair, cid):
+    pair.start_agent()
+    pair.run_container(cid)
+    code, out, report = pair.migrate(cid, "--strategy", "auto")
+    assert code == 0, out
+    want = "post-copy" if _supported("post-copy") and not _supported("hybrid") else None
+    if want:
+        assert report["strategy"] == want
+    assert report["reason"]
+    pair.assert_running_on(pair.b, cid)
+
+
+def test_rootfs_copy_keeps_writes_made_during_migration(pair, cid):
+    pair.start_agent()
+    pair.run_container(cid)
+    code, out, report = pair.migrate(cid, "--strategy", "stop-and-copy", "--rootfs", "copy")
+    assert code == 0, out
+    phases = {p["name"] for p in report["phases"]}
+    assert {"rootfs", "rootfs-diff"} <= phases
+    workdirs = [n for n in _listdir(pair.work) if n.startswith(cid + "-")]
+    assert len(workdirs) == 1
+    copy_rootfs = os.path.join(pair.work, workdirs[0], "bundle", "rootfs")
+    assert pair.b.state(cid)["bundle"] == os.path.join(pair.work, workdirs[0], "bundle")
+    source_final = pair.log()
+    copied = pair.log(copy_rootfs)
+    # every value written up to the freeze is in the copy, and it goes on from there
+    assert copied[:len(source_final)] == source_final
+    pair.assert_running_on(pair.b, cid, rootfs=copy_rootfs)
+
+
+def test_wrong_token(pair, cid):
+    pair.start_agent()
+    pair.run_container(cid)
+    argv = _nsenter(pair.hosts.a, [*pair.a.argv, "--root", pair.a.root, "migrate", cid, "--to",
+                                   f"{pair.hosts.b.address}:{PORT}", "--token", "wrong",
+                                   "--quiet"])
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert res.returncode != 0 and "token" in res.stderr.lower(), res.stderr
+    pair.assert_running_on(pair.a, cid)
+    pair.assert_nothing_at_destination(cid)
+
+
+def test_version_mismatch(pair, cid, monkeypatch):
+    from migrate.migration import Agent, protocol
+    from migrate.testing.migration import FakeHostFacts
+
+    monkeypatch.setattr(protocol, "PROTOCOL_VERSION", protocol.PROTOCOL_VERSION + 1)
+    with pair.hosts.b.entered():
+        agent = Agent(pair.hosts.b.address, PORT, TOKEN, pair.b.root,
+                      work_root=str(pair.work), facts=FakeHostFacts())
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.serve, kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    try:
+        pair.run_container(cid)
+        code, out, _ = pair.migrate(cid)
+        assert code != 0 and "protocol" in out.lower(), out
+        pair.assert_running_on(pair.a, cid)
+        pair.assert_nothing_at_destination(cid)
+    finally:
+        stop.set()
+        agent.close()
+        thread.join(timeout=10)
+
+
+def test_destination_disk_too_small(pair, cid, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        pair.start_agent(work=small)
+        pair.run_container(cid)
+        code, out, _ = pair.migrate(cid, "--strategy", "stop-and-copy")
+        assert code != 0 and "not enough free space" in out, out
+        pair.assert_running_on(pair.a, cid)
+        assert pair.b.status(cid) == "gone"
+    finally:
+        pair.stop_agent()
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_restore_failing_at_destination(pair, cid, tmp_path):
+    marker = tmp_path / "fail-restore"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ncat >/dev/null\n[ -e {marker} ] && {{ echo no >&2; exit 3; }}\n"
+                    "exit 0\n")
+    hook.chmod(0o755)
+    pair.bundle.config["hooks"] = {"createRuntime": [{"path": str(hook)}]}
+    pair.start_agent()
+    pair.run_container(cid)
+    marker.write_text("")
+    code, out, report = pair.migrate(cid, "--strategy", "stop-and-copy")
+    assert code != 0 and "createRuntime" in out and "resumed" in out, out
+    assert report.get("succeeded") is False or "error" in report
+    pair.assert_running_on(pair.a, cid)
+    pair.assert_nothing_at_destination(cid)
+    # the agent keeps serving: the next migration works
+    marker.unlink()
+    code, out, _ = pair.migrate(cid, "--strategy", "stop-and-copy")
+    assert code == 0, out
+    pair.assert_running_on(pair.b, cid)
+
+
+def _when_pages_arrive(pair, cid, action):
+    """Run ``action`` once the destination's page server writes pages."""
+    def watch():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for name in _listdir(pair.work):
+                if name.startswith(cid + "-") and any(
+                        n.startswith("pages-") for n in _listdir(os.path.join(pair.work, name,
+                                                                              "images"))):
+                    action()
+                    return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_agent_killed_during_the_transfer(pair, cid):
+    pair.start_agent()
+    pair.run_container(cid)
+    watcher = _when_pages_arrive(pair, cid, pair.stop_agent)
+    code, out, _ = pair.migrate(cid, "--strategy", "stop-and-copy")
+    watcher.join(timeout=5)
+    assert code != 0 and "resumed" in out, out
+    pair.assert_running_on(pair.a, cid)
+    assert pair.b.status(cid) == "gone"
+    pair.start_agent()            # a new agent clears what the dead one left
+    pair.assert_nothing_at_destination(cid)
+
+
+def test_link_down_during_the_transfer(pair, cid):
+    pair.start_agent()
+    pair.run_container(cid)
+    watcher = _when_pages_arrive(pair, cid, pair.hosts.a.link_down)
+    try:
+        code, out, _ = pair.migrate(cid, "--strategy", "stop-and-copy", timeout=120)
+    finally:
+        watcher.join(timeout=5)
+        pair.hosts.a.link_up()
+    assert code != 0 and "resumed" in out, out
+    pair.assert_running_on(pair.a, cid)
+    pair.assert_nothing_at_destination(cid)
