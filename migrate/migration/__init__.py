@@ -10,6 +10,15 @@
     source.py     connect and negotiate, checks, rollback
     report.py     the migration report (JSON and a rich table)
     progress.py   progress callbacks (silent, or rich bars from the CLI)
+    strategy.py   which strategy, and when pre-copy stops
+    pipeline.py   the source's pipelines: migrate_container(ctx, MigrateOptions)
+    destination.py the agent's restore and page servers
+
+Scripted use::
+
+    from migrate.migration import MigrateOptions, migrate_container
+    report = migrate_container(ctx, MigrateOptions(container_id="web", host="10.0.0.2",
+                                                   port=7777, token=b"secret"))
 
 Names are imported on first use: importing this package costs nothing.
 """
@@ -52,6 +61,11 @@ __all__ = [
     "Progress",
     "SilentProgress",
     "RichProgress",
+    "MigrateOptions",
+    "migrate_container",
+    "PreCopyPolicy",
+    "HostFeatures",
+    "choose",
 ]
 
 _WHERE = {
@@ -67,6 +81,8 @@ _WHERE = {
     "connect_and_negotiate": "source", "rollback": "source", "shared_marker": "source",
     "MigrationReport": "report", "Iteration": "report", "Timeline": "report",
     "Progress": "progress", "SilentProgress": "progress", "RichProgress": "progress",
+    "MigrateOptions": "pipeline", "migrate_container": "pipeline",
+    "PreCopyPolicy": "strategy", "HostFeatures": "strategy", "choose": "strategy",
 }
 
 
