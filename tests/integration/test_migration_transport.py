@@ -363,16 +363,18 @@ def test_receive_and_migrate_commands(netns_hosts, tmp_path):
             assert agent.poll() is None, err_path.read_text()
             time.sleep(0.1)
         assert "listening" in err_path.read_text()
-        # Without migrate.checkpoint's restore, the agent refuses before anything is frozen.
-        with negotiate(netns_hosts, port) as session, \
-                pytest.raises(MigrationError, match="this agent cannot restore containers"):
-            session.prepare(PrepareRequest(container_id="c1"))
+        # The agent's checks pass (nothing is frozen by them); the source gives up.
+        with negotiate(netns_hosts, port) as session:
+            ready = session.prepare(PrepareRequest(container_id="c1"))
+            assert ready["free_bytes"] > 0
+            session.abort("the source cannot migrate yet")
+        # A container that is not running is refused before any connection.
         res = netns_hosts.a.run([*runtime_argv(), "--root", str(src_root), "migrate", "c1",
                                  "--to", f"{netns_hosts.b.address}:{port}",
                                  "--token-file", str(token_file),
                                  "--report", str(tmp_path / "report.json")], timeout=60)
-        assert res.returncode == 1, res.stderr
-        assert "connected to" in res.stderr and "is not wired yet" in res.stderr
+        assert res.returncode == 2, res.stderr
+        assert "only a running container can migrate" in res.stderr
         report = json.loads((tmp_path / "report.json").read_text())
         assert report["container_id"] == "c1" and report["succeeded"] is False
         agent.send_signal(signal.SIGTERM)
@@ -382,5 +384,4 @@ def test_receive_and_migrate_commands(netns_hosts, tmp_path):
             agent.kill()
             agent.wait(10)
     log = err_path.read_text()
-    assert "this agent cannot restore containers" in log
     assert "the source aborted: the source cannot migrate yet" in log

@@ -550,8 +550,10 @@ def test_checkpoint_refused_before_any_freeze(user):
     res = user.mig("checkpoint", "--image-path", images, c,
                    env={"PATH": "/usr/local/sbin:" + PATH})
     assert res.returncode == 1
-    assert "cannot checkpoint or restore without root: CRIU run by uid" in res.stderr
-    assert "setcap cap_checkpoint_restore,cap_setgid,cap_sys_admin,cap_sys_chroot+eip" in res.stderr
+    assert "cannot checkpoint or restore without root" in res.stderr
+    # the first reason found: this spec's own UTS namespace, or CRIU's missing capabilities
+    assert ("UTS namespace" in res.stderr or
+            "setcap cap_checkpoint_restore,cap_setgid,cap_sys_admin,cap_sys_chroot+eip" in res.stderr)
     assert not os.path.exists(images)          # CRIU never ran: no log, no images
     assert user.state(c)["status"] == "running"
     _wait_count(b, before + 2)                  # and it never stopped counting
