@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from migrate.runtime.mountinfo import unescape
 from migrate._record import record
 from migrate.errors import UnsupportedError
 
@@ -31,19 +32,6 @@ class MountEntry:
     source: str
 
 
-def _unescape(text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo.
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and i + 3 < len(text) + 1 and text[i + 1:i + 4].isdigit():
-            out.append(chr(int(text[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str) -> list[MountEntry]:
     entries = []
     for line in text.splitlines():
@@ -53,8 +41,8 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
         f = left.split()
         r = right.split()
         entries.append(MountEntry(mount_id=int(f[0]), parent_id=int(f[1]), dev=f[2],
-                                  root=_unescape(f[3]), mountpoint=_unescape(f[4]),
-                                  fstype=r[0], source=_unescape(r[1]) if len(r) > 1 else ""))
+                                  root=unescape(f[3]), mountpoint=unescape(f[4]),
+                                  fstype=r[0], source=unescape(r[1]) if len(r) > 1 else ""))
     return entries
 
 

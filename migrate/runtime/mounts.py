@@ -32,6 +32,7 @@ mount(2) "Remounting an existing mount"):
 
 from __future__ import annotations
 
+from migrate.runtime.mountinfo import unescape
 from migrate._record import record
 
 from migrate.errors import UsageError
@@ -378,21 +379,6 @@ class MountInfo:
         return flags
 
 
-def _unescape(field: str) -> str:
-    # show_mountinfo() octal-escapes space, tab, newline and backslash.
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str) -> list[MountInfo]:
     """proc(5) /proc/PID/mountinfo lines, in order."""
     out = []
@@ -403,8 +389,8 @@ def parse_mountinfo(text: str) -> list[MountInfo]:
         f = left.split()
         r = right.split()
         out.append(MountInfo(mount_id=int(f[0]), parent_id=int(f[1]),
-                             mount_point=_unescape(f[4]), options=f[5], fstype=r[0],
-                             source=_unescape(r[1]) if len(r) > 1 else "",
+                             mount_point=unescape(f[4]), options=f[5], fstype=r[0],
+                             source=unescape(r[1]) if len(r) > 1 else "",
                              super_options=r[2] if len(r) > 2 else ""))
     return out
 

@@ -22,6 +22,17 @@ from dataclasses import dataclass
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
 
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def runtime_argv() -> list[str]:
     env = os.environ.get("MIGRATE_RUNTIME")
     if env:

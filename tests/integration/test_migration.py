@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from runtime_helpers import wait_for as _wait_for
+
 from runtime_helpers import Runtime
 
 pytestmark = pytest.mark.requires("root", "busybox", "criu", "iptables", "netns")
@@ -26,14 +28,6 @@ WORKLOAD = ("ctrhelper memhold 64 /tmp/mem & "
             "i=0; while true; do i=$((i+1)); echo $i >> /tmp/log; sleep 0.05; done")
 
 
-def _wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _nsenter(host, argv):

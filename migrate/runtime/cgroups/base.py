@@ -27,6 +27,7 @@ TYPE_CHECKING = False  # typing costs ~10 ms at start-up; annotations only
 if TYPE_CHECKING:
     from typing import Any, Iterator
 
+from migrate.runtime.mountinfo import unescape
 from migrate.errors import KernelError, MigrateError, UsageError
 
 class _LazyLog:
@@ -96,21 +97,6 @@ class CgroupFiles:
 
 # ---- parsing -------------------------------------------------------------
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo (proc(5)).
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit() and len(field[i + 1:i + 4]) == 3:
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str) -> list[Mount]:
     """The cgroup and cgroup2 mounts in mountinfo text, in order (proc(5))."""
     mounts = []
@@ -126,7 +112,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
             controllers = tuple(
                 o for o in tail[2].split(",")
                 if o.startswith("name=") or ("=" not in o and o not in _V1_NON_CONTROLLER_OPTIONS))
-        mounts.append(Mount(_unescape(fields[4]), _unescape(fields[3]), tail[0], controllers))
+        mounts.append(Mount(unescape(fields[4]), unescape(fields[3]), tail[0], controllers))
     return mounts
 
 
