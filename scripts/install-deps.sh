@@ -29,6 +29,8 @@ die() { printf '[install-deps] error: %s\n' "$*" >&2; exit 1; }
 PACKAGES=(
     build-essential pkg-config git xz-utils ca-certificates
     python3 python3-venv python3-dev libffi-dev
+    # linux.seccomp: the nsexec extension links libseccomp (libseccomp2 at run time)
+    libseccomp-dev
     iptables nftables iproute2 procps util-linux
     busybox-static uidmap runc
     # tests/integration/test_podman.py (catatonit: the pause image of a pod;
