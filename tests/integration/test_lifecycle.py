@@ -434,3 +434,18 @@ def test_notify_socket_in_the_foreground(runtime, bundle, cid, tmp_path):
     assert res.returncode == 9
     assert sock.recv(4096) == b"READY=1"
     sock.close()
+
+
+def test_time_namespace_with_offsets(runtime, bundle, cid):
+    if not os.path.exists("/proc/self/ns/time"):
+        pytest.skip("this kernel has no time namespaces (CONFIG_TIME_NS)")
+    year = 365 * 24 * 3600
+    bundle.config["linux"]["namespaces"].append({"type": "time"})
+    bundle.config["linux"]["timeOffsets"] = {"boottime": {"secs": year, "nanosecs": 0},
+                                             "monotonic": {"secs": 2 * year, "nanosecs": 0}}
+    bundle.sh("cut -d. -f1 /proc/uptime; readlink /proc/self/ns/time")
+    out = runtime("run", "--bundle", bundle.path, cid).check().stdout.split()
+    with open("/proc/uptime") as f:
+        host_uptime = float(f.read().split()[0])
+    assert int(out[0]) >= year + int(host_uptime) - 5
+    assert out[1] != os.readlink("/proc/self/ns/time")
