@@ -22,6 +22,8 @@ HOT = {
     "state": "migrate.cli.hot:state_cmd",
     "kill": "migrate.cli.hot:kill_cmd",
     "delete": "migrate.cli.hot:delete_cmd",
+    "checkpoint": "migrate.cli.checkpoint:checkpoint_cmd",
+    "restore": "migrate.cli.checkpoint:restore_cmd",
 }
 CLICK = {
     "spec": "migrate.cli.spec:spec",
@@ -30,9 +32,7 @@ CLICK = {
     "ps": "migrate.cli.containers:ps",
     "pause": "migrate.cli.containers:pause",
     "resume": "migrate.cli.containers:resume",
-    "checkpoint": "migrate.cli.checkpoint:checkpoint",
-    "restore": "migrate.cli.checkpoint:restore",
-    "inspect": "migrate.cli.checkpoint:inspect",
+    "inspect": "migrate.cli.inspect:inspect",
     "migrate": "migrate.cli.migration:migrate_cmd",
     "receive": "migrate.cli.migration:receive",
 }

@@ -83,7 +83,8 @@ def test_every_command_has_a_reference():
     for name, ref in COMMANDS.items():
         module, _, func = ref.partition(":")
         assert module.startswith("migrate.cli.") and func, name
-    assert set(HOT) == {"create", "start", "run", "exec", "state", "kill", "delete"}
+    assert set(HOT) == {"create", "start", "run", "exec", "state", "kill", "delete",
+                        "checkpoint", "restore"}
 
 
 # -- main -----------------------------------------------------------------------
