@@ -19,6 +19,7 @@ _MOUNT_OPTIONS = sorted([
 
 def runtime_features() -> dict:
     from migrate.oci import CAPABILITIES, NAMESPACE_TYPES
+    from migrate.runtime.seccomp import ACTIONS, ARCHES, FLAGS, OPERATORS
 
     return {
         "ociVersionMin": "1.0.0",
@@ -31,7 +32,14 @@ def runtime_features() -> dict:
             "capabilities": list(CAPABILITIES),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
                        "rdma": False},
-            "seccomp": {"enabled": False},
+            "seccomp": {
+                "enabled": True,
+                "actions": sorted(ACTIONS),
+                "operators": sorted(OPERATORS),
+                "archs": sorted(ARCHES),
+                "knownFlags": list(FLAGS),
+                "supportedFlags": list(FLAGS),
+            },
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},

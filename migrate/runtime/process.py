@@ -9,6 +9,18 @@ Order, forced by the kernel:
   capset for effective/permitted/inheritable, then the ambient set (a
   capability must be permitted and inheritable to be raised as ambient);
   no_new_privs last before exec (it does not stop the steps above).
+
+The seccomp filter (built earlier, while our modules and libseccomp could
+still be reached: see ``Syscalls.seccomp_prepare``) is loaded where runc
+loads it (``standard_init_linux.go``, ``setns_init_linux.go``):
+  without no_new_privs, seccomp(2) needs CAP_SYS_ADMIN, so the filter goes
+  in first, before the bounding set is dropped and the user switched; the
+  profile must then allow what follows (capset, setresuid, the sync socket,
+  exec.fifo, startContainer hooks);
+  with no_new_privs, any process may load a filter, so it goes in last, just
+  before execve, and the profile need only allow execve (seccomp(2) man page,
+  SECCOMP_SET_MODE_FILTER: "the caller must have CAP_SYS_ADMIN ... or the
+  thread must already have the no_new_privs bit set").
 """
 
 from __future__ import annotations
@@ -25,7 +37,8 @@ from migrate.oci.constants import CAP_NUMBERS, RLIMITS
 from migrate.runtime.syscalls import PR, Syscalls
 
 __all__ = ["apply_rlimits", "apply_user_and_caps", "cap_mask", "resolve_executable",
-           "build_env", "home_of", "exec_process", "reset_signals"]
+           "build_env", "home_of", "exec_process", "reset_signals", "prepare_seccomp",
+           "load_seccomp"]
 
 
 def cap_mask(names) -> int:
@@ -64,8 +77,35 @@ def apply_oom_score_adj(sys: Syscalls, value: int | None) -> None:
                           f"oomScoreAdj {value}") from None
 
 
-def apply_user_and_caps(sys: Syscalls, process, *, setgroups_allowed: bool = True) -> None:
-    """Switch to the spec's user with exactly its capabilities."""
+def prepare_seccomp(sys: Syscalls, plan):
+    """Build the filter of a ``runtime.seccomp.SeccompPlan`` (None: no
+    filter), while the init can still report an error. Raises KernelError."""
+    if plan is None:
+        return None
+    try:
+        return sys.seccomp_prepare(plan)
+    except OSError as err:
+        raise KernelError("seccomp", err.filename, err.errno or 1) from None
+
+
+def load_seccomp(sys: Syscalls, filter) -> None:
+    """Load a filter from ``sys.seccomp_prepare``. Raises KernelError."""
+    try:
+        sys.seccomp_load(filter)
+    except OSError as err:
+        raise KernelError("seccomp", None, err.errno or 1, "loading the linux.seccomp filter") from None
+
+
+def apply_user_and_caps(sys: Syscalls, process, *, setgroups_allowed: bool = True,
+                        seccomp=None) -> None:
+    """Switch to the spec's user with exactly its capabilities.
+
+    ``seccomp`` (a prepared filter) is loaded here, first, when the process
+    has no no_new_privs; with no_new_privs the caller passes it to
+    `exec_process` instead (module docstring). Raises KernelError, UsageError.
+    """
+    if seccomp is not None and not process.no_new_privileges:
+        load_seccomp(sys, seccomp)
     caps = process.capabilities
     last = _last_cap()
     if caps is not None:
@@ -163,13 +203,22 @@ def reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
-def exec_process(sys: Syscalls, path: str, args, env: dict[str, str], keep_fds: int) -> None:
-    """execve with only fds 0 .. keep_fds-1 surviving. Never returns on success."""
+def exec_process(sys: Syscalls, path: str, args, env: dict[str, str], keep_fds: int,
+                 seccomp=None) -> None:
+    """execve with only fds 0 .. keep_fds-1 surviving. Never returns on success.
+
+    ``seccomp``: a prepared filter to load right before execve (the
+    no_new_privs case; see the module docstring).
+    """
     sys.mark_fds_cloexec(keep_fds)
     for fd in range(3, keep_fds):
         os.set_inheritable(fd, True)
     reset_signals()
+    args, env = list(args), dict(env)
+    if seccomp is not None:
+        # As late as possible: what runs after this must pass the filter.
+        load_seccomp(sys, seccomp)
     try:
-        os.execve(path, list(args), env)
+        os.execve(path, args, env)
     except OSError as err:
         raise KernelError("execve", path, err.errno or 1) from None

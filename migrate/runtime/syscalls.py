@@ -91,6 +91,8 @@ class Syscalls(Protocol):
     def move_mount(self, from_fd: int, to_path: str) -> None: ...
     def mark_fds_cloexec(self, first: int) -> None: ...
     def personality(self, persona: int) -> None: ...
+    def seccomp_prepare(self, plan) -> object: ...
+    def seccomp_load(self, filter: object) -> None: ...
 
 
 _AT_FDCWD = -100
@@ -203,6 +205,15 @@ class LinuxSyscalls:
 
     def personality(self, persona):
         nsexec.check(self._c().sys_personality(persona), "personality")
+
+    def seccomp_prepare(self, plan):
+        """Build the libseccomp filter for a ``runtime.seccomp.SeccompPlan``;
+        returns the handle ``seccomp_load`` takes. Raises OSError whose
+        filename names the rule or architecture libseccomp refused."""
+        return nsexec.seccomp_build(plan)
+
+    def seccomp_load(self, filter):
+        nsexec.check(self._c().seccomp_filter_load(filter), "seccomp: load filter")
 
 
 def nsexec_null():

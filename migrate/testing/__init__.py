@@ -10,8 +10,9 @@ from migrate.testing._contract import ContractHarness, syscalls_contract_cases
 from migrate.testing.migration import FakeHostFacts, FakeRestore
 from migrate.testing.fakes import (Call, Capset, Chown, FakeSyscalls, JoinSessionKeyring, Kill,
                                    MarkFdsCloexec, Mknod, MoveMount, Mount, MountSetattr,
-                                   OpenTree, Personality, PivotRoot, Prctl, Setdomainname,
-                                   Sethostname, Setns, Umount, Unshare, WriteFile)
+                                   OpenTree, Personality, PivotRoot, Prctl, SeccompLoad,
+                                   SeccompPrepare, Setdomainname, Sethostname, Setns, Umount,
+                                   Unshare, WriteFile)
 
 __all__ = [
     "FakeSyscalls",
@@ -35,6 +36,8 @@ __all__ = [
     "MoveMount",
     "MarkFdsCloexec",
     "Personality",
+    "SeccompPrepare",
+    "SeccompLoad",
     "ContractHarness",
     "syscalls_contract_cases",
     "FakeHostFacts",

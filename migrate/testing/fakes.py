@@ -52,6 +52,8 @@ __all__ = [
     "MoveMount",
     "MarkFdsCloexec",
     "Personality",
+    "SeccompPrepare",
+    "SeccompLoad",
 ]
 
 _call = dataclass(frozen=True, slots=True)
@@ -191,6 +193,16 @@ class Personality(Call):
     persona: int
 
 
+@_call
+class SeccompPrepare(Call):
+    plan: object          # runtime.seccomp.SeccompPlan
+
+
+@_call
+class SeccompLoad(Call):
+    filter: object        # what seccomp_prepare returned (the fake: the plan)
+
+
 @dataclass(slots=True)
 class _Failure:
     call_type: type
@@ -320,6 +332,13 @@ class FakeSyscalls:
 
     def personality(self, persona):
         self._record(Personality(persona))
+
+    def seccomp_prepare(self, plan):
+        self._record(SeccompPrepare(plan))
+        return plan
+
+    def seccomp_load(self, filter):
+        self._record(SeccompLoad(filter))
 
     def written(self, path: str) -> str | None:
         """What the last ``write_file`` to ``path`` that did not fail wrote."""

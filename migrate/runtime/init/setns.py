@@ -28,10 +28,12 @@ class SetnsInit:
     process: object            # oci.Process
     preserve_fds: int
     setgroups_allowed: bool
+    seccomp: object | None = None    # runtime.seccomp.SeccompPlan: the container's
 
 
 def run_setns_init(init: SetnsInit, sys: Syscalls, sock: SyncSocket) -> NoReturn:
     process = init.process
+    seccomp = proc.prepare_seccomp(sys, init.seccomp)
     if process.terminal:
         from migrate.runtime.console import open_container_pty
 
@@ -46,10 +48,12 @@ def run_setns_init(init: SetnsInit, sys: Syscalls, sock: SyncSocket) -> NoReturn
     except OSError as err:
         raise NotFoundError(f"cwd {process.cwd}: {err.strerror}") from None
     path = proc.resolve_executable(process.args[0], env)
-    proc.apply_user_and_caps(sys, process, setgroups_allowed=init.setgroups_allowed)
+    proc.apply_user_and_caps(sys, process, setgroups_allowed=init.setgroups_allowed,
+                             seccomp=seccomp)
     if process.user.umask is not None:
         os.umask(process.user.umask)
     sock.send({"type": "ready"})
     sock.close()
-    proc.exec_process(sys, path, process.args, env, 3 + init.preserve_fds)
+    proc.exec_process(sys, path, process.args, env, 3 + init.preserve_fds,
+                      seccomp=seccomp if process.no_new_privileges else None)
     os._exit(127)

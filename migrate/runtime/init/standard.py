@@ -35,6 +35,7 @@ class StandardInit:
     has_hooks: bool
     setgroups_allowed: bool
     new_uts: bool
+    seccomp: object | None = None     # runtime.seccomp.SeccompPlan
 
 
 def _hooks_roundtrip(sock: SyncSocket) -> None:
@@ -57,6 +58,8 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
     spec = init.spec
     process = spec.process
     preload(process, bool(spec.hooks.start_container))
+    # Built now, while an error still reaches the parent; loaded at the end.
+    seccomp = proc.prepare_seccomp(sys, init.seccomp)
     if init.new_keyring:
         try:
             sys.join_session_keyring(f"_ses.{init.container_id}")
@@ -105,7 +108,8 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
         raise NotFoundError(f"cwd {process.cwd}: {err.strerror}") from None
     # Resolve before dropping privileges: the path is what root would exec.
     path = proc.resolve_executable(process.args[0], env)
-    proc.apply_user_and_caps(sys, process, setgroups_allowed=init.setgroups_allowed)
+    proc.apply_user_and_caps(sys, process, setgroups_allowed=init.setgroups_allowed,
+                             seccomp=seccomp)
     if process.user.umask is not None:
         os.umask(process.user.umask)
     else:
@@ -124,7 +128,8 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
         os.close(init.fifo_fd)
     # startContainer hooks belong to "start", which `run` does without a fifo.
     _start_container_hooks(spec)
-    proc.exec_process(sys, path, process.args, env, 3 + init.preserve_fds)
+    proc.exec_process(sys, path, process.args, env, 3 + init.preserve_fds,
+                      seccomp=seccomp if process.no_new_privileges else None)
     os._exit(127)
 
 

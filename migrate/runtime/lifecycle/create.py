@@ -116,6 +116,10 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
     if opts.preserve_fds < 0:
         raise UsageError("--preserve-fds must not be negative")
     linux = spec.linux
+    from migrate.runtime.seccomp import plan_seccomp
+
+    # Checked before anything exists: a profile we cannot apply fails here.
+    seccomp = plan_seccomp(linux.seccomp)
     facts = rootless.detect(ctx.rootless)
     create_ns, join = NsFlag(0), []
     for ns in linux.namespaces:
@@ -168,7 +172,7 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
         trees = _idmapped_trees(ctx, spec, bundle, create_ns)
         try:
             launched = launch(_launch_spec(ctx, opts, spec, state, cgroups, create_ns, join,
-                                           idmap, facts, fifo_fd, bundle, trees))
+                                           idmap, facts, fifo_fd, bundle, trees, seccomp))
         finally:
             if trees:
                 from migrate.runtime.idmapped import close_trees
@@ -250,7 +254,7 @@ def _idmapped_trees(ctx, spec, bundle, create_ns) -> tuple:
 
 
 def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts, fifo_fd, bundle,
-                 idmapped=()):
+                 idmapped=(), seccomp=None):
     from migrate.runtime.init.standard import StandardInit, run_standard_init
     from migrate.runtime.rootfs import RootfsPlan
 
@@ -271,7 +275,8 @@ def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts,
         preserve_fds=opts.preserve_fds, new_keyring=not opts.no_new_keyring,
         has_hooks=has_hooks,
         setgroups_allowed=not (idmap is not None and idmap.deny_setgroups),
-        new_uts=bool(create_ns & NsFlag.UTS) or any(f == NsFlag.UTS for _, f in join))
+        new_uts=bool(create_ns & NsFlag.UTS) or any(f == NsFlag.UTS for _, f in join),
+        seccomp=seccomp)
     sys = ctx.syscalls
 
     def on_hooks(pid: int) -> None:

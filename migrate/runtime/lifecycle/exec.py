@@ -121,8 +121,12 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
     for ns in spec.linux.namespaces:
         flag, name = NS_FLAGS[ns.type]
         join.append((f"{ctx.proc_root}/{pid}/ns/{name}", flag))
+    from migrate.runtime.seccomp import plan_seccomp
+
+    # The container's profile: runtime-spec's process (--process) has none.
     init = SetnsInit(process=process, preserve_fds=opts.preserve_fds,
-                     setgroups_allowed=_setgroups_allowed(pid, ctx.proc_root))
+                     setgroups_allowed=_setgroups_allowed(pid, ctx.proc_root),
+                     seccomp=plan_seccomp(spec.linux.seccomp))
     from migrate.runtime.init.standard import preload
 
     preload(process, False)   # the child cannot import after setns(mnt)

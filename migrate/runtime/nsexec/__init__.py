@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import os
 
-__all__ = ["NsFlag", "NS_FLAGS", "bootstrap", "lib", "check"]
+__all__ = ["NsFlag", "NS_FLAGS", "bootstrap", "lib", "check", "seccomp_build"]
 
 
 class NsFlag(enum.IntFlag):
@@ -83,3 +83,46 @@ def bootstrap(*, sync_fd: int, log_fd: int, create: NsFlag,
     if ret < 0:
         step = ffi.string(cfg.failed_step).decode() or "nsexec"
         raise OSError(-ret, f"{step}: {os.strerror(-ret)}")
+
+
+def seccomp_build(plan):
+    """The C profile for a ``runtime.seccomp.SeccompPlan``, built into a
+    libseccomp filter (an opaque pointer for ``seccomp_filter_load``).
+
+    Raises OSError whose filename names the architecture or rule libseccomp
+    refused.
+    """
+    mod = _load()
+    ffi, c = mod.ffi, mod.lib
+    keep = []                      # char[] buffers must outlive the build
+
+    def cstr(text: str):
+        buf = ffi.new("char[]", text.encode())
+        keep.append(buf)
+        return buf
+
+    prof = ffi.new("struct seccomp_profile *")
+    prof.default_action = int(plan.default_action)
+    prof.default_ret = -1 if plan.default_ret is None else plan.default_ret
+    prof.flags = int(plan.flags)
+    arches = ffi.new("const char *[]", [cstr(a) for a in plan.arches] or 1)
+    prof.arches, prof.narches = arches, len(plan.arches)
+    rules = ffi.new("struct seccomp_rule[]", len(plan.rules) or 1)
+    for i, rule in enumerate(plan.rules):
+        r = rules[i]
+        r.name = cstr(rule.name)
+        r.action = int(rule.action)
+        r.ret = -1 if rule.ret is None else rule.ret
+        r.nargs = len(rule.args)
+        for j, arg in enumerate(rule.args):
+            r.args[j].index = arg.index
+            r.args[j].value = arg.value
+            r.args[j].value_two = arg.value_two
+            r.args[j].op = int(arg.op)
+    prof.rules, prof.nrules = rules, len(plan.rules)
+    out = ffi.new("void **")
+    ret = c.seccomp_filter_build(prof, out)
+    if ret < 0:
+        what = plan.describe(prof.failed) if prof.failed >= 0 else "filter"
+        raise OSError(-ret, f"seccomp: {os.strerror(-ret)}", what)
+    return out[0]

@@ -6,7 +6,7 @@ import os
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ["nsexec.c", "idmap.c", "log.c", "syscalls.c"]
+SOURCES = ["nsexec.c", "idmap.c", "log.c", "syscalls.c", "seccomp.c"]
 
 ffibuilder = FFI()
 ffibuilder.cdef(
@@ -48,6 +48,35 @@ ffibuilder.cdef(
                           unsigned long long propagation, int userns_fd);
     int sys_close_range_cloexec(unsigned int first);
     int sys_personality(unsigned long persona);
+
+    #define SECCOMP_MAX_ARGS 6
+    struct seccomp_arg {
+        unsigned int index;
+        unsigned long long value;
+        unsigned long long value_two;
+        int op;
+    };
+    struct seccomp_rule {
+        const char *name;
+        int action;
+        int ret;
+        int nargs;
+        struct seccomp_arg args[6];
+    };
+    struct seccomp_profile {
+        int default_action;
+        int default_ret;
+        unsigned int flags;
+        const char **arches;
+        int narches;
+        struct seccomp_rule *rules;
+        int nrules;
+        int failed;
+        int skipped;
+    };
+    int seccomp_filter_build(struct seccomp_profile *p, void **filter);
+    int seccomp_filter_load(void *filter);
+    void seccomp_filter_release(void *filter);
     """
 )
 ffibuilder.set_source(
@@ -55,6 +84,7 @@ ffibuilder.set_source(
     '#include "nsexec.h"',
     sources=[os.path.relpath(os.path.join(HERE, s)) for s in SOURCES],
     include_dirs=[HERE],
+    libraries=["seccomp"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
 

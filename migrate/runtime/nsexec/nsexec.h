@@ -68,4 +68,57 @@ int sys_mount_setattr(int dfd, const char *path, unsigned int flags,
 int sys_close_range_cloexec(unsigned int first);
 int sys_personality(unsigned long persona);
 
+/*
+ * seccomp.c: linux.seccomp as a flat profile planned by Python
+ * (runtime/seccomp.py, whose enums mirror these values).
+ */
+#define SECCOMP_MAX_ARGS 6
+
+enum seccomp_action {
+	SECCOMP_ACTION_KILL_THREAD = 1,
+	SECCOMP_ACTION_KILL_PROCESS = 2,
+	SECCOMP_ACTION_TRAP = 3,
+	SECCOMP_ACTION_ERRNO = 4,
+	SECCOMP_ACTION_TRACE = 5,
+	SECCOMP_ACTION_ALLOW = 6,
+	SECCOMP_ACTION_LOG = 7,
+};
+
+#define SECCOMP_PROFILE_TSYNC      0x1
+#define SECCOMP_PROFILE_LOG        0x2
+#define SECCOMP_PROFILE_SPEC_ALLOW 0x4
+
+struct seccomp_arg {
+	unsigned int index;
+	unsigned long long value;
+	unsigned long long value_two;
+	int op;                      /* libseccomp's enum scmp_compare */
+};
+
+struct seccomp_rule {
+	const char *name;            /* syscall name; unknown here: skipped */
+	int action;                  /* enum seccomp_action */
+	int ret;                     /* errno for ERRNO/TRACE, -1: EPERM */
+	int nargs;
+	struct seccomp_arg args[SECCOMP_MAX_ARGS];
+};
+
+struct seccomp_profile {
+	int default_action;
+	int default_ret;
+	unsigned int flags;          /* SECCOMP_PROFILE_* */
+	const char **arches;         /* libseccomp names: "x86_64", "x86", ... */
+	int narches;
+	struct seccomp_rule *rules;
+	int nrules;
+	int failed;                  /* out: index (arches, then rules) that failed */
+	int skipped;                 /* out: rules whose syscall is unknown here */
+};
+
+/* Build the filter into *filter (an scmp_filter_ctx); 0 or -errno. */
+int seccomp_filter_build(struct seccomp_profile *p, void **filter);
+/* Load and release it; 0 or -errno. */
+int seccomp_filter_load(void *filter);
+void seccomp_filter_release(void *filter);
+
 #endif
