@@ -17,6 +17,7 @@ container inherit them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -278,7 +279,7 @@ def test_what_podman_puts_in_config_json(podman):
     """Options whose config.json migrate once refused or got wrong: tmpfs
     mounts with "tmpcopyup" (--read-only, --tmpfs), sysctls under the
     read-only /proc/sys, host devices whose fileMode has its type bits
-    (--privileged). Seccomp profiles are accepted but not applied (yet)."""
+    (--privileged). Seccomp: see test_seccomp_profiles_are_applied."""
     res = podman("run", "--rm", "--read-only", "--tmpfs", "/etc",
                  "--mount", "type=tmpfs,destination=/scratch,tmpfs-mode=1770",
                  "--sysctl", "net.ipv4.ip_forward=1", IMAGE, "sh", "-c",
@@ -293,6 +294,25 @@ def test_what_podman_puts_in_config_json(podman):
     res = podman("run", "--rm", "--privileged", IMAGE, "sh", "-c",
                  "ls /dev | wc -l; grep CapEff /proc/self/status").check()
     assert int(res.stdout.split()[0]) > 20
+
+
+def test_seccomp_profiles_are_applied(podman, tmp_path):
+    # Podman's default profile on run and exec; unconfined means none; a
+    # profile of our own (--security-opt seccomp=FILE) filters what it says.
+    status = "grep Seccomp: /proc/self/status"
+    name = "c-seccomp"
+    podman("run", "-d", "--name", name, IMAGE, "sleep", "1000").check()
+    assert podman("exec", name, "sh", "-c", status).check().stdout.split() == ["Seccomp:", "2"]
+    podman("rm", "-f", "-t", "0", name).check()
+    res = podman("run", "--rm", "--security-opt", "seccomp=unconfined", IMAGE, "sh", "-c",
+                 status).check()
+    assert res.stdout.split() == ["Seccomp:", "0"]
+    profile = tmp_path / "no-mkdir.json"
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}))
+    res = podman("run", "--rm", "--security-opt", f"seccomp={profile}", IMAGE, "sh", "-c",
+                 f"{status}; mkdir /tmp/x; echo mkdir=$?").check()
+    assert "Seccomp:\t2" in res.stdout and "mkdir=1" in res.stdout
 
 
 @pytest.mark.parametrize("json_log", [True, False], ids=["json-log", "no-log-flags"])
