@@ -26,7 +26,9 @@ HOT = {"create": "create", "start": "start", "state": "query", "kill": "kill",
 
 
 def _modules_after(code: str) -> set[str]:
-    prog = (f"import sys, json\nsys.path.insert(0, {REPO!r})\n{code}\n"
+    # -I: the installed package (with its compiled nsexec extension), as the
+    # `migrate` command runs it; the source tree has no compiled extension.
+    prog = (f"import sys, json\n{code}\n"
             f"sys.stdout.write('\\n' + json.dumps(sorted(sys.modules)))\n")
     res = subprocess.run([sys.executable, "-I", "-c", prog], capture_output=True, text=True,
                          timeout=60, stdin=subprocess.DEVNULL, cwd=REPO)
