@@ -38,7 +38,7 @@ from migrate.runtime.syscalls import PR, Syscalls
 
 __all__ = ["apply_rlimits", "apply_user_and_caps", "cap_mask", "resolve_executable",
            "build_env", "home_of", "exec_process", "reset_signals", "prepare_seccomp",
-           "load_seccomp"]
+           "load_seccomp", "become_process"]
 
 
 def cap_mask(names) -> int:
@@ -144,6 +144,27 @@ def apply_user_and_caps(sys: Syscalls, process, *, setgroups_allowed: bool = Tru
                                   f"{name} must be permitted and inheritable") from None
     if process.no_new_privileges:
         sys.prctl(PR.SET_NO_NEW_PRIVS, 1)
+
+
+def become_process(sys: Syscalls, process, *, setgroups_allowed: bool, seccomp=None,
+                   default_umask: int | None = None) -> tuple[str, dict[str, str]]:
+    """The steps every init takes to turn into the OCI process, just short
+    of execve: limits, environment, cwd, the executable's path (resolved
+    while still root, as root would see it), user and capabilities, umask.
+    Returns (path, env) for ``exec_process``."""
+    apply_oom_score_adj(sys, process.oom_score_adj)
+    apply_rlimits(process.rlimits)
+    env = build_env(process.env, process.user.uid)
+    try:
+        os.chdir(process.cwd)
+    except OSError as err:
+        raise NotFoundError(f"cwd {process.cwd}: {err.strerror}") from None
+    path = resolve_executable(process.args[0], env)
+    apply_user_and_caps(sys, process, setgroups_allowed=setgroups_allowed, seccomp=seccomp)
+    umask = process.user.umask if process.user.umask is not None else default_umask
+    if umask is not None:
+        os.umask(umask)
+    return path, env
 
 
 def home_of(uid: int, passwd: str = "/etc/passwd") -> str:

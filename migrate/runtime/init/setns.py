@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from migrate._record import record
 
-from migrate.errors import NotFoundError
 from migrate.runtime import process as proc
 from migrate.runtime.sync import SyncSocket
 from migrate.runtime.syscalls import Syscalls
@@ -40,18 +39,8 @@ def run_setns_init(init: SetnsInit, sys: Syscalls, sock: SyncSocket) -> NoReturn
         master = open_container_pty(process.console_size)
         sock.send({"type": "console"}, (master,))
         os.close(master)
-    proc.apply_oom_score_adj(sys, process.oom_score_adj)
-    proc.apply_rlimits(process.rlimits)
-    env = proc.build_env(process.env, process.user.uid)
-    try:
-        os.chdir(process.cwd)
-    except OSError as err:
-        raise NotFoundError(f"cwd {process.cwd}: {err.strerror}") from None
-    path = proc.resolve_executable(process.args[0], env)
-    proc.apply_user_and_caps(sys, process, setgroups_allowed=init.setgroups_allowed,
-                             seccomp=seccomp)
-    if process.user.umask is not None:
-        os.umask(process.user.umask)
+    path, env = proc.become_process(sys, process, setgroups_allowed=init.setgroups_allowed,
+                                    seccomp=seccomp)
     sock.send({"type": "ready"})
     sock.close()
     proc.exec_process(sys, path, process.args, env, 3 + init.preserve_fds,

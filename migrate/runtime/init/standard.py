@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from migrate._record import record
 
-from migrate.errors import KernelError, NotFoundError
+from migrate.errors import KernelError
 from migrate.runtime import process as proc
 from migrate.runtime.rootfs import RootfsPlan, finalize_rootfs, prepare_rootfs
 from migrate.runtime.sync import SyncSocket
@@ -99,21 +99,8 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
     if spec.linux.personality:
         domain = spec.linux.personality.get("domain", "LINUX")
         sys.personality(0x0008 if domain == "LINUX32" else 0)
-    proc.apply_oom_score_adj(sys, process.oom_score_adj)
-    proc.apply_rlimits(process.rlimits)
-    env = proc.build_env(process.env, process.user.uid)
-    try:
-        os.chdir(process.cwd)
-    except OSError as err:
-        raise NotFoundError(f"cwd {process.cwd}: {err.strerror}") from None
-    # Resolve before dropping privileges: the path is what root would exec.
-    path = proc.resolve_executable(process.args[0], env)
-    proc.apply_user_and_caps(sys, process, setgroups_allowed=init.setgroups_allowed,
-                             seccomp=seccomp)
-    if process.user.umask is not None:
-        os.umask(process.user.umask)
-    else:
-        os.umask(0o022)
+    path, env = proc.become_process(sys, process, setgroups_allowed=init.setgroups_allowed,
+                                    seccomp=seccomp, default_umask=0o022)
     sock.send({"type": "ready"})
     sock.close()
     if init.fifo_fd is not None:
