@@ -13,37 +13,12 @@ from __future__ import annotations
 
 import os
 
-from migrate.runtime.mountinfo import unescape
+from migrate.runtime.mounts import MountInfo, parse_mountinfo
 from migrate._record import record
 from migrate.errors import UnsupportedError
 
-__all__ = ["MountEntry", "ExternalMount", "parse_mountinfo", "classify_mounts",
+__all__ = ["ExternalMount", "parse_mountinfo", "classify_mounts",
            "Descriptor", "describe_fd", "external_namespaces"]
-
-
-@record
-class MountEntry:
-    mount_id: int
-    parent_id: int
-    dev: str            # "major:minor"
-    root: str           # the mount's root within its filesystem
-    mountpoint: str     # as the process sees it (inside the container)
-    fstype: str
-    source: str
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    entries = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        f = left.split()
-        r = right.split()
-        entries.append(MountEntry(mount_id=int(f[0]), parent_id=int(f[1]), dev=f[2],
-                                  root=unescape(f[3]), mountpoint=unescape(f[4]),
-                                  fstype=r[0], source=unescape(r[1]) if len(r) > 1 else ""))
-    return entries
 
 
 @record
@@ -60,7 +35,7 @@ class ExternalMount:
     detail: str = ""
 
 
-def _is_internal(entry: MountEntry, root: MountEntry, entries: list[MountEntry]) -> bool:
+def _is_internal(entry: MountInfo, root: MountInfo, entries: list[MountInfo]) -> bool:
     """Can CRIU recreate this mount from inside the container? Yes for a
     whole filesystem (proc, tmpfs, devpts ...), and for a bind whose source
     lies in the rootfs or in a whole filesystem the container mounts itself
@@ -73,7 +48,7 @@ def _is_internal(entry: MountEntry, root: MountEntry, entries: list[MountEntry])
     return any(o is not entry and o.dev == entry.dev and o.root == "/" for o in entries[1:])
 
 
-def classify_mounts(entries: list[MountEntry], *, bind_destinations: set[str],
+def classify_mounts(entries: list[MountInfo], *, bind_destinations: set[str],
                     masked_paths: set[str], notify_dir: str | None) -> list[ExternalMount]:
     """The container's mounts that CRIU must treat as external, from the
     init's own mountinfo (the container's root is the first entry).
@@ -86,7 +61,7 @@ def classify_mounts(entries: list[MountEntry], *, bind_destinations: set[str],
     root = entries[0]
     out: list[ExternalMount] = []
     for e in entries[1:]:
-        mp = e.mountpoint
+        mp = e.mount_point
         if e.fstype in ("cgroup", "cgroup2"):
             # Container cgroups are binds of the container's host directory.
             name = "" if mp.rstrip("/") == "/sys/fs/cgroup" else os.path.basename(mp)

@@ -19,7 +19,7 @@ import signal
 
 from migrate.checkpoint.metadata import CheckpointMeta, load_meta
 from migrate.checkpoint.options import CGROUP_MODES, RestoreOptions
-from migrate.errors import NotFoundError, UnsupportedError, UsageError
+from migrate.errors import NotFoundError, UsageError
 from migrate.runtime.container import Container, proc_start_time
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.state import ContainerState, StateStore, validate_id

@@ -220,7 +220,7 @@ class _Run:
         """Lazy final dump: the destination runs the container at once and
         pulls its memory from the source's page server."""
         from migrate.checkpoint.dump import dump_job
-        from migrate.criu_rpc import Client, PageServer, SwrkOptions
+        from migrate.criu_rpc import Client, SwrkOptions
 
         address = self.conn.local_address
         port = _free_port(address)

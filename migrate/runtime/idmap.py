@@ -11,7 +11,6 @@ Writing /proc/PID/{uid,gid}_map follows user_namespaces(7):
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from migrate._record import record

@@ -369,6 +369,8 @@ class MountInfo:
     fstype: str
     source: str
     super_options: str
+    dev: str = ""         # "major:minor" of the file system
+    root: str = "/"       # the mount's root within its file system
 
     @property
     def sb_flags(self) -> int:
@@ -391,7 +393,8 @@ def parse_mountinfo(text: str) -> list[MountInfo]:
         out.append(MountInfo(mount_id=int(f[0]), parent_id=int(f[1]),
                              mount_point=unescape(f[4]), options=f[5], fstype=r[0],
                              source=unescape(r[1]) if len(r) > 1 else "",
-                             super_options=r[2] if len(r) > 2 else ""))
+                             super_options=r[2] if len(r) > 2 else "",
+                             dev=f[2], root=unescape(f[3])))
     return out
 
 

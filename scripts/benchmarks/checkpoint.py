@@ -4,7 +4,6 @@ touched memory (the in-container helper fills it with a known pattern)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -13,29 +12,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
-
-
-def _migrate() -> str:
-    return os.environ.get("MIGRATE_BIN") or shutil.which("migrate") or "/opt/migrate/venv/bin/migrate"
-
-
-def _bundle(work: str, mib: int) -> str:
-    from runtime_helpers import build_rootfs
-
-    path = os.path.join(work, f"bundle-{mib}")
-    os.makedirs(path)
-    build_rootfs(os.path.join(path, "rootfs"))
-    subprocess.run([_migrate(), "spec", "--bundle", path], check=True, timeout=60)
-    with open(os.path.join(path, "config.json")) as f:
-        cfg = json.load(f)
-    cfg["process"]["terminal"] = False
-    cfg["process"]["args"] = ["ctrhelper", "memhold", str(mib), "/tmp/state"]
-    cfg["root"]["readonly"] = False
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(cfg, f)
-    return path
+from benchmarks._common import make_bundle, migrate_bin
 
 
 def _run(argv, cwd=None, log=None, stdio=None) -> float:
@@ -107,9 +84,10 @@ def main(argv: list[str]) -> int:
         return 1
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-ck-", dir="/var/tmp") as work:
-        tools = {"migrate": [_migrate()], "runc": [runc]}
+        tools = {"migrate": [migrate_bin()], "runc": [runc]}
         for mib in sizes:
-            bundle = _bundle(work, mib)
+            bundle = make_bundle(work, f"bundle-{mib}", ["ctrhelper", "memhold", str(mib), "/tmp/state"],
+                                 writable=True)
             samples = {t: ([], []) for t in tools}
             for i in range(rounds):
                 for tool, argv0 in tools.items():

@@ -14,45 +14,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))
+from benchmarks._common import make_bundle, migrate_bin
 
 TOKEN = "bench-token"
 PORT = 7790
 DIRTY_PAGES_PER_S = 2000
 
 
-def _migrate() -> str:
-    return os.environ.get("MIGRATE_BIN") or shutil.which("migrate") or "/opt/migrate/venv/bin/migrate"
-
-
 def _on(host, argv):
     return ["nsenter", f"--net={host.path}", *argv]
-
-
-def _bundle(work: str, mib: int) -> str:
-    from runtime_helpers import build_rootfs
-
-    path = os.path.join(work, f"bundle-{mib}")
-    os.makedirs(path)
-    build_rootfs(os.path.join(path, "rootfs"))
-    subprocess.run([_migrate(), "spec", "--bundle", path], check=True, timeout=60)
-    with open(os.path.join(path, "config.json")) as f:
-        cfg = json.load(f)
-    cfg["process"]["terminal"] = False
-    cfg["process"]["args"] = ["ctrhelper", "memhold", str(mib), "/tmp/mem", str(DIRTY_PAGES_PER_S)]
-    cfg["root"]["readonly"] = False
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(cfg, f)
-    return path
 
 
 def _rx_bytes(host) -> int:
@@ -125,7 +100,7 @@ def runc_round(hosts, bundle: str, work: str, i: int) -> dict:
 
 
 def migrate_round(hosts, bundle: str, work: str, strategy: str, i: int) -> dict:
-    m = _migrate()
+    m = migrate_bin()
     cid = f"bench-m-{i}"
     keep: list = []
     root_a, root_b = os.path.join(work, "m-a"), os.path.join(work, "m-b")
@@ -183,7 +158,8 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-mig-", dir="/var/tmp") as work, \
             NetnsHosts() as hosts:
         for mib in sizes:
-            bundle = _bundle(work, mib)
+            bundle = make_bundle(work, f"bundle-{mib}", ["ctrhelper", "memhold", str(mib), "/tmp/mem",
+                                                         str(DIRTY_PAGES_PER_S)], writable=True)
             base = runc_round(hosts, bundle, work, mib)
             rows.append((mib, "runc dump+copy+restore", base, None, base))
             for strategy in strategies:

@@ -3,7 +3,6 @@ interleaved in one run (so machine noise hits both alike)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -12,28 +11,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
-
-
-def _bundle(workdir: str) -> str:
-    from runtime_helpers import build_rootfs
-
-    path = os.path.join(workdir, "bundle")
-    os.makedirs(path)
-    build_rootfs(os.path.join(path, "rootfs"))
-    subprocess.run([_migrate(), "spec", "--bundle", path], check=True, timeout=60)
-    with open(os.path.join(path, "config.json")) as f:
-        cfg = json.load(f)
-    cfg["process"]["terminal"] = False
-    cfg["process"]["args"] = ["true"]
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(cfg, f)
-    return path
-
-
-def _migrate() -> str:
-    return os.environ.get("MIGRATE_BIN") or shutil.which("migrate") or "/opt/migrate/venv/bin/migrate"
+from benchmarks._common import make_bundle, migrate_bin
 
 
 def _time(argv: list[str]) -> float:
@@ -50,9 +28,9 @@ def main(argv: list[str]) -> int:
         print("run_latency: runc is not installed; nothing to compare with")
         return 1
     with tempfile.TemporaryDirectory(prefix="bench-run-") as work:
-        bundle = _bundle(work)
+        bundle = make_bundle(work, "bundle", ["true"])
         tools = {
-            "migrate": [_migrate(), "--root", os.path.join(work, "m-root"), "run", "--bundle", bundle],
+            "migrate": [migrate_bin(), "--root", os.path.join(work, "m-root"), "run", "--bundle", bundle],
             "runc": [runc, "--root", os.path.join(work, "r-root"), "run", "--bundle", bundle],
         }
         samples: dict[str, list[float]] = {k: [] for k in tools}

@@ -8,7 +8,6 @@ cgroup hierarchies CRIU needs). Each host has its own --root.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading

@@ -1,6 +1,5 @@
 """Process I/O with a terminal: console socket (detached) and our own pty (foreground)."""
 
-import array
 import os
 import pty
 import select

@@ -9,7 +9,7 @@ import os
 import signal
 from migrate._record import record
 
-from migrate.errors import MigrateError, NotFoundError, UsageError
+from migrate.errors import NotFoundError, UsageError
 from migrate.runtime.container import Container, proc_start_time
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.launcher import Launched, LaunchSpec, launch

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 from migrate.errors import InvalidStateError, KernelError
 from migrate.runtime.container import Container, Status

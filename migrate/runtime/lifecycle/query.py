@@ -6,7 +6,7 @@ import os
 import subprocess
 from migrate._record import record
 
-from migrate.errors import InvalidStateError, NotFoundError
+from migrate.errors import NotFoundError
 from migrate.runtime.container import Container, Status
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.state import StateStore

@@ -26,8 +26,8 @@ MOUNTINFO = """\
 
 def test_parse_mountinfo_fields_and_escapes():
     entries = parse_mountinfo(MOUNTINFO + r"99 71 0:60 / /with\040space rw - tmpfs tmpfs rw" + "\n")
-    assert entries[0].mountpoint == "/" and entries[0].root == "/tmp/b/rootfs"
-    assert entries[-1].mountpoint == "/with space"
+    assert entries[0].mount_point == "/" and entries[0].root == "/tmp/b/rootfs"
+    assert entries[-1].mount_point == "/with space"
     assert entries[6].fstype == "cgroup" and entries[6].dev == "0:29"
 
 

@@ -1,0 +1,36 @@
+"""What the benchmarks share: the migrate binary and a busybox bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))
+
+
+def migrate_bin() -> str:
+    return os.environ.get("MIGRATE_BIN") or shutil.which("migrate") or "/opt/migrate/venv/bin/migrate"
+
+
+def make_bundle(work: str, name: str, args: list[str], *, writable: bool = False) -> str:
+    """A bundle under ``work`` running ``args`` (busybox + ctrhelper rootfs)."""
+    from runtime_helpers import build_rootfs
+
+    path = os.path.join(work, name)
+    os.makedirs(path)
+    build_rootfs(os.path.join(path, "rootfs"))
+    subprocess.run([migrate_bin(), "spec", "--bundle", path], check=True, timeout=60)
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = args
+    if writable:
+        cfg["root"]["readonly"] = False
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return path
