@@ -449,3 +449,33 @@ def test_time_namespace_with_offsets(runtime, bundle, cid):
         host_uptime = float(f.read().split()[0])
     assert int(out[0]) >= year + int(host_uptime) - 5
     assert out[1] != os.readlink("/proc/self/ns/time")
+
+
+def test_init_is_not_dumpable_until_exec(runtime, bundle, cid):
+    """Before execve the init holds host resources (the exec fifo, the sync
+    socket): it must not be dumpable, so nothing in the container can ptrace
+    it or open its /proc files. Non-dumpable /proc files belong to global
+    root even when the process runs as a mapped user; after execve they
+    belong to that user."""
+    bundle.config["linux"]["namespaces"].append({"type": "user"})
+    bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    os.chown(bundle.rootfs, 100000, 100000)
+    # The mapped root must be able to reach the bundle (as with runc).
+    path = bundle.path
+    while path != "/":
+        os.chmod(path, os.stat(path).st_mode | 0o011)
+        path = os.path.dirname(path)
+    bundle.sh("sleep 300")
+    runtime("create", "--bundle", bundle.path, cid).check()
+    pid = runtime.state(cid)["pid"]
+    with open(f"/proc/{pid}/status") as f:
+        uids = next(l for l in f if l.startswith("Uid:")).split()
+    assert uids[1] == "100000"                      # the init already runs as the mapped root
+    assert os.stat(f"/proc/{pid}/environ").st_uid == 0   # ... but is not dumpable
+    runtime("start", cid).check()
+    assert runtime.wait_status(cid, "running") == "running"
+    deadline = time.monotonic() + 5
+    while os.stat(f"/proc/{pid}/environ").st_uid != 100000 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert os.stat(f"/proc/{pid}/environ").st_uid == 100000   # dumpable again after execve
