@@ -102,9 +102,11 @@ class _Run:
                 "leave_stopped": True}
 
     def send_images(self, images_dir: str) -> None:
+        self.progress.phase("images", _dir_size(images_dir))
         with self.conn.in_phase("images"):
             self.conn.send_tree(images_dir, label="images")
         if self.opts.rootfs == "copy":
+            self.progress.phase("rootfs changes")
             with self.conn.in_phase("rootfs-diff"):
                 # What the container wrote since the first pass; it is frozen now.
                 self.conn.send_tree(self.bundle, only_changed_since=self.snapshot, label="bundle")
@@ -113,6 +115,7 @@ class _Run:
         """Ask the destination to restore, then to run it; commit."""
         from migrate.migration.protocol import Kind
 
+        self.progress.phase("restore")
         with self.conn.in_phase("restore"):
             self.conn.send(Kind.RESTORE, {"request": self.request(lazy)})
             self.conn.recv(Kind.RESTORED, timeout=self.conn.timeouts.wait)
@@ -153,7 +156,8 @@ class _Run:
             # CRIU runs pre-dump right before freezing the tree.
             self.timeline.mark_frozen()
             self.conn.source_state = "frozen"
-            self.progress.phase("frozen")
+            # Memory goes through CRIU's page server: its bytes are not ours to count.
+            self.progress.phase("dump (frozen)")
             return True
 
         return {"pre-dump": frozen, "post-dump": post_dump}
@@ -398,7 +402,7 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
             choice = choose(opts.strategy, _features(session.local_features, source=True),
                             _features(session.peer_features, source=False))
             report.strategy, report.reason = choice.strategy, choice.reason
-            progress.phase(f"strategy {choice.strategy}")
+            progress.phase("checks")
             run = _Run(ctx, opts, session, report, timeline, progress)
             mem = _memory_usage(container)
             rootfs_size = _dir_size(run.bundle) if opts.rootfs == "copy" else 0
@@ -409,6 +413,7 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
                     images_size=mem + (16 << 20), rootfs_size=rootfs_size, cpuinfo=True,
                     shared_markers=(marker,) if marker else ()))
             if opts.rootfs == "copy":
+                progress.phase("rootfs", rootfs_size)
                 with session.conn.in_phase("rootfs"):
                     run.snapshot, _, _ = session.conn.send_tree(run.bundle, label="bundle")
 
