@@ -147,6 +147,7 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
     images_dir = os.path.abspath(opts.image_path)
     work_dir = os.path.abspath(opts.work_path) if opts.work_path else images_dir
     meta = load_meta(images_dir)
+    check_stdio(meta, opts.stdio or (0, 1, 2))
     if meta.pre_dump:
         raise UsageError(f"{images_dir} is a pre-dump: restore the final dump that names it "
                          f"with --parent-path")
@@ -311,6 +312,27 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def check_stdio(meta: CheckpointMeta, fds=(0, 1, 2)) -> None:
+    """CRIU reopens a container's stdio files through the fds we give it and
+    refuses another file type or mode: say so before anything is made.
+    Raises UsageError."""
+    import stat
+
+    names = ("stdin", "stdout", "stderr")
+    for d in meta.descriptors:
+        if not (d.external and d.external.startswith("file[") and d.mode):
+            continue
+        try:
+            mode = os.fstat(fds[d.fd]).st_mode
+        except OSError:
+            continue
+        if stat.S_IFMT(mode) != stat.S_IFMT(d.mode) or (
+                stat.S_ISREG(mode) and stat.S_IMODE(mode) != stat.S_IMODE(d.mode)):
+            raise UsageError(
+                f"the container's {names[d.fd]} was {d.path} (mode {d.mode:o}) at checkpoint "
+                f"time; restore needs the same kind of file there (got mode {mode:o})")
 
 
 def _stdio_copies(undo, stdio=None) -> tuple[int, int, int]:

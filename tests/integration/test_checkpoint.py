@@ -470,3 +470,30 @@ def test_mount_flags_survive_the_round_trip(runtime, rw_bundle, cid, tmp_path):
     for mp in ("/ro", "/strict", "/noatime", "/scratch", "/proc", "/dev", "/sys", "/dev/pts"):
         assert after[mp] == before[mp], f"{mp}: {before[mp]} -> {after[mp]}"
     assert set(after) == set(before)
+
+
+def test_restore_in_the_foreground_waits_for_the_exit_code(runtime, rw_bundle, cid, tmp_path):
+    rw_bundle.sh("i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); echo $i >> /tmp/log; "
+                 "sleep 0.05; done; exit 7")
+    _run_detached(runtime, rw_bundle, cid)
+    _wait_for(lambda: len(_lines(rw_bundle)) > 3, what="counter")
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    # stdio of the same kinds as at checkpoint time (the runtime helper's
+    # /dev/null and plain files): CRIU checks what it reopens.
+    out = open(tmp_path / "restore.out", "w")
+    proc = subprocess.Popen([*runtime.argv, "--root", runtime.root, "restore", "--image-path",
+                             images, "--bundle", rw_bundle.path, cid],
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        assert runtime.wait_status(cid, "running") == "running"
+        n = len(_lines(rw_bundle))
+        _wait_for(lambda: len(_lines(rw_bundle)) > n + 2, what="counting after restore")
+        open(os.path.join(rw_bundle.rootfs, "tmp/stop"), "w").close()
+        assert proc.wait(timeout=30) == 7, (tmp_path / "restore.out").read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+        out.close()
+    # like `run`, a foreground restore deletes the container once it exited
+    assert runtime("state", cid).returncode != 0

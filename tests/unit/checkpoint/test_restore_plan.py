@@ -105,3 +105,25 @@ def test_metadata_errors(tmp_path):
     (tmp_path / "migrate.json").write_text("{broken")
     with pytest.raises(UsageError, match="corrupt"):
         load_meta(str(tmp_path))
+
+
+def test_stdio_of_another_kind_is_refused_before_restore(tmp_path):
+    import os
+
+    from migrate.checkpoint.restore import check_stdio
+
+    log = tmp_path / "log"
+    log.write_text("")
+    os.chmod(log, 0o644)
+    meta = _meta(descriptors=(Descriptor(fd=1, path="/var/log/x", external="file[1b:2]",
+                                         mode=0o100644),))
+    r, w = os.pipe()
+    try:
+        with pytest.raises(UsageError, match="stdout was /var/log/x"):
+            check_stdio(meta, (r, w, w))
+        fd = os.open(log, os.O_WRONLY)
+        check_stdio(meta, (r, fd, fd))          # the same kind and mode: fine
+        os.close(fd)
+    finally:
+        os.close(r)
+        os.close(w)
