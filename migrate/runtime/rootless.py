@@ -46,11 +46,11 @@ def parse_id_map(text: str) -> tuple[tuple[int, int, int], ...]:
 
 
 @functools.lru_cache(maxsize=4)
-def _read_maps(pid: int, proc_root: str) -> tuple[tuple, tuple] | None:
+def _read_maps(pid: "int | str", proc_root: str) -> tuple[tuple, tuple] | None:
     try:
-        with open(f"{proc_root}/self/uid_map") as f:
+        with open(f"{proc_root}/{pid}/uid_map") as f:
             uid_map = parse_id_map(f.read())
-        with open(f"{proc_root}/self/gid_map") as f:
+        with open(f"{proc_root}/{pid}/gid_map") as f:
             gid_map = parse_id_map(f.read())
     except OSError:
         return None
@@ -59,7 +59,7 @@ def _read_maps(pid: int, proc_root: str) -> tuple[tuple, tuple] | None:
 
 def own_id_maps(proc_root: str = "/proc") -> tuple[tuple, tuple]:
     """Our (uid_map, gid_map); the identity maps when /proc cannot tell. Cached."""
-    maps = _read_maps(os.getpid(), proc_root)
+    maps = _read_maps("self", proc_root)
     return maps if maps is not None else (_IDENTITY, _IDENTITY)
 
 
@@ -183,6 +183,32 @@ def check_spec(spec, facts: RootlessFacts, idmap=None, *, own_maps=None, subids=
                           "supplementary groups need setgroups(2), which a single-ID map written "
                           "without privilege must deny: map more IDs (newgidmap, from the uidmap "
                           "package, with a range in /etc/subgid)")
+
+
+def check_exec_user(process, pid: int, proc_root: str = "/proc") -> None:
+    """An exec'd process's user and groups must be mapped in the container's
+    user namespace (when it has one). Raises UsageError naming the flag."""
+    from migrate.errors import UsageError
+
+    maps = _read_maps(pid, proc_root)
+    if maps is None:
+        return
+    uid_map, gid_map = maps
+    if not in_user_namespace(format_ranges(uid_map)):
+        return                                   # the initial namespace: all mapped
+    user = process.user
+    for what, value, ranges in (("uid", user.uid, uid_map), ("gid", user.gid, gid_map)):
+        if not _mapped(value, ranges):
+            raise UsageError(f"exec --user: {what} {value} is not mapped in the container's "
+                             f"user namespace ({_describe(ranges)})")
+    for gid in user.additional_gids:
+        if not _mapped(gid, gid_map):
+            raise UsageError(f"exec --additional-gids: {gid} is not mapped in the container's "
+                             f"user namespace ({_describe(gid_map)})")
+
+
+def format_ranges(ranges) -> str:
+    return "".join(f"{c} {h} {s}\n" for c, h, s in ranges)
 
 
 def _mapped(value: int, ranges) -> bool:

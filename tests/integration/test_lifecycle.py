@@ -479,3 +479,20 @@ def test_init_is_not_dumpable_until_exec(runtime, bundle, cid):
     while os.stat(f"/proc/{pid}/environ").st_uid != 100000 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert os.stat(f"/proc/{pid}/environ").st_uid == 100000   # dumpable again after execve
+
+
+def test_exec_user_must_be_mapped(runtime, bundle, cid):
+    bundle.config["linux"]["namespaces"].append({"type": "user"})
+    bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 2000}]
+    bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 2000}]
+    path = bundle.path
+    while path != "/":
+        os.chmod(path, os.stat(path).st_mode | 0o011)
+        path = os.path.dirname(path)
+    bundle.sh("sleep 300")
+    runtime("run", "-d", "--bundle", bundle.path, cid).check()
+    assert runtime("exec", "--user", "1000:1000", cid, "id", "-u").check().stdout.strip() == "1000"
+    res = runtime("exec", "--user", "5000", cid, "true")
+    assert res.returncode == 2 and "uid 5000 is not mapped" in res.stderr and "0-1999" in res.stderr
+    res = runtime("exec", "--additional-gids", "65534", cid, "true")
+    assert res.returncode == 2 and "--additional-gids: 65534 is not mapped" in res.stderr

@@ -112,6 +112,9 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
     container.require("exec")
     spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
     process = build_process(spec.process, opts)
+    from migrate.runtime.rootless import check_exec_user
+
+    check_exec_user(process, container.state.pid, ctx.proc_root)
     if process.terminal and opts.detach and not opts.console_socket:
         raise UsageError("--tty with --detach needs --console-socket")
     if opts.console_socket and not process.terminal:
