@@ -72,15 +72,12 @@ def _dir_size(path: str) -> int:
 class _Run:
     """One migration on the source: the pieces every pipeline shares."""
 
-    def __init__(self, ctx, opts: MigrateOptions, session, report, timeline, progress):
-        from migrate.runtime.container import Container
-        from migrate.runtime.state import StateStore
-
+    def __init__(self, ctx, opts: MigrateOptions, container, session, report, timeline, progress):
         self.ctx, self.opts, self.session = ctx, opts, session
         self.conn = session.conn
         self.report, self.timeline, self.progress = report, timeline, progress
-        self.container = Container.load(StateStore(ctx.root), opts.container_id, ctx.proc_root)
-        self.bundle = self.container.state.bundle
+        self.container = container
+        self.bundle = container.state.bundle
         self.rb = None
         self.snapshot = None
         self.workdir = tempfile.mkdtemp(prefix=f"migrate-{opts.container_id}-",
@@ -403,7 +400,7 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
                             _features(session.peer_features, source=False))
             report.strategy, report.reason = choice.strategy, choice.reason
             progress.phase("checks")
-            run = _Run(ctx, opts, session, report, timeline, progress)
+            run = _Run(ctx, opts, container, session, report, timeline, progress)
             mem = _memory_usage(container)
             rootfs_size = _dir_size(run.bundle) if opts.rootfs == "copy" else 0
             markers = shared_marker(run.bundle) if opts.rootfs == "shared" else contextlib.nullcontext()
