@@ -30,6 +30,7 @@ import time
 import pytest
 
 from runtime_helpers import Result, build_rootfs, runtime_argv
+from runtime_helpers import wait_for as _wait_for
 
 pytestmark = pytest.mark.requires("root", "podman", "criu")
 
@@ -135,16 +136,6 @@ def _umount_under(base: str) -> None:
                         key=len, reverse=True):
         subprocess.run(["umount", "-l", point], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
-
-
-def _wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _assert_contiguous(values: list[int]) -> None:
