@@ -18,6 +18,10 @@ fi
 
 export MIGRATE_RUNTIME=${MIGRATE_RUNTIME:-$PREFIX/venv/bin/migrate}
 export PATH="$PREFIX/venv/bin:$PATH"
+# Paths among the arguments narrow the run; without any, the whole of tests/.
+paths=0
+for a in "$@"; do [ -e "${a%%::*}" ] && paths=1; done
+[ "$paths" -eq 1 ] || set -- tests "$@"
 # The tests import the installed package (tests/ is on sys.path, not the
 # repository root), so what is tested is what was installed.
-exec timeout --kill-after=30 1500 "$PYTEST" -p no:cacheprovider -q -rs tests "$@"
+exec timeout --kill-after=30 1500 "$PYTEST" -p no:cacheprovider -q -rs "$@"
