@@ -91,12 +91,16 @@ def parse(command: str, flags: list[Flag], argv: list[str], *, positional: str,
     return Args(values, rest)
 
 
-def usage(command: str, flags: list[Flag], positional: str) -> str:
-    lines = [f"usage: migrate {command} [options] {positional}"]
+def usage(command: str, flags: list[Flag], positional: str = "") -> str:
+    """The command's help page, in runc's layout (see cli/help.py)."""
+    from migrate.cli.help import command_page
+
+    opts = []
     for f in flags:
-        names = f"--{f.name}" + (f", -{f.short}" if f.short else "") + (" VALUE" if f.value else "")
-        lines.append(f"  {names:28} {f.help}")
-    return "\n".join(lines)
+        suffix = " value" if f.value else ""
+        names = f"--{f.name}{suffix}" + (f", -{f.short}{suffix}" if f.short else "")
+        opts.append((names, f.help))
+    return command_page(command, opts).rstrip("\n")
 
 
 def _int_flag(value: str, name: str) -> int:

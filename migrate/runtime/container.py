@@ -37,6 +37,8 @@ ALLOWED: dict[str, frozenset[Status]] = {
     "exec": frozenset({S.CREATED, S.RUNNING}),
     "checkpoint": frozenset({S.RUNNING, S.PAUSED}),
     "ps": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
+    "update": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
+    "events": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
 }
 
 
