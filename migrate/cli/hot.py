@@ -146,14 +146,14 @@ def start_cmd(ctx, argv: list[str]) -> int:
 
 
 RUN_FLAGS = [Flag("detach", "d", help="do not wait for the container"),
-             Flag("keep", help="accepted for runc compatibility")] + CREATE_FLAGS
+             Flag("keep", help="keep the stopped container for a later delete")] + CREATE_FLAGS
 
 
 def run_cmd(ctx, argv: list[str]) -> int:
     from migrate.runtime.lifecycle.run import run
 
     a = parse("run", RUN_FLAGS, argv, positional="CONTAINER_ID")
-    return run(ctx, _create_options(a), detach=a.detach)
+    return run(ctx, _create_options(a), detach=a.detach, keep=a.keep)
 
 
 EXEC_FLAGS = [
@@ -171,8 +171,33 @@ EXEC_FLAGS = [
     Flag("preserve-fds", value=True, default="0", help="pass fds 3..3+N-1"),
     Flag("apparmor", value=True, help="accepted for runc compatibility"),
     Flag("process-label", value=True, help="accepted for runc compatibility"),
-    Flag("cgroup", value=True, help="accepted for runc compatibility"),
+    Flag("cgroup", value=True, repeat=True,
+         help="run in a sub-cgroup: PATH, or CONTROLLER[,CONTROLLER]:PATH (repeatable)"),
+    Flag("ignore-paused", help="exec in a paused container (runs once it is resumed)"),
 ]
+
+
+def sub_cgroup_paths(args: list[str]) -> tuple[tuple[str, str], ...]:
+    """``--cgroup`` values as (controller, path) pairs; "" means every controller.
+
+    runc's rules: PATH alone only once; CONTROLLER[,CONTROLLER]:PATH otherwise.
+    Raises UsageError.
+    """
+    from migrate.errors import UsageError
+
+    out: dict[str, str] = {}
+    for arg in args:
+        parts = arg.split(":", 2)
+        if len(parts) > 2:
+            raise UsageError(f"invalid --cgroup argument: {arg}")
+        if len(parts) == 1:
+            if len(args) != 1:
+                raise UsageError(f"invalid --cgroup argument: {arg} (missing <controller>: prefix)")
+            out[""] = arg
+        else:
+            for ctrl in parts[0].split(","):
+                out[ctrl] = parts[1]
+    return tuple(out.items())
 
 
 def exec_cmd(ctx, argv: list[str]) -> int:
@@ -185,8 +210,17 @@ def exec_cmd(ctx, argv: list[str]) -> int:
                        caps=tuple(a.cap), tty=a.tty, console_socket=a.console_socket,
                        detach=a.detach, pid_file=a.pid_file, process_file=a.process,
                        no_new_privs=a.no_new_privs,
-                       preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"))
-    return exec_process(ctx, opts)
+                       preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"),
+                       ignore_paused=a.ignore_paused, sub_cgroups=sub_cgroup_paths(a.cgroup))
+    from migrate.errors import MigrateError
+
+    try:
+        return exec_process(ctx, opts)
+    except MigrateError as err:
+        # runc exits 255 when exec itself fails, so that a caller can tell it
+        # from the process's own exit code (1-254).
+        err.exit_code = 255
+        raise
 
 
 def state_cmd(ctx, argv: list[str]) -> int:

@@ -163,7 +163,9 @@ def _drive(spec: LaunchSpec, sock: SyncSocket, pid1: int, result: Launched) -> N
                 raise SyncError("console message without a file descriptor")
             result.console_fd = fds[0]
         elif kind == "ready":
-            _debug("init: closing the pipe to signal completion")
+            # runc's wording for the two inits (standard_init / setns_init).
+            _debug("setns_init: about to exec" if spec.join and not spec.create
+                   else "init: closing the pipe to signal completion")
             return
         else:
             raise SyncError(f'unexpected message "{kind}" from the container init')
