@@ -538,3 +538,21 @@ def test_rootless_default_path_is_below_our_own_cgroup(make_host):
     host = make_host("v1", own="/user")
     assert host.open(None, rootless=True).paths()["memory"] == host.path("memory", "user/migrate/c1")
     assert host.open(None).paths()["memory"] == host.path("memory", "migrate/c1")
+
+
+def test_sub_manager_for_exec_cgroup(created):
+    from migrate.errors import UsageError
+    from migrate.runtime.cgroups import sub_manager
+
+    _, m = created
+    paths = m.paths()
+    every = sub_manager(m, {"": "sub"}).paths()
+    assert every == {k: os.path.join(v, "sub") for k, v in paths.items()}
+    assert sub_manager(m, {"": "/"}).paths() == paths
+    one = sub_manager(m, {"memory": "a/b"}).paths()
+    assert one["memory"] == os.path.join(paths["memory"], "a/b")
+    assert all(one[k] == v for k, v in paths.items() if k != "memory")
+    with pytest.raises(UsageError, match=r"^\.\. is not a sub cgroup path"):
+        sub_manager(m, {"": ".."})
+    with pytest.raises(UsageError, match="^unknown controller whaaat"):
+        sub_manager(m, {"whaaat": "/"})
