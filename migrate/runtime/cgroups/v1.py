@@ -53,7 +53,8 @@ def device_rule(rule: Any) -> str:
     major, minor = attr(rule, "major"), attr(rule, "minor")
     maj = "*" if major is None or major < 0 else str(major)
     mnr = "*" if minor is None or minor < 0 else str(minor)
-    return f"{kind} {maj}:{mnr} {attr(rule, 'access') or 'rwm'}"
+    access = "".join(c for c in "rwm" if c in (attr(rule, "access") or "rwm"))
+    return f"{kind} {maj}:{mnr} {access}"
 
 
 class V1Manager(ManagerBase):

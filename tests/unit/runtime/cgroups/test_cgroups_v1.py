@@ -273,6 +273,11 @@ def test_device_rules(created):
 def test_device_rule_strings():
     assert device_rule(NS(type="a", major=1, minor=2, access="r")) == "a"
     assert device_rule(NS(type="b", major=None, minor=None, access="m")) == "b *:* m"
+    # Letters the kernel does not know are dropped (runc's emulator keeps r/w/m
+    # only), and the order is the kernel's.
+    assert device_rule(NS(type="c", major=1, minor=11, access="rwa")) == "c 1:11 rw"
+    assert device_rule(NS(type="c", major=1, minor=3, access="mr")) == "c 1:3 rm"
+    assert device_rule(NS(type="c", major=1, minor=3, access=None)) == "c 1:3 rwm"
 
 
 def test_hugetlb_not_mounted(created):
