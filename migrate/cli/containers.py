@@ -53,7 +53,8 @@ def ps(ctx, fmt: str, container_id: str, ps_args: tuple[str, ...]) -> int:
     from migrate.runtime.lifecycle.query import container_pids, ps as run_ps
 
     if fmt == "json":
-        click.echo(json.dumps(container_pids(ctx, container_id)))
+        # Go encodes runc's empty (nil) pid list as null.
+        click.echo(json.dumps(container_pids(ctx, container_id) or None))
         return 0
     click.echo(run_ps(ctx, container_id, list(ps_args)))
     return 0
