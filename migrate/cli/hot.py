@@ -212,14 +212,15 @@ def exec_cmd(ctx, argv: list[str]) -> int:
                        no_new_privs=a.no_new_privs,
                        preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"),
                        ignore_paused=a.ignore_paused, sub_cgroups=sub_cgroup_paths(a.cgroup))
-    from migrate.errors import MigrateError
+    from migrate.errors import MigrateError, UsageError
 
     try:
         return exec_process(ctx, opts)
     except MigrateError as err:
         # runc exits 255 when exec itself fails, so that a caller can tell it
-        # from the process's own exit code (1-254).
-        err.exit_code = 255
+        # from the process's own exit code (1-254); bad input keeps our 2.
+        if not isinstance(err, UsageError):
+            err.exit_code = 255
         raise
 
 
