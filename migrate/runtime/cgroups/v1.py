@@ -222,9 +222,10 @@ class V1Manager(ManagerBase):
                 v2.warn_devices(devices)
         if unified := attr(r, "unified"):
             if "" not in self._paths:
-                raise UnsupportedError("invalid configuration: unified (cgroup v2) resources need a "
-                                      "cgroup v2 hierarchy, "
-                                       "and this machine has only cgroup v1")
+                # "invalid configuration": runc's words, which its tests match.
+                raise UnsupportedError("invalid configuration: unified (cgroup v2) resources "
+                                       "need a cgroup v2 hierarchy, and this machine has only "
+                                       "cgroup v1")
             v2.enable_controllers(self, self._mounts[""], self._paths[""], v2.controllers_for(r))
             v2.set_unified(self, self._paths[""], unified)
 
