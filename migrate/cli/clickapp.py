@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["run_click"]
+__all__ = ["run_click", "help_page"]
 
 
 def run_click(name: str, command, ctx, argv: list[str]) -> int:
@@ -32,3 +32,17 @@ def _usage(err, ctx) -> int:
 
     report_error(err.format_message(), ctx.log)
     return 2
+
+
+def help_page(name: str, command) -> str:
+    """The command's page in runc's layout (cli/help.py), from its click options."""
+    from migrate.cli.help import command_page
+
+    options = []
+    for param in command.params:
+        if param.param_type_name != "option" or param.hidden:
+            continue
+        suffix = "" if param.is_flag else " value"
+        names = ", ".join(n + suffix for n in sorted(param.opts, key=lambda n: -len(n)))
+        options.append((names, param.help or ""))
+    return command_page(name, options)

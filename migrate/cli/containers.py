@@ -22,10 +22,18 @@ def list_cmd(ctx, fmt: str, quiet: bool) -> int:
             click.echo(c.id)
         return 0
     if fmt == "json":
-        click.echo(json.dumps([{"ociVersion": "1.2.0", "id": c.id, "pid": c.pid,
-                                "status": c.status, "bundle": c.bundle, "rootfs": "",
-                                "created": c.created, "owner": c.owner,
-                                "annotations": c.annotations} for c in items]))
+        # runc's containerState, as Go's json.Encoder writes it: compact, this
+        # key order, annotations left out when empty, and "null" for no containers.
+        docs = []
+        for c in items:
+            doc = {"ociVersion": c.oci_version or "1.0.2", "id": c.id, "pid": c.pid,
+                   "status": c.status, "bundle": c.bundle, "rootfs": c.rootfs,
+                   "created": c.created}
+            if c.annotations:
+                doc["annotations"] = c.annotations
+            doc["owner"] = c.owner
+            docs.append(doc)
+        click.echo(json.dumps(docs or None, separators=(",", ":"), ensure_ascii=False))
         return 0
     rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
     rows += [(c.id, str(c.pid), c.status, c.bundle, c.created, c.owner) for c in items]
@@ -45,7 +53,8 @@ def ps(ctx, fmt: str, container_id: str, ps_args: tuple[str, ...]) -> int:
     from migrate.runtime.lifecycle.query import container_pids, ps as run_ps
 
     if fmt == "json":
-        click.echo(json.dumps(container_pids(ctx, container_id)))
+        # Go encodes runc's empty (nil) pid list as null.
+        click.echo(json.dumps(container_pids(ctx, container_id) or None))
         return 0
     click.echo(run_ps(ctx, container_id, list(ps_args)))
     return 0

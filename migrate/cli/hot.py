@@ -91,12 +91,16 @@ def parse(command: str, flags: list[Flag], argv: list[str], *, positional: str,
     return Args(values, rest)
 
 
-def usage(command: str, flags: list[Flag], positional: str) -> str:
-    lines = [f"usage: migrate {command} [options] {positional}"]
+def usage(command: str, flags: list[Flag], positional: str = "") -> str:
+    """The command's help page, in runc's layout (see cli/help.py)."""
+    from migrate.cli.help import command_page
+
+    opts = []
     for f in flags:
-        names = f"--{f.name}" + (f", -{f.short}" if f.short else "") + (" VALUE" if f.value else "")
-        lines.append(f"  {names:28} {f.help}")
-    return "\n".join(lines)
+        suffix = " value" if f.value else ""
+        names = f"--{f.name}{suffix}" + (f", -{f.short}{suffix}" if f.short else "")
+        opts.append((names, f.help))
+    return command_page(command, opts).rstrip("\n")
 
 
 def _int_flag(value: str, name: str) -> int:
@@ -142,14 +146,14 @@ def start_cmd(ctx, argv: list[str]) -> int:
 
 
 RUN_FLAGS = [Flag("detach", "d", help="do not wait for the container"),
-             Flag("keep", help="accepted for runc compatibility")] + CREATE_FLAGS
+             Flag("keep", help="keep the stopped container for a later delete")] + CREATE_FLAGS
 
 
 def run_cmd(ctx, argv: list[str]) -> int:
     from migrate.runtime.lifecycle.run import run
 
     a = parse("run", RUN_FLAGS, argv, positional="CONTAINER_ID")
-    return run(ctx, _create_options(a), detach=a.detach)
+    return run(ctx, _create_options(a), detach=a.detach, keep=a.keep)
 
 
 EXEC_FLAGS = [
@@ -167,8 +171,33 @@ EXEC_FLAGS = [
     Flag("preserve-fds", value=True, default="0", help="pass fds 3..3+N-1"),
     Flag("apparmor", value=True, help="accepted for runc compatibility"),
     Flag("process-label", value=True, help="accepted for runc compatibility"),
-    Flag("cgroup", value=True, help="accepted for runc compatibility"),
+    Flag("cgroup", value=True, repeat=True,
+         help="run in a sub-cgroup: PATH, or CONTROLLER[,CONTROLLER]:PATH (repeatable)"),
+    Flag("ignore-paused", help="exec in a paused container (runs once it is resumed)"),
 ]
+
+
+def sub_cgroup_paths(args: list[str]) -> tuple[tuple[str, str], ...]:
+    """``--cgroup`` values as (controller, path) pairs; "" means every controller.
+
+    runc's rules: PATH alone only once; CONTROLLER[,CONTROLLER]:PATH otherwise.
+    Raises UsageError.
+    """
+    from migrate.errors import UsageError
+
+    out: dict[str, str] = {}
+    for arg in args:
+        parts = arg.split(":", 2)
+        if len(parts) > 2:
+            raise UsageError(f"invalid --cgroup argument: {arg}")
+        if len(parts) == 1:
+            if len(args) != 1:
+                raise UsageError(f"invalid --cgroup argument: {arg} (missing <controller>: prefix)")
+            out[""] = arg
+        else:
+            for ctrl in parts[0].split(","):
+                out[ctrl] = parts[1]
+    return tuple(out.items())
 
 
 def exec_cmd(ctx, argv: list[str]) -> int:
@@ -181,8 +210,18 @@ def exec_cmd(ctx, argv: list[str]) -> int:
                        caps=tuple(a.cap), tty=a.tty, console_socket=a.console_socket,
                        detach=a.detach, pid_file=a.pid_file, process_file=a.process,
                        no_new_privs=a.no_new_privs,
-                       preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"))
-    return exec_process(ctx, opts)
+                       preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"),
+                       ignore_paused=a.ignore_paused, sub_cgroups=sub_cgroup_paths(a.cgroup))
+    from migrate.errors import MigrateError, UsageError
+
+    try:
+        return exec_process(ctx, opts)
+    except MigrateError as err:
+        # runc exits 255 when exec itself fails, so that a caller can tell it
+        # from the process's own exit code (1-254); bad input keeps our 2.
+        if not isinstance(err, UsageError):
+            err.exit_code = 255
+        raise
 
 
 def state_cmd(ctx, argv: list[str]) -> int:

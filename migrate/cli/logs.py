@@ -15,14 +15,31 @@ import sys
 __all__ = ["setup_logging", "report_error"]
 
 
+def _time(record: logging.LogRecord) -> str:
+    return (datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat(timespec="microseconds").replace("+00:00", "Z"))
+
+
+def _level(record: logging.LogRecord) -> str:
+    # logrus' level names, which engines and runc's tests match on.
+    return {"WARNING": "warning", "CRITICAL": "fatal"}.get(record.levelname,
+                                                          record.levelname.lower())
+
+
 class _JsonFormatter(logging.Formatter):
+    """``{"level":"debug","msg":"...","time":"..."}``: logrus' JSONFormatter, compact."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({
-            "level": record.levelname.lower().replace("warning", "warning"),
-            "msg": record.getMessage(),
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-            .isoformat().replace("+00:00", "Z"),
-        })
+        return json.dumps({"level": _level(record), "msg": record.getMessage(),
+                           "time": _time(record)}, separators=(",", ":"))
+
+
+class _TextFormatter(logging.Formatter):
+    """``time="..." level=debug msg="..."``: logrus' TextFormatter without a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return (f'time="{_time(record)}" level={_level(record)} '
+                f"msg={json.dumps(record.getMessage(), ensure_ascii=False)}")
 
 
 def setup_logging(path: str | None, fmt: str, debug: bool) -> None:
@@ -33,11 +50,7 @@ def setup_logging(path: str | None, fmt: str, debug: bool) -> None:
         handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"
-                                               if path else "migrate: %(levelname)s: %(message)s"))
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     root.addHandler(handler)
 
 

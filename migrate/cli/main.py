@@ -35,6 +35,8 @@ CLICK = {
     "inspect": "migrate.cli.inspect:inspect",
     "migrate": "migrate.cli.migration:migrate_cmd",
     "receive": "migrate.cli.migration:receive",
+    "update": "migrate.cli.update:update_cmd",
+    "events": "migrate.cli.events:events_cmd",
 }
 COMMANDS = {**HOT, **CLICK}
 
@@ -42,24 +44,42 @@ COMMANDS = {**HOT, **CLICK}
 _VALUED = {"root", "log", "log-format", "rootless", "criu"}
 _BOOL = {"debug", "systemd-cgroup"}
 
-USAGE = """usage: migrate [global options] COMMAND [options] [args]
+# (names, help) of the global options, for the help page.
+GLOBAL_OPTIONS = [
+    ("--debug", "enable debug logging"),
+    ("--log value", "log file (default stderr)"),
+    ("--log-format value", "log format: text (default) or json"),
+    ("--root value", "state directory (default /run/migrate)"),
+    ("--criu value", "CRIU binary (default: criu on PATH)"),
+    ("--systemd-cgroup", "use the systemd cgroup driver (not supported)"),
+    ("--rootless value", "true, false or auto: tolerate cgroup errors (default: auto)"),
+    ("--help, -h", "show help"),
+    ("--version, -v", "print the version"),
+]
 
-A container runtime built for checkpoint/restore and live migration
-(runc-compatible command line).
 
-global options:
-  --root DIR            state directory (default /run/migrate)
-  --log FILE            log file (default stderr)
-  --log-format FMT      text or json
-  --debug               verbose logging, tracebacks for internal errors
-  --systemd-cgroup      use the systemd cgroup driver (not supported)
-  --rootless VALUE      true, false or auto: tolerate cgroup errors
-  --criu PATH           CRIU binary (default: criu on PATH)
+def version_text() -> str:
+    """runc's three-line shape; the runc line says whose command line we speak."""
+    import platform
 
-commands:
-  spec create start run exec state list kill delete ps pause resume
-  features checkpoint restore inspect migrate receive
-"""
+    from migrate import __version__
+    from migrate.oci.defaults import DEFAULT_OCI_VERSION
+
+    return (f"migrate version {__version__} (command line of runc version 1.1.5)\n"
+            f"commit: migrate-{__version__}\n"
+            f"spec: {DEFAULT_OCI_VERSION}\n"
+            f"python: {platform.python_version()}\n")
+
+
+def _wants_help(argv: list[str]) -> bool:
+    """-h/--help among the flags before the first argument (after it, they are
+    the container's: `exec ID sh -h`)."""
+    for arg in argv:
+        if arg in ("-h", "--help", "-help"):
+            return True
+        if arg == "--" or not arg.startswith("-"):
+            return False
+    return False
 
 
 class _Usage(Exception):
@@ -140,14 +160,27 @@ def main(argv: list[str] | None = None) -> int:
     debug = False
     try:
         opts, rest = parse_globals(argv)
-        if opts.get("version"):
-            from migrate import __version__
-
-            print(f"migrate version {__version__}\nspec: 1.2.0")
+        if opts.get("version") or rest[:1] == ["version"]:
+            sys.stdout.write(version_text())
             return 0
-        if not rest or opts.get("help"):
-            (sys.stdout if opts.get("help") else sys.stderr).write(USAGE)
+        if rest[:1] == ["help"] or (rest[:1] == ["h"] and len(rest) <= 2):
+            rest = rest[1:2] + ["--help"] if len(rest) > 1 else []
+            opts["help"] = True
+        if not rest or (opts.get("help") and not rest[1:]):
+            from migrate.cli.help import main_page
+
+            (sys.stdout if opts.get("help") else sys.stderr).write(main_page(GLOBAL_OPTIONS))
             return 0 if opts.get("help") else 2
+        if rest[0] not in COMMANDS and (opts.get("help") or _wants_help(rest[1:])):
+            from migrate.cli.help import no_help_topic
+
+            sys.stderr.write(no_help_topic(rest[0]) + "\n")
+            return 3
+        if rest[0] in CLICK and _wants_help(rest[1:]):
+            from migrate.cli.clickapp import help_page
+
+            sys.stdout.write(help_page(rest[0], _load(CLICK[rest[0]])))
+            return 0
         # Logging first, so every later error also reaches --log (an engine
         # reads its last line) and is printed once, not twice.
         log_path = opts.get("log")
@@ -159,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             setup_logging(log_path, fmt if fmt in ("text", "json") else "text", debug)
         name, cmd_argv = rest[0], rest[1:]
         if name not in COMMANDS:
-            raise _Usage(f'unknown command "{name}"; run `migrate --help`')
+            from migrate.cli.help import no_help_topic
+
+            raise _Usage(f'unknown command "{name}" ({no_help_topic(name)}); run `migrate --help`')
         ctx = _context(opts, name)
         if name in HOT:
             return _load(HOT[name])(ctx, cmd_argv)

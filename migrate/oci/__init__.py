@@ -16,6 +16,8 @@ _EXPORTS = {
     "load_config": "parse",
     "parse_config": "parse",
     "parse_process": "parse",
+    "parse_resources": "parse",
+    "resources_to_dict": "serialize",
     "spec_to_dict": "serialize",
     "process_to_dict": "serialize",
     "default_spec": "defaults",

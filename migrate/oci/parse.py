@@ -54,7 +54,7 @@ from migrate.oci.resources import (
 )
 from migrate.oci.validate import Invalid, check_process, check_spec
 
-__all__ = ["load_config", "parse_config", "parse_process"]
+__all__ = ["load_config", "parse_config", "parse_process", "parse_resources"]
 
 # Ranges of the Go field types in runtime-spec's specs-go/config.go.
 _U16 = (0, 2**16 - 1)
@@ -120,6 +120,55 @@ def parse_process(data: dict, *, source: str = "process.json") -> Process:
     except Invalid as err:
         raise err.to_error(source) from None
     return process
+
+
+# Every key of linux.resources (runtime-spec), for Go's case-insensitive
+# matching of JSON keys to struct fields: `runc update -r` documents
+# "cpu"/"memory" but accepts "CPU", and runc's tests use that spelling.
+_RESOURCE_KEYS = {k.lower(): k for k in (
+    "devices", "allow", "type", "major", "minor", "access", "memory", "limit", "reservation",
+    "swap", "kernel", "kernelTCP", "swappiness", "disableOOMKiller", "useHierarchy",
+    "checkBeforeUpdate", "cpu", "shares", "quota", "burst", "period", "realtimeRuntime",
+    "realtimePeriod", "cpus", "mems", "idle", "pids", "blockIO", "weight", "leafWeight",
+    "weightDevice", "throttleReadBpsDevice", "throttleWriteBpsDevice", "throttleReadIOPSDevice",
+    "throttleWriteIOPSDevice", "rate", "hugepageLimits", "pageSize", "network", "classID",
+    "priorities", "name", "priority", "rdma", "hcaHandles", "hcaObjects", "unified")}
+# Maps whose keys are data (device names, file names), never canonicalised.
+_RESOURCE_DATA_MAPS = {"rdma", "unified"}
+
+
+def _canonical_keys(value):
+    """``value`` with object keys spelled as runtime-spec spells them."""
+    if isinstance(value, list):
+        return [_canonical_keys(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict = {}
+    for key, item in value.items():
+        name = _RESOURCE_KEYS.get(key.lower(), key) if isinstance(key, str) else key
+        if name in _RESOURCE_DATA_MAPS:
+            out[name] = item
+        elif name in out and isinstance(out[name], dict) and isinstance(item, dict):
+            # Two spellings of one key: Go decodes both into the same struct.
+            out[name] = {**out[name], **_canonical_keys(item)}
+        else:
+            out[name] = _canonical_keys(item)
+    return out
+
+
+def parse_resources(data: dict, *, source: str = "resources") -> Resources:
+    """Turn a decoded ``linux.resources`` object into a checked `Resources`.
+
+    Keys match case-insensitively, as Go's encoding/json matches them (what
+    runc accepts in ``update -r``).
+
+    Raises:
+        ConfigError: (a UsageError) wrong types, missing keys, bad values.
+    """
+    try:
+        return _resources(_Obj(_canonical_keys(data), ""))
+    except Invalid as err:
+        raise err.to_error(source) from None
 
 
 def _json_reason(err: Exception) -> str:

@@ -15,7 +15,7 @@ from migrate.oci.constants import HOOK_NAMES
 from migrate.oci.model import Hooks, Linux, Mount, Process, Spec
 from migrate.oci.resources import BlockIO, Resources
 
-__all__ = ["spec_to_dict", "process_to_dict"]
+__all__ = ["spec_to_dict", "process_to_dict", "resources_to_dict"]
 
 
 def spec_to_dict(spec: Spec) -> dict:
@@ -131,6 +131,11 @@ def _linux_out(linux: Linux) -> dict:
     _put(d, timeOffsets={k: _put({}, secs=t.secs, nanosecs=t.nanosecs)
                          for k, t in linux.time_offsets.items()})
     return d
+
+
+def resources_to_dict(resources: Resources) -> dict:
+    """``linux.resources`` as config.json spells it."""
+    return _resources_out(resources)
 
 
 def _resources_out(r: Resources) -> dict:

@@ -364,8 +364,11 @@ def _check_resources(res) -> None:
         at = f"linux.resources.devices[{i}]"
         if rule.type is not None and rule.type not in DEVICE_RULE_TYPES:
             raise Invalid(f"{at}.type", f'unknown device rule type "{rule.type}", must be a, c or b')
-        if rule.access is not None and (not rule.access or set(rule.access) - set("rwm")):
-            raise Invalid(f"{at}.access", f'"{rule.access}" must be made of r, w and m')
+        # Letters other than r, w and m are ignored, as runc 1.1 ignores them
+        # (its device-rule emulator keeps only r/w/m): configs in the wild use
+        # "rwa". A rule must keep at least one real permission.
+        if rule.access is not None and not set(rule.access) & set("rwm"):
+            raise Invalid(f"{at}.access", f'"{rule.access}" must contain r, w or m')
     mem = res.memory
     if mem is not None and mem.swappiness is not None and mem.swappiness > 100:
         raise Invalid("linux.resources.memory.swappiness",

@@ -35,8 +35,12 @@ ALLOWED: dict[str, frozenset[Status]] = {
     "resume": frozenset({S.PAUSED}),
     "delete": frozenset({S.CREATED, S.STOPPED}),
     "exec": frozenset({S.CREATED, S.RUNNING}),
+    "exec_ignore_paused": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
     "checkpoint": frozenset({S.RUNNING, S.PAUSED}),
-    "ps": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
+    # runc lists whatever is left in the cgroup, even once the init is gone.
+    "ps": frozenset({S.CREATED, S.RUNNING, S.PAUSED, S.STOPPED}),
+    "update": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
+    "events": frozenset({S.CREATED, S.RUNNING, S.PAUSED}),
 }
 
 
@@ -121,4 +125,8 @@ def _message(cid: str, status: Status, op: str) -> str:
         return f'container "{cid}" is {status}, not paused'
     if status is Status.STOPPED:
         return f'container "{cid}" is not running'
+    if op == "exec" and status is Status.PAUSED:
+        # runc's words, which callers match on.
+        return (f'container "{cid}" is paused: cannot exec in a paused container '
+                f"(use --ignore-paused to override)")
     return f'container "{cid}" is {status}: cannot {op}'

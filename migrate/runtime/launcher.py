@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from migrate._record import field, record
 
 from migrate.errors import MigrateError
@@ -82,6 +83,13 @@ def _child_main(spec: LaunchSpec, sock: SyncSocket, log_w: int) -> NoReturn:
     os._exit(1)
 
 
+def _debug(message: str) -> None:
+    """A debug line for --debug; free when logging was never set up (hot path)."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger("migrate.runtime.launcher").debug(message)
+
+
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
@@ -129,6 +137,7 @@ def _drive(spec: LaunchSpec, sock: SyncSocket, pid1: int, result: Launched) -> N
         # Before any namespace exists, so the cgroup namespace is rooted at
         # the container's cgroup and every descendant starts inside it.
         spec.cgroups.add(pid1)
+    _debug("nsexec container setup")
     sock.send({"type": "go"})
     while True:
         msg, fds = sock.recv(spec.timeout)
@@ -142,6 +151,7 @@ def _drive(spec: LaunchSpec, sock: SyncSocket, pid1: int, result: Launched) -> N
             sock.send({"type": "idmap_ok"})
         elif kind == "pid":
             result.pid = int(msg["pid"])
+            _debug("child process in init()")
             if result.pid != pid1:
                 _reap(pid1)   # the intermediate process exits right after
         elif kind == "hooks":
@@ -153,6 +163,9 @@ def _drive(spec: LaunchSpec, sock: SyncSocket, pid1: int, result: Launched) -> N
                 raise SyncError("console message without a file descriptor")
             result.console_fd = fds[0]
         elif kind == "ready":
+            # runc's wording for the two inits (standard_init / setns_init).
+            _debug("setns_init: about to exec" if spec.join and not spec.create
+                   else "init: closing the pipe to signal completion")
             return
         else:
             raise SyncError(f'unexpected message "{kind}" from the container init')

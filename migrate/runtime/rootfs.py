@@ -471,7 +471,64 @@ def _pivot_root(sys: Syscalls, rootfs: str) -> None:
         os.close(newroot)
 
 
+# Where _move_root reads the mounts it must hide (a parameter for tests).
+MOUNTINFO = "/proc/self/mountinfo"
+
+
+def host_pseudo_fs(mountinfo: str, rootfs: str) -> list[str]:
+    """Mount points of whole procfs/sysfs mounts outside ``rootfs`` (mountinfo text).
+
+    The kernel lets a user namespace mount a new procfs or sysfs only while
+    a full, uncovered one is visible in its mount namespace (fs/namespace.c
+    mount_too_revealing). After pivot_root the host's are gone; after
+    MS_MOVE + chroot they are still there, reachable from outside the
+    chroot, so they must go first (runc 1.1 msMoveRoot, CVE-2023-27561 era).
+    """
+    from migrate.runtime.mountinfo import unescape
+
+    prefix = rootfs.rstrip("/") + "/"
+    out = []
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 5 or not tail:
+            continue
+        root, point = unescape(fields[3]), unescape(fields[4])
+        if root != "/" or tail[0] not in ("proc", "sysfs"):
+            continue
+        if point == rootfs or point.startswith(prefix):
+            continue
+        out.append(point)
+    return out
+
+
+def _hide_host_pseudo_fs(sys: Syscalls, rootfs: str) -> None:
+    with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
+        points = host_pseudo_fs(f.read(), rootfs)
+    for point in points:
+        try:
+            # Our unmount must not propagate to the host's mount namespace.
+            sys.mount(None, point, None, MS.SLAVE | MS.REC, None)
+        except FileNotFoundError:
+            continue   # under a mount already removed
+        except OSError as err:
+            if err.errno == errno.ENOENT:
+                continue
+            raise _err("make slave", None, point, MS.SLAVE | MS.REC, err) from None
+        try:
+            sys.umount(point, MNT.DETACH)
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.EPERM):
+                raise _err("umount", None, point, 0, err) from None
+            # Not ours to unmount (a locked mount in a user namespace): cover it.
+            try:
+                sys.mount("tmpfs", point, "tmpfs", 0, None)
+            except OSError as err2:
+                raise _err("mount", "tmpfs", point, 0, err2) from None
+
+
 def _move_root(sys: Syscalls, rootfs: str) -> None:
+    _hide_host_pseudo_fs(sys, rootfs)
     try:
         sys.mount(rootfs, "/", None, MS.MOVE, None)
     except OSError as err:

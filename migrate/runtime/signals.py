@@ -14,7 +14,8 @@ def parse_signal(text: str) -> int:
     t = text.strip()
     if t.isdigit():
         num = int(t)
-        if 0 < num < signal.NSIG:
+        # 0 checks that the target exists (kill(2)); runc passes it through.
+        if 0 <= num < signal.NSIG:
             return num
         raise UsageError(f"unknown signal {text!r}")
     name = t.upper()

@@ -130,6 +130,9 @@ def _host_ns(name: str) -> str:
 
 def test_namespaces_are_new(runtime, bundle, cid):
     names = ["pid", "net", "ipc", "uts", "mnt", "cgroup"]
+    # `spec` adds a cgroup namespace on pure cgroup v2 hosts only (as runc).
+    if {"type": "cgroup"} not in bundle.config["linux"]["namespaces"]:
+        bundle.config["linux"]["namespaces"].append({"type": "cgroup"})
     bundle.sh("for n in " + " ".join(names) + "; do readlink /proc/self/ns/$n; done; echo pid=$$")
     out = runtime("run", "--bundle", bundle.path, cid).check().stdout.split()
     for name, link in zip(names, out):
@@ -382,7 +385,8 @@ def test_twenty_containers_in_parallel(runtime, bundle, cid):
     assert len({c["pid"] for c in listed}) == 20
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda n: runtime("delete", "--force", n).check(), ids))
-    assert json.loads(runtime("list", "--format", "json").check().stdout) == []
+    # runc's list prints null, not [], when there are no containers.
+    assert json.loads(runtime("list", "--format", "json").check().stdout) is None
 
 
 def test_hooks_run_in_order(runtime, bundle, cid, tmp_path):

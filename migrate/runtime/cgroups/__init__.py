@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from .base import CgroupFiles
     from .protocol import CgroupManager
 
-__all__ = ["CgroupManager", "CgroupFiles", "open_manager", "load_manager", "current_paths"]
+__all__ = ["CgroupManager", "CgroupFiles", "open_manager", "load_manager", "current_paths",
+           "sub_manager"]
 
 
 def __getattr__(name: str):
@@ -166,3 +167,36 @@ def load_manager(state: dict, *, rootless: bool = False,
             raise UsageError(f"invalid cgroup state in state.json: {state!r}")
         return V2Manager(mount_point=mounts[""], path=paths[""], **kw)
     return V1Manager(paths=paths, mounts=mounts, **kw)
+
+
+def sub_manager(manager: "CgroupManager", sub_paths: dict[str, str], *,
+                rootless: bool = False) -> "CgroupManager":
+    """A manager for sub-cgroups of ``manager``'s (``exec --cgroup``).
+
+    ``sub_paths`` maps a controller (a key of ``paths()``) to a path below
+    the container's cgroup in that hierarchy; the key ``""`` alone means
+    every hierarchy. Nothing is created: joining a missing sub-cgroup fails
+    when the process is added, as with runc.
+
+    Raises ``UsageError`` for a path that leaves the container's cgroup or
+    an unknown controller.
+    """
+    from migrate.errors import UsageError
+
+    state = manager.to_state()
+    paths = dict(state["paths"])
+    if "" in sub_paths and len(sub_paths) == 1:
+        wanted = {key: sub_paths[""] for key in paths}
+    else:
+        wanted = {}
+        for ctrl, add in sub_paths.items():
+            if ctrl not in paths:
+                raise UsageError(f"unknown controller {ctrl} in --cgroup")
+            wanted[ctrl] = add
+    for key, add in wanted.items():
+        base = paths[key]
+        new = os.path.normpath(os.path.join(base, add.lstrip("/")))
+        if new != base and not new.startswith(base.rstrip("/") + "/"):
+            raise UsageError(f"{add} is not a sub cgroup path")
+        paths[key] = new
+    return load_manager({**state, "paths": paths}, rootless=rootless)

@@ -53,7 +53,8 @@ def device_rule(rule: Any) -> str:
     major, minor = attr(rule, "major"), attr(rule, "minor")
     maj = "*" if major is None or major < 0 else str(major)
     mnr = "*" if minor is None or minor < 0 else str(minor)
-    return f"{kind} {maj}:{mnr} {attr(rule, 'access') or 'rwm'}"
+    access = "".join(c for c in "rwm" if c in (attr(rule, "access") or "rwm"))
+    return f"{kind} {maj}:{mnr} {access}"
 
 
 class V1Manager(ManagerBase):
@@ -221,8 +222,10 @@ class V1Manager(ManagerBase):
                 v2.warn_devices(devices)
         if unified := attr(r, "unified"):
             if "" not in self._paths:
-                raise UnsupportedError("unified (cgroup v2) resources need a cgroup v2 hierarchy, "
-                                       "and this machine has only cgroup v1")
+                # "invalid configuration": runc's words, which its tests match.
+                raise UnsupportedError("invalid configuration: unified (cgroup v2) resources "
+                                       "need a cgroup v2 hierarchy, and this machine has only "
+                                       "cgroup v1")
             v2.enable_controllers(self, self._mounts[""], self._paths[""], v2.controllers_for(r))
             v2.set_unified(self, self._paths[""], unified)
 

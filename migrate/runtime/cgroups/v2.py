@@ -269,7 +269,9 @@ def set_unified(mgr: ManagerBase, d: str, unified: dict[str, str]) -> None:
             ctrl = key.split(".", 1)[0]
             available = (mgr._read_opt(os.path.join(d, "cgroup.controllers")) or "").split()
             if ctrl != "cgroup" and ctrl not in available:
-                raise UnsupportedError(f'unified resource "{key}" cannot be set: controller "{ctrl}" is not available')
+                # runc's wording ("invalid configuration"), which its tests match.
+                raise UnsupportedError(f'invalid configuration: unified resource "{key}" cannot be '
+                                       f'set: controller "{ctrl}" is not available')
             raise UnsupportedError(f'unified resource "{key}" cannot be set: {path} does not exist')
         for line in str(value).splitlines() or [""]:
             mgr._write(path, line)

@@ -81,7 +81,13 @@ def cgroups_path(ctx: RuntimeContext, configured: str | None, container_id: str,
 
 
 def write_pid_file(path: str, pid: int) -> None:
-    atomic_write(os.path.abspath(path), f"{pid}".encode(), 0o644)
+    """Raises KernelError naming the file (a missing directory, no permission)."""
+    try:
+        atomic_write(os.path.abspath(path), f"{pid}".encode(), 0o644)
+    except OSError as err:
+        from migrate.errors import KernelError
+
+        raise KernelError.from_oserror("write pid file", err, path) from None
 
 
 def _timens_offsets(linux) -> str | None:
@@ -145,11 +151,14 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
     launched = None
     fifo_fd = None
     try:
-        cgroups = open_manager(container_id=opts.id,
+        manager = open_manager(container_id=opts.id,
                                cgroups_path=cgroups_path(ctx, linux.cgroups_path, opts.id,
                                                          facts.cgroups),
                                systemd=ctx.systemd_cgroup, rootless=facts.cgroups,
                                cgroup_root=ctx.cgroup_root)
+        # Before it is ours: a failure here must not remove someone else's cgroup.
+        _check_cgroup_is_free(opts.id, manager)
+        cgroups = manager
         cgroups.create()
         cgroups.apply_resources(_default_device_rules(linux.resources))
         if ctx.notify_socket:
@@ -219,6 +228,29 @@ def _with_notify_socket(spec, cdir: str, host_socket: str, listen: bool):
     process = _record.replace(spec.process, env=env + (f"NOTIFY_SOCKET={CONTAINER_SOCKET}",))
     spec = _record.replace(spec, mounts=spec.mounts + (mount,), process=process)
     return spec, (NotifyProxy(cdir, host_socket) if listen else None)
+
+
+def _check_cgroup_is_free(container_id: str, cgroups) -> None:
+    """Refuse a frozen cgroup (the init would hang in it); warn about a used one.
+
+    runc 1.1 does both (factory_linux.go); sharing a cgroup is refused from
+    runc 1.2 on, but still works here with the warning. Raises
+    InvalidStateError.
+    """
+    if not cgroups.is_usable() or not cgroups.exists():
+        return
+    if cgroups.is_frozen():
+        from migrate.errors import InvalidStateError
+
+        raise InvalidStateError(container_id, "frozen", "create",
+                                f"container's cgroup unexpectedly frozen: "
+                                f"{cgroups.freezer_path()} (thaw or remove it first)")
+    pids = cgroups.pids()
+    if pids:
+        import logging
+
+        logging.getLogger("migrate.runtime.lifecycle").warning(
+            "container's cgroup is not empty: %d process(es) found", len(pids))
 
 
 def _undo(err, store, cid, cgroups, launched, fifo_fd) -> None:

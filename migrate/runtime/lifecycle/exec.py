@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from migrate import _record as dataclasses
+import contextlib
 import json
 import os
+import signal
 from migrate._record import record
 
-from migrate.errors import NotFoundError, UsageError
+from migrate.errors import MigrateError, NotFoundError, UsageError
 from migrate.runtime.container import Container
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.nsexec import NS_FLAGS
@@ -32,6 +34,8 @@ class ExecOptions:
     process_file: str | None = None
     no_new_privs: bool = False
     preserve_fds: int = 0
+    ignore_paused: bool = False          # a paused container: the process waits for resume
+    sub_cgroups: tuple[tuple[str, str], ...] = ()   # (controller or "", path below ours)
 
 
 def _int(text: str, what: str) -> int:
@@ -109,7 +113,13 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
 
     store = StateStore(ctx.root)
     container = Container.load(store, opts.id, ctx.proc_root)
-    container.require("exec")
+    container.require("exec_ignore_paused" if opts.ignore_paused else "exec")
+    cgroups = container.cgroups
+    if opts.sub_cgroups and cgroups is not None:
+        from migrate.runtime.cgroups import sub_manager
+
+        cgroups = _Joining(sub_manager(cgroups, dict(opts.sub_cgroups),
+                                       rootless=container.state.rootless_cgroups))
     spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
     process = build_process(spec.process, opts)
     from migrate.runtime.rootless import check_exec_user
@@ -141,12 +151,20 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
         fg.install()
     try:
         sys = ctx.syscalls
-        launched = launch(LaunchSpec(join=tuple(join), cgroups=container.cgroups,
+        launched = launch(LaunchSpec(join=tuple(join), cgroups=cgroups,
                                      child=lambda sock: run_setns_init(init, sys, sock)))
         if opts.pid_file:
             from migrate.runtime.lifecycle.create import write_pid_file
 
-            write_pid_file(opts.pid_file, launched.pid)
+            try:
+                write_pid_file(opts.pid_file, launched.pid)
+            except MigrateError:
+                # Nobody could find (or wait for) the process: end it (runc too).
+                with contextlib.suppress(OSError):
+                    os.kill(launched.pid, signal.SIGKILL)
+                if fg is not None:
+                    fg.wait(launched.pid, launched.console_fd)
+                raise
         if launched.console_fd is not None and opts.console_socket:
             from migrate.runtime.console import send_console
 
@@ -159,6 +177,25 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
     finally:
         if fg is not None:
             fg.restore()
+
+
+class _Joining:
+    """A sub-cgroup manager whose failure to add says which pid and file (runc's words)."""
+
+    def __init__(self, manager):
+        self._manager = manager
+
+    def add(self, pid: int) -> None:
+        from migrate.errors import KernelError
+
+        try:
+            self._manager.add(pid)
+        except KernelError as err:
+            error = KernelError(f"adding pid {pid} to cgroups: write", err.path, err.errno)
+            # Go's lower-case errno text, which runc's callers match on.
+            error.args = (f"adding pid {pid} to cgroups: write {err.path}: "
+                          f"{os.strerror(err.errno).lower()}",)
+            raise error from None
 
 
 def _setgroups_allowed(pid: int, proc_root: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 
 from migrate.errors import InvalidStateError, KernelError
 from migrate.runtime.container import Container, Status
@@ -17,18 +18,22 @@ def kill(ctx: RuntimeContext, container_id: str, sig: int, *, all_processes: boo
     with store.lock(container_id):
         container = Container.load(store, container_id, ctx.proc_root)
         status = container.status()
-        if status is Status.STOPPED:
-            raise InvalidStateError(container_id, "stopped", "kill",
-                                    f'container "{container_id}" is not running')
         if all_processes:
             cg = container.cgroups
+            if status is Status.STOPPED and (cg is None or not cg.exists()):
+                return   # nothing left to signal (runc: not an error with --all)
             if cg is not None and cg.is_usable():
                 cg.kill_all(sig)
+                return
+            if status is Status.STOPPED:
                 return
             # Rootless without a delegated cgroup: signal what a walk of the
             # container's PID namespace finds (pidns.py says what that misses).
             _kill_walked(ctx, container, sig)
             return
+        if status is Status.STOPPED:
+            raise InvalidStateError(container_id, "stopped", "kill",
+                                    f'container "{container_id}" is not running')
         try:
             ctx.syscalls.kill(container.state.pid, sig)
         except ProcessLookupError:
@@ -36,6 +41,12 @@ def kill(ctx: RuntimeContext, container_id: str, sig: int, *, all_processes: boo
                                     f'container "{container_id}" is not running') from None
         except OSError as err:
             raise KernelError("kill", str(container.state.pid), err.errno or 1) from None
+        if status is Status.PAUSED and sig == signal.SIGKILL:
+            # A v1-frozen task dies only once thawed; other signals wait
+            # for resume, as runc leaves them.
+            cg = container.cgroups
+            if cg is not None and cg.is_usable():
+                cg.thaw()
 
 
 def _kill_walked(ctx: RuntimeContext, container: Container, sig: int) -> None:

@@ -34,6 +34,8 @@ class ContainerSummary:
     created: str
     owner: str
     annotations: dict
+    rootfs: str = ""
+    oci_version: str = ""
 
 
 def list_containers(ctx: RuntimeContext) -> list[ContainerSummary]:
@@ -48,7 +50,8 @@ def list_containers(ctx: RuntimeContext) -> list[ContainerSummary]:
         out.append(ContainerSummary(
             id=cid, pid=c.state.pid if status is not Status.STOPPED else 0,
             status=status.value, bundle=c.state.bundle, created=c.state.created,
-            owner=c.state.owner or _owner(store.dir(cid)), annotations=c.state.annotations))
+            owner=c.state.owner or _owner(store.dir(cid)), annotations=c.state.annotations,
+            rootfs=c.state.rootfs, oci_version=c.state.config.get("ociVersion", "")))
     return out
 
 
@@ -65,7 +68,10 @@ def _owner(path: str) -> str:
 def container_pids(ctx: RuntimeContext, container_id: str) -> list[int]:
     store = StateStore(ctx.root)
     container = Container.load(store, container_id, ctx.proc_root)
-    container.require("ps")
+    if container.require("ps") is Status.STOPPED:
+        # What is left in its cgroup (usually nothing): the PID namespace is gone.
+        cg = container.cgroups
+        return cg.pids() if cg is not None and cg.is_usable() else []
     from migrate.runtime.pidns import processes
 
     # Rootless without a delegated cgroup: walk the container's PID namespace.

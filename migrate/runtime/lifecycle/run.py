@@ -13,8 +13,10 @@ from migrate.runtime.lifecycle.start import start
 __all__ = ["run"]
 
 
-def run(ctx: RuntimeContext, opts: CreateOptions, *, detach: bool) -> int:
-    """Returns the exit code (0 when detached). Raises what create raises."""
+def run(ctx: RuntimeContext, opts: CreateOptions, *, detach: bool, keep: bool = False) -> int:
+    """Returns the exit code (0 when detached). ``keep``: leave the stopped
+    container (state and cgroup) for a later ``delete``, as ``runc run --keep``.
+    Raises what create raises."""
     if detach:
         create(ctx, dataclasses.replace(opts, foreground=False))
         start(ctx, opts.id)
@@ -35,6 +37,8 @@ def run(ctx: RuntimeContext, opts: CreateOptions, *, detach: bool) -> int:
                 launched.notify.close()
     finally:
         fg.restore()
+    if keep:
+        return code
     with contextlib.suppress(Exception):
         delete(ctx, opts.id, force=True)
     return code

@@ -98,12 +98,12 @@ def test_create_usage_errors(ctx, calls, argv, match):
 def test_run_flags(ctx, calls):
     assert hot.run_cmd(ctx, ["-d", "--keep", "--bundle", "/b", "web"]) == 0
     [(name, (opts,), kwargs)] = calls
-    assert name == "run" and kwargs == {"detach": True}
+    assert name == "run" and kwargs == {"detach": True, "keep": True}
     assert (opts.id, opts.bundle) == ("web", "/b")
 
 
 def test_run_foreground_returns_the_exit_code(ctx, monkeypatch):
-    monkeypatch.setattr(run, "run", lambda ctx, opts, detach: 0 if detach else 137)
+    monkeypatch.setattr(run, "run", lambda ctx, opts, detach, keep: 0 if detach else 137)
     assert hot.run_cmd(ctx, ["web"]) == 137
     assert hot.run_cmd(ctx, ["--detach", "web"]) == 0
 
@@ -126,7 +126,30 @@ def test_exec_all_flags(ctx, calls):
     assert opts == exec_.ExecOptions(
         id="web", args=("sh", "-c", "echo hi"), env=("A=1", "B=2"), cwd="/tmp", user="1000:100",
         additional_gids=("10", "20"), caps=("CAP_KILL", "CAP_CHOWN"), tty=True,
-        console_socket="/s", detach=True, pid_file="/p", no_new_privs=True, preserve_fds=1)
+        console_socket="/s", detach=True, pid_file="/p", no_new_privs=True, preserve_fds=1,
+        sub_cgroups=(("", "z"),))
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--cgroup", "/"], (("", "/"),)),
+    (["--cgroup", "memory:submem", "--cgroup", "cpu,cpuacct:subcpu"],
+     (("memory", "submem"), ("cpu", "subcpu"), ("cpuacct", "subcpu"))),
+    (["--ignore-paused"], ()),
+])
+def test_exec_cgroup_and_ignore_paused(ctx, calls, argv, expected):
+    hot.exec_cmd(ctx, [*argv, "web", "true"])
+    [(_, (opts,), _)] = calls
+    assert opts.sub_cgroups == expected
+    assert opts.ignore_paused == ("--ignore-paused" in argv)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--cgroup", "a:b:c"], "invalid --cgroup argument: a:b:c"),
+    (["--cgroup", "x", "--cgroup", "memory:y"], "missing <controller>: prefix"),
+])
+def test_exec_bad_cgroup(ctx, calls, argv, message):
+    with pytest.raises(UsageError, match=message):
+        hot.exec_cmd(ctx, [*argv, "web", "true"])
 
 
 def test_exec_podman_argv(ctx, calls):
@@ -220,6 +243,8 @@ def test_help_prints_usage_and_exits_zero(ctx, calls, capsys, flag):
         hot.create_cmd(ctx, [flag])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: migrate create [options] CONTAINER_ID")
-    assert "--bundle, -b VALUE" in out
+    # runc's (urfave/cli) layout, which runc's help.bats reads.
+    assert out.startswith("NAME:\n   migrate create - create a container (as runc create)\n")
+    assert "\nUSAGE:\n   migrate create [command options] <container-id>\n" in out
+    assert "--bundle value, -b value" in out
     assert calls == []

@@ -272,8 +272,8 @@ CASES = [
     # resources
     ("unknown device rule type", resources(devices=[{"allow": True, "type": "p", "access": "r"}]),
      'linux.resources.devices[0].type: unknown device rule type "p", must be a, c or b'),
-    ("bad device rule access", resources(devices=[{"allow": True, "type": "c", "access": "rwx"}]),
-     'linux.resources.devices[0].access: "rwx" must be made of r, w and m'),
+    ("bad device rule access", resources(devices=[{"allow": True, "type": "c", "access": "xa"}]),
+     'linux.resources.devices[0].access: "xa" must contain r, w or m'),
     ("swappiness over 100", resources(memory={"swappiness": 101}),
      "linux.resources.memory.swappiness: must be from 0 to 100, got 101"),
     ("unified path", resources(unified={"../memory.max": "1"}),

@@ -659,11 +659,32 @@ def test_no_pivot_moves_and_chroots(root, monkeypatch):
     monkeypatch.chdir(root.parent)
     chroots = []
     monkeypatch.setattr(rootfs.os, "chroot", chroots.append)   # never chroot the test run
+    info = root.parent / "mountinfo"
+    info.write_text(f"22 1 0:5 / /proc rw - proc proc rw\n"
+                    f"23 1 0:6 / /sys rw - sysfs sysfs rw\n"
+                    f"24 23 0:7 /sub /sys/x rw - sysfs sysfs rw\n"
+                    f"25 1 0:8 / {root}/proc rw - proc proc rw\n")
+    monkeypatch.setattr(rootfs, "MOUNTINFO", str(info))
     sys = FakeSyscalls()
     prepare_rootfs(sys, _plan(root, no_pivot=True))
     assert sys.of(PivotRoot) == []
-    assert sys.of(Mount)[-1] == Mount(str(root), "/", None, MS.MOVE, None)
+    mounts = sys.of(Mount)
+    assert mounts[-1] == Mount(str(root), "/", None, MS.MOVE, None)
+    # The host's whole procfs and sysfs are gone before the move (not the
+    # container's, not a partial one), so a user namespace cannot mount a
+    # fresh procfs inside the chroot.
+    assert Mount(None, "/proc", None, MS.SLAVE | MS.REC, None) in mounts
+    assert [u.target for u in sys.of(Umount)] == ["/proc", "/sys"]
     assert chroots == ["."]
+
+
+def test_host_pseudo_fs_outside_the_rootfs():
+    text = ("22 1 0:5 / /proc rw - proc proc rw\n"
+            "23 1 0:6 / /sys rw - sysfs sysfs rw\n"
+            "24 23 0:7 /sub /sys/x rw - sysfs sysfs rw\n"
+            "25 1 0:8 / /r/proc rw - proc proc rw\n"
+            "26 1 0:9 / /tmp rw - tmpfs tmpfs rw\n")
+    assert rootfs.host_pseudo_fs(text, "/r") == ["/proc", "/sys"]
 
 
 # -- after pivot_root ---------------------------------------------------------

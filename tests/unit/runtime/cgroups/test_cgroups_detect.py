@@ -23,7 +23,7 @@ HOST_MOUNTINFO = """\
 
 def test_public_names():
     assert sorted(cgroups.__all__) == ["CgroupFiles", "CgroupManager", "current_paths", "load_manager",
-                                      "open_manager"]
+                                      "open_manager", "sub_manager"]
     for name in cgroups.__all__:
         assert getattr(cgroups, name)
 

@@ -273,6 +273,11 @@ def test_device_rules(created):
 def test_device_rule_strings():
     assert device_rule(NS(type="a", major=1, minor=2, access="r")) == "a"
     assert device_rule(NS(type="b", major=None, minor=None, access="m")) == "b *:* m"
+    # Letters the kernel does not know are dropped (runc's emulator keeps r/w/m
+    # only), and the order is the kernel's.
+    assert device_rule(NS(type="c", major=1, minor=11, access="rwa")) == "c 1:11 rw"
+    assert device_rule(NS(type="c", major=1, minor=3, access="mr")) == "c 1:3 rm"
+    assert device_rule(NS(type="c", major=1, minor=3, access=None)) == "c 1:3 rwm"
 
 
 def test_hugetlb_not_mounted(created):
@@ -538,3 +543,21 @@ def test_rootless_default_path_is_below_our_own_cgroup(make_host):
     host = make_host("v1", own="/user")
     assert host.open(None, rootless=True).paths()["memory"] == host.path("memory", "user/migrate/c1")
     assert host.open(None).paths()["memory"] == host.path("memory", "migrate/c1")
+
+
+def test_sub_manager_for_exec_cgroup(created):
+    from migrate.errors import UsageError
+    from migrate.runtime.cgroups import sub_manager
+
+    _, m = created
+    paths = m.paths()
+    every = sub_manager(m, {"": "sub"}).paths()
+    assert every == {k: os.path.join(v, "sub") for k, v in paths.items()}
+    assert sub_manager(m, {"": "/"}).paths() == paths
+    one = sub_manager(m, {"memory": "a/b"}).paths()
+    assert one["memory"] == os.path.join(paths["memory"], "a/b")
+    assert all(one[k] == v for k, v in paths.items() if k != "memory")
+    with pytest.raises(UsageError, match=r"^\.\. is not a sub cgroup path"):
+        sub_manager(m, {"": ".."})
+    with pytest.raises(UsageError, match="^unknown controller whaaat"):
+        sub_manager(m, {"whaaat": "/"})
