@@ -109,6 +109,8 @@ def _context(opts: dict, command: str = ""):
     if fmt not in ("text", "json"):
         raise _Usage(f'invalid --log-format "{fmt}": use text or json')
     root = opts.get("root")
+    if root is not None:
+        _check_root(root)
     if root is None and command in _STATELESS:
         root = DEFAULT_ROOT
     elif root is None:
@@ -125,6 +127,21 @@ def _context(opts: dict, command: str = ""):
                           systemd_cgroup=bool(opts.get("systemd-cgroup")),
                           rootless=rootless, criu=opts.get("criu", "criu"),
                           notify_socket=os.environ.get("NOTIFY_SOCKET") or None)
+
+
+def _check_root(root: str) -> None:
+    """--root must be a directory or not exist yet (create makes it); a file
+    anywhere on the way is a usage error, not an OSError later."""
+    import stat
+
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise _Usage(f"--root {root}: {err.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise _Usage(f"--root {root}: not a directory")
 
 
 def _load(ref: str):

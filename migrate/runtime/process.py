@@ -36,7 +36,7 @@ from migrate.errors import KernelError, NotFoundError, UsageError
 from migrate.oci.constants import CAP_NUMBERS, RLIMITS
 from migrate.runtime.syscalls import PR, Syscalls
 
-__all__ = ["apply_rlimits", "apply_user_and_caps", "cap_mask", "resolve_executable",
+__all__ = ["apply_rlimits", "rlimit_value", "apply_user_and_caps", "cap_mask", "resolve_executable",
            "build_env", "home_of", "exec_process", "reset_signals", "prepare_seccomp",
            "load_seccomp", "become_process"]
 
@@ -59,10 +59,22 @@ def _last_cap(proc_root: str = "/proc") -> int:
         return 40
 
 
+# rlim_t is unsigned 64-bit and RLIM_INFINITY is its all-ones value, but
+# Python's setrlimit() takes signed 64-bit values (RLIM_INFINITY is -1
+# there): anything from 2**63 up cannot be a finite limit, and engines send
+# 2**64-1 for "unlimited", as getrlimit(2) would report it.
+_RLIM_FINITE_MAX = 2**63 - 1
+
+
+def rlimit_value(value: int) -> int:
+    """An OCI (u64) rlimit value as Python's setrlimit() takes it."""
+    return resource.RLIM_INFINITY if value > _RLIM_FINITE_MAX else value
+
+
 def apply_rlimits(rlimits) -> None:
     for rl in rlimits:
         try:
-            resource.setrlimit(RLIMITS[rl.type], (rl.soft, rl.hard))
+            resource.setrlimit(RLIMITS[rl.type], (rlimit_value(rl.soft), rlimit_value(rl.hard)))
         except (OSError, ValueError) as err:
             raise UsageError(f"setrlimit {rl.type} soft={rl.soft} hard={rl.hard}: {err}") from None
 

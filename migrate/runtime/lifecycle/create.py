@@ -16,7 +16,7 @@ from migrate.runtime.launcher import Launched, LaunchSpec, launch
 from migrate.runtime.nsexec import NS_FLAGS, NsFlag
 from migrate.runtime.state import ContainerState, StateStore, atomic_write, validate_id
 
-__all__ = ["CreateOptions", "create", "oci_state", "write_pid_file"]
+__all__ = ["CreateOptions", "create", "oci_state", "write_pid_file", "check_pid_file"]
 
 
 @record
@@ -81,7 +81,21 @@ def cgroups_path(ctx: RuntimeContext, configured: str | None, container_id: str,
 
 
 def write_pid_file(path: str, pid: int) -> None:
+    """Raises KernelError naming the file."""
     atomic_write(os.path.abspath(path), f"{pid}".encode(), 0o644)
+
+
+def check_pid_file(path: str | None) -> None:
+    """Before anything is started: the directory of ``--pid-file`` must
+    exist, or the container would be made and then torn down for nothing.
+    Raises UsageError."""
+    if not path:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--pid-file {path}: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"--pid-file {path}: is a directory")
 
 
 def _timens_offsets(linux) -> str | None:
@@ -115,6 +129,11 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
         raise UsageError("--console-socket needs process.terminal set to true in config.json")
     if opts.preserve_fds < 0:
         raise UsageError("--preserve-fds must not be negative")
+    check_pid_file(opts.pid_file)
+    if opts.console_socket:
+        from migrate.runtime.console import check_console_socket
+
+        check_console_socket(opts.console_socket)
     linux = spec.linux
     from migrate.runtime.seccomp import plan_seccomp
 
@@ -190,10 +209,7 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
         if launched.console_fd is not None and opts.console_socket:
             from migrate.runtime.console import send_console
 
-            try:
-                send_console(opts.console_socket, launched.console_fd)
-            except OSError as err:
-                raise UsageError(f"--console-socket {opts.console_socket}: {err.strerror}") from None
+            send_console(opts.console_socket, launched.console_fd)
             os.close(launched.console_fd)
             launched.console_fd = None
         container.save()

@@ -137,6 +137,18 @@ def test_rlimits(monkeypatch):
     assert calls == [(resource.RLIMIT_NOFILE, (1024, 4096)), (resource.RLIMIT_CORE, (0, 0))]
 
 
+def test_rlimits_from_2_63_up_are_unlimited(monkeypatch):
+    # Engines send 2**64-1 (rlim_t's RLIM_INFINITY); Python's setrlimit
+    # takes signed values and raised OverflowError for it.
+    calls = []
+    monkeypatch.setattr(resource, "setrlimit", lambda kind, lim: calls.append((kind, lim)))
+    proc.apply_rlimits([Rlimit(type="RLIMIT_CORE", soft=2**64 - 1, hard=2**64 - 1),
+                        Rlimit(type="RLIMIT_NOFILE", soft=2**63 - 1, hard=2**63)])
+    inf = resource.RLIM_INFINITY
+    assert calls == [(resource.RLIMIT_CORE, (inf, inf)),
+                     (resource.RLIMIT_NOFILE, (2**63 - 1, inf))]
+
+
 def test_rlimit_failure(monkeypatch):
     def refuse(kind, lim):
         raise ValueError("not allowed to raise maximum limit")
