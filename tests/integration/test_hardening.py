@@ -64,3 +64,79 @@ def test_unlimited_rlimits(runtime, bundle, cid):
     bundle.sh("ulimit -c; ulimit -Hc; ulimit -f; ulimit -Hf")
     res = runtime("run", "--bundle", bundle.path, cid).check()
     assert res.stdout.split() == ["unlimited"] * 4, res.stdout
+
+
+def _interpreter_copy(tmp_path):
+    """A private copy of the runtime's interpreter, set up as a virtualenv
+    sharing the real one's packages: the attack below must never be aimed
+    at the real interpreter."""
+    import hashlib
+    import shutil
+
+    from runtime_helpers import runtime_argv
+
+    script = runtime_argv()[0]
+    with open(script, "rb") as f:
+        venv_python = f.readline()[2:].decode().split()[0]
+    venv = os.path.dirname(os.path.dirname(venv_python))
+    real = os.path.realpath(venv_python)
+    copy = tmp_path / "py"
+    (copy / "bin").mkdir(parents=True)
+    shutil.copy2(real, copy / "bin" / "python3")
+    shutil.copy2(os.path.join(venv, "pyvenv.cfg"), copy / "pyvenv.cfg")
+    os.symlink(os.path.join(venv, "lib"), copy / "lib")
+    exe = str(copy / "bin" / "python3")
+
+    def digest():
+        with open(exe, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    return [exe, script], digest
+
+
+@pytest.mark.requires("python_runtime")
+@pytest.mark.parametrize("guard", ["overlay", "memfd"])
+def test_joining_exec_cannot_write_the_runtime_executable(bundle, tmp_path, guard):
+    """CVE-2019-5736 with CAP_SYS_PTRACE in the container: a process inside
+    watches /proc for the runtime's forks joining it (create's init, exec's
+    process) and tries to reopen their /proc/PID/exe for writing."""
+    import uuid
+
+    from runtime_helpers import Runtime
+
+    argv, digest = _interpreter_copy(tmp_path)
+    before = digest()
+    rt = Runtime(f"/run/migrate-test/{uuid.uuid4().hex[:10]}", argv)
+    cid = f"t-{uuid.uuid4().hex[:8]}"
+    secret = f"HARDENA_SECRET_{uuid.uuid4().hex}"
+    env = {**os.environ, "SECRET_FOR_THE_TEST": secret, "MIGRATE_EXE_GUARD": guard}
+    proc = bundle.config["process"]
+    for kind in ("bounding", "effective", "permitted"):
+        proc["capabilities"][kind] = sorted(set(proc["capabilities"][kind]) | {"CAP_SYS_PTRACE"})
+    bundle.config["root"]["readonly"] = False     # the watcher reports in /var
+    bundle.set_args("ctrhelper", "exewatch", "6", secret, "/var/watch.out")
+    out = os.path.join(bundle.rootfs, "var", "watch.out")
+    try:
+        rt("run", "--detach", "--bundle", bundle.path, cid, env=env).check()
+        wait_for(lambda: os.path.exists(out), what="the watcher")
+        for i in range(6):
+            rt("exec", *(["--detach"] if i % 2 else []), cid, "sleep", "0.2", env=env).check()
+        wait_for(lambda: open(out).read().endswith("end\n"), timeout=20, what="the watcher's end")
+        lines = open(out).read().splitlines()
+    finally:
+        rt.cleanup()
+    seen = [l for l in lines if l.startswith("seen ")]
+    exe = [l.split() for l in lines if l.startswith("exe ")]
+    # The watcher caught the runtime inside (else this test proves nothing) ...
+    assert seen and exe, lines
+    for target in seen:
+        assert ("python" in target) if guard == "overlay" else ("memfd:" in target), target
+    # ... and never wrote to it: EROFS (overlay) or a sealed memfd (EPERM).
+    for _, pid, opened, written in exe:
+        assert opened != "open=0" or written != "write=0", lines
+    assert digest() == before
+    # What CAP_SYS_PTRACE still gives: see the module's docstring in
+    # migrate/runtime/exe_guard.py (no kernel barrier short of an LSM).
+    leaks = [l for l in lines if (l.startswith("environ ") and l.endswith("secret=1"))
+             or (l.startswith("mem ") and l.endswith(" 0"))]
+    if leaks:
+        pytest.xfail(f"environ/mem of the joining process readable with CAP_SYS_PTRACE: {leaks[:2]}")

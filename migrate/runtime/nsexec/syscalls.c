@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/keyctl.h>
 #include <sched.h>
@@ -149,4 +150,49 @@ int sys_personality(unsigned long persona)
 	int r = personality(persona);
 
 	return r < 0 ? -errno : r;
+}
+
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#endif
+#ifndef SYS_fsconfig
+#define SYS_fsconfig 431
+#endif
+#ifndef SYS_fsmount
+#define SYS_fsmount 432
+#endif
+
+/*
+ * A read-only overlayfs of `lowerdirs` ("a:b", no upper layer) made with
+ * the new mount API and never attached anywhere: returns an O_PATH fd of
+ * `name` in it. The mount lives as long as that fd (and whatever runs from
+ * it); it has no path, so nobody can remount it read-write, and an overlay
+ * without an upper layer cannot be written at all (EROFS). That is where
+ * the runtime's interpreter runs from while it joins a container (see
+ * runtime/exe_guard.py; runc 1.2 does the same for its own binary).
+ */
+int sys_ro_overlay_open(const char *lowerdirs, const char *name)
+{
+	long fsfd, mfd;
+	int fd, err;
+
+	fsfd = syscall(SYS_fsopen, "overlay", 1 /* FSOPEN_CLOEXEC */);
+	if (fsfd < 0)
+		return -errno;
+	if (syscall(SYS_fsconfig, fsfd, 1 /* FSCONFIG_SET_STRING */, "lowerdir", lowerdirs, 0) < 0 ||
+	    syscall(SYS_fsconfig, fsfd, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0) < 0) {
+		err = -errno;
+		close(fsfd);
+		return err;
+	}
+	/* MOUNT_ATTR_RDONLY | NOSUID | NODEV */
+	mfd = syscall(SYS_fsmount, fsfd, 1 /* FSMOUNT_CLOEXEC */, 0x1 | 0x2 | 0x4);
+	err = -errno;
+	close(fsfd);
+	if (mfd < 0)
+		return err;
+	fd = openat(mfd, name, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+	err = -errno;
+	close(mfd);
+	return fd < 0 ? err : fd;
 }
