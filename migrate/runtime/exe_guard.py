@@ -20,6 +20,22 @@ start, from an interpreter file that cannot be written by anybody:
    (memfd_create(2) + F_SEAL_WRITE|GROW|SHRINK|SEAL): a few ms and the
    interpreter's size in memory per command.
 
+Two more things a process in the container could read while a fork of the
+runtime joins it, with CAP_SYS_PTRACE:
+
+- /proc/PID/environ: the runtime's whole environment. ``scrub_environ``
+  zeroes that memory in the fork before it joins anything (Python keeps
+  its own copy in os.environ; the container's program gets an explicit
+  environment from the spec).
+- /proc/PID/mem (and exe, maps): a non-dumpable process is open to
+  CAP_SYS_PTRACE in its user namespace, and nothing in the classic
+  permission model closes that. When a container without a user
+  namespace keeps CAP_SYS_PTRACE in its bounding set, its init enters a
+  Landlock domain (init/standard.py, ``process.fence_ptrace``): a process
+  in a domain cannot ptrace-access one outside it, whatever its
+  capabilities. `exec`'d processes stay outside (they can still debug the
+  container's processes; the container's cannot reach them).
+
 runc 1.2 does the same two things for its own binary (runc#4448, #4482);
 runc 1.1 bind-mounted it read-only, which a container with CAP_SYS_ADMIN can
 undo (hence a detached mount here). Everything else the interpreter maps
@@ -34,7 +50,7 @@ import os
 
 from migrate.errors import KernelError
 
-__all__ = ["MARK", "protected_interpreter", "reexec_protected"]
+__all__ = ["MARK", "protected_interpreter", "reexec_protected", "scrub_environ"]
 
 # Set in the environment of the re-executed runtime (and removed from
 # os.environ at once by the CLI), so it re-executes only once.
@@ -114,3 +130,23 @@ def reexec_protected(argv: list[str], environ, *, allow_overlay: bool = True) ->
     except OSError as err:
         os.close(fd)
         raise KernelError.from_oserror("execve (protected interpreter)", err, exe) from None
+
+
+def scrub_environ(proc_self: str = "/proc/self") -> None:
+    """Zero this process's initial environment block (what
+    /proc/PID/environ shows), best effort: called in a fork about to join a
+    container. Python's os.environ is a copy and stays intact."""
+    try:
+        with open(f"{proc_self}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        # Fields 50 and 51 (env_start, env_end), counted from "state" (3).
+        start, end = int(fields[50 - 3]), int(fields[51 - 3])
+        if not 0 < start < end:
+            return
+        fd = os.open(f"{proc_self}/mem", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.pwrite(fd, bytes(end - start), start)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        pass

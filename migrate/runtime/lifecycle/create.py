@@ -272,6 +272,7 @@ def _idmapped_trees(ctx, spec, bundle, create_ns) -> tuple:
 def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts, fifo_fd, bundle,
                  idmapped=(), seccomp=None):
     from migrate.runtime.init.standard import StandardInit, run_standard_init
+    from migrate.runtime.process import needs_ptrace_fence
     from migrate.runtime.rootfs import RootfsPlan
 
     linux = spec.linux
@@ -292,7 +293,11 @@ def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts,
         has_hooks=has_hooks,
         setgroups_allowed=not (idmap is not None and idmap.deny_setgroups),
         new_uts=bool(create_ns & NsFlag.UTS) or any(f == NsFlag.UTS for _, f in join),
-        seccomp=seccomp)
+        seccomp=seccomp,
+        # Its own user namespace, not ours: a rootless runtime's forks are as
+        # exposed to a container in the runtime's user namespace.
+        ptrace_fence=needs_ptrace_fence(spec.process, bool(create_ns & NsFlag.USER) or any(
+            f == NsFlag.USER for _, f in join)))
     sys = ctx.syscalls
 
     def on_hooks(pid: int) -> None:

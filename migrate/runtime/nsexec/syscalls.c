@@ -196,3 +196,35 @@ int sys_ro_overlay_open(const char *lowerdirs, const char *name)
 	close(mfd);
 	return fd < 0 ? err : fd;
 }
+
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#endif
+#ifndef SYS_landlock_restrict_self
+#define SYS_landlock_restrict_self 446
+#endif
+
+/*
+ * Put the caller (and every descendant) into a new Landlock domain that
+ * handles no file system or network access, only the IPC `scoped` bits
+ * (LANDLOCK_SCOPE_*, ABI 6, Linux 6.12). What matters is a side effect of
+ * any domain: its processes may not ptrace, nor open /proc/PID/mem or
+ * /proc/PID/exe of, a process outside it (Documentation/userspace-api/
+ * landlock.rst, "Ptrace restrictions") -- even with CAP_SYS_PTRACE. Needs
+ * CAP_SYS_ADMIN or no_new_privs. 0 or -errno (-E2BIG/-EINVAL: too old).
+ */
+int sys_landlock_scope(unsigned long long scoped)
+{
+	struct {
+		unsigned long long handled_access_fs, handled_access_net, scoped;
+	} attr = { 0, 0, scoped };
+	long fd = syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr), 0);
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (syscall(SYS_landlock_restrict_self, fd, 0) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}

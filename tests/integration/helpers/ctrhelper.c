@@ -13,12 +13,14 @@
  *       established: every 100 ms the client sends a counter, the server
  *       checks it follows the previous one and writes "<n> <ok>" to FILE
  *   ctrhelper exewatch SECONDS SECRET FILE
- *       the CVE-2019-5736 attacker: for SECONDS, watch /proc for processes
+ *       the CVE-2019-5736 attacker: for SECONDS (or until /var/watch.stop
+ *       exists), watch /proc for processes
  *       whose executable is not busybox/ctrhelper (the runtime joining the
  *       container); open their /proc/PID/exe with O_PATH and keep trying to
  *       reopen it for writing through /proc/self/fd/N and write one byte;
  *       read their environ (looking for SECRET) and mem. One line per
- *       finding in FILE: "exe PID TARGET open=ERRNO write=ERRNO",
+ *       finding in FILE: "seen PID TARGET", "denied PID ERRNO" (exe not
+ *       even openable), "exe PID open=ERRNO write=ERRNO",
  *       "environ PID ERRNO secret=0|1", "mem PID ERRNO"
  */
 #define _GNU_SOURCE
@@ -172,7 +174,7 @@ static int exewatch(int seconds, const char *secret, const char *file)
 	if (!out)
 		return 1;
 	setvbuf(out, NULL, _IOLBF, 0);
-	while (time(NULL) < end) {
+	while (time(NULL) < end && access("/var/watch.stop", F_OK) != 0) {
 		DIR *d = opendir("/proc");
 		struct dirent *e;
 
@@ -186,21 +188,26 @@ static int exewatch(int seconds, const char *secret, const char *file)
 				continue;
 			snprintf(path, sizeof(path), "/proc/%d/exe", pid);
 			fd = open(path, O_PATH | O_CLOEXEC);
-			if (fd < 0)
+			if (fd < 0 && errno != EACCES && errno != EPERM)
 				continue;
-			len = readlink(path, target, sizeof(target) - 1);
-			target[len > 0 ? len : 0] = 0;
-			if (!strcmp(target, "/bin/busybox") || !strcmp(target, "/bin/ctrhelper")) {
-				close(fd);
-				continue;
+			if (fd < 0) {
+				/* A fence (Landlock) keeps us out: say so once. */
+				fprintf(out, "denied %d %d\n", pid, errno);
+			} else {
+				len = readlink(path, target, sizeof(target) - 1);
+				target[len > 0 ? len : 0] = 0;
+				if (!strcmp(target, "/bin/busybox") || !strcmp(target, "/bin/ctrhelper")) {
+					close(fd);
+					continue;
+				}
+				if (n < WATCH_MAX) {
+					fds[n] = fd, pids[n] = pid, done[n] = 0, n++;
+					fprintf(out, "seen %d %s\n", pid, target);
+				} else {
+					close(fd);
+				}
 			}
 			seen[pid] = 1;
-			if (n < WATCH_MAX) {
-				fds[n] = fd, pids[n] = pid, done[n] = 0, n++;
-				fprintf(out, "seen %d %s\n", pid, target);
-			} else {
-				close(fd);
-			}
 			snprintf(path, sizeof(path), "/proc/%d/environ", pid);
 			fd = open(path, O_RDONLY | O_CLOEXEC);
 			if (fd < 0) {
@@ -241,7 +248,8 @@ static int exewatch(int seconds, const char *secret, const char *file)
 				close(w);
 				done[i] = 1;
 			}
-			if (oerr != ETXTBSY || time(NULL) + 1 >= end) {
+			if (oerr != ETXTBSY || time(NULL) + 1 >= end ||
+			    access("/var/watch.stop", F_OK) == 0) {
 				done[i] = 1;
 				fprintf(out, "exe %d open=%d write=%d\n", pids[i], oerr, werr);
 			}
