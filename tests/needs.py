@@ -170,3 +170,19 @@ def check(need: str) -> str | None:
         name, arg = need.split("(", 1)
         return globals()[name](arg.rstrip(")").strip("\"'"))
     return globals()[need]()
+
+
+def python_runtime() -> str | None:
+    """The runtime under test is migrate's Python entry script (tests that
+    run it with another interpreter need its virtualenv)."""
+    import shlex
+
+    argv = shlex.split(os.environ.get("MIGRATE_RUNTIME", "")) or [shutil.which("migrate") or ""]
+    try:
+        with open(argv[0], "rb") as f:
+            first = f.readline()
+    except OSError as err:
+        return f"cannot read the runtime {argv[0]!r}: {err.strerror}"
+    if not first.startswith(b"#!") or b"python" not in first:
+        return f"{argv[0]} is not a Python entry script"
+    return None

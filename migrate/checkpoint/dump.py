@@ -17,7 +17,7 @@ from migrate.checkpoint.externals import (classify_mounts, describe_fd, external
 from migrate.checkpoint.metadata import CheckpointMeta, save_meta
 from migrate.checkpoint.options import CGROUP_MODES, NETWORK_LOCKS, CheckpointOptions
 from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint, criu_unprivileged_options
-from migrate.errors import CriuError, NotFoundError, UnsupportedError, UsageError
+from migrate.errors import CriuError, KernelError, NotFoundError, UnsupportedError, UsageError
 from migrate.runtime.container import Container, Status
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.state import StateStore
@@ -190,8 +190,11 @@ def dump_job(ctx: RuntimeContext, opts: CheckpointOptions):
         # refuses (before anything is frozen) what CRIU cannot do as us.
         check_unprivileged_checkpoint(ctx.criu, config=container.state.config,
                                       proc_root=ctx.proc_root)
-        os.makedirs(images_dir, mode=0o700, exist_ok=True)
-        os.makedirs(work_dir, mode=0o700, exist_ok=True)
+        for path in (images_dir, work_dir):
+            try:
+                os.makedirs(path, mode=0o700, exist_ok=True)
+            except OSError as err:
+                raise KernelError.from_oserror("mkdir", err, path) from None
         if opts.parent_path:
             check_parent_path(images_dir, opts.parent_path)
         _check_features(ctx, opts)

@@ -19,7 +19,7 @@ import signal
 
 from migrate.checkpoint.metadata import CheckpointMeta, load_meta
 from migrate.checkpoint.options import CGROUP_MODES, RestoreOptions
-from migrate.errors import NotFoundError, UsageError
+from migrate.errors import KernelError, NotFoundError, UsageError
 from migrate.runtime.container import Container, proc_start_time
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.state import ContainerState, StateStore, validate_id
@@ -139,7 +139,8 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
     from migrate import oci
     from migrate.runtime import rootless
     from migrate.runtime.cgroups import open_manager
-    from migrate.runtime.lifecycle.create import _default_device_rules, write_pid_file
+    from migrate.runtime.lifecycle.create import (
+        _default_device_rules, check_pid_file, write_pid_file)
 
     validate_id(opts.id)
     if opts.manage_cgroups_mode and opts.manage_cgroups_mode not in CGROUP_MODES:
@@ -158,11 +159,16 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
     if meta.terminal and not opts.console_socket and opts.detach:
         raise UsageError("the checkpointed container has a terminal: restore --detach "
                          "needs --console-socket")
+    check_pid_file(opts.pid_file)
+    if opts.console_socket:
+        from migrate.runtime.console import check_console_socket
+
+        check_console_socket(opts.console_socket)
     facts = rootless.detect(ctx.rootless)
     from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint
 
     check_unprivileged_checkpoint(ctx.criu, config=oci.spec_to_dict(spec), proc_root=ctx.proc_root)
-    os.makedirs(work_dir, mode=0o700, exist_ok=True)
+    _makedirs(work_dir)
     store = StateStore(ctx.root)
     cdir = store.create_dir(opts.id)
     undo: list = []
@@ -416,3 +422,11 @@ def _undo(err, undo) -> None:
                 err.add_note(f"cleanup: {cleanup}")
             elif err is None:
                 raise
+
+
+def _makedirs(path: str) -> None:
+    """Raises KernelError naming the directory (a file in the way, no space)."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as err:
+        raise KernelError.from_oserror("mkdir", err, path) from None

@@ -129,6 +129,8 @@ def _context(opts: dict, command: str = ""):
     if fmt not in ("text", "json"):
         raise _Usage(f'invalid --log-format "{fmt}": use text or json')
     root = opts.get("root")
+    if root is not None:
+        _check_root(root)
     if root is None and command in _STATELESS:
         root = DEFAULT_ROOT
     elif root is None:
@@ -147,6 +149,37 @@ def _context(opts: dict, command: str = ""):
                           notify_socket=os.environ.get("NOTIFY_SOCKET") or None)
 
 
+# Commands whose forks join a container: they run from an interpreter the
+# container cannot write (runtime/exe_guard.py).
+_JOINING = {"create", "run", "exec"}
+
+
+def _protect_executable() -> None:
+    """Re-execute from a protected interpreter, once (``MIGRATE_EXE_GUARD=memfd``
+    skips the overlay, for tests of the fallback)."""
+    from migrate.runtime.exe_guard import MARK, reexec_protected
+
+    if os.environ.pop(MARK, None):
+        return      # this is the re-executed runtime; the mark goes no further
+    reexec_protected(sys.orig_argv, os.environ,
+                     allow_overlay=os.environ.get("MIGRATE_EXE_GUARD") != "memfd")
+
+
+def _check_root(root: str) -> None:
+    """--root must be a directory or not exist yet (create makes it); a file
+    anywhere on the way is a usage error, not an OSError later."""
+    import stat
+
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise _Usage(f"--root {root}: {err.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise _Usage(f"--root {root}: not a directory")
+
+
 def _load(ref: str):
     import importlib
 
@@ -155,6 +188,7 @@ def _load(ref: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else argv
     log_path = None
     debug = False
@@ -195,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             from migrate.cli.help import no_help_topic
 
             raise _Usage(f'unknown command "{name}" ({no_help_topic(name)}); run `migrate --help`')
+        if name in _JOINING and from_command_line:
+            _protect_executable()
         ctx = _context(opts, name)
         if name in HOT:
             return _load(HOT[name])(ctx, cmd_argv)

@@ -161,7 +161,8 @@ def _check_rlimits(rlimits, where: str) -> None:
         if rl.type in seen:
             raise Invalid(at, f'duplicate rlimit type "{rl.type}"')
         seen.add(rl.type)
-        if rl.soft > rl.hard:
+        # From 2**63 up every value means RLIM_INFINITY (runtime/process.py).
+        if min(rl.soft, 2**63) > min(rl.hard, 2**63):
             raise Invalid(at, f"{rl.type} soft limit {rl.soft} exceeds hard limit {rl.hard}")
 
 

@@ -15,7 +15,8 @@ import socket
 import struct
 import termios
 
-__all__ = ["open_container_pty", "send_console", "set_winsize", "get_winsize"]
+__all__ = ["open_container_pty", "send_console", "check_console_socket", "set_winsize",
+           "get_winsize"]
 
 
 def set_winsize(fd: int, height: int, width: int) -> None:
@@ -54,8 +55,29 @@ def open_container_pty(console_size=None, mount=None) -> int:
     return master
 
 
+def check_console_socket(socket_path: str) -> None:
+    """Before anything is started: ``--console-socket`` must name a socket.
+    Raises UsageError."""
+    import stat
+
+    from migrate.errors import UsageError
+
+    try:
+        st = os.stat(socket_path)
+    except OSError as err:
+        raise UsageError(f"--console-socket {socket_path}: {err.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise UsageError(f"--console-socket {socket_path}: not a socket")
+
+
 def send_console(socket_path: str, master_fd: int, name: str = "/dev/ptmx") -> None:
-    """Hand the pty master to whoever listens on ``--console-socket``."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(socket_path)
-        socket.send_fds(s, [name.encode()], [master_fd])
+    """Hand the pty master to whoever listens on ``--console-socket``.
+    Raises UsageError naming the socket (nobody listens, gone, refused)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(socket_path)
+            socket.send_fds(s, [name.encode()], [master_fd])
+    except OSError as err:
+        from migrate.errors import UsageError
+
+        raise UsageError(f"--console-socket {socket_path}: {err.strerror}") from None

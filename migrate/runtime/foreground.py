@@ -19,6 +19,10 @@ from migrate.runtime.syscalls import PR, Syscalls
 __all__ = ["Foreground"]
 
 _NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
+# Signals that end the runtime itself once there is nobody left to forward
+# them to (the process died without us reaping it: its container was deleted
+# under us, or it was never reparented to us).
+_TERMINATING = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
 
 
 class Foreground:
@@ -112,10 +116,16 @@ class Foreground:
             if sig == signal.SIGWINCH and proxy is not None:
                 proxy.resize()
                 continue
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.kill(pid, sig)
+            except ProcessLookupError:
+                if sig in _TERMINATING and status is None:
+                    status = sig      # a wait status: killed by sig
         if status is None:
             status = self._reap(pid)
+        if status is None and not _exists(pid):
+            # Gone, and not our child to reap: nothing left to wait for.
+            status = signal.SIGKILL
         if status is not None and status < 0:
             return 0
         return status

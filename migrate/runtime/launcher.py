@@ -57,6 +57,11 @@ def _child_main(spec: LaunchSpec, sock: SyncSocket, log_w: int) -> NoReturn:
         # A foreground runtime routes signals through a wakeup pipe; the
         # child must not write into it.
         signal.set_wakeup_fd(-1)
+        # Before this process becomes visible in the container: nothing of
+        # the runtime's environment for /proc/PID/environ (exe_guard.py).
+        from migrate.runtime.exe_guard import scrub_environ
+
+        scrub_environ()
         sock.expect("go")
         join = []
         for path, flag in spec.join:

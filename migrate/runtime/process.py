@@ -36,9 +36,9 @@ from migrate.errors import KernelError, NotFoundError, UsageError
 from migrate.oci.constants import CAP_NUMBERS, RLIMITS
 from migrate.runtime.syscalls import PR, Syscalls
 
-__all__ = ["apply_rlimits", "apply_user_and_caps", "cap_mask", "resolve_executable",
+__all__ = ["apply_rlimits", "rlimit_value", "apply_user_and_caps", "cap_mask", "resolve_executable",
            "build_env", "home_of", "exec_process", "reset_signals", "prepare_seccomp",
-           "load_seccomp", "become_process"]
+           "load_seccomp", "become_process", "fence_ptrace", "needs_ptrace_fence"]
 
 
 def cap_mask(names) -> int:
@@ -59,12 +59,55 @@ def _last_cap(proc_root: str = "/proc") -> int:
         return 40
 
 
+# rlim_t is unsigned 64-bit and RLIM_INFINITY is its all-ones value, but
+# Python's setrlimit() takes signed 64-bit values (RLIM_INFINITY is -1
+# there): anything from 2**63 up cannot be a finite limit, and engines send
+# 2**64-1 for "unlimited", as getrlimit(2) would report it.
+_RLIM_FINITE_MAX = 2**63 - 1
+
+
+def rlimit_value(value: int) -> int:
+    """An OCI (u64) rlimit value as Python's setrlimit() takes it."""
+    return resource.RLIM_INFINITY if value > _RLIM_FINITE_MAX else value
+
+
 def apply_rlimits(rlimits) -> None:
     for rl in rlimits:
         try:
-            resource.setrlimit(RLIMITS[rl.type], (rl.soft, rl.hard))
+            resource.setrlimit(RLIMITS[rl.type], (rlimit_value(rl.soft), rlimit_value(rl.hard)))
         except (OSError, ValueError) as err:
             raise UsageError(f"setrlimit {rl.type} soft={rl.soft} hard={rl.hard}: {err}") from None
+
+
+# include/uapi/linux/landlock.h: the one IPC scope with the fewest side
+# effects here (the container's processes cannot signal processes outside
+# their domain: exec'd ones, and the host's if they share its PID namespace).
+LANDLOCK_SCOPE_SIGNAL = 0x2
+
+
+def fence_ptrace(sys: Syscalls) -> bool:
+    """Enter a Landlock domain: from now on this process and its descendants
+    cannot ptrace-access (mem, exe, attach) any process outside it, even
+    with CAP_SYS_PTRACE: the runtime's forks joining the container stay out
+    of reach (exe_guard.py). Needs CAP_SYS_ADMIN, so it runs before the
+    capabilities are dropped. Returns False where the kernel has no Landlock
+    scopes (ABI < 6, Linux < 6.12, or Landlock not enabled): the fence is
+    best effort. Raises KernelError on another failure."""
+    try:
+        sys.landlock_scope(LANDLOCK_SCOPE_SIGNAL)
+    except OSError as err:
+        if err.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.E2BIG):
+            return False
+        raise KernelError("landlock_restrict_self", None, err.errno or 1,
+                          "fencing the container off the runtime (CAP_SYS_PTRACE)") from None
+    return True
+
+
+def needs_ptrace_fence(process, in_userns: bool) -> bool:
+    """A container without its own user namespace whose processes may hold
+    CAP_SYS_PTRACE (bounding set) can ptrace non-dumpable host processes."""
+    caps = process.capabilities
+    return not in_userns and caps is not None and "CAP_SYS_PTRACE" in caps.bounding
 
 
 def apply_oom_score_adj(sys: Syscalls, value: int | None) -> None:

@@ -41,20 +41,32 @@ def validate_id(container_id: str) -> str:
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write via a temp file in the same directory, fsync, rename."""
+    """Write via a temp file in the same directory, fsync, rename.
+
+    Every file the runtime writes for a user (state, pid files, checkpoint
+    metadata) goes through here, so a missing directory, a full or read-only
+    file system is a KernelError naming the path, never an internal error.
+    """
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    except OSError as err:
+        raise KernelError.from_oserror("write", err, path) from None
     try:
         os.write(fd, data)
         os.fsync(fd)
-    except BaseException:
         os.close(fd)
+        fd = -1
+        os.rename(tmp, path)
+    except BaseException as err:
+        if fd >= 0:
+            os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise KernelError.from_oserror("write", err, path) from None
         raise
-    os.close(fd)
-    os.rename(tmp, path)
 
 
 @record(frozen=False)

@@ -93,6 +93,7 @@ class Syscalls(Protocol):
     def personality(self, persona: int) -> None: ...
     def seccomp_prepare(self, plan) -> object: ...
     def seccomp_load(self, filter: object) -> None: ...
+    def landlock_scope(self, scoped: int) -> None: ...
 
 
 _AT_FDCWD = -100
@@ -214,6 +215,9 @@ class LinuxSyscalls:
 
     def seccomp_load(self, filter):
         nsexec.check(self._c().seccomp_filter_load(filter), "seccomp: load filter")
+
+    def landlock_scope(self, scoped):
+        nsexec.check(self._c().sys_landlock_scope(scoped), "landlock_restrict_self")
 
 
 def nsexec_null():

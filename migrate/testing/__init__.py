@@ -10,7 +10,7 @@ from migrate.testing._contract import ContractHarness, syscalls_contract_cases
 from migrate.testing.migration import FakeHostFacts, FakeRestore
 from migrate.testing.fakes import (Call, Capset, Chown, FakeSyscalls, JoinSessionKeyring, Kill,
                                    MarkFdsCloexec, Mknod, MoveMount, Mount, MountSetattr,
-                                   OpenTree, Personality, PivotRoot, Prctl, SeccompLoad,
+                                   OpenTree, Personality, PivotRoot, Prctl, SeccompLoad, LandlockScope,
                                    SeccompPrepare, Setdomainname, Sethostname, Setns, Umount,
                                    Unshare, WriteFile)
 
@@ -38,6 +38,7 @@ __all__ = [
     "Personality",
     "SeccompPrepare",
     "SeccompLoad",
+    "LandlockScope",
     "ContractHarness",
     "syscalls_contract_cases",
     "FakeHostFacts",

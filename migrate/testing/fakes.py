@@ -54,6 +54,7 @@ __all__ = [
     "Personality",
     "SeccompPrepare",
     "SeccompLoad",
+    "LandlockScope",
 ]
 
 _call = dataclass(frozen=True, slots=True)
@@ -203,6 +204,11 @@ class SeccompLoad(Call):
     filter: object        # what seccomp_prepare returned (the fake: the plan)
 
 
+@_call
+class LandlockScope(Call):
+    scoped: int           # LANDLOCK_SCOPE_* bits
+
+
 @dataclass(slots=True)
 class _Failure:
     call_type: type
@@ -339,6 +345,9 @@ class FakeSyscalls:
 
     def seccomp_load(self, filter):
         self._record(SeccompLoad(filter))
+
+    def landlock_scope(self, scoped):
+        self._record(LandlockScope(scoped))
 
     def written(self, path: str) -> str | None:
         """What the last ``write_file`` to ``path`` that did not fail wrote."""

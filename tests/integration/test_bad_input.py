@@ -122,3 +122,71 @@ def test_log_file_json(runtime, tmp_path, cid):
     _one_line_error(res, cid)
     record = json.loads(log.read_text().strip().splitlines()[-1])
     assert record["level"] == "error" and cid in record["msg"]
+
+
+# Ordinary bad input that used to end in exit 70 ("internal error") with a
+# Python exception name instead of one line naming the input.
+
+def _running(runtime, bundle, cid):
+    bundle.sh("sleep 300")
+    runtime("run", "--detach", "--bundle", bundle.path, cid).check()
+    return runtime.state(cid)["pid"]
+
+
+def test_pid_file_in_missing_directory(runtime, bundle, cid):
+    bundle.sh("sleep 300")
+    res = runtime("create", "--bundle", bundle.path, "--pid-file", "/nonexistent/dir/pid", cid)
+    _one_line_error(res, "--pid-file", "/nonexistent/dir")
+    assert res.returncode in (1, 2)
+    _nothing_left(runtime, cid)
+    _running(runtime, bundle, cid)
+    res = runtime("exec", "--pid-file", "/nonexistent/dir/pid", cid, "true")
+    _one_line_error(res, "--pid-file", "/nonexistent/dir")
+    assert res.returncode in (1, 2)
+
+
+def test_root_is_a_file(runtime, bundle, tmp_path, cid):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for args in (["list"], ["state", cid], ["create", "--bundle", bundle.path, cid],
+                 ["delete", "-f", cid]):
+        for root in (str(afile), str(afile / "sub")):
+            res = type(runtime)(root, runtime.argv)(*args)
+            _one_line_error(res, root)
+            assert res.returncode in (1, 2), res
+
+
+def test_exec_console_socket_missing(runtime, bundle, tmp_path, cid):
+    _running(runtime, bundle, cid)
+    res = runtime("exec", "-t", "--console-socket", "/nonexistent.sock", cid, "true")
+    _one_line_error(res, "--console-socket", "/nonexistent.sock")
+    assert res.returncode in (1, 2)
+    afile = tmp_path / "not-a-socket"
+    afile.write_text("")
+    res = runtime("exec", "-t", "-d", "--console-socket", str(afile), cid, "true")
+    _one_line_error(res, "--console-socket", "not a socket")
+    # nothing was started in the container
+    out = runtime("exec", cid, "ps", "-o", "pid,args").check().stdout
+    assert "true" not in out
+
+
+@pytest.mark.requires("criu")
+def test_checkpoint_onto_full_filesystem(runtime, bundle, tmp_path, cid):
+    import subprocess
+
+    pid = _running(runtime, bundle, cid)
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)], check=True)
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={full}/fill", "bs=4k"],
+                       capture_output=True, timeout=30)
+        res = runtime("checkpoint", "--image-path", str(full / "img"),
+                      "--work-path", str(tmp_path / "work"), cid, timeout=120)
+        _one_line_error(res, "No space left on device", str(full))
+        assert res.returncode in (1, 2)
+    finally:
+        subprocess.run(["umount", "-l", str(full)], check=True)
+    # the container keeps running, untouched
+    assert runtime.status(cid) == "running"
+    assert runtime.state(cid)["pid"] == pid

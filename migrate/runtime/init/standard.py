@@ -36,6 +36,7 @@ class StandardInit:
     setgroups_allowed: bool
     new_uts: bool
     seccomp: object | None = None     # runtime.seccomp.SeccompPlan
+    ptrace_fence: bool = False        # process.fence_ptrace before the capabilities drop
 
 
 def _hooks_roundtrip(sock: SyncSocket) -> None:
@@ -99,6 +100,8 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
     if spec.linux.personality:
         domain = spec.linux.personality.get("domain", "LINUX")
         sys.personality(0x0008 if domain == "LINUX32" else 0)
+    if init.ptrace_fence:
+        proc.fence_ptrace(sys)
     path, env = proc.become_process(sys, process, setgroups_allowed=init.setgroups_allowed,
                                     seccomp=seccomp, default_umask=0o022)
     sock.send({"type": "ready"})

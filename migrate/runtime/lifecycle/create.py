@@ -16,7 +16,7 @@ from migrate.runtime.launcher import Launched, LaunchSpec, launch
 from migrate.runtime.nsexec import NS_FLAGS, NsFlag
 from migrate.runtime.state import ContainerState, StateStore, atomic_write, validate_id
 
-__all__ = ["CreateOptions", "create", "oci_state", "write_pid_file"]
+__all__ = ["CreateOptions", "create", "oci_state", "write_pid_file", "check_pid_file"]
 
 
 @record
@@ -90,6 +90,19 @@ def write_pid_file(path: str, pid: int) -> None:
         raise KernelError.from_oserror("write pid file", err, path) from None
 
 
+def check_pid_file(path: str | None) -> None:
+    """Before anything is started: the directory of ``--pid-file`` must
+    exist, or the container would be made and then torn down for nothing.
+    Raises UsageError."""
+    if not path:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--pid-file {path}: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"--pid-file {path}: is a directory")
+
+
 def _timens_offsets(linux) -> str | None:
     if not linux.time_offsets:
         return None
@@ -121,6 +134,11 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
         raise UsageError("--console-socket needs process.terminal set to true in config.json")
     if opts.preserve_fds < 0:
         raise UsageError("--preserve-fds must not be negative")
+    check_pid_file(opts.pid_file)
+    if opts.console_socket:
+        from migrate.runtime.console import check_console_socket
+
+        check_console_socket(opts.console_socket)
     linux = spec.linux
     from migrate.runtime.seccomp import plan_seccomp
 
@@ -199,10 +217,7 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
         if launched.console_fd is not None and opts.console_socket:
             from migrate.runtime.console import send_console
 
-            try:
-                send_console(opts.console_socket, launched.console_fd)
-            except OSError as err:
-                raise UsageError(f"--console-socket {opts.console_socket}: {err.strerror}") from None
+            send_console(opts.console_socket, launched.console_fd)
             os.close(launched.console_fd)
             launched.console_fd = None
         container.save()
@@ -288,6 +303,7 @@ def _idmapped_trees(ctx, spec, bundle, create_ns) -> tuple:
 def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts, fifo_fd, bundle,
                  idmapped=(), seccomp=None):
     from migrate.runtime.init.standard import StandardInit, run_standard_init
+    from migrate.runtime.process import needs_ptrace_fence
     from migrate.runtime.rootfs import RootfsPlan
 
     linux = spec.linux
@@ -308,7 +324,11 @@ def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts,
         has_hooks=has_hooks,
         setgroups_allowed=not (idmap is not None and idmap.deny_setgroups),
         new_uts=bool(create_ns & NsFlag.UTS) or any(f == NsFlag.UTS for _, f in join),
-        seccomp=seccomp)
+        seccomp=seccomp,
+        # Its own user namespace, not ours: a rootless runtime's forks are as
+        # exposed to a container in the runtime's user namespace.
+        ptrace_fence=needs_ptrace_fence(spec.process, bool(create_ns & NsFlag.USER) or any(
+            f == NsFlag.USER for _, f in join)))
     sys = ctx.syscalls
 
     def on_hooks(pid: int) -> None:

@@ -129,6 +129,13 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
         raise UsageError("--tty with --detach needs --console-socket")
     if opts.console_socket and not process.terminal:
         raise UsageError("--console-socket needs --tty")
+    from migrate.runtime.lifecycle.create import check_pid_file, write_pid_file
+
+    check_pid_file(opts.pid_file)
+    if opts.console_socket:
+        from migrate.runtime.console import check_console_socket
+
+        check_console_socket(opts.console_socket)
     pid = container.state.pid
     join = []
     for ns in spec.linux.namespaces:
@@ -153,24 +160,21 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
         sys = ctx.syscalls
         launched = launch(LaunchSpec(join=tuple(join), cgroups=cgroups,
                                      child=lambda sock: run_setns_init(init, sys, sock)))
-        if opts.pid_file:
-            from migrate.runtime.lifecycle.create import write_pid_file
-
-            try:
+        try:
+            if opts.pid_file:
                 write_pid_file(opts.pid_file, launched.pid)
-            except MigrateError:
-                # Nobody could find (or wait for) the process: end it (runc too).
-                with contextlib.suppress(OSError):
-                    os.kill(launched.pid, signal.SIGKILL)
-                if fg is not None:
-                    fg.wait(launched.pid, launched.console_fd)
-                raise
-        if launched.console_fd is not None and opts.console_socket:
-            from migrate.runtime.console import send_console
+            if launched.console_fd is not None and opts.console_socket:
+                from migrate.runtime.console import send_console
 
-            send_console(opts.console_socket, launched.console_fd)
-            os.close(launched.console_fd)
-            launched.console_fd = None
+                send_console(opts.console_socket, launched.console_fd)
+                os.close(launched.console_fd)
+                launched.console_fd = None
+        except BaseException:
+            # Nobody would ever hear of the process: do not leave it running.
+            _kill_quietly(launched.pid)
+            if launched.console_fd is not None:
+                os.close(launched.console_fd)
+            raise
         if fg is None:
             return 0
         return fg.wait(launched.pid, launched.console_fd)
@@ -196,6 +200,16 @@ class _Joining:
             error.args = (f"adding pid {pid} to cgroups: write {err.path}: "
                           f"{os.strerror(err.errno).lower()}",)
             raise error from None
+
+
+def _kill_quietly(pid: int) -> None:
+    import contextlib
+    import signal
+
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _setgroups_allowed(pid: int, proc_root: str) -> bool:

@@ -48,6 +48,8 @@ ffibuilder.cdef(
                           unsigned long long propagation, int userns_fd);
     int sys_close_range_cloexec(unsigned int first);
     int sys_personality(unsigned long persona);
+    int sys_ro_overlay_open(const char *lowerdirs, const char *name);
+    int sys_landlock_scope(unsigned long long scoped);
 
     #define SECCOMP_MAX_ARGS 6
     struct seccomp_arg {

@@ -67,6 +67,8 @@ int sys_mount_setattr(int dfd, const char *path, unsigned int flags,
 		      unsigned long long propagation, int userns_fd);
 int sys_close_range_cloexec(unsigned int first);
 int sys_personality(unsigned long persona);
+int sys_ro_overlay_open(const char *lowerdirs, const char *name);
+int sys_landlock_scope(unsigned long long scoped);
 
 /*
  * seccomp.c: linux.seccomp as a flat profile planned by Python

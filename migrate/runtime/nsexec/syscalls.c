@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/keyctl.h>
 #include <sched.h>
@@ -149,4 +150,81 @@ int sys_personality(unsigned long persona)
 	int r = personality(persona);
 
 	return r < 0 ? -errno : r;
+}
+
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#endif
+#ifndef SYS_fsconfig
+#define SYS_fsconfig 431
+#endif
+#ifndef SYS_fsmount
+#define SYS_fsmount 432
+#endif
+
+/*
+ * A read-only overlayfs of `lowerdirs` ("a:b", no upper layer) made with
+ * the new mount API and never attached anywhere: returns an O_PATH fd of
+ * `name` in it. The mount lives as long as that fd (and whatever runs from
+ * it); it has no path, so nobody can remount it read-write, and an overlay
+ * without an upper layer cannot be written at all (EROFS). That is where
+ * the runtime's interpreter runs from while it joins a container (see
+ * runtime/exe_guard.py; runc 1.2 does the same for its own binary).
+ */
+int sys_ro_overlay_open(const char *lowerdirs, const char *name)
+{
+	long fsfd, mfd;
+	int fd, err;
+
+	fsfd = syscall(SYS_fsopen, "overlay", 1 /* FSOPEN_CLOEXEC */);
+	if (fsfd < 0)
+		return -errno;
+	if (syscall(SYS_fsconfig, fsfd, 1 /* FSCONFIG_SET_STRING */, "lowerdir", lowerdirs, 0) < 0 ||
+	    syscall(SYS_fsconfig, fsfd, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0) < 0) {
+		err = -errno;
+		close(fsfd);
+		return err;
+	}
+	/* MOUNT_ATTR_RDONLY | NOSUID | NODEV */
+	mfd = syscall(SYS_fsmount, fsfd, 1 /* FSMOUNT_CLOEXEC */, 0x1 | 0x2 | 0x4);
+	err = -errno;
+	close(fsfd);
+	if (mfd < 0)
+		return err;
+	fd = openat(mfd, name, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+	err = -errno;
+	close(mfd);
+	return fd < 0 ? err : fd;
+}
+
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#endif
+#ifndef SYS_landlock_restrict_self
+#define SYS_landlock_restrict_self 446
+#endif
+
+/*
+ * Put the caller (and every descendant) into a new Landlock domain that
+ * handles no file system or network access, only the IPC `scoped` bits
+ * (LANDLOCK_SCOPE_*, ABI 6, Linux 6.12). What matters is a side effect of
+ * any domain: its processes may not ptrace, nor open /proc/PID/mem or
+ * /proc/PID/exe of, a process outside it (Documentation/userspace-api/
+ * landlock.rst, "Ptrace restrictions") -- even with CAP_SYS_PTRACE. Needs
+ * CAP_SYS_ADMIN or no_new_privs. 0 or -errno (-E2BIG/-EINVAL: too old).
+ */
+int sys_landlock_scope(unsigned long long scoped)
+{
+	struct {
+		unsigned long long handled_access_fs, handled_access_net, scoped;
+	} attr = { 0, 0, scoped };
+	long fd = syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr), 0);
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (syscall(SYS_landlock_restrict_self, fd, 0) < 0)
+		err = -errno;
+	close(fd);
+	return err;
 }

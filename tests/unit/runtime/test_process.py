@@ -137,6 +137,18 @@ def test_rlimits(monkeypatch):
     assert calls == [(resource.RLIMIT_NOFILE, (1024, 4096)), (resource.RLIMIT_CORE, (0, 0))]
 
 
+def test_rlimits_from_2_63_up_are_unlimited(monkeypatch):
+    # Engines send 2**64-1 (rlim_t's RLIM_INFINITY); Python's setrlimit
+    # takes signed values and raised OverflowError for it.
+    calls = []
+    monkeypatch.setattr(resource, "setrlimit", lambda kind, lim: calls.append((kind, lim)))
+    proc.apply_rlimits([Rlimit(type="RLIMIT_CORE", soft=2**64 - 1, hard=2**64 - 1),
+                        Rlimit(type="RLIMIT_NOFILE", soft=2**63 - 1, hard=2**63)])
+    inf = resource.RLIM_INFINITY
+    assert calls == [(resource.RLIMIT_CORE, (inf, inf)),
+                     (resource.RLIMIT_NOFILE, (2**63 - 1, inf))]
+
+
 def test_rlimit_failure(monkeypatch):
     def refuse(kind, lim):
         raise ValueError("not allowed to raise maximum limit")
@@ -223,3 +235,41 @@ def test_exec_process_marks_fds_and_reports_execve_errors(monkeypatch, bindir):
     with pytest.raises(KernelError, match=r"execve .*/tool: Exec format error"):
         proc.exec_process(sys, str(bindir / "tool"), ("tool",), {}, 3)
     assert sys.calls == [MarkFdsCloexec(3)]
+
+
+def test_ptrace_fence_enters_a_signal_scoped_landlock_domain():
+    from migrate.testing import LandlockScope
+
+    sys = FakeSyscalls()
+    assert proc.fence_ptrace(sys) is True
+    assert sys.of(LandlockScope) == [LandlockScope(proc.LANDLOCK_SCOPE_SIGNAL)]
+
+
+@pytest.mark.parametrize("err", [errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.E2BIG])
+def test_ptrace_fence_is_best_effort_without_landlock_scopes(err):
+    from migrate.testing import LandlockScope
+
+    sys = FakeSyscalls()
+    sys.fail_on(LandlockScope, errno=err)
+    assert proc.fence_ptrace(sys) is False
+
+
+def test_ptrace_fence_other_failures_are_kernel_errors():
+    from migrate.testing import LandlockScope
+
+    sys = FakeSyscalls()
+    sys.fail_on(LandlockScope, errno=errno.EPERM)
+    with pytest.raises(KernelError, match="landlock_restrict_self"):
+        proc.fence_ptrace(sys)
+
+
+def test_needs_ptrace_fence():
+    def process(*bounding):
+        return Process(args=("true",), cwd="/", user=User(uid=0, gid=0),
+                       capabilities=Capabilities(bounding=bounding))
+
+    assert proc.needs_ptrace_fence(process("CAP_KILL", "CAP_SYS_PTRACE"), in_userns=False)
+    assert not proc.needs_ptrace_fence(process("CAP_KILL"), in_userns=False)
+    # In its own user namespace CAP_SYS_PTRACE does not reach our
+    # non-dumpable forks (their mm belongs to the initial one).
+    assert not proc.needs_ptrace_fence(process("CAP_SYS_PTRACE"), in_userns=True)

@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from migrate.errors import KernelError
+
 from migrate.errors import ExistsError, NotFoundError, UsageError
 from migrate.runtime.state import ContainerState, StateStore, atomic_write, validate_id
 
@@ -50,7 +52,8 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(OSError):
+    # A KernelError naming the file (exit 1 with one line), never a bare OSError.
+    with pytest.raises(KernelError, match="state.json: No space left on device"):
         atomic_write(str(path), b"half")
     assert path.read_text() == "good"
     assert os.listdir(tmp_path) == ["state.json"]
