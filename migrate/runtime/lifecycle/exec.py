@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from migrate import _record as dataclasses
-import contextlib
 import json
 import os
-import signal
 from migrate._record import record
 
-from migrate.errors import MigrateError, NotFoundError, UsageError
+from migrate.errors import NotFoundError, UsageError
 from migrate.runtime.container import Container
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.nsexec import NS_FLAGS
