@@ -41,6 +41,9 @@ class LaunchSpec:
     on_hooks: Callable[[int], None] | None = None    # parent side, before pivot_root
     write_file: Callable[[str, str], None] | None = None
     timeout: float = 60.0
+    # The caller's fds the init must not keep (the claim's lock: an init that
+    # held it while waiting on exec.fifo would block `start` forever).
+    close_in_child: tuple[int, ...] = ()
 
 
 @record(frozen=False)
@@ -56,6 +59,8 @@ def _child_main(spec: LaunchSpec, sock: SyncSocket, log_w: int) -> NoReturn:
         # A foreground runtime routes signals through a wakeup pipe; the
         # child must not write into it.
         signal.set_wakeup_fd(-1)
+        for fd in spec.close_in_child:
+            os.close(fd)
         sock.expect("go")
         join = []
         for path, flag in spec.join:

@@ -139,7 +139,10 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
     rootless.check_spec(spec, facts, idmap)
 
     store = StateStore(ctx.root)
-    cdir = store.create_dir(opts.id)
+    # From here every side effect is recorded in the claim's intent before it
+    # happens, so `delete --force` can undo what a SIGKILL interrupts.
+    claim = store.claim(opts.id, "create")
+    cdir = claim.dir
     notify = None
     cgroups = None
     launched = None
@@ -150,6 +153,8 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
                                                          facts.cgroups),
                                systemd=ctx.systemd_cgroup, rootless=facts.cgroups,
                                cgroup_root=ctx.cgroup_root)
+        claim.record(cgroup=cgroups.to_state(), rootless_cgroups=facts.cgroups,
+                     default_cgroups_path=not linux.cgroups_path)
         cgroups.create()
         cgroups.apply_resources(_default_device_rules(linux.resources))
         if ctx.notify_socket:
@@ -172,7 +177,8 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
         trees = _idmapped_trees(ctx, spec, bundle, create_ns)
         try:
             launched = launch(_launch_spec(ctx, opts, spec, state, cgroups, create_ns, join,
-                                           idmap, facts, fifo_fd, bundle, trees, seccomp))
+                                           idmap, facts, fifo_fd, bundle, trees, seccomp,
+                                           close_in_child=(claim.fd,)))
         finally:
             if trees:
                 from migrate.runtime.idmapped import close_trees
@@ -183,6 +189,8 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
             fifo_fd = None
         state.pid = launched.pid
         state.pid_start = proc_start_time(launched.pid, ctx.proc_root)
+        # In its cgroup already; recorded too for a container without one (rootless).
+        claim.add("processes", [state.pid, state.pid_start])
         state.namespaces = _namespace_paths(linux, launched.pid, ctx.proc_root)
         state.external_descriptors = _descriptors(launched.pid, ctx.proc_root)
         container = Container(state, store, ctx.proc_root)
@@ -197,6 +205,7 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
             os.close(launched.console_fd)
             launched.console_fd = None
         container.save()
+        claim.done()
         if opts.pid_file:
             write_pid_file(opts.pid_file, launched.pid)
         return container, launched
@@ -205,6 +214,8 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
             notify.close()
         _undo(err, store, opts.id, cgroups, launched, fifo_fd)
         raise
+    finally:
+        claim.release()
 
 
 def _with_notify_socket(spec, cdir: str, host_socket: str, listen: bool):
@@ -235,6 +246,9 @@ def _undo(err, store, cid, cgroups, launched, fifo_fd) -> None:
             if launched is not None:
                 cgroups.kill_all(signal.SIGKILL)
             cgroups.destroy()
+            from migrate.runtime.lifecycle.delete import remove_parent_cgroups
+
+            remove_parent_cgroups(cgroups)
         except Exception as cleanup:  # noqa: BLE001
             if isinstance(err, Exception):
                 err.add_note(f"cleanup: removing cgroups failed: {cleanup}")
@@ -254,7 +268,7 @@ def _idmapped_trees(ctx, spec, bundle, create_ns) -> tuple:
 
 
 def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts, fifo_fd, bundle,
-                 idmapped=(), seccomp=None):
+                 idmapped=(), seccomp=None, close_in_child=()):
     from migrate.runtime.init.standard import StandardInit, run_standard_init
     from migrate.runtime.rootfs import RootfsPlan
 
@@ -292,7 +306,8 @@ def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts,
         create=create_ns, join=tuple(join), idmap=idmap,
         dumpable_for_idmap=facts.euid, timens_offsets=_timens_offsets(linux),
         cgroups=cgroups, child=lambda sock: run_standard_init(init, sys, sock),
-        on_hooks=on_hooks if has_hooks else None, write_file=sys.write_file)
+        on_hooks=on_hooks if has_hooks else None, write_file=sys.write_file,
+        close_in_child=tuple(close_in_child))
 
 
 def _cgroup_paths(cgroups, rootless: bool) -> dict[str, str]:
