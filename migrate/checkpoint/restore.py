@@ -183,6 +183,9 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
                      default_cgroups_path=not spec.linux.cgroups_path)
         cgroups.create()
         undo.append(lambda: cgroups.destroy())
+        # A CRIU we killed (deadline, log limit) leaves its half-restored
+        # tasks behind, still writing its log: they are in these cgroups.
+        undo.append(lambda: _kill_cgroup(cgroups))
         cgroups.apply_resources(_default_device_rules(spec.linux.resources))
         criu_root = _prepare_root(ctx, spec, meta, cdir, root_mount, claim)
         notify_dir = None
@@ -318,6 +321,15 @@ def _run_criu(ctx, spec, state, criu_opts, console, undo, lazy, claim) -> int:
 
         threading.Thread(target=daemon.wait, name="lazy-pages-reaper", daemon=True).start()
     return result.pid
+
+
+def _kill_cgroup(cgroups) -> None:
+    import time
+
+    cgroups.kill_all(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while cgroups.pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _kill(pid: int) -> None:
