@@ -155,6 +155,9 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
     spec = oci.load_config(bundle)
     if not os.path.isdir(spec.root.path):
         raise NotFoundError(f"rootfs {spec.root.path} does not exist")
+    from migrate.checkpoint.compat import check_bundle_fits
+
+    check_bundle_fits(images_dir, spec)
     if meta.terminal and not opts.console_socket and opts.detach:
         raise UsageError("the checkpointed container has a terminal: restore --detach "
                          "needs --console-socket")

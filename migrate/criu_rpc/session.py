@@ -66,6 +66,21 @@ class PageServerInfo:
     port: int
 
 
+def _page_server_unreachable(options: CriuOptions | None, log_path: str | None) -> str | None:
+    """"cannot connect to the page server at A:P" when CRIU's log says so."""
+    ps = options.ps if options is not None else None
+    if ps is None or ps.address is None or not log_path:
+        return None
+    from migrate.criu_rpc._log import find_line
+
+    line = find_line(log_path, "Can't connect to server")
+    if line is None:
+        return None
+    where = f"[{ps.address}]:{ps.port}" if ":" in ps.address else f"{ps.address}:{ps.port}"
+    return (f"cannot connect to the page server at {where} (nothing listens there, or it is "
+            f"unreachable)")
+
+
 def _kill_quietly(pid: int) -> None:
     import signal
 
@@ -367,6 +382,11 @@ class Session:
                 message = (first_error(log_path) or self._swrk.output_first_error() or message
                            or "CRIU reported failure")
             message = _ERROR_PREFIX.sub("", message).rstrip(".")
+            unreachable = _page_server_unreachable(options, log_path)
+            if unreachable:
+                # CRIU logs this without "Error" and then fails in cleanup
+                # ("Unable to detach from <pid>: No such process").
+                message = unreachable
         if options is not None and options.pid is not None:
             message = f"pid {options.pid}: {message}"
         elif options is not None and options.images_dir is not None and name == "restore":
