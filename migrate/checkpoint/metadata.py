@@ -63,6 +63,7 @@ def load_meta(images_dir: str) -> CheckpointMeta:
                             f"({META_FILE} or {DESCRIPTORS_FILE} missing)") from None
     except ValueError as err:
         raise UsageError(f"{path} is corrupt: {err}") from None
+    _check_descriptors(images_dir)
     if data.get("version") != META_VERSION:
         raise UsageError(f"{path}: unsupported checkpoint metadata version {data.get('version')!r}")
     try:
@@ -78,10 +79,26 @@ def load_meta(images_dir: str) -> CheckpointMeta:
         raise UsageError(f"{path} is corrupt: {err}") from None
 
 
+def _check_descriptors(images_dir: str) -> list[str] | None:
+    """descriptors.json, read and checked: a list of strings (what fds 0-2
+    of the init were). None if it is missing. Raises UsageError."""
+    desc = os.path.join(images_dir, DESCRIPTORS_FILE)
+    try:
+        with open(desc) as f:
+            paths = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UsageError(f"{desc} is corrupt: {err}") from None
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise UsageError(f"{desc} is corrupt: expected a list of file names, got "
+                         f"{json.dumps(paths)[:80]}")
+    return paths
+
+
 def _from_runc(images_dir: str, desc: str) -> CheckpointMeta:
     """A checkpoint written by runc: only its descriptors are known."""
-    with open(desc) as f:
-        paths = json.load(f)
+    paths = _check_descriptors(images_dir)
     descriptors = tuple(Descriptor(fd=i, path=p, external=p if p.startswith("pipe:") else None)
                         for i, p in enumerate(paths))
     return CheckpointMeta(container_id="", bundle="", descriptors=descriptors, external_keys={})

@@ -156,6 +156,9 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
     spec = oci.load_config(bundle)
     if not os.path.isdir(spec.root.path):
         raise NotFoundError(f"rootfs {spec.root.path} does not exist")
+    from migrate.checkpoint.compat import check_bundle_fits
+
+    check_bundle_fits(images_dir, spec)
     if meta.terminal and not opts.console_socket and opts.detach:
         raise UsageError("the checkpointed container has a terminal: restore --detach "
                          "needs --console-socket")
@@ -170,7 +173,10 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
     check_unprivileged_checkpoint(ctx.criu, config=oci.spec_to_dict(spec), proc_root=ctx.proc_root)
     _makedirs(work_dir)
     store = StateStore(ctx.root)
-    cdir = store.create_dir(opts.id)
+    # Each side effect below is recorded in the claim's intent first, so
+    # `delete --force` can undo what a SIGKILL interrupts (runtime/state.py).
+    claim = store.claim(opts.id, "restore")
+    cdir = claim.dir
     undo: list = []
     root_mount: list = []      # the temporary --root bind, undone in every case
     fg = None
@@ -182,10 +188,15 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
                                                          facts.cgroups),
                                systemd=ctx.systemd_cgroup, rootless=facts.cgroups,
                                cgroup_root=ctx.cgroup_root)
+        claim.record(cgroup=cgroups.to_state(), rootless_cgroups=facts.cgroups,
+                     default_cgroups_path=not spec.linux.cgroups_path)
         cgroups.create()
         undo.append(lambda: cgroups.destroy())
+        # A CRIU we killed (deadline, log limit) leaves its half-restored
+        # tasks behind, still writing its log: they are in these cgroups.
+        undo.append(lambda: _kill_cgroup(cgroups))
         cgroups.apply_resources(_default_device_rules(spec.linux.resources))
-        criu_root = _prepare_root(ctx, spec, meta, cdir, root_mount)
+        criu_root = _prepare_root(ctx, spec, meta, cdir, root_mount, claim)
         notify_dir = None
         if any(m.kind == "notify" for m in meta.mounts) and ctx.notify_socket:
             from migrate.runtime.notify import prepare_notify_dir
@@ -209,7 +220,7 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
             rootless_cgroups=facts.cgroups, no_pivot=opts.no_pivot,
             terminal=meta.terminal, restored=True, notify_socket=ctx.notify_socket)
         console = _ConsoleHandoff(opts.console_socket, keep=not opts.detach)
-        pid = _run_criu(ctx, spec, state, criu_opts, console, undo, lazy=opts)
+        pid = _run_criu(ctx, spec, state, criu_opts, console, undo, lazy=opts, claim=claim)
         state.pid = pid
         state.pid_start = proc_start_time(pid, ctx.proc_root)
         state.namespaces = {ns.type: ns.path or f"{ctx.proc_root}/{pid}/ns/"
@@ -224,8 +235,11 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
             fg.restore()
         _undo(err, undo + root_mount)
         store.remove(opts.id)
+        claim.release()
         raise
     _undo(None, root_mount)
+    claim.done()
+    claim.release()
     if fg is None:
         return 0
     try:
@@ -266,7 +280,7 @@ class _ConsoleHandoff:
         return True
 
 
-def _run_criu(ctx, spec, state, criu_opts, console, undo, lazy) -> int:
+def _run_criu(ctx, spec, state, criu_opts, console, undo, lazy, claim) -> int:
     from migrate.criu_rpc import Client, SwrkOptions
 
     def setup_namespaces(note) -> bool:
@@ -301,8 +315,13 @@ def _run_criu(ctx, spec, state, criu_opts, console, undo, lazy) -> int:
             images_dir=criu_opts.images_dir, work_dir=criu_opts.work_dir, page_server=ps),
             criu=ctx.criu)
         undo.append(daemon.close)
+        claim.add("processes", [daemon.pid, proc_start_time(daemon.pid, ctx.proc_root)])
     client = Client(SwrkOptions(criu=ctx.criu))
-    result = client.restore(criu_opts, callbacks)
+    with client.session(pass_fds=criu_opts.inherited_fds()) as session:
+        # criu swrk gets EOF and exits if we die before the request is sent;
+        # once it is, a killed restore leaves CRIU to `delete --force`.
+        claim.add("processes", [session.pid, proc_start_time(session.pid, ctx.proc_root)])
+        result = session.restore(criu_opts, callbacks)
     undo.append(lambda: _kill(result.pid))
     if daemon is not None:
         # It pulls the remaining pages in the background and exits by itself:
@@ -311,6 +330,15 @@ def _run_criu(ctx, spec, state, criu_opts, console, undo, lazy) -> int:
 
         threading.Thread(target=daemon.wait, name="lazy-pages-reaper", daemon=True).start()
     return result.pid
+
+
+def _kill_cgroup(cgroups) -> None:
+    import time
+
+    cgroups.kill_all(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while cgroups.pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _kill(pid: int) -> None:
@@ -368,7 +396,7 @@ def _open_namespaces(spec, undo) -> dict[str, int]:
     return fds
 
 
-def _prepare_root(ctx, spec, meta: CheckpointMeta, cdir: str, undo) -> str:
+def _prepare_root(ctx, spec, meta: CheckpointMeta, cdir: str, undo, claim) -> str:
     """CRIU needs --root to be a mount point it can pivot into; bind the
     rootfs there, and make the mount points of external mounts that a fresh
     rootfs may lack (resolved inside the rootfs, never through its symlinks)."""
@@ -386,6 +414,7 @@ def _prepare_root(ctx, spec, meta: CheckpointMeta, cdir: str, undo) -> str:
     target = os.path.join(cdir, CRIU_ROOT)
     os.mkdir(target, 0o700)
     sys = ctx.syscalls
+    claim.add("mounts", target)
     sys.mount(rootfs, target, None, MS.BIND | MS.REC, None)
     undo.append(lambda: sys.umount(target, MNT.DETACH))
     # Private, so nothing CRIU mounts below it propagates back to the host.

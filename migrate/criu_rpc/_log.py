@@ -65,3 +65,8 @@ def first_error(path: str | None) -> str | None:
 
 def is_harmless(message: str) -> bool:
     return any(h in message for h in HARMLESS)
+
+
+def find_line(path: str | None, text: str) -> str | None:
+    """The first line of ``path``'s last 256 KiB holding ``text``, or None."""
+    return next((line for line in _lines(path) if text in line), None)

@@ -26,7 +26,7 @@ import time
 from migrate._record import record
 TYPE_CHECKING = False   # typing costs ~3 ms to import; only checkers need it
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
 
 from migrate.criu_rpc._log import first_error, read_tail
 from migrate.criu_rpc.notify import Callback, Notification
@@ -35,6 +35,14 @@ from migrate.errors import CriuError, UsageError
 # criu_resp messages are a few hundred bytes; this leaves a wide margin and
 # MSG_TRUNC is checked anyway.
 _MAX_MESSAGE = 1 << 20
+
+# Every CRIU run is bounded. Measured here: a debug-level log of a 1 GiB
+# dump or restore is a few MB, and such a run takes seconds; the limits are
+# far above both and far below "the disk is full".
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_MAX_LOG_BYTES = 128 << 20
+# How often the log size is looked at while CRIU works.
+WATCH_INTERVAL = 0.25
 
 
 @record
@@ -45,14 +53,19 @@ class SwrkOptions:
     counting time spent in notification callbacks (a held post-dump may take
     as long as it needs); when it runs out, criu swrk is killed. Killing CRIU
     in the middle of a dump resumes the tree (ptrace detaches) but may leave
-    the network locked, so pick a generous value. ``kill_after`` is how long
-    closing waits for swrk to exit before SIGKILL.
+    the network locked, so pick a generous value. ``max_log_bytes`` bounds
+    the request's log file: CRIU can loop forever logging (a truncated
+    pages image makes a restore log "Advanced iov 0 bytes" at ~20 MB/s
+    until the disk is full), so a log past it kills swrk too. ``None``
+    turns either watch off. ``kill_after`` is how long closing waits for
+    swrk to exit before SIGKILL.
     """
 
     criu: str = "criu"
     cwd: str | None = None
     pass_fds: tuple[int, ...] = ()
-    timeout: float | None = None
+    timeout: float | None = DEFAULT_TIMEOUT
+    max_log_bytes: int | None = DEFAULT_MAX_LOG_BYTES
     kill_after: float = 10.0
 
     def __post_init__(self) -> None:
@@ -65,6 +78,23 @@ class SwrkOptions:
             raise UsageError(f"swrk timeout: {self.timeout!r} is not a positive number of seconds")
         if self.kill_after < 0:
             raise UsageError(f"swrk kill_after: {self.kill_after!r} is negative")
+        if self.max_log_bytes is not None and self.max_log_bytes <= 0:
+            raise UsageError(f"swrk max_log_bytes: {self.max_log_bytes!r} is not a positive size")
+
+
+def log_too_big(path: str | None, limit: int | None) -> int | None:
+    """The size of ``path`` if it is past ``limit`` (else None)."""
+    if path is None or limit is None:
+        return None
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return None
+    return size if size > limit else None
+
+
+def describe_size(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB" if n >= 1 << 20 else f"{n} bytes"
 
 
 @record
@@ -74,6 +104,11 @@ class Outcome:
     resp: Any
     declined_by: str | None = None
     raised: tuple[str, BaseException] | None = None
+    log_path: str | None = None
+
+    def with_log(self, log_path: str | None) -> "Outcome":
+        return Outcome(resp=self.resp, declined_by=self.declined_by, raised=self.raised,
+                       log_path=log_path)
 
 
 class Swrk:
@@ -82,6 +117,7 @@ class Swrk:
     def __init__(self, options: SwrkOptions, *, action: str) -> None:
         self.options = options
         self._closed = False
+        self._watch: list = []     # (log path, how to stop its writer) of the request
         self._output = tempfile.TemporaryFile(prefix="criu-swrk-")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -130,11 +166,17 @@ class Swrk:
     # -- messages ---------------------------------------------------------
 
     def transact(self, req: Any, *, action: str, callbacks: dict[str, Callback],
-                 log_path: str | None) -> Outcome:
+                 log_path: str | None, watch: tuple[str, Callable[[], None]] | None = None
+                 ) -> Outcome:
         """Send ``req``, answer notifications, return the final response.
 
-        Raises ``CriuError`` if swrk dies, times out or talks nonsense.
+        ``watch`` is another log to bound and how to stop what writes it
+        (a page server waited for with wait_pid). Raises ``CriuError`` if
+        swrk dies, times out, logs past ``max_log_bytes`` or talks nonsense.
         """
+        self._watch = [(log_path, self.kill)] if log_path else []
+        if watch is not None:
+            self._watch.append(watch)
         from migrate.criu_rpc._pb import rpc
 
         self._send(req, action=action, log_path=log_path)
@@ -192,9 +234,22 @@ class Swrk:
         poller.register(self._sock.fileno(), select.POLLIN)
         poller.register(self._pidfd, select.POLLIN)
         deadline = None if timeout is None else time.monotonic() + timeout
+        watch = self._watch if self.options.max_log_bytes is not None else ()
         while True:
             left = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if watch:
+                left = int(WATCH_INTERVAL * 1000) if left is None else min(left, int(WATCH_INTERVAL * 1000))
             ready = {fd for fd, _ in poller.poll(left)}
+            for path, stop in watch:
+                size = log_too_big(path, self.options.max_log_bytes)
+                if size is not None:
+                    stop()
+                    if stop != self.kill:
+                        self.kill()
+                    raise self._error(
+                        action, f"CRIU's log {path} grew past {describe_size(self.options.max_log_bytes)} "
+                        f"({describe_size(size)}; CRIU is probably looping): criu killed",
+                        log_path)
             if self._sock.fileno() in ready:
                 break
             if self._pidfd in ready:

@@ -16,7 +16,9 @@ restore is, in order:
 4. the daemon exits once all pages are copied; the source dump then answers.
 
 The daemon is our child; ``LazyPages.close()`` kills and reaps it if it is
-still running.
+still running. A watcher thread kills it when it runs past its deadline or
+its log past its size limit (as ``criu swrk`` runs are bounded); ``wait()``
+then says which limit and where the log is.
 
 ``Session.dump`` calls ``check_lazy_dump_limits()`` before a lazy dump: a
 lazy dump needs to size a pipe past the default ``fs.pipe-max-size`` (1 MiB),
@@ -127,6 +129,32 @@ class LazyPages:
         self._proc = proc
         self.log_path = log_path
         self._output = output
+        self.breach: str | None = None      # set when the watcher killed it
+
+    def watch(self, deadline: float | None, max_log_bytes: int | None) -> None:
+        """Kill the daemon past ``deadline`` seconds or ``max_log_bytes`` of log."""
+        if deadline is None and max_log_bytes is None:
+            return
+        import threading
+
+        from migrate.criu_rpc._swrk import WATCH_INTERVAL, describe_size, log_too_big
+
+        end = None if deadline is None else time.monotonic() + deadline
+
+        def run() -> None:
+            while self._proc.poll() is None:
+                size = log_too_big(self.log_path, max_log_bytes)
+                if size is not None:
+                    self.breach = (f"its log grew past {describe_size(max_log_bytes)} "
+                                   f"({describe_size(size)}; CRIU is probably looping): killed")
+                elif end is not None and time.monotonic() > end:
+                    self.breach = f"still running after {deadline:g} s: killed"
+                if self.breach:
+                    self._proc.kill()
+                    return
+                time.sleep(WATCH_INTERVAL)
+
+        threading.Thread(target=run, name="lazy-pages-watch", daemon=True).start()
 
     @property
     def pid(self) -> int:
@@ -146,7 +174,7 @@ class LazyPages:
             raise CriuError("lazy-pages", f"still running after {timeout:g} s",
                             log_path=self.log_path, log_tail=read_tail(self.log_path)) from err
         if code != 0:
-            raise CriuError("lazy-pages", _describe(code), log_path=self.log_path,
+            raise CriuError("lazy-pages", self.breach or _describe(code), log_path=self.log_path,
                             log_tail=read_tail(self.log_path) or _output_tail(self._output))
 
     def close(self) -> None:
@@ -164,12 +192,17 @@ class LazyPages:
 
 
 def start_lazy_pages(options: LazyPagesOptions, *, criu: str = "criu",
-                     timeout: float = 30.0) -> LazyPages:
+                     timeout: float = 30.0, deadline: float | None = None,
+                     max_log_bytes: int | None = None) -> LazyPages:
     """Start ``criu lazy-pages`` and wait until it listens for the restore.
+    It is killed past ``deadline`` seconds or ``max_log_bytes`` of log
+    (defaults: those of a ``criu swrk`` run; see ``SwrkOptions``).
 
     Raises ``CriuError`` (with the log tail) if it exits or does not get
     ready within ``timeout`` seconds.
     """
+    from migrate.criu_rpc._swrk import DEFAULT_MAX_LOG_BYTES, DEFAULT_TIMEOUT
+
     work_dir = options.work_dir or options.images_dir
     log_path = os.path.join(os.path.abspath(work_dir), options.log_file)
     output = tempfile.TemporaryFile(prefix="criu-lazy-pages-")
@@ -191,6 +224,8 @@ def start_lazy_pages(options: LazyPagesOptions, *, criu: str = "criu",
         except BaseException:
             daemon.close()
             raise
+        daemon.watch(DEFAULT_TIMEOUT if deadline is None else deadline,
+                     DEFAULT_MAX_LOG_BYTES if max_log_bytes is None else max_log_bytes)
         return daemon
     finally:
         os.close(ready_r)

@@ -66,6 +66,30 @@ class PageServerInfo:
     port: int
 
 
+def _page_server_unreachable(options: CriuOptions | None, log_path: str | None) -> str | None:
+    """"cannot connect to the page server at A:P" when CRIU's log says so."""
+    ps = options.ps if options is not None else None
+    if ps is None or ps.address is None or not log_path:
+        return None
+    from migrate.criu_rpc._log import find_line
+
+    line = find_line(log_path, "Can't connect to server")
+    if line is None:
+        return None
+    where = f"[{ps.address}]:{ps.port}" if ":" in ps.address else f"{ps.address}:{ps.port}"
+    return (f"cannot connect to the page server at {where} (nothing listens there, or it is "
+            f"unreachable)")
+
+
+def _kill_quietly(pid: int) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def plan_pre_dump_chain(options: CriuOptions, images_dirs: Sequence[str]) -> tuple[CriuOptions, ...]:
     """Options for pre-dumps into ``images_dirs[:-1]`` and the final dump into
     ``images_dirs[-1]``, each round's ``parent_img`` naming the round before.
@@ -139,6 +163,7 @@ class Session:
     def __init__(self, swrk: SwrkOptions | None = None) -> None:
         self._options = swrk or SwrkOptions()
         self._state = "open"
+        self._page_server_logs: dict[int, str] = {}   # pid -> its log, watched by wait_pid
         self._swrk = Swrk(self._options, action="swrk")
 
     def __enter__(self) -> "Session":
@@ -204,10 +229,13 @@ class Session:
         criu/page-xfer.c), leaving no way to stop a page server nobody
         connects to. Raises ``CriuError``.
         """
-        resp = self._request("page_server_chld", options, keep_open=True).resp
+        outcome = self._request("page_server_chld", options, keep_open=True)
+        resp = outcome.resp
         if not resp.HasField("ps") or resp.ps.pid <= 0:
             raise make_error("page-server", "CRIU did not report the page server's pid and port",
                              log_path=None, swrk=self._swrk)
+        if outcome.log_path:
+            self._page_server_logs[resp.ps.pid] = outcome.log_path
         return PageServerInfo(pid=resp.ps.pid, port=resp.ps.port)
 
     def pre_dump(self, options: CriuOptions, callbacks: Callbacks | None = None) -> None:
@@ -270,14 +298,16 @@ class Session:
         """
         if not isinstance(pid, int) or pid <= 0:
             raise UsageError(f"criu wait-pid: {pid!r} is not a process ID")
-        resp = self._request("wait_pid", None, keep_open=False, pid=pid).resp
+        log = self._page_server_logs.get(pid)
+        watch = (log, lambda: _kill_quietly(pid)) if log else None
+        resp = self._request("wait_pid", None, keep_open=False, pid=pid, watch=watch).resp
         return os.waitstatus_to_exitcode(resp.status)
 
     # -- the loop -------------------------------------------------------------
 
     def _request(self, action: str, options: CriuOptions | None, *, keep_open: bool,
                  callbacks: Callbacks | None = None, next_state: str | None = None,
-                 features: Any = None, pid: int | None = None) -> Outcome:
+                 features: Any = None, pid: int | None = None, watch=None) -> Outcome:
         from migrate.criu_rpc._pb import rpc
 
         name = action.replace("_", "-")
@@ -306,7 +336,8 @@ class Session:
             if pid is not None:
                 req.pid = pid
             try:
-                outcome = self._swrk.transact(req, action=name, callbacks=cbs, log_path=dirs.log_path)
+                outcome = self._swrk.transact(req, action=name, callbacks=cbs, log_path=dirs.log_path,
+                                              watch=watch)
             except BaseException:
                 self._state = "closed"
                 self._swrk.close()
@@ -330,7 +361,7 @@ class Session:
             raise exc
         if failed:
             raise self._failure(name, options, outcome, dirs.log_path)
-        return outcome
+        return outcome.with_log(dirs.log_path)
 
     def _check_state(self, action: str, name: str) -> None:
         if self._state == "closed":
@@ -351,6 +382,11 @@ class Session:
                 message = (first_error(log_path) or self._swrk.output_first_error() or message
                            or "CRIU reported failure")
             message = _ERROR_PREFIX.sub("", message).rstrip(".")
+            unreachable = _page_server_unreachable(options, log_path)
+            if unreachable:
+                # CRIU logs this without "Error" and then fails in cleanup
+                # ("Unable to detach from <pid>: No such process").
+                message = unreachable
         if options is not None and options.pid is not None:
             message = f"pid {options.pid}: {message}"
         elif options is not None and options.images_dir is not None and name == "restore":

@@ -17,7 +17,7 @@ from migrate.errors import MigrationError
 from migrate.migration.messages import Restored
 from migrate.runtime.context import RuntimeContext
 
-__all__ = ["restore_for_migration", "controls", "continue_container"]
+__all__ = ["restore_for_migration", "controls", "continue_container", "reap_when_done"]
 
 
 def _stdio(workdir: str) -> tuple[int, int, int]:
@@ -44,6 +44,39 @@ def _stdio(workdir: str) -> tuple[int, int, int]:
             os.fchmod(out, stat.S_IMODE(mode))
         fds.append(out)
     return tuple(fds)
+
+
+# What a migration's work directory holds that nobody needs once the
+# container runs here: CRIU images, pre-dump rounds, the source's CPU
+# description. The bundle (a copied rootfs), container.log (the container's
+# stdio) and criu/ (the restore log) stay with the container.
+IMAGE_DIRS = ("images", "pre", "cpuinfo")
+
+
+def remove_images(workdir: str) -> None:
+    import shutil
+
+    for name in IMAGE_DIRS:
+        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+
+
+def reap_when_done(pid: int, then=None) -> None:
+    """The restored init is our child (CRIU's rst_sibling) and the agent lives
+    on: wait for it in the background, or each container that exits stays a
+    zombie of the agent. Only this pid is waited for: a waitpid(-1) reaper
+    would steal the exit status of criu swrk and the lazy-pages daemon from
+    the code that waits for them."""
+    import threading
+
+    def wait() -> None:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            return  # not ours (restored without rst_sibling) or already reaped
+        if then is not None:
+            then()
+
+    threading.Thread(target=wait, name=f"reap-{pid}", daemon=True).start()
 
 
 def continue_container(ctx: RuntimeContext, container_id: str) -> None:
@@ -92,6 +125,9 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: dict) -> R
         for fd in stdio:
             os.close(fd)
     info = state(ctx, cid)
+    # Post-copy: the lazy-pages daemon may still read the images after DONE;
+    # they are small (no pages), and go when the container exits.
+    reap_when_done(info["pid"], then=(lambda: remove_images(workdir)) if lazy else None)
 
     def abort() -> None:
         delete(ctx, cid, force=True)
@@ -99,6 +135,8 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: dict) -> R
     def commit() -> None:
         if request.get("leave_stopped", True):
             continue_container(ctx, cid)
+        if not lazy:
+            remove_images(workdir)
 
     return Restored(info={"pid": info["pid"], "status": info["status"], "bundle": bundle},
                     commit=commit, abort=abort)

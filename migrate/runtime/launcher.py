@@ -42,6 +42,9 @@ class LaunchSpec:
     on_hooks: Callable[[int], None] | None = None    # parent side, before pivot_root
     write_file: Callable[[str, str], None] | None = None
     timeout: float = 60.0
+    # The caller's fds the init must not keep (the claim's lock: an init that
+    # held it while waiting on exec.fifo would block `start` forever).
+    close_in_child: tuple[int, ...] = ()
 
 
 @record(frozen=False)
@@ -57,6 +60,8 @@ def _child_main(spec: LaunchSpec, sock: SyncSocket, log_w: int) -> NoReturn:
         # A foreground runtime routes signals through a wakeup pipe; the
         # child must not write into it.
         signal.set_wakeup_fd(-1)
+        for fd in spec.close_in_child:
+            os.close(fd)
         # Before this process becomes visible in the container: nothing of
         # the runtime's environment for /proc/PID/environ (exe_guard.py).
         from migrate.runtime.exe_guard import scrub_environ

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["unescape"]
+__all__ = ["unescape", "mounts_at_or_below"]
 
 
 def unescape(field: str) -> str:
@@ -19,3 +19,19 @@ def unescape(field: str) -> str:
             out.append(field[i])
             i += 1
     return "".join(out)
+
+
+def mounts_at_or_below(path: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points at ``path`` or below it, deepest first. Read from
+    mountinfo: ``os.path.ismount`` misses a bind mount from the same
+    filesystem (same st_dev as the parent directory)."""
+    import os
+
+    top = os.path.realpath(path).rstrip("/") or "/"
+    found = []
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            point = unescape(line.split(" ", 5)[4])
+            if point == top or point.startswith(top + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)

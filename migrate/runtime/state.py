@@ -2,15 +2,29 @@
 
     <root>/<id>/state.json   the saved ContainerState (temp file + fsync + rename)
     <root>/<id>/exec.fifo    exists while the container is "created"
+    <root>/<id>/intent.json  what a create or restore in progress has made or
+                             is about to make (cgroups, mounts, processes)
 
 A container's directory is locked with flock(2) on the directory itself, so
 concurrent commands on one container are serialised, and a half-written
 state file never replaces a good one.
+
+Create and restore are many steps, and SIGKILL can stop them between any
+two. So they ``claim()`` the ID (mkdir, then flock, held until the state is
+saved) and write ``intent.json`` *before* each side effect: the cgroup
+paths before mkdir in cgroupfs, a mount point before mounting, a process as
+soon as its pid is known. An ID directory without ``state.json`` is then
+either still being made (its lock is held) or left by a killed command, and
+``delete --force`` undoes what its intent lists (``undo_intent`` in
+``lifecycle/delete.py``). The record is replaced by rename only (no fsync):
+it has to survive SIGKILL, not a power cut, which ends every process and
+mount it names anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -19,12 +33,13 @@ from migrate._record import asdict, field, fields, record
 
 from migrate.errors import ExistsError, KernelError, NotFoundError, UsageError
 
-__all__ = ["ContainerState", "StateStore", "validate_id", "atomic_write"]
+__all__ = ["ContainerState", "StateStore", "Claim", "validate_id", "atomic_write"]
 
 # \Z, not $: "$" also matches before a trailing newline.
 _ID_RE = re.compile(r"^[A-Za-z0-9_+\-.]{1,1024}\Z")
 STATE_FILE = "state.json"
 FIFO_NAME = "exec.fifo"
+INTENT_FILE = "intent.json"
 
 
 def validate_id(container_id: str) -> str:
@@ -40,7 +55,7 @@ def validate_id(container_id: str) -> str:
     return container_id
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o600, *, fsync: bool = True) -> None:
     """Write via a temp file in the same directory, fsync, rename.
 
     Every file the runtime writes for a user (state, pid files, checkpoint
@@ -55,7 +70,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
         raise KernelError.from_oserror("write", err, path) from None
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
         os.close(fd)
         fd = -1
         os.rename(tmp, path)
@@ -139,10 +155,45 @@ class StateStore:
         try:
             os.mkdir(path, 0o711)
         except FileExistsError:
+            if not self.exists(container_id):
+                raise ExistsError(f'container "{container_id}" already exists (being created, '
+                                  f'or left half-made by an interrupted create or restore: '
+                                  f'"delete --force" removes it)') from None
             raise ExistsError(f'container "{container_id}" already exists') from None
         except OSError as err:
             raise KernelError.from_oserror("mkdir", err, path) from err
         return path
+
+    def claim(self, container_id: str, op: str) -> "Claim":
+        """Claim an ID for a multi-step ``op`` (create, restore): the
+        directory, locked until ``Claim.release()``, with an intent record
+        written before anything else exists. Raises ExistsError, UsageError,
+        KernelError."""
+        path = self.create_dir(container_id)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+            raise KernelError.from_oserror("open", err, path) from err
+        # Nobody else can hold it yet: the directory is seconds old and ours.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        claim = Claim(path, fd, {"op": op})
+        claim.record()
+        return claim
+
+    def load_intent(self, container_id: str) -> dict:
+        """The intent record of a half-made container ({} if none or unreadable)."""
+        try:
+            with open(os.path.join(self.dir(container_id), INTENT_FILE), "rb") as f:
+                raw = json.loads(f.read())
+        except (OSError, ValueError):
+            return {}
+        return raw if isinstance(raw, dict) else {}
+
+    def is_half_made(self, container_id: str) -> bool:
+        """An ID directory without state.json (a create in progress or killed)."""
+        return os.path.isdir(self.dir(container_id)) and not self.exists(container_id)
 
     @contextlib.contextmanager
     def lock(self, container_id: str, *, shared: bool = False):
@@ -165,6 +216,10 @@ class StateStore:
             with open(path, "rb") as f:
                 return ContainerState.from_json(f.read())
         except FileNotFoundError:
+            if os.path.isdir(self.dir(container_id)):
+                raise NotFoundError(
+                    f'container "{container_id}" was never fully created (a create or restore '
+                    f'is in progress or was interrupted): "delete --force" removes it') from None
             raise NotFoundError(f'container "{container_id}" does not exist') from None
         except (ValueError, TypeError) as err:
             raise NotFoundError(f'container "{container_id}": state file {path} is corrupt: {err}') from err
@@ -174,21 +229,34 @@ class StateStore:
 
     def remove(self, container_id: str) -> None:
         """Remove the container's directory (it holds only flat files; no
-        shutil: importing it costs ~3 ms on every delete)."""
+        shutil: importing it costs ~3 ms on every delete). A directory with
+        anything mounted at or below it is left alone: rmtree would walk into
+        the mount and delete what is there (restore's criu-root is a bind
+        mount of the rootfs). Raises KernelError if the directory stays."""
         path = self.dir(container_id)
         try:
             entries = os.listdir(path)
         except FileNotFoundError:
             return
         for name in entries:
+            sub = os.path.join(path, name)
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                os.unlink(os.path.join(path, name))
-            if os.path.isdir(os.path.join(path, name)):
+                os.unlink(sub)
+            if os.path.isdir(sub):
+                from migrate.runtime.mountinfo import mounts_at_or_below
+
+                if mounts_at_or_below(sub):
+                    raise KernelError("rmdir", sub, errno.EBUSY,
+                                      "something is still mounted there")
                 import shutil
 
-                shutil.rmtree(os.path.join(path, name), ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(sub, ignore_errors=True)
+        try:
             os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise KernelError.from_oserror("rmdir", err, path) from err
 
     def list_ids(self) -> list[str]:
         try:
@@ -197,3 +265,35 @@ class StateStore:
             return []
         return sorted(n for n in names if _ID_RE.match(n) and n not in (".", "..")
                       and os.path.exists(os.path.join(self.root, n, STATE_FILE)))
+
+
+class Claim:
+    """A claimed, locked ID directory and its intent record (see the module
+    docstring). ``record(**facts)`` merges facts and rewrites the record
+    atomically; call it *before* the side effect it describes."""
+
+    __slots__ = ("dir", "fd", "intent")
+
+    def __init__(self, path: str, fd: int, intent: dict):
+        self.dir = path
+        self.fd = fd
+        self.intent = intent
+
+    def record(self, **facts) -> None:
+        self.intent.update(facts)
+        atomic_write(os.path.join(self.dir, INTENT_FILE),
+                     json.dumps(self.intent, sort_keys=True).encode(), fsync=False)
+
+    def add(self, key: str, item) -> None:
+        """Append ``item`` to the list ``key`` and record it."""
+        self.record(**{key: [*self.intent.get(key, ()), item]})
+
+    def done(self) -> None:
+        """The state is saved: the intent is no longer needed."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.dir, INTENT_FILE))
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -236,18 +236,33 @@ class ManagerBase:
             raise KernelError("write", path, err.errno or errno.EIO, detail) from err
 
     def _mkdir_p(self, mount_point: str, path: str) -> list[str]:
-        """Create the missing levels of ``path``; return the ones created."""
+        """Create the missing levels of ``path``; return the ones created.
+
+        A parent may vanish between two levels (`delete` removes our shared
+        parent, /migrate-<hash>, with the last container under it): retried."""
         created = []
-        for level in levels(mount_point, path):
+        todo = levels(mount_point, path)
+        retries = 5
+        while todo:
+            level = todo[0]
             if os.path.isdir(level):
+                todo.pop(0)
                 continue
             try:
                 self._files.mkdir(level)
             except FileExistsError:
+                todo.pop(0)
+                continue
+            except FileNotFoundError as err:
+                retries -= 1
+                if retries < 0:
+                    raise KernelError("mkdir", level, errno.ENOENT) from err
+                todo = levels(mount_point, path)
                 continue
             except OSError as err:
                 raise KernelError("mkdir", level, err.errno or errno.EIO) from err
             created.append(level)
+            todo.pop(0)
         return created
 
     @contextlib.contextmanager

@@ -163,7 +163,10 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
     rootless.check_spec(spec, facts, idmap)
 
     store = StateStore(ctx.root)
-    cdir = store.create_dir(opts.id)
+    # From here every side effect is recorded in the claim's intent before it
+    # happens, so `delete --force` can undo what a SIGKILL interrupts.
+    claim = store.claim(opts.id, "create")
+    cdir = claim.dir
     notify = None
     cgroups = None
     launched = None
@@ -177,6 +180,8 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
         # Before it is ours: a failure here must not remove someone else's cgroup.
         _check_cgroup_is_free(opts.id, manager)
         cgroups = manager
+        claim.record(cgroup=cgroups.to_state(), rootless_cgroups=facts.cgroups,
+                     default_cgroups_path=not linux.cgroups_path)
         cgroups.create()
         cgroups.apply_resources(_default_device_rules(linux.resources))
         if ctx.notify_socket:
@@ -199,7 +204,8 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
         trees = _idmapped_trees(ctx, spec, bundle, create_ns)
         try:
             launched = launch(_launch_spec(ctx, opts, spec, state, cgroups, create_ns, join,
-                                           idmap, facts, fifo_fd, bundle, trees, seccomp))
+                                           idmap, facts, fifo_fd, bundle, trees, seccomp,
+                                           close_in_child=(claim.fd,)))
         finally:
             if trees:
                 from migrate.runtime.idmapped import close_trees
@@ -210,6 +216,8 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
             fifo_fd = None
         state.pid = launched.pid
         state.pid_start = proc_start_time(launched.pid, ctx.proc_root)
+        # In its cgroup already; recorded too for a container without one (rootless).
+        claim.add("processes", [state.pid, state.pid_start])
         state.namespaces = _namespace_paths(linux, launched.pid, ctx.proc_root)
         state.external_descriptors = _descriptors(launched.pid, ctx.proc_root)
         container = Container(state, store, ctx.proc_root)
@@ -221,6 +229,7 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
             os.close(launched.console_fd)
             launched.console_fd = None
         container.save()
+        claim.done()
         if opts.pid_file:
             write_pid_file(opts.pid_file, launched.pid)
         return container, launched
@@ -229,6 +238,8 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
             notify.close()
         _undo(err, store, opts.id, cgroups, launched, fifo_fd)
         raise
+    finally:
+        claim.release()
 
 
 def _with_notify_socket(spec, cdir: str, host_socket: str, listen: bool):
@@ -282,6 +293,9 @@ def _undo(err, store, cid, cgroups, launched, fifo_fd) -> None:
             if launched is not None:
                 cgroups.kill_all(signal.SIGKILL)
             cgroups.destroy()
+            from migrate.runtime.lifecycle.delete import remove_parent_cgroups
+
+            remove_parent_cgroups(cgroups)
         except Exception as cleanup:  # noqa: BLE001
             if isinstance(err, Exception):
                 err.add_note(f"cleanup: removing cgroups failed: {cleanup}")
@@ -301,7 +315,7 @@ def _idmapped_trees(ctx, spec, bundle, create_ns) -> tuple:
 
 
 def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts, fifo_fd, bundle,
-                 idmapped=(), seccomp=None):
+                 idmapped=(), seccomp=None, close_in_child=()):
     from migrate.runtime.init.standard import StandardInit, run_standard_init
     from migrate.runtime.process import needs_ptrace_fence
     from migrate.runtime.rootfs import RootfsPlan
@@ -344,7 +358,8 @@ def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts,
         create=create_ns, join=tuple(join), idmap=idmap,
         dumpable_for_idmap=facts.euid, timens_offsets=_timens_offsets(linux),
         cgroups=cgroups, child=lambda sock: run_standard_init(init, sys, sock),
-        on_hooks=on_hooks if has_hooks else None, write_file=sys.write_file)
+        on_hooks=on_hooks if has_hooks else None, write_file=sys.write_file,
+        close_in_child=tuple(close_in_child))
 
 
 def _cgroup_paths(cgroups, rootless: bool) -> dict[str, str]:

@@ -26,8 +26,11 @@ def delete(ctx: RuntimeContext, container_id: str, *, force: bool = False) -> No
     store = StateStore(ctx.root)
     if force and not store.exists(container_id):
         # As runc: `delete --force` of a missing container succeeds. Podman
-        # runs it after every checkpoint, which has already removed it.
-        return
+        # runs it after every checkpoint, which has already removed it. An
+        # ID directory without state is a create or restore in progress (we
+        # wait for its lock) or one that was killed: undo what it recorded.
+        if not (store.is_half_made(container_id) and not _delete_half_made(ctx, store, container_id)):
+            return
     with store.lock(container_id):
         container = Container.load(store, container_id, ctx.proc_root)
         status = container.status()
@@ -58,6 +61,8 @@ def delete(ctx: RuntimeContext, container_id: str, *, force: bool = False) -> No
         if cg is not None:
             with contextlib.suppress(Exception):
                 cg.destroy()
+            if not container.state.config.get("linux", {}).get("cgroupsPath"):
+                remove_parent_cgroups(cg)
         store.remove(container_id)
     hooks = container.state.config.get("hooks", {}).get("poststop")
     if hooks:
@@ -68,3 +73,75 @@ def delete(ctx: RuntimeContext, container_id: str, *, force: bool = False) -> No
         spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
         run_hooks(spec.hooks.poststop, state=oci_state(container.state, "stopped"),
                   name="poststop", warn_only=True)
+
+
+def _delete_half_made(ctx: RuntimeContext, store: StateStore, container_id: str) -> bool:
+    """Undo what the intent record of an interrupted create or restore lists
+    (state.py): its processes, cgroups and mounts, then the directory.
+    False if the operation was alive after all and has saved its state."""
+    from migrate.errors import NotFoundError
+    from migrate.runtime.container import pid_alive
+
+    try:
+        with store.lock(container_id):
+            if store.exists(container_id):
+                return False
+            _undo_intent(ctx, store, container_id, store.load_intent(container_id))
+    except NotFoundError:
+        pass    # removed meanwhile
+    return True
+
+
+def _undo_intent(ctx: RuntimeContext, store: StateStore, container_id: str, intent: dict) -> None:
+    from migrate.runtime.container import pid_alive
+
+    # CRIU (or a lazy-pages daemon) first, so nothing more gets placed.
+    for pid, start in intent.get("processes", ()):
+        if pid_alive(pid, start, ctx.proc_root):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    cg = None
+    if intent.get("cgroup"):
+        from migrate.runtime.cgroups import load_manager
+
+        with contextlib.suppress(Exception):
+            cg = load_manager(intent["cgroup"], rootless=bool(intent.get("rootless_cgroups")))
+    if cg is not None:
+        with contextlib.suppress(Exception):
+            cg.kill_all(signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                if not cg.pids():
+                    break
+            except Exception:   # noqa: BLE001 - gone is what we want
+                break
+            time.sleep(0.01)
+        with contextlib.suppress(Exception):
+            cg.destroy()
+        if intent.get("default_cgroups_path"):
+            remove_parent_cgroups(cg)
+    from migrate.runtime.mountinfo import mounts_at_or_below
+    from migrate.runtime.syscalls import MNT
+
+    for path in reversed(intent.get("mounts", ())):
+        # Only under the container's own directory: never unmount a path
+        # named by a file just because it says so.
+        if os.path.dirname(path) != store.dir(container_id):
+            continue
+        for point in mounts_at_or_below(path):
+            with contextlib.suppress(OSError):
+                ctx.syscalls.umount(point, MNT.DETACH)
+    store.remove(container_id)
+
+
+def remove_parent_cgroups(cg) -> None:
+    """Our own parent cgroup (/migrate or /migrate-<hash of --root>) goes with
+    the last container under it: rmdir fails (EBUSY) while any is left."""
+    import re
+
+    for path in set(cg.paths().values()):
+        parent = os.path.dirname(path.rstrip("/"))
+        if re.fullmatch(r"migrate(-[0-9a-f]{8})?", os.path.basename(parent)):
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)

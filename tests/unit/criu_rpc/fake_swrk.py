@@ -93,6 +93,15 @@ def main(scenario, record, fd):
         sys.exit(3)
     elif scenario == "silent":
         time.sleep(60)
+    elif scenario == "looping":
+        # Like a restore from a truncated pages image: log, never answer.
+        peer = struct.unpack("3i", sk.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        work = os.readlink(f"/proc/{peer}/fd/{req.opts.work_dir_fd}")
+        with open(os.path.join(work, req.opts.log_file), "a") as f:
+            for _ in range(100000):
+                f.write("(00.1) 1: Advanced iov 0 bytes\n" * 128)
+                f.flush()
+                time.sleep(0.001)
     elif scenario == "keep_open":
         # Like cr_service_work: answer keep_open requests and wait for more.
         while True:

@@ -127,3 +127,51 @@ def test_all_names_exist():
     assert sorted(criu_rpc.__all__) == sorted(set(criu_rpc.__all__))
     for name in criu_rpc.__all__:
         assert hasattr(criu_rpc, name), name
+
+
+def _fake_lazy_pages(tmp_path, body: str):
+    """A `criu lazy-pages` stand-in: says ready on --status-fd, then ``body``."""
+    fake = tmp_path / "criu-lazy"
+    fake.write_text(
+        "#!/bin/bash\n"    # dash cannot redirect to an fd above 9
+        "while [ $# -gt 0 ]; do case $1 in --status-fd) fd=$2; shift;; "
+        "--work-dir) work=$2; shift;; --log-file) log=$2; shift;; esac; shift; done\n"
+        "printf '\\0' >&$fd\n" + body)
+    fake.chmod(0o755)
+    return str(fake)
+
+
+def test_lazy_pages_daemon_killed_when_its_log_runs_away(tmp_path):
+    import time
+
+    from migrate.criu_rpc import start_lazy_pages
+    from migrate.errors import CriuError
+
+    criu = _fake_lazy_pages(tmp_path, 'while :; do head -c 65536 /dev/zero >> "$work/$log"; '
+                                      'sleep 0.01; done\n')
+    daemon = start_lazy_pages(LazyPagesOptions(images_dir=str(tmp_path), work_dir=str(tmp_path)),
+                              criu=criu, max_log_bytes=1 << 20)
+    try:
+        with pytest.raises(CriuError) as err:
+            daemon.wait(timeout=20)
+        assert "its log grew past 1 MiB" in str(err.value)
+        assert err.value.log_path == str(tmp_path / "lazy-pages.log")
+        size = (tmp_path / "lazy-pages.log").stat().st_size
+        time.sleep(0.2)
+        assert (tmp_path / "lazy-pages.log").stat().st_size == size
+    finally:
+        daemon.close()
+
+
+def test_lazy_pages_daemon_killed_at_its_deadline(tmp_path):
+    from migrate.criu_rpc import start_lazy_pages
+    from migrate.errors import CriuError
+
+    criu = _fake_lazy_pages(tmp_path, "exec sleep 60\n")
+    daemon = start_lazy_pages(LazyPagesOptions(images_dir=str(tmp_path), work_dir=str(tmp_path)),
+                              criu=criu, deadline=0.5)
+    try:
+        with pytest.raises(CriuError, match="still running after 0.5 s: killed"):
+            daemon.wait(timeout=20)
+    finally:
+        daemon.close()

@@ -188,6 +188,29 @@ def test_timeout_kills_and_reaps_swrk(tmp_path, fake_criu):
     session.close()
 
 
+def test_a_log_past_its_limit_kills_swrk(tmp_path, fake_criu):
+    fake = fake_criu("looping")
+    img, work = _dirs(tmp_path)
+    session = Session(SwrkOptions(criu=str(fake.path), max_log_bytes=1 << 20, timeout=30))
+    started = time.monotonic()
+    with pytest.raises(CriuError) as err:
+        session.restore(CriuOptions(images_dir=str(img), work_dir=str(work), log_file="restore.log"))
+    assert time.monotonic() - started < 10
+    log = work / "restore.log"
+    assert f"log {log} grew past 1 MiB" in str(err.value) and "criu killed" in str(err.value)
+    assert err.value.log_path == str(log)
+    size = log.stat().st_size
+    time.sleep(0.3)
+    assert log.stat().st_size == size < 8 << 20, "the log keeps growing"
+    assert no_leftover(session.pid)
+    session.close()
+
+
+def test_every_run_is_bounded_by_default():
+    opts = SwrkOptions()
+    assert opts.timeout and opts.max_log_bytes
+
+
 def test_timeout_does_not_count_time_in_callbacks(tmp_path, fake_criu):
     fake = fake_criu("notify")
     img, _ = _dirs(tmp_path)

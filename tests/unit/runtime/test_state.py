@@ -157,3 +157,35 @@ def test_lock_of_unknown_container(store):
     with pytest.raises(NotFoundError, match='container "ghost" does not exist'):
         with store.lock("ghost"):
             pass
+
+
+def test_claim_records_intent_before_side_effects_and_holds_the_lock(tmp_path):
+    store = StateStore(str(tmp_path / "root"))
+    claim = store.claim("web", "create")
+    assert store.load_intent("web") == {"op": "create"}
+    claim.record(cgroup={"mode": "v2"})
+    claim.add("mounts", "/x")
+    claim.add("mounts", "/y")
+    assert store.load_intent("web") == {"op": "create", "cgroup": {"mode": "v2"},
+                                        "mounts": ["/x", "/y"]}
+    assert not [n for n in os.listdir(claim.dir) if n.endswith(".tmp")]
+    fd = os.open(claim.dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(BlockingIOError):     # held until release
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        claim.release()
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+def test_half_made_id_says_how_to_remove_it(tmp_path):
+    store = StateStore(str(tmp_path / "root"))
+    store.claim("web", "restore").release()
+    assert store.is_half_made("web") and store.list_ids() == []
+    with pytest.raises(NotFoundError, match="delete --force"):
+        store.load("web")
+    with pytest.raises(ExistsError, match="delete --force"):
+        store.create_dir("web")
+    store.remove("web")
+    assert not store.is_half_made("web")

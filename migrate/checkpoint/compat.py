@@ -1,0 +1,70 @@
+"""Does a bundle fit a checkpoint? Checked before restore makes anything.
+
+CRIU restores the namespaces and mounts it dumped, whatever config.json
+says: a bundle that asks for another shape would give a container that is
+not what its state claims (a private network namespace nobody asked for,
+a mount config.json names but that is not there). What CRIU cannot map is
+refused here, naming the difference.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from migrate.errors import UsageError
+
+__all__ = ["check_bundle_fits"]
+
+# OCI namespace type -> the image CRIU writes when it dumps that namespace
+# as the container's own (a joined or the host's one is external: no image).
+_NS_IMAGES = {"network": "netns-*.img", "uts": "utsns-*.img", "ipc": "ipcns-var-*.img"}
+
+
+def check_bundle_fits(images_dir: str, spec) -> None:
+    """Raises UsageError when ``spec`` differs from the checkpoint in
+    ``images_dir`` in a way CRIU cannot handle."""
+    for oci_type, pattern in _NS_IMAGES.items():
+        dumped = bool(glob.glob(os.path.join(images_dir, pattern)))
+        ns = spec.linux.namespace(oci_type)
+        wanted = ns is not None and not ns.path
+        if dumped and not wanted:
+            how = "joins one by path" if ns is not None else "has none"
+            raise UsageError(f"the checkpoint has its own {oci_type} namespace but config.json "
+                             f"{how}: CRIU restores the namespace it dumped")
+        if wanted and not dumped and glob.glob(os.path.join(images_dir, "inventory.img")):
+            raise UsageError(f"config.json asks for a new {oci_type} namespace but the "
+                             f"checkpointed container had none of its own")
+    dumped_mounts = _mountpoints(images_dir)
+    if dumped_mounts is None:
+        return
+    for m in spec.mounts:
+        dest = os.path.normpath("/" + m.destination.lstrip("/"))
+        if dest not in dumped_mounts:
+            raise UsageError(f"config.json mounts {m.destination} ({m.type or 'bind'} from "
+                             f"{m.source or 'none'}), which the checkpointed container did not "
+                             f"have: CRIU restores only the mounts it dumped")
+
+
+def _mountpoints(images_dir: str) -> set[str] | None:
+    """Mount points of the checkpoint's mount namespace (None: unknown)."""
+    files = glob.glob(os.path.join(images_dir, "mountpoints-*.img"))
+    if len(files) != 1:
+        return None     # no mount namespace of its own, or several: not judged
+    try:
+        from pycriu import images
+    except ImportError:
+        return None
+    try:
+        with open(files[0], "rb") as f:
+            entries = images.load(f)["entries"]
+    except Exception as err:  # noqa: BLE001 - pycriu raises its own and protobuf's errors
+        raise UsageError(f"{files[0]} is corrupt: {err}") from None
+    return {_absolute(e.get("mountpoint", "")) for e in entries}
+
+
+def _absolute(mountpoint: str) -> str:
+    """CRIU writes "./sys" or "/sys" depending on version: "/sys"."""
+    if mountpoint == "." or mountpoint.startswith("./"):
+        mountpoint = mountpoint[1:]
+    return os.path.normpath("/" + mountpoint.lstrip("/"))

@@ -1,0 +1,57 @@
+"""Does a bundle fit a checkpoint: namespaces from CRIU's image names (no CRIU)."""
+
+import pytest
+
+from migrate import oci
+from migrate.checkpoint.compat import _absolute, check_bundle_fits
+from migrate.checkpoint.metadata import load_meta
+from migrate.errors import UsageError
+
+
+def _spec(tmp_path, drop=(), join=()):
+    (tmp_path / "rootfs").mkdir(exist_ok=True)
+    data = oci.default_spec()
+    data["linux"]["namespaces"] = [
+        {**n, **({"path": "/proc/1/ns/net"} if n["type"] in join else {})}
+        for n in data["linux"]["namespaces"] if n["type"] not in drop]
+    return oci.parse_config(data, bundle=str(tmp_path))
+
+
+def _images(tmp_path, *names):
+    d = tmp_path / "img"
+    d.mkdir()
+    for n in ("inventory.img", *names):
+        (d / n).write_bytes(b"")
+    return str(d)
+
+
+def test_same_shape_fits(tmp_path):
+    check_bundle_fits(_images(tmp_path, "netns-10.img", "utsns-12.img", "ipcns-var-11.img"),
+                      _spec(tmp_path))
+
+
+@pytest.mark.parametrize("drop, join, message", [
+    (("network",), (), "own network namespace but config.json has none"),
+    ((), ("network",), "own network namespace but config.json joins one by path"),
+])
+def test_a_dumped_namespace_config_lacks(tmp_path, drop, join, message):
+    images = _images(tmp_path, "netns-10.img", "utsns-12.img", "ipcns-var-11.img")
+    with pytest.raises(UsageError, match=message):
+        check_bundle_fits(images, _spec(tmp_path, drop=drop, join=join))
+
+
+def test_a_new_namespace_the_checkpoint_lacked(tmp_path):
+    with pytest.raises(UsageError, match="new uts namespace"):
+        check_bundle_fits(_images(tmp_path, "netns-10.img", "ipcns-var-11.img"), _spec(tmp_path))
+
+
+def test_mountpoint_spellings():
+    assert [_absolute(p) for p in ("./sys", "/sys", ".", "/", "./.hidden", "/a/../b")] == \
+        ["/sys", "/sys", "/", "/", "/.hidden", "/b"]
+
+
+@pytest.mark.parametrize("content", ['["/dev/null", ', '{"a": 1}', '[1, 2]', '[""]'])
+def test_corrupt_descriptors_json(tmp_path, content):
+    (tmp_path / "descriptors.json").write_text(content)
+    with pytest.raises(UsageError, match="descriptors.json is corrupt"):
+        load_meta(str(tmp_path))
