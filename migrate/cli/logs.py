@@ -7,7 +7,6 @@ line as well as printed once on stderr.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import sys
@@ -17,6 +16,8 @@ __all__ = ["setup_logging", "report_error"]
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        import datetime   # here: report_error runs on every failed hot command
+
         return json.dumps({
             "level": record.levelname.lower().replace("warning", "warning"),
             "msg": record.getMessage(),

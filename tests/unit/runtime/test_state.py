@@ -154,3 +154,15 @@ def test_lock_of_unknown_container(store):
     with pytest.raises(NotFoundError, match='container "ghost" does not exist'):
         with store.lock("ghost"):
             pass
+
+
+def test_save_is_atomic_but_not_synced(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    store = StateStore(str(tmp_path))
+    store.create_dir("web")
+    store.save(_state())
+    assert store.load("web").bundle == "/b"
+    assert synced == []
+    atomic_write(str(tmp_path / "durable"), b"x")
+    assert len(synced) == 1
