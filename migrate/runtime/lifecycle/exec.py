@@ -133,7 +133,7 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
     init = SetnsInit(process=process, preserve_fds=opts.preserve_fds,
                      setgroups_allowed=_setgroups_allowed(pid, ctx.proc_root),
                      seccomp=seccomp)
-    from migrate.runtime.init.standard import preload
+    from migrate.runtime.process import preload
 
     preload(process, False)   # the child cannot import after setns(mnt)
     fg = None
