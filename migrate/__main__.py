@@ -1,5 +1,3 @@
-import sys
+from migrate.cli.main import program
 
-from migrate.cli.main import main
-
-sys.exit(main())
+program()

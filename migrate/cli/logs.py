@@ -7,7 +7,6 @@ line as well as printed once on stderr.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import sys
@@ -16,6 +15,8 @@ __all__ = ["setup_logging", "report_error"]
 
 
 def _time(record: logging.LogRecord) -> str:
+    import datetime   # here: report_error runs on every failed hot command
+
     return (datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
             .isoformat(timespec="microseconds").replace("+00:00", "Z"))
 

@@ -38,7 +38,7 @@ from migrate.runtime.syscalls import PR, Syscalls
 
 __all__ = ["apply_rlimits", "rlimit_value", "apply_user_and_caps", "cap_mask", "resolve_executable",
            "build_env", "home_of", "exec_process", "reset_signals", "prepare_seccomp",
-           "load_seccomp", "become_process", "fence_ptrace", "needs_ptrace_fence"]
+           "load_seccomp", "become_process", "fence_ptrace", "needs_ptrace_fence", "preload"]
 
 
 def cap_mask(names) -> int:
@@ -286,3 +286,15 @@ def exec_process(sys: Syscalls, path: str, args, env: dict[str, str], keep_fds: 
         os.execve(path, args, env)
     except OSError as err:
         raise KernelError("execve", path, err.errno or 1) from None
+
+
+def preload(process, start_hooks: bool) -> None:
+    """Import now what runs after pivot_root (or setns into the container's
+    mount namespace): from then on our modules are out of sight. Here, not
+    in init/standard.py, so exec does not import the rootfs code for it."""
+    if process.terminal:
+        import migrate.runtime.console  # noqa: F401
+    if start_hooks:
+        import subprocess  # noqa: F401
+
+        import migrate.runtime.hooks  # noqa: F401

@@ -44,21 +44,10 @@ def _hooks_roundtrip(sock: SyncSocket) -> None:
     sock.expect("hooks_ok")
 
 
-def preload(process, start_hooks: bool) -> None:
-    """Import now what runs after pivot_root (or setns into the container's
-    mount namespace): from then on our modules are out of sight."""
-    if process.terminal:
-        import migrate.runtime.console  # noqa: F401
-    if start_hooks:
-        import subprocess  # noqa: F401
-
-        import migrate.runtime.hooks  # noqa: F401
-
-
 def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> NoReturn:
     spec = init.spec
     process = spec.process
-    preload(process, bool(spec.hooks.start_container))
+    proc.preload(process, bool(spec.hooks.start_container))
     # Built now, while an error still reaches the parent; loaded at the end.
     seccomp = proc.prepare_seccomp(sys, init.seccomp)
     if init.new_keyring:

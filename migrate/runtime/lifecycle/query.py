@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from migrate._record import record
 
 from migrate.errors import NotFoundError
@@ -80,6 +79,8 @@ def container_pids(ctx: RuntimeContext, container_id: str) -> list[int]:
 
 def ps(ctx: RuntimeContext, container_id: str, ps_args: list[str]) -> str:
     """`ps` output restricted to the container's processes, like runc."""
+    import subprocess   # ~3 ms of imports that `state` (hot) must not pay
+
     pids = container_pids(ctx, container_id)
     res = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True,
                          stdin=subprocess.DEVNULL, timeout=30)

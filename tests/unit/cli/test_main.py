@@ -248,4 +248,33 @@ def test_podman_create_argv(root, monkeypatch, tmp_path):
 
 
 def test_entry_point_module():
-    assert main_mod.__all__ == ["main", "COMMANDS"]
+    assert main_mod.__all__ == ["main", "program", "COMMANDS"]
+
+
+# -- program (the console script: main, then os._exit) -------------------------
+
+def _program(*argv: str):
+    import subprocess
+    import sys
+
+    code = "import sys; sys.argv[1:] = %r; from migrate.cli.main import program; program()" % (
+        list(argv),)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_program_flushes_output_before_its_fast_exit():
+    res = _program("--version")
+    assert res.returncode == 0
+    assert res.stdout.startswith("migrate version ")     # a pipe: block-buffered
+
+
+def test_program_exit_codes(tmp_path):
+    assert _program("--root", str(tmp_path), "frobnicate").returncode == 2
+    res = _program("--root", str(tmp_path), "state", "ghost")
+    assert res.returncode == 1 and 'container "ghost" does not exist' in res.stderr
+
+
+def test_program_hot_command_help():
+    res = _program("state", "--help")
+    assert res.returncode == 0 and res.stdout.startswith("usage: migrate state")

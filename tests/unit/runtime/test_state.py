@@ -189,3 +189,15 @@ def test_half_made_id_says_how_to_remove_it(tmp_path):
         store.create_dir("web")
     store.remove("web")
     assert not store.is_half_made("web")
+
+
+def test_save_is_atomic_but_not_synced(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    store = StateStore(str(tmp_path))
+    store.create_dir("web")
+    store.save(_state())
+    assert store.load("web").bundle == "/b"
+    assert synced == []
+    atomic_write(str(tmp_path / "durable"), b"x")
+    assert len(synced) == 1
