@@ -52,6 +52,9 @@ class MigrateOptions:
     file_locks: bool = False
     ext_unix_sk: bool = False
     work_dir: str | None = None       # where the source keeps its images (default: a temp dir)
+    # Raise fs.pipe-max-size for the migration (a lazy dump needs 4 MiB pipes
+    # and root here lacks CAP_SYS_RESOURCE); the old value is put back after.
+    raise_pipe_max_size: bool = False
 
 
 def _features(d: dict, *, source: bool) -> HostFeatures:
@@ -434,12 +437,8 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
     became of the source container: resumed, or deleted after success),
     UsageError, NotFoundError, UnsupportedError before anything is frozen.
     """
-    from migrate.migration.hostfacts import CriuHostFacts
-    from migrate.migration.messages import PrepareRequest
     from migrate.migration.progress import SilentProgress
-    from migrate.migration.report import MigrationReport, Timeline
-    from migrate.migration.source import (ConnectOptions, connect_and_negotiate, rollback,
-                                          shared_marker)
+    from migrate.migration.report import Timeline
     from migrate.runtime.container import Container, Status
     from migrate.runtime.state import StateStore
 
@@ -456,6 +455,25 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
             raise UsageError(f"--rootfs copy needs the rootfs inside the bundle "
                              f"({root} is not under {container.state.bundle})")
     timeline = Timeline()
+    if opts.raise_pipe_max_size:
+        from migrate.criu_rpc import raised_pipe_max_size
+
+        # Before the handshake: the host facts it sends (and auto's choice)
+        # must see the raised limit.
+        with raised_pipe_max_size() as old:
+            note = (f"fs.pipe-max-size raised from {old} for this migration and put back"
+                    if old is not None else "")
+            return _migrate(ctx, opts, container, timeline, progress, facts, note)
+    return _migrate(ctx, opts, container, timeline, progress, facts, "")
+
+
+def _migrate(ctx, opts: MigrateOptions, container, timeline, progress, facts, note: str):
+    from migrate.migration.hostfacts import CriuHostFacts
+    from migrate.migration.messages import PrepareRequest
+    from migrate.migration.report import MigrationReport
+    from migrate.migration.source import (ConnectOptions, connect_and_negotiate, rollback,
+                                          shared_marker)
+
     report = MigrationReport(container_id=opts.container_id, destination=f"{opts.host}:{opts.port}",
                              source=os.uname().nodename)
     facts = facts or CriuHostFacts(ctx.criu)
@@ -471,6 +489,8 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
             choice = choose(opts.strategy, _features(session.local_features, source=True),
                             _features(session.peer_features, source=False))
             report.strategy, report.reason = choice.strategy, choice.reason
+            if note:
+                report.reason += f"; {note}"
             progress.phase("checks")
             run = _Run(ctx, opts, container, session, report, timeline, progress)
             mem = _memory_usage(container)

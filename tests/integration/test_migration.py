@@ -355,3 +355,29 @@ def test_the_report_counts_every_byte_and_all_the_time(pair, cid, strategy):
     assert [s["step"] for s in steps] == ["dump", "images", "restore", "resume"], steps
     assert abs(sum(s["seconds"] for s in steps) - report["downtime_s"]) < 0.001, steps
     pair.assert_running_on(pair.b, cid)
+
+
+def test_raise_pipe_max_size_makes_post_copy_possible_and_puts_it_back(pair, cid):
+    """The one test that changes fs.pipe-max-size: to the 1 MiB default of a
+    fresh machine for as short as it can, and back to what it was."""
+    if not _supported("post-copy"):
+        pytest.skip("post-copy cannot run on this machine")
+    path = "/proc/sys/fs/pipe-max-size"
+    pair.start_agent()
+    pair.run_container(cid)
+    with open(path) as f:
+        before = f.read().strip()
+    try:
+        with open(path, "w") as f:
+            f.write(str(1 << 20))
+        code, out, report = pair.migrate(cid, "--strategy", "auto", "--raise-pipe-max-size")
+        with open(path) as f:
+            after = int(f.read())
+    finally:
+        with open(path, "w") as f:
+            f.write(before)
+    assert code == 0, out
+    assert after == 1 << 20                              # put back
+    assert report["strategy"] == "post-copy", report["reason"]
+    assert "raised from 1048576" in report["reason"]
+    pair.assert_running_on(pair.b, cid)
