@@ -184,6 +184,7 @@ def receive(ctx, listen, state_root, work_dir, once, compress, token, token_file
     from migrate.migration import destination
 
     dest_ctx = _record.replace(ctx, root=os.path.abspath(state_root)) if state_root else ctx
+    destination.warm_up()
     agent = Agent(addr, port, secret, dest_ctx.root, restore_fn=_restore_fn(dest_ctx),
                   controls=destination.controls(dest_ctx),
                   work_root=work_dir, tls=tls, facts=CriuHostFacts(ctx.criu),

@@ -1,7 +1,8 @@
 """Live migration between two network-namespace hosts, migrate against
 runc's three manual pipelines, in one run, on the same container and link.
 
-    bench.py migration [--rate MBIT] [--reps N] [MIB ...]     (default 64 256 1024)
+    bench.py migration [--rate MBIT] [--reps N] [--before MIGRATE_BINARY] [MIB ...]
+                                                        (default 64 256 1024, 3 reps)
 
 Pipelines, each on the same bundle (memhold: MIB MiB touched, a writer
 dirtying pages at a fixed rate) over the same veth:
@@ -234,9 +235,9 @@ def runc_lazy(hosts, bundle, work, tag) -> dict:
     return {"downtime": downtime, "total": total, "wire": wire, "ok": r.finish()}
 
 
-def _migrate(strategy: str):
+def _migrate(strategy: str, binary: str | None = None):
     def run(hosts, bundle, work, tag) -> dict:
-        m = migrate_bin()
+        m = binary or migrate_bin()
         cid = f"bench-m-{tag}"
         keep: list = []
         root_a, root_b = os.path.join(work, "m-a"), os.path.join(work, "m-b")
@@ -290,33 +291,39 @@ PIPELINES = {
 }
 
 
-def _parse(argv: list[str]) -> tuple[list[int], int | None, int]:
-    sizes, rate, reps = [], None, 3
+def _parse(argv: list[str]) -> tuple[list[int], int | None, int, str | None]:
+    sizes, rate, reps, before = [], None, 3, None
     it = iter(argv)
     for arg in it:
         if arg == "--rate":
             rate = int(next(it))
+        elif arg == "--before":
+            before = next(it)
         elif arg == "--reps":
             reps = int(next(it))
         else:
             sizes.append(int(arg))
-    return sizes or [64, 256, 1024], rate, reps
+    return sizes or [64, 256, 1024], rate, reps, before
 
 
 def main(argv: list[str]) -> int:
-    sizes, rate, reps = _parse(argv)
+    sizes, rate, reps, before = _parse(argv)
     from netns_hosts import NetnsHosts
 
     import needs
 
     pipelines = dict(PIPELINES)
+    if before:
+        # Another build of migrate (say, main's) in the same rounds: before/after.
+        pipelines["before: stop-and-copy"] = _migrate("stop-and-copy", before)
+        pipelines["before: post-copy"] = _migrate("post-copy", before)
     with open("/proc/sys/fs/pipe-max-size") as f:
         pipes_ok = int(f.read()) >= 4 << 20
     if needs.criu_feature("uffd-noncoop") is not None or not pipes_ok:
         print("migration: post-copy and runc lazy skipped: lazy pages unsupported or "
               "fs.pipe-max-size < 4 MiB (sysctl fs.pipe-max-size=16777216)")
-        for name in ("runc lazy", "migrate post-copy"):
-            pipelines.pop(name)
+        for name in ("runc lazy", "migrate post-copy", "before: post-copy"):
+            pipelines.pop(name, None)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     results: dict[tuple[int, str], list[dict]] = {}
@@ -330,7 +337,7 @@ def main(argv: list[str]) -> int:
                                  writable=True)
             for rep in range(reps):
                 for name, fn in pipelines.items():
-                    tag = f"{mib}-{rep}-{name.split()[-1]}"
+                    tag = f"{mib}-{rep}-{name.split()[-1]}{'-b' if name.startswith('before') else ''}"
                     try:
                         results.setdefault((mib, name), []).append(fn(hosts, bundle, work, tag))
                     except Exception as err:  # noqa: BLE001 - one failed round, the rest go on
