@@ -89,6 +89,9 @@ class _Run:
         # Relay of ours (see _relay.py), not through the control connection.
         self.memory_bytes: dict[str, int] = {}
         self._lock = threading.Lock()
+        # ("network",) when the container's netns holds only lo: CRIU then
+        # neither dumps nor restores it while the container is frozen.
+        self.empty_ns: tuple[str, ...] = ()
 
     def count_memory(self, direction: str, n: int) -> None:
         from migrate.migration._relay import UP
@@ -118,7 +121,7 @@ class _Run:
                 "bundle": None if self.opts.rootfs == "copy" else self.bundle,
                 "lazy": lazy, "tcp_established": self.opts.tcp_established,
                 "file_locks": self.opts.file_locks, "ext_unix_sk": self.opts.ext_unix_sk,
-                "leave_stopped": True}
+                "leave_stopped": True, "empty_ns": list(self.empty_ns)}
 
     def send_images(self, images_dir: str) -> None:
         self.step("images", _dir_size(images_dir))
@@ -149,7 +152,8 @@ class _Run:
         return CheckpointOptions(
             id=self.opts.container_id, image_path=os.path.join(self.workdir, "images"),
             leave_running=self.opts.keep_source, tcp_established=self.opts.tcp_established,
-            file_locks=self.opts.file_locks, ext_unix_sk=self.opts.ext_unix_sk, **kw)
+            file_locks=self.opts.file_locks, ext_unix_sk=self.opts.ext_unix_sk,
+            empty_ns=self.empty_ns, **kw)
 
     def page_server_socket(self, ps: dict) -> socket.socket:
         """Connect to the destination's page server ourselves and hand CRIU
@@ -346,11 +350,13 @@ class _Run:
                     raise failure[0]
                 job.succeeded(still_running=self.opts.keep_source)
         finally:
-            waiter.join(timeout=5)
+            if waiter.ident is not None:
+                waiter.join(timeout=5)
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)     # wakes a blocked accept()
             listener.close()
-            acceptor.join(timeout=5)
+            if acceptor.ident is not None:
+                acceptor.join(timeout=5)
             for r in relays:
                 r.join(timeout=5)
             os.close(ready_r)
@@ -504,6 +510,16 @@ def _migrate(ctx, opts: MigrateOptions, container, timeline, progress, facts, no
             if opts.rootfs == "copy":
                 run.step("rootfs", rootfs_size)
                 run.snapshot, _, _ = session.conn.send_tree(run.bundle, label="bundle")
+
+            from migrate.checkpoint.netns import why_netns_not_plain
+
+            # Before the freeze: is the network namespace worth dumping?
+            why = why_netns_not_plain(container.state.pid, container.state.config or {},
+                                      proc_root=ctx.proc_root)
+            if why is None:
+                run.empty_ns = ("network",)
+                report.reason += ("; the network namespace holds only lo: recreated at the "
+                                  "destination instead of dumped and restored")
 
             def resume(err) -> str:
                 # dump_job already asked CRIU and the freezer to resume it.

@@ -381,3 +381,37 @@ def test_raise_pipe_max_size_makes_post_copy_possible_and_puts_it_back(pair, cid
     assert report["strategy"] == "post-copy", report["reason"]
     assert "raised from 1048576" in report["reason"]
     pair.assert_running_on(pair.b, cid)
+
+
+@pytest.mark.parametrize("strategy", ["stop-and-copy", "post-copy"])
+def test_a_loopback_only_netns_is_recreated_and_tcp_goes_on(pair, cid, tmp_path, strategy):
+    """A network namespace with nothing but lo is not dumped (CRIU's
+    empty_ns): the destination gets a fresh one with lo up, and an
+    established TCP connection over 127.0.0.1 survives the move."""
+    if not _supported(strategy):
+        pytest.skip(f"{strategy} cannot run on this machine")
+    hook = tmp_path / "lo-up.sh"
+    hook.write_text("#!/bin/sh\npid=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p')\n"
+                    "exec nsenter -t \"$pid\" -n ip link set lo up\n")
+    hook.chmod(0o755)
+    pair.bundle.config["hooks"] = {"createRuntime": [{"path": str(hook)}]}
+    pair.bundle.write()
+    status = os.path.join(pair.bundle.rootfs, "tmp/tcp")
+
+    def tcp():
+        try:
+            n, ok = open(status).read().split()
+            return int(n), ok == "1"
+        except (FileNotFoundError, ValueError):
+            return 0, False
+
+    pair.start_agent()
+    pair.run_container(cid, "ctrhelper tcppair 7000 /tmp/tcp & " + WORKLOAD)
+    _wait_for(lambda: tcp()[0] > 3, what="tcp traffic")
+    code, out, report = pair.migrate(cid, "--strategy", strategy, "--tcp-established")
+    assert code == 0, out
+    assert "holds only lo" in report["reason"], report["reason"]
+    pair.assert_running_on(pair.b, cid)
+    n = tcp()[0]
+    _wait_for(lambda: tcp()[0] > n + 3, what="tcp traffic at the destination")
+    assert tcp()[1], "the TCP stream lost or repeated a counter"
