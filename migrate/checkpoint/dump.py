@@ -99,7 +99,7 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
         external=externals,
         ext_mnt=tuple(ExtMount(key=m.mountpoint, val=m.mountpoint) for m in mounts),
         orphan_pts_master=st.terminal,
-        network_lock=NetworkLock(opts.network_lock) if opts.network_lock else None,
+        network_lock=NetworkLock(opts.network_lock.upper()) if opts.network_lock else None,
         **criu_unprivileged_options(),
     )
     meta = CheckpointMeta(

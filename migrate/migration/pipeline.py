@@ -92,6 +92,10 @@ class _Run:
         # ("network",) when the container's netns holds only lo: CRIU then
         # neither dumps nor restores it while the container is frozen.
         self.empty_ns: tuple[str, ...] = ()
+        # nftables when both CRIUs can: the restore then unlocks the network
+        # in-process instead of running iptables-restore while frozen.
+        both = (session.local_features, session.peer_features)
+        self.network_lock = "nftables" if all(f.get("nftables_lock") for f in both) else None
 
     def count_memory(self, direction: str, n: int) -> None:
         from migrate.migration._relay import UP
@@ -153,7 +157,7 @@ class _Run:
             id=self.opts.container_id, image_path=os.path.join(self.workdir, "images"),
             leave_running=self.opts.keep_source, tcp_established=self.opts.tcp_established,
             file_locks=self.opts.file_locks, ext_unix_sk=self.opts.ext_unix_sk,
-            empty_ns=self.empty_ns, **kw)
+            empty_ns=self.empty_ns, network_lock=self.network_lock, **kw)
 
     def page_server_socket(self, ps: dict) -> socket.socket:
         """Connect to the destination's page server ourselves and hand CRIU
