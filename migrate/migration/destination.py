@@ -67,12 +67,16 @@ def _stdio(workdir: str) -> tuple[int, int, int]:
 
 
 def continue_container(ctx: RuntimeContext, container_id: str) -> None:
-    """SIGCONT every process of a container restored with leave_stopped."""
+    """Thaw the cgroup of a container restored frozen (the source froze it
+    before CRIU did, see pipeline.py), then SIGCONT every process of it
+    (restored with leave_stopped)."""
     from migrate.runtime.container import Container
     from migrate.runtime.state import StateStore
 
     container = Container.load(StateStore(ctx.root), container_id, ctx.proc_root)
     cg = container.cgroups
+    if cg is not None and cg.is_usable() and cg.is_frozen():
+        cg.thaw()
     pids = cg.pids() if cg is not None and cg.is_usable() else [container.state.pid]
     for pid in pids or [container.state.pid]:
         try:

@@ -183,6 +183,7 @@ class _Run:
             # CRIU runs pre-dump right before freezing the tree.
             self.timeline.mark_frozen()
             self.conn.source_state = "frozen"
+            self.freeze()
             return True
 
         def dumped(note) -> bool:
@@ -190,6 +191,22 @@ class _Run:
             return post_dump(note)
 
         return {"pre-dump": frozen, "post-dump": dumped}
+
+    def freeze(self) -> None:
+        """Freeze the cgroup ourselves, polling without sleeping, so CRIU
+        finds it FROZEN: CRIU writes FROZEN and then checks every 100 ms
+        (seize.c), which costs a whole 100 ms on almost every dump. CRIU
+        then records the cgroup as frozen, so the destination restores it
+        frozen and thaws it when it resumes the container
+        (``continue_container``); a failed dump is thawed by ``dump_job``.
+        Not with --keep-source: CRIU would leave the source frozen."""
+        cg = self.container.cgroups
+        if self.opts.keep_source or cg is None:
+            return
+        try:
+            cg.freeze()
+        except (MigrateError, OSError):
+            pass        # CRIU freezes it then, the slow way
 
     def final_iteration(self, images_dir: str, index: int, seconds: float) -> None:
         from migrate.checkpoint.dump import read_dump_stats
