@@ -95,11 +95,11 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
         parent_img=opts.parent_path,
         ps=parse_page_server(opts.page_server) if opts.page_server else None,
         lazy_pages=opts.lazy_pages, status_fd=opts.status_fd,
-        empty_ns=frozenset(opts.empty_ns),
+        empty_ns=frozenset("net" for ns in opts.empty_ns if ns == "network"),
         external=externals,
         ext_mnt=tuple(ExtMount(key=m.mountpoint, val=m.mountpoint) for m in mounts),
         orphan_pts_master=st.terminal,
-        network_lock=NetworkLock(opts.network_lock) if opts.network_lock else None,
+        network_lock=NetworkLock(opts.network_lock.upper()) if opts.network_lock else None,
         **criu_unprivileged_options(),
     )
     meta = CheckpointMeta(

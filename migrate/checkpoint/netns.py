@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
-__all__ = ["set_lo_up"]
+__all__ = ["set_lo_up", "why_netns_not_plain"]
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -66,3 +67,72 @@ def unlock_network(pid: int) -> None:
                            capture_output=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             pass
+
+
+def why_netns_not_plain(pid: int, config: dict, *, proc_root: str = "/proc",
+                        nft: str | None = None) -> str | None:
+    """None when process ``pid``'s network namespace is private and holds
+    nothing but a loopback device that a fresh namespace recreates (lo, its
+    127.0.0.1 and ::1, no routes, no firewall rules, no net.* sysctls in
+    ``config``); else why not.
+
+    Such a namespace need not be dumped and restored: CRIU's ``empty_ns``
+    skips both (about 0.3 s on each side here: ip addr/route/rule and
+    iptables/nft save and restore run as programs while the container is
+    frozen), and the restore brings lo up (``set_lo_up``). Read before the
+    freeze, from /proc and ``nft list ruleset`` run in the namespace.
+    """
+    import shutil
+    import subprocess
+
+    linux = config.get("linux") or {}
+    ns = next((n for n in linux.get("namespaces") or [] if n.get("type") == "network"), None)
+    if ns is None or ns.get("path"):
+        return "the network namespace is not the container's own"
+    if any(k.startswith("net.") for k in linux.get("sysctl") or {}):
+        return "net.* sysctls are set in the namespace"
+    net = f"{proc_root}/{pid}/net"
+    try:
+        with open(f"{net}/dev") as f:
+            devices = [line.split(":")[0].strip() for line in f.readlines()[2:]]
+        if devices != ["lo"]:
+            return f"it has devices besides lo ({', '.join(d for d in devices if d != 'lo')})"
+        with open(f"{net}/route") as f:
+            if len(f.readlines()) > 1:
+                return "it has IPv4 routes"
+        local, last = set(), ""
+        with open(f"{net}/fib_trie") as f:
+            for line in f:       # "|-- 127.0.0.1" then "/32 host LOCAL" under it
+                words = line.split()
+                if words[:1] == ["|--"]:
+                    last = words[1]
+                elif "/32 host LOCAL" in line:
+                    local.add(last)
+        if local - {"127.0.0.1"}:
+            return "it has IPv4 addresses besides 127.0.0.1"
+        with open(f"{net}/if_inet6") as f:
+            if any(line.split()[0] != "0" * 31 + "1" for line in f if line.strip()):
+                return "it has IPv6 addresses besides ::1"
+        with open(f"{net}/ipv6_route") as f:
+            if any(line.split()[-1] != "lo" for line in f if line.strip()):
+                return "it has IPv6 routes"
+        for name in ("ip_tables_names", "ip6_tables_names"):
+            with contextlib.suppress(FileNotFoundError), open(f"{net}/{name}") as f:
+                if f.read().strip():
+                    return "it has iptables (legacy) tables"
+    except (OSError, IndexError) as err:
+        return f"cannot read {net}: {err}"
+    nft = nft or shutil.which("nft")
+    if nft is None:
+        return "nft is not installed to check its firewall rules"
+    try:
+        out = subprocess.run(["nsenter", f"--net={proc_root}/{pid}/ns/net", nft, "list", "ruleset"],
+                             capture_output=True, text=True, timeout=10,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"cannot list its nftables ruleset: {err}"
+    if out.returncode != 0:
+        return f"cannot list its nftables ruleset: {out.stderr.strip()[:200]}"
+    if out.stdout.strip():
+        return "it has nftables (or iptables-nft) tables"
+    return None

@@ -96,6 +96,10 @@ def _with_token_options(f):
               help="pre-copy: stop when a round writes fewer pages")
 @click.option("--min-shrink", type=int, default=10, show_default=True,
               help="pre-copy: stop when a round shrinks by less than this percentage")
+@click.option("--raise-pipe-max-size", is_flag=True,
+              help="raise fs.pipe-max-size to 4 MiB while migrating, so post-copy's lazy dump "
+                   "works without CAP_SYS_RESOURCE; put back after (meanwhile any process may "
+                   "grow its pipes that far)")
 @click.option("--tls-server-name", help="name to verify in the agent's certificate")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
               help="write the migration report (JSON) here")
@@ -103,7 +107,8 @@ def _with_token_options(f):
 @_with_token_options
 @click.pass_obj
 def migrate_cmd(ctx, container_id, to, strategy, rootfs, compress, keep_source, tcp_established,
-                file_locks, max_iterations, min_pages, min_shrink, tls_server_name, report_path,
+                file_locks, max_iterations, min_pages, min_shrink, raise_pipe_max_size,
+                tls_server_name, report_path,
                 quiet, token, token_file, tls_cert, tls_key, tls_ca, criu_policy) -> int:
     from migrate.migration.pipeline import MigrateOptions, migrate_container
     from migrate.migration.strategy import PreCopyPolicy
@@ -115,7 +120,8 @@ def migrate_cmd(ctx, container_id, to, strategy, rootfs, compress, keep_source, 
         tls=_tls(tls_cert, tls_key, tls_ca, tls_server_name), criu_policy=_policy(criu_policy),
         precopy=PreCopyPolicy(max_iterations=max_iterations, min_pages=min_pages,
                               min_shrink_percent=min_shrink),
-        tcp_established=tcp_established, file_locks=file_locks)
+        tcp_established=tcp_established, file_locks=file_locks,
+        raise_pipe_max_size=raise_pipe_max_size)
     progress = None
     console = None
     if not quiet:
@@ -139,8 +145,7 @@ def migrate_cmd(ctx, container_id, to, strategy, rootfs, compress, keep_source, 
     if report_path:
         report.write_json(report_path)
     if console is not None:
-        console.print(f"strategy [bold]{report.strategy}[/]: {report.reason}")
-        console.print(report.table())
+        console.print(report.table())       # its strategy row says why
     return 0
 
 
@@ -179,6 +184,7 @@ def receive(ctx, listen, state_root, work_dir, once, compress, token, token_file
     from migrate.migration import destination
 
     dest_ctx = _record.replace(ctx, root=os.path.abspath(state_root)) if state_root else ctx
+    destination.warm_up()
     agent = Agent(addr, port, secret, dest_ctx.root, restore_fn=_restore_fn(dest_ctx),
                   controls=destination.controls(dest_ctx),
                   work_root=work_dir, tls=tls, facts=CriuHostFacts(ctx.criu),

@@ -13,6 +13,7 @@ from migrate.criu_rpc.lazy_pages import (
     LazyPages,
     LazyPagesOptions,
     check_lazy_dump_limits,
+    raised_pipe_max_size,
     lazy_pages_argv,
     start_lazy_pages,
 )
@@ -65,5 +66,6 @@ __all__ = [
     "lazy_pages_argv",
     "start_lazy_pages",
     "check_lazy_dump_limits",
+    "raised_pipe_max_size",
     "LAZY_DUMP_PIPE_SIZE",
 ]

@@ -29,11 +29,15 @@ the restore has started ("page-pipe: splice: -1: Bad file descriptor" or
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import select
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+
 from migrate._record import record
 TYPE_CHECKING = False   # typing costs ~3 ms to import; only checkers need it
 if TYPE_CHECKING:
@@ -41,10 +45,10 @@ if TYPE_CHECKING:
 
 from migrate.criu_rpc._log import read_tail
 from migrate.criu_rpc.options import LogLevel, PageServer, Tls
-from migrate.errors import CriuError, UnsupportedError, UsageError
+from migrate.errors import CriuError, KernelError, UnsupportedError, UsageError
 
 __all__ = ["LazyPagesOptions", "LazyPages", "lazy_pages_argv", "start_lazy_pages",
-           "LAZY_DUMP_PIPE_SIZE", "check_lazy_dump_limits"]
+           "LAZY_DUMP_PIPE_SIZE", "check_lazy_dump_limits", "raised_pipe_max_size"]
 
 # pipe_read_dest_init() in criu/page-pipe.c sets its tee pipe to PIPE_MAX_SIZE
 # pages = 8 pages of struct pipe_buffer (40 bytes) = 819 pages; the kernel
@@ -261,3 +265,39 @@ def _output_tail(output: IO[bytes]) -> tuple[str, ...]:
     if fileno is None or getattr(output, "closed", True):
         return ()
     return read_tail(f"/proc/self/fd/{fileno()}")
+
+
+@contextlib.contextmanager
+def raised_pipe_max_size(size: int = LAZY_DUMP_PIPE_SIZE, *,
+                         proc_root: str = "/proc") -> Iterator[int | None]:
+    """Raise ``fs.pipe-max-size`` to ``size`` for the block when it is lower,
+    and put the old value back after it, however it ends. Yields the old
+    value (None: it was large enough, nothing was written).
+
+    The consequence, while raised: any process on the host, unprivileged
+    ones included, may grow each of its pipes to ``size`` bytes of pinned
+    kernel memory. Raises ``KernelError`` when the sysctl cannot be read or
+    written."""
+    path = f"{proc_root}/sys/fs/pipe-max-size"
+    try:
+        with open(path) as f:
+            old = int(f.read())
+    except (OSError, ValueError) as err:
+        raise KernelError("read", path, getattr(err, "errno", None) or errno.EIO) from err
+    if old >= size:
+        yield None
+        return
+    _write_sysctl(path, size)
+    try:
+        yield old
+    finally:
+        _write_sysctl(path, old)
+
+
+def _write_sysctl(path: str, value: int) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(str(value))
+    except OSError as err:
+        raise KernelError("write", path, err.errno or errno.EIO,
+                          f"cannot set it to {value}") from err

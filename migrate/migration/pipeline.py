@@ -52,6 +52,9 @@ class MigrateOptions:
     file_locks: bool = False
     ext_unix_sk: bool = False
     work_dir: str | None = None       # where the source keeps its images (default: a temp dir)
+    # Raise fs.pipe-max-size for the migration (a lazy dump needs 4 MiB pipes
+    # and root here lacks CAP_SYS_RESOURCE); the old value is put back after.
+    raise_pipe_max_size: bool = False
 
 
 def _features(d: dict, *, source: bool) -> HostFeatures:
@@ -82,6 +85,32 @@ class _Run:
         self.snapshot = None
         self.workdir = tempfile.mkdtemp(prefix=f"migrate-{opts.container_id}-",
                                         dir=opts.work_dir or None)
+        # Page-server bytes by phase: CRIU's memory stream runs through a
+        # Relay of ours (see _relay.py), not through the control connection.
+        self.memory_bytes: dict[str, int] = {}
+        self._lock = threading.Lock()
+        # ("network",) when the container's netns holds only lo: CRIU then
+        # neither dumps nor restores it while the container is frozen.
+        self.empty_ns: tuple[str, ...] = ()
+        # nftables when both CRIUs can: the restore then unlocks the network
+        # in-process instead of running iptables-restore while frozen.
+        both = (session.local_features, session.peer_features)
+        self.network_lock = "nftables" if all(f.get("nftables_lock") for f in both) else None
+
+    def count_memory(self, direction: str, n: int) -> None:
+        from migrate.migration._relay import UP
+
+        with self._lock:
+            phase = self.conn.current_phase
+            self.memory_bytes[phase] = self.memory_bytes.get(phase, 0) + n
+        if direction == UP:      # pages; the other way are requests and answers
+            self.progress.advance(n)
+
+    def step(self, name: str, total: int | None = None) -> None:
+        """A new phase: its time and bytes are booked under ``name`` in the
+        report, its progress bar starts."""
+        self.conn.set_phase(name)
+        self.progress.phase(name, total)
 
     # -- talking to the agent ----------------------------------------------------
 
@@ -96,28 +125,28 @@ class _Run:
                 "bundle": None if self.opts.rootfs == "copy" else self.bundle,
                 "lazy": lazy, "tcp_established": self.opts.tcp_established,
                 "file_locks": self.opts.file_locks, "ext_unix_sk": self.opts.ext_unix_sk,
-                "leave_stopped": True}
+                "leave_stopped": True, "empty_ns": list(self.empty_ns)}
 
     def send_images(self, images_dir: str) -> None:
-        self.progress.phase("images", _dir_size(images_dir))
-        with self.conn.in_phase("images"):
-            self.conn.send_tree(images_dir, label="images")
+        self.step("images", _dir_size(images_dir))
+        self.conn.send_tree(images_dir, label="images")
         if self.opts.rootfs == "copy":
-            self.progress.phase("rootfs changes")
-            with self.conn.in_phase("rootfs-diff"):
-                # What the container wrote since the first pass; it is frozen now.
-                self.conn.send_tree(self.bundle, only_changed_since=self.snapshot, label="bundle")
+            # What the container wrote since the first pass; it is frozen now.
+            self.step("rootfs-diff")
+            self.conn.send_tree(self.bundle, only_changed_since=self.snapshot, label="bundle")
+        self.timeline.mark("images sent")
 
     def restore_and_commit(self, lazy: dict | None = None) -> None:
         """Ask the destination to restore, then to run it; commit."""
         from migrate.migration.protocol import Kind
 
-        self.progress.phase("restore")
-        with self.conn.in_phase("restore"):
-            self.conn.send(Kind.RESTORE, {"request": self.request(lazy)})
-            self.conn.recv(Kind.RESTORED, timeout=self.conn.timeouts.wait)
-            self.conn.send(Kind.DONE, {})
-            self.conn.recv(Kind.DONE, timeout=self.conn.timeouts.wait)
+        self.step("restore")
+        self.conn.send(Kind.RESTORE, {"request": self.request(lazy)})
+        self.conn.recv(Kind.RESTORED, timeout=self.conn.timeouts.wait)
+        self.timeline.mark("restored")
+        self.step("resume")
+        self.conn.send(Kind.DONE, {})
+        self.conn.recv(Kind.DONE, timeout=self.conn.timeouts.wait)
         self.timeline.mark_resumed()
         self.rb.commit()
 
@@ -127,7 +156,8 @@ class _Run:
         return CheckpointOptions(
             id=self.opts.container_id, image_path=os.path.join(self.workdir, "images"),
             leave_running=self.opts.keep_source, tcp_established=self.opts.tcp_established,
-            file_locks=self.opts.file_locks, ext_unix_sk=self.opts.ext_unix_sk, **kw)
+            file_locks=self.opts.file_locks, ext_unix_sk=self.opts.ext_unix_sk,
+            empty_ns=self.empty_ns, network_lock=self.network_lock, **kw)
 
     def page_server_socket(self, ps: dict) -> socket.socket:
         """Connect to the destination's page server ourselves and hand CRIU
@@ -153,11 +183,30 @@ class _Run:
             # CRIU runs pre-dump right before freezing the tree.
             self.timeline.mark_frozen()
             self.conn.source_state = "frozen"
-            # Memory goes through CRIU's page server: its bytes are not ours to count.
-            self.progress.phase("dump (frozen)")
+            self.freeze()
             return True
 
-        return {"pre-dump": frozen, "post-dump": post_dump}
+        def dumped(note) -> bool:
+            self.timeline.mark("dumped")
+            return post_dump(note)
+
+        return {"pre-dump": frozen, "post-dump": dumped}
+
+    def freeze(self) -> None:
+        """Freeze the cgroup ourselves, polling without sleeping, so CRIU
+        finds it FROZEN: CRIU writes FROZEN and then checks every 100 ms
+        (seize.c), which costs a whole 100 ms on almost every dump. CRIU
+        then records the cgroup as frozen, so the destination restores it
+        frozen and thaws it when it resumes the container
+        (``continue_container``); a failed dump is thawed by ``dump_job``.
+        Not with --keep-source: CRIU would leave the source frozen."""
+        cg = self.container.cgroups
+        if self.opts.keep_source or cg is None:
+            return
+        try:
+            cg.freeze()
+        except (MigrateError, OSError):
+            pass        # CRIU freezes it then, the slow way
 
     def final_iteration(self, images_dir: str, index: int, seconds: float) -> None:
         from migrate.checkpoint.dump import read_dump_stats
@@ -179,15 +228,18 @@ class _Run:
         written once, over the network), send the other images, restore."""
         from migrate.checkpoint.dump import dump_job
         from migrate.criu_rpc import Client, PageServer, SwrkOptions
+        from migrate.migration._relay import Relay
 
-        with self.conn.in_phase("memory"):
-            ps = self.control("page_server", dir="images",
-                              parent=f"../pre/{parent}" if parent else None)
+        # Freeze, dump, and the memory through the page server: one phase,
+        # CRIU does them together.
+        self.step("memory", _memory_usage(self.container) or None)
+        ps = self.control("page_server", dir="images",
+                          parent=f"../pre/{parent}" if parent else None)
         images = os.path.join(self.workdir, "images")
+        relay = None
 
         def post_dump(_note) -> bool:
-            with self.conn.in_phase("memory"):
-                self.control("page_server_wait")
+            self.control("page_server_wait")
             self.send_images(images)
             self.restore_and_commit()
             return True
@@ -195,16 +247,22 @@ class _Run:
         started = time.monotonic()
         with dump_job(self.ctx, self.checkpoint_options()) as job:
             if session is not None:
-                # An existing swrk cannot inherit our socket: CRIU connects.
+                # An existing swrk cannot inherit our socket: CRIU connects
+                # (and its bytes go uncounted).
                 ps_opt = PageServer(address=ps["address"], port=ps["port"])
                 s = contextlib.nullcontext(session)
             else:
-                page_sock = self.page_server_socket(ps)
-                ps_opt = PageServer(fd=page_sock.fileno())
-                s = Client(SwrkOptions(criu=self.ctx.criu)).session(pass_fds=(page_sock.fileno(),))
-                # swrk holds its own copy now; ours would keep the connection
-                # open after CRIU closes it, and the page server waits for that.
-                page_sock.close()
+                # CRIU writes to its end of a socketpair; the relay moves
+                # (and counts) the stream to the destination's page server.
+                near, criu_end = socket.socketpair()
+                relay = Relay(near, self.page_server_socket(ps), self.count_memory,
+                              name="page-server").start()
+                os.set_inheritable(criu_end.fileno(), True)
+                ps_opt = PageServer(fd=criu_end.fileno())
+                s = Client(SwrkOptions(criu=self.ctx.criu)).session(pass_fds=(criu_end.fileno(),))
+                # swrk holds its own copy now; ours would keep the stream open
+                # after CRIU closes it.
+                criu_end.close()
             criu_opts = job.criu_opts.replace(
                 ps=ps_opt, parent_img=f"../pre/{parent}" if parent else None,
                 track_mem=bool(parent))
@@ -213,8 +271,14 @@ class _Run:
                     swrk.dump(criu_opts, self.callbacks(post_dump))
             except BaseException:
                 job.failed()
+                if relay is not None:
+                    relay.abort()
                 raise
+            finally:
+                if relay is not None:
+                    relay.join(timeout=self.conn.timeouts.io)
             job.succeeded(still_running=self.opts.keep_source)
+        self.step("finish")
         self.final_iteration(images, len(self.report.iterations) + 1, time.monotonic() - started)
 
     def post_copy(self, parent: str | None = None, session=None) -> None:
@@ -224,7 +288,15 @@ class _Run:
         from migrate.criu_rpc import Client, SwrkOptions
 
         address = self.conn.local_address
+        # CRIU's lazy page server listens on ``port``; the destination's
+        # lazy-pages daemon connects to our relay's listener instead, so the
+        # pages it pulls are counted (see _relay.py).
         port = _free_port(address)
+        listener = socket.create_server((address, 0), family=socket.AF_INET6 if ":" in address
+                                        else socket.AF_INET)
+        relay_port = listener.getsockname()[1]
+        relays: list = []
+        memory = _memory_usage(self.container)
         images = os.path.join(self.workdir, "images")
         ready_r, ready_w = os.pipe()
         failure: list[BaseException] = []
@@ -234,6 +306,19 @@ class _Run:
             self.send_images(images)
             return True
 
+        def relay_pages() -> None:
+            from migrate.migration._relay import Relay
+            from migrate.migration._sockets import configure_socket
+
+            try:
+                listener.settimeout(self.conn.timeouts.wait)
+                far, _ = listener.accept()
+                configure_socket(far, self.conn.timeouts)
+                near = socket.create_connection((address, port), timeout=self.conn.timeouts.connect)
+            except OSError:
+                return      # no connection: the restore fails and says why
+            relays.append(Relay(near, far, self.count_memory, name="lazy-pages").start())
+
         def finish() -> None:
             # CRIU writes \0 to status_fd once its lazy page server listens.
             try:
@@ -241,7 +326,10 @@ class _Run:
                         os.read(ready_r, 1) != b"\0":
                     raise MigrationError("memory", "the lazy page server never got ready",
                                          source_state="frozen")
-                self.restore_and_commit(lazy={"address": address, "port": port})
+                self.restore_and_commit(lazy={"address": address, "port": relay_port})
+                # The container runs at the destination; what is left is
+                # its memory, pulled through the relay until the last page.
+                self.step("memory (lazy)", memory or None)
             except BaseException as err:  # noqa: BLE001 - handed to the main thread
                 failure.append(err)
                 # Stop CRIU's page server: the dump then fails and the frozen
@@ -254,6 +342,8 @@ class _Run:
         opts = self.checkpoint_options(lazy_pages=True, page_server=f"{address}:{port}",
                                        status_fd=ready_w)
         waiter = threading.Thread(target=finish, name="post-copy-restore", daemon=True)
+        acceptor = threading.Thread(target=relay_pages, name="post-copy-accept", daemon=True)
+        self.step("dump")
         try:
             with dump_job(self.ctx, opts) as job:
                 criu_opts = job.criu_opts
@@ -261,12 +351,15 @@ class _Run:
                     criu_opts = criu_opts.replace(parent_img=f"../pre/{parent}", track_mem=True)
                 s = session or Client(SwrkOptions(criu=self.ctx.criu)).session(pass_fds=(ready_w,))
                 swrk["pid"] = s.pid
+                acceptor.start()
                 waiter.start()
                 try:
                     with s if session is None else contextlib.nullcontext():
                         s.dump(criu_opts, self.callbacks(post_dump))
                 except BaseException as err:
                     job.failed()
+                    for r in relays:
+                        r.abort()
                     from migrate.checkpoint.netns import unlock_network
 
                     unlock_network(self.container.state.pid)
@@ -278,9 +371,18 @@ class _Run:
                     raise failure[0]
                 job.succeeded(still_running=self.opts.keep_source)
         finally:
-            waiter.join(timeout=5)
+            if waiter.ident is not None:
+                waiter.join(timeout=5)
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)     # wakes a blocked accept()
+            listener.close()
+            if acceptor.ident is not None:
+                acceptor.join(timeout=5)
+            for r in relays:
+                r.join(timeout=5)
             os.close(ready_r)
             os.close(ready_w)
+        self.step("finish")
         self.final_iteration(images, len(self.report.iterations) + 1, time.monotonic() - started)
 
     def pre_copy(self, lazy_tail: bool) -> None:
@@ -362,12 +464,8 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
     became of the source container: resumed, or deleted after success),
     UsageError, NotFoundError, UnsupportedError before anything is frozen.
     """
-    from migrate.migration.hostfacts import CriuHostFacts
-    from migrate.migration.messages import PrepareRequest
     from migrate.migration.progress import SilentProgress
-    from migrate.migration.report import MigrationReport, Timeline
-    from migrate.migration.source import (ConnectOptions, connect_and_negotiate, rollback,
-                                          shared_marker)
+    from migrate.migration.report import Timeline
     from migrate.runtime.container import Container, Status
     from migrate.runtime.state import StateStore
 
@@ -384,6 +482,25 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
             raise UsageError(f"--rootfs copy needs the rootfs inside the bundle "
                              f"({root} is not under {container.state.bundle})")
     timeline = Timeline()
+    if opts.raise_pipe_max_size:
+        from migrate.criu_rpc import raised_pipe_max_size
+
+        # Before the handshake: the host facts it sends (and auto's choice)
+        # must see the raised limit.
+        with raised_pipe_max_size() as old:
+            note = (f"fs.pipe-max-size raised from {old} for this migration and put back"
+                    if old is not None else "")
+            return _migrate(ctx, opts, container, timeline, progress, facts, note)
+    return _migrate(ctx, opts, container, timeline, progress, facts, "")
+
+
+def _migrate(ctx, opts: MigrateOptions, container, timeline, progress, facts, note: str):
+    from migrate.migration.hostfacts import CriuHostFacts
+    from migrate.migration.messages import PrepareRequest
+    from migrate.migration.report import MigrationReport
+    from migrate.migration.source import (ConnectOptions, connect_and_negotiate, rollback,
+                                          shared_marker)
+
     report = MigrationReport(container_id=opts.container_id, destination=f"{opts.host}:{opts.port}",
                              source=os.uname().nodename)
     facts = facts or CriuHostFacts(ctx.criu)
@@ -399,6 +516,8 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
             choice = choose(opts.strategy, _features(session.local_features, source=True),
                             _features(session.peer_features, source=False))
             report.strategy, report.reason = choice.strategy, choice.reason
+            if note:
+                report.reason += f"; {note}"
             progress.phase("checks")
             run = _Run(ctx, opts, container, session, report, timeline, progress)
             mem = _memory_usage(container)
@@ -410,9 +529,18 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
                     images_size=mem + (16 << 20), rootfs_size=rootfs_size, cpuinfo=True,
                     shared_markers=(marker,) if marker else ()))
             if opts.rootfs == "copy":
-                progress.phase("rootfs", rootfs_size)
-                with session.conn.in_phase("rootfs"):
-                    run.snapshot, _, _ = session.conn.send_tree(run.bundle, label="bundle")
+                run.step("rootfs", rootfs_size)
+                run.snapshot, _, _ = session.conn.send_tree(run.bundle, label="bundle")
+
+            from migrate.checkpoint.netns import why_netns_not_plain
+
+            # Before the freeze: is the network namespace worth dumping?
+            why = why_netns_not_plain(container.state.pid, container.state.config or {},
+                                      proc_root=ctx.proc_root)
+            if why is None:
+                run.empty_ns = ("network",)
+                report.reason += ("; the network namespace holds only lo: recreated at the "
+                                  "destination instead of dumped and restored")
 
             def resume(err) -> str:
                 # dump_job already asked CRIU and the freezer to resume it.
@@ -428,7 +556,6 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
                     run.pre_copy(lazy_tail=False)
                 else:
                     run.pre_copy(lazy_tail=True)
-            report.add_phases(session.conn.counters)
         report.succeeded = True
     except BaseException as err:
         report.error = str(err)
@@ -437,7 +564,15 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
         timeline.end()
         report.downtime_s = timeline.downtime
         report.total_s = timeline.total
+        report.frozen_steps = timeline.frozen_steps()
         if run is not None:
+            from migrate.migration.report import PhaseReport
+
+            # Before the connection: local CRIU checks, connecting.
+            report.phases.append(PhaseReport(name="start", seconds=run.conn.created - timeline.started))
+            # The connection is closed by now: its last phase is timed.
+            report.add_phases(run.conn.counters)
+            report.add_bytes(run.memory_bytes)
             shutil.rmtree(run.workdir, ignore_errors=True)
         progress.done()
     return report

@@ -41,6 +41,11 @@ class PhaseReport:
     bytes_raw: int = 0
     seconds: float = 0.0
 
+    def add(self, wire: int, raw: int, seconds: float) -> None:
+        self.bytes_on_wire += wire
+        self.bytes_raw += raw
+        self.seconds += seconds
+
 
 @dataclass(slots=True, kw_only=True)
 class MigrationReport:
@@ -54,6 +59,8 @@ class MigrationReport:
     phases: list[PhaseReport] = field(default_factory=list)
     downtime_s: float | None = None
     total_s: float | None = None
+    # The frozen interval step by step: [{"step", "seconds"}], in order.
+    frozen_steps: list[dict[str, Any]] = field(default_factory=list)
     succeeded: bool = False
     error: str | None = None
     started_at: float = field(default_factory=time.time)
@@ -72,19 +79,25 @@ class MigrationReport:
         return self.bytes_raw / self.bytes_on_wire if self.bytes_on_wire else None
 
     def add_phases(self, counters: Mapping[str, Any]) -> None:
-        """Add a connection's per-phase counters (``Connection.counters``)."""
+        """Add a connection's per-phase counters (``Connection.counters``):
+        bytes and time, phases without either left out."""
         for name, c in counters.items():
-            if not (c.bytes_on_wire or c.bytes_raw):
-                continue
-            for p in self.phases:
-                if p.name == name:
-                    p.bytes_on_wire += c.bytes_on_wire
-                    p.bytes_raw += c.bytes_raw
-                    p.seconds += c.seconds
-                    break
-            else:
-                self.phases.append(PhaseReport(name=name, bytes_on_wire=c.bytes_on_wire,
-                                               bytes_raw=c.bytes_raw, seconds=c.seconds))
+            if c.bytes_on_wire or c.bytes_raw or c.seconds >= 0.0005:
+                self._phase(name).add(c.bytes_on_wire, c.bytes_raw, c.seconds)
+
+    def add_bytes(self, by_phase: Mapping[str, int]) -> None:
+        """Add bytes that crossed outside the connection (CRIU's page-server
+        stream, relayed uncompressed), by the phase they crossed in."""
+        for name, n in by_phase.items():
+            if n:
+                self._phase(name).add(n, n, 0.0)
+
+    def _phase(self, name: str) -> PhaseReport:
+        for p in self.phases:
+            if p.name == name:
+                return p
+        self.phases.append(PhaseReport(name=name))
+        return self.phases[-1]
 
     # -- JSON -------------------------------------------------------------------
 
@@ -94,6 +107,8 @@ class MigrationReport:
                     bytes_raw=self.bytes_raw, compression_ratio=_round(self.compression_ratio))
         for key in ("downtime_s", "total_s"):
             data[key] = _round(data[key])
+        for p in data["phases"]:
+            p["seconds"] = _round(p["seconds"])
         return data
 
     @classmethod
@@ -137,7 +152,9 @@ class MigrationReport:
         summary.add_row("result", "succeeded" if self.succeeded else f"failed: {self.error}")
         summary.add_row("route", f"{self.source or '?'} -> {self.destination or '?'}")
         summary.add_row("strategy", f"{self.strategy} ({self.reason})" if self.reason else self.strategy)
-        summary.add_row("downtime", _seconds(self.downtime_s))
+        summary.add_row("downtime", _seconds(self.downtime_s) + (
+            " (" + ", ".join(f"{s['step']} {_seconds(s['seconds'])}" for s in self.frozen_steps)
+            + ")" if self.frozen_steps else ""))
         summary.add_row("total time", _seconds(self.total_s))
         ratio = self.compression_ratio
         summary.add_row("on the wire", f"{_size(self.bytes_on_wire)} ({self.compression or 'no compression'}"
@@ -158,23 +175,56 @@ class MigrationReport:
             for p in self.phases:
                 ph.add_row(p.name, _size(p.bytes_on_wire), _size(p.bytes_raw), _seconds(p.seconds))
             parts.append(ph)
+        if self.frozen_steps:
+            fz = Table(title="frozen: freeze -> resumed")
+            for col in ("step", "ends when", "time"):
+                fz.add_column(col, justify="right" if col == "time" else "left")
+            for s in self.frozen_steps:
+                fz.add_row(s["step"], s["until"], _seconds(s["seconds"]))
+            parts.append(fz)
         return Group(*parts)
 
 
 class Timeline:
     """Monotonic marks of one migration; ``downtime`` is frozen -> resumed."""
 
+    # The steps of the frozen interval: (step, the mark that ends it).
+    STEPS = (("dump", "dumped"), ("images", "images sent"), ("restore", "restored"),
+             ("resume", "resumed"))
+
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.frozen: float | None = None
         self.resumed: float | None = None
         self.ended: float | None = None
+        self.marks: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        """Note when ``name`` happened (the last time, if it happens again)."""
+        self.marks[name] = time.monotonic()
 
     def mark_frozen(self) -> None:
         self.frozen = time.monotonic()
+        self.marks["frozen"] = self.frozen
 
     def mark_resumed(self) -> None:
         self.resumed = time.monotonic()
+        self.marks["resumed"] = self.resumed
+
+    def frozen_steps(self) -> list[dict[str, Any]]:
+        """freeze -> dump done -> images at the destination -> restore done
+        -> resumed, as far as the migration got; the steps add up to the
+        downtime."""
+        if self.frozen is None:
+            return []
+        steps, last = [], self.frozen
+        for step, until in self.STEPS:
+            at = self.marks.get(until)
+            if at is None or at < last:
+                continue
+            steps.append({"step": step, "until": until, "seconds": round(at - last, 6)})
+            last = at
+        return steps
 
     def end(self) -> None:
         self.ended = time.monotonic()

@@ -49,7 +49,9 @@ def _missing(strategy: str, src: HostFeatures, dst: HostFeatures) -> str | None:
     if lazy and not src.lazy_pages:
         return "the source CRIU cannot serve lazy pages"
     if lazy and not src.lazy_dump_ok:
-        return src.why_lazy_dump_not_ok or "a lazy dump cannot grow its pipes on the source"
+        why = src.why_lazy_dump_not_ok or "a lazy dump cannot grow its pipes on the source"
+        return (f"{why}; or pass --raise-pipe-max-size to raise it for this migration only "
+                "(while it runs, any process may grow its pipes that far)")
     return None
 
 
@@ -63,15 +65,20 @@ def choose(requested: str, src: HostFeatures, dst: HostFeatures) -> Choice:
         if why:
             raise UnsupportedError(f"strategy {requested} cannot run here: {why}")
         return Choice(strategy=requested, reason="asked for with --strategy")
-    reasons = []
+    # What is missing -> the strategies it rules out: each reason said once.
+    rejected: dict[str, list[str]] = {}
     # Lowest downtime first: hybrid shrinks what the lazy phase must pull,
     # post-copy's downtime does not grow with memory, pre-copy only trims it.
     for strategy in ("hybrid", "post-copy", "pre-copy"):
         why = _missing(strategy, src, dst)
         if why is None:
-            return Choice(strategy=strategy, reason=_why_chosen(strategy, reasons))
-        reasons.append(f"not {strategy}: {why}")
-    return Choice(strategy="stop-and-copy", reason="; ".join(reasons))
+            return Choice(strategy=strategy, reason=_why_chosen(strategy, _rejections(rejected)))
+        rejected.setdefault(why, []).append(strategy)
+    return Choice(strategy="stop-and-copy", reason="; ".join(_rejections(rejected)))
+
+
+def _rejections(rejected: dict[str, list[str]]) -> list[str]:
+    return [f"not {' or '.join(names)}: {why}" for why, names in rejected.items()]
 
 
 def _why_chosen(strategy: str, rejected: list[str]) -> str:

@@ -116,7 +116,7 @@ class Connection:
         self.source_state = "running"
         self.current_phase = "handshake"
         self.counters: dict[str, PhaseBytes] = {}
-        self._phase_started = time.monotonic()
+        self._phase_started = self.created = time.monotonic()
         # _broken: out of step, only a last ERROR/ABORT may still be sent;
         # _dead: the socket failed, or the peer already gave up.
         self._broken: MigrationError | None = None

@@ -319,3 +319,99 @@ def test_link_down_during_the_transfer(pair, cid):
     assert code != 0 and "resumed" in out, out
     pair.assert_running_on(pair.a, cid)
     pair.assert_nothing_at_destination(cid)
+
+
+def _rx_bytes(host):
+    from pyroute2 import IPRoute
+
+    with host.entered(), IPRoute() as ip:
+        (link,) = ip.get_links(ifname=host.ifname)
+        return link.get_attr("IFLA_STATS64")["rx_bytes"]
+
+
+@pytest.mark.parametrize("strategy", ["stop-and-copy", "post-copy"])
+def test_the_report_counts_every_byte_and_all_the_time(pair, cid, strategy):
+    """The memory stream (CRIU's page-server protocol) is relayed by
+    migrate and counted: bytes on the wire cover the touched memory and
+    agree with the veth's own counters; phases tile the whole run; the
+    frozen steps add up to the downtime."""
+    if not _supported(strategy):
+        pytest.skip(f"{strategy} cannot run on this machine")
+    mib = 128
+    pair.start_agent()
+    pair.run_container(cid, f"ctrhelper memhold {mib} /tmp/mem & "
+                            "i=0; while true; do i=$((i+1)); echo $i >> /tmp/log; sleep 0.05; done")
+    # Both directions through host b's veth: what it received plus what it sent.
+    rx0, tx0 = _rx_bytes(pair.hosts.b), _rx_bytes(pair.hosts.a)
+    code, out, report = pair.migrate(cid, "--strategy", strategy, "--no-compress")
+    wire = _rx_bytes(pair.hosts.b) - rx0 + _rx_bytes(pair.hosts.a) - tx0
+    assert code == 0, out
+    assert report["bytes_on_wire"] >= mib << 20, report["phases"]
+    assert abs(report["bytes_on_wire"] - wire) <= 0.05 * wire, (report["bytes_on_wire"], wire)
+    print(json.dumps({k: report[k] for k in ("phases", "frozen_steps", "downtime_s", "total_s")}))
+    phases = sum(p["seconds"] for p in report["phases"])
+    assert abs(phases - report["total_s"]) <= 0.05 * report["total_s"], report["phases"]
+    steps = report["frozen_steps"]
+    assert [s["step"] for s in steps] == ["dump", "images", "restore", "resume"], steps
+    assert abs(sum(s["seconds"] for s in steps) - report["downtime_s"]) < 0.001, steps
+    pair.assert_running_on(pair.b, cid)
+
+
+def test_raise_pipe_max_size_makes_post_copy_possible_and_puts_it_back(pair, cid):
+    """The one test that changes fs.pipe-max-size: to the 1 MiB default of a
+    fresh machine for as short as it can, and back to what it was."""
+    if not _supported("post-copy"):
+        pytest.skip("post-copy cannot run on this machine")
+    path = "/proc/sys/fs/pipe-max-size"
+    pair.start_agent()
+    pair.run_container(cid)
+    with open(path) as f:
+        before = f.read().strip()
+    try:
+        with open(path, "w") as f:
+            f.write(str(1 << 20))
+        code, out, report = pair.migrate(cid, "--strategy", "auto", "--raise-pipe-max-size")
+        with open(path) as f:
+            after = int(f.read())
+    finally:
+        with open(path, "w") as f:
+            f.write(before)
+    assert code == 0, out
+    assert after == 1 << 20                              # put back
+    assert report["strategy"] == "post-copy", report["reason"]
+    assert "raised from 1048576" in report["reason"]
+    pair.assert_running_on(pair.b, cid)
+
+
+@pytest.mark.parametrize("strategy", ["stop-and-copy", "post-copy"])
+def test_a_loopback_only_netns_is_recreated_and_tcp_goes_on(pair, cid, tmp_path, strategy):
+    """A network namespace with nothing but lo is not dumped (CRIU's
+    empty_ns): the destination gets a fresh one with lo up, and an
+    established TCP connection over 127.0.0.1 survives the move."""
+    if not _supported(strategy):
+        pytest.skip(f"{strategy} cannot run on this machine")
+    hook = tmp_path / "lo-up.sh"
+    hook.write_text("#!/bin/sh\npid=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p')\n"
+                    "exec nsenter -t \"$pid\" -n ip link set lo up\n")
+    hook.chmod(0o755)
+    pair.bundle.config["hooks"] = {"createRuntime": [{"path": str(hook)}]}
+    pair.bundle.write()
+    status = os.path.join(pair.bundle.rootfs, "tmp/tcp")
+
+    def tcp():
+        try:
+            n, ok = open(status).read().split()
+            return int(n), ok == "1"
+        except (FileNotFoundError, ValueError):
+            return 0, False
+
+    pair.start_agent()
+    pair.run_container(cid, "ctrhelper tcppair 7000 /tmp/tcp & " + WORKLOAD)
+    _wait_for(lambda: tcp()[0] > 3, what="tcp traffic")
+    code, out, report = pair.migrate(cid, "--strategy", strategy, "--tcp-established")
+    assert code == 0, out
+    assert "holds only lo" in report["reason"], report["reason"]
+    pair.assert_running_on(pair.b, cid)
+    n = tcp()[0]
+    _wait_for(lambda: tcp()[0] > n + 3, what="tcp traffic at the destination")
+    assert tcp()[1], "the TCP stream lost or repeated a counter"

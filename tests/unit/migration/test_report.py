@@ -93,3 +93,30 @@ def test_progress_implementations():
         progress.advance(1)
         progress.done()
         progress.done()
+
+
+def test_frozen_steps_tile_the_downtime(monkeypatch):
+    clock = iter([0.0, 1.0, 1.5, 1.6, 2.1, 2.2, 3.0])
+    monkeypatch.setattr("migrate.migration.report.time.monotonic", lambda: next(clock))
+    t = Timeline()                       # 0.0
+    t.mark_frozen()                      # 1.0
+    t.mark("dumped")                     # 1.5
+    t.mark("images sent")                # 1.6
+    t.mark("restored")                   # 2.1
+    t.mark_resumed()                     # 2.2
+    steps = t.frozen_steps()
+    assert [s["step"] for s in steps] == ["dump", "images", "restore", "resume"]
+    assert abs(sum(s["seconds"] for s in steps) - t.downtime) < 1e-9
+    assert Timeline().frozen_steps() == []
+
+
+def test_phases_keep_time_without_bytes_and_count_relayed_bytes():
+    from migrate.migration.transport import PhaseBytes
+
+    r = MigrationReport(container_id="c")
+    r.add_phases({"dump": PhaseBytes(seconds=2.0), "images": PhaseBytes(10, 20, 0.5),
+                  "idle": PhaseBytes()})
+    r.add_bytes({"dump": 1 << 20, "resume": 0})
+    assert [(p.name, p.bytes_on_wire, p.seconds) for p in r.phases] == [
+        ("dump", 1 << 20, 2.0), ("images", 10, 0.5)]
+    assert r.bytes_on_wire == (1 << 20) + 10

@@ -71,3 +71,15 @@ def test_policy_validation():
     for bad in ({"max_iterations": 0}, {"min_pages": -1}, {"min_shrink_percent": 100}):
         with pytest.raises(UsageError):
             PreCopyPolicy(**bad)
+
+
+def test_a_fresh_machine_hears_each_reason_once_and_the_fix():
+    # No soft-dirty, lazy pages supported, fs.pipe-max-size at its 1 MiB default.
+    src = HostFeatures(mem_track=False, lazy_pages=True, lazy_dump_ok=False,
+                       why_lazy_dump_not_ok="lazy pages: fs.pipe-max-size is 1048576")
+    c = choose("auto", src, LAZY)
+    assert c.strategy == "stop-and-copy"
+    assert c.reason.count("fs.pipe-max-size is 1048576") == 1
+    assert c.reason.count("dirty tracking") == 1
+    assert c.reason.count("--raise-pipe-max-size") == 1
+    assert "not hybrid or pre-copy" in c.reason and "not post-copy" in c.reason
