@@ -11,7 +11,7 @@ from migrate._record import record
 
 from migrate.errors import KernelError
 from migrate.runtime import process as proc
-from migrate.runtime.rootfs import RootfsPlan, finalize_rootfs, prepare_rootfs
+from migrate.runtime.rootfs import RootfsPlan, finalize_rootfs, prepare_rootfs, reopen_dev_null
 from migrate.runtime.sync import SyncSocket
 from migrate.runtime.syscalls import MS, Syscalls
 
@@ -71,6 +71,7 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
     before_pivot = (lambda: _hooks_roundtrip(sock)) if init.has_hooks else None
     if init.rootfs is not None:
         prepare_rootfs(sys, init.rootfs, before_pivot)
+        reopen_dev_null(init.rootfs)
     elif before_pivot is not None:
         before_pivot()
     console_fd = None
