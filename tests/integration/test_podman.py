@@ -410,3 +410,39 @@ def test_restore_import_into_a_pod(podman, tmp_path):
     assert podman("inspect", "-f", "{{.Pod}}", name).check().stdout.strip() == pod_b
     _assert_resumed(podman, name, before)
     podman("pod", "rm", "-f", "-t", "0", "pod-b").check()
+
+
+def _named_runc(base: str, binary: str) -> Podman:
+    """Podman whose runtime is called "runc" but runs ``binary``: Podman
+    restores an exported checkpoint only with the runtime name it was made
+    with, so this is how an engine moves runc's checkpoints to migrate."""
+    pm = Podman(base, "runc")
+    with open(os.path.join(base, "containers.conf"), "a") as f:
+        f.write(f'\n[engine.runtimes]\nrunc = ["{binary}"]\n')
+    return pm
+
+
+def test_runc_checkpoint_export_imports_with_migrate(podman_works, image_tarball, tmp_path):
+    name = "c-runc"
+    archive = str(tmp_path / "runc.tar.gz")
+    base = _short_tmpdir()
+    with_runc = _named_runc(base, shutil.which("runc"))
+    try:
+        with_runc.load_image(image_tarball)
+        _start_counter(with_runc, name)
+        with_runc("container", "checkpoint", "--export", archive, name).check()
+        before = with_runc.numbers(name)
+        _assert_contiguous(before)
+        with_runc("rm", name).check()
+        with_migrate = _named_runc(base, _migrate_path())
+        with_migrate("container", "restore", "--import", archive).check()
+        # migrate restored it: Podman passes no --root to a runtime it calls
+        # "runc" here, so the state is in migrate's default root, not runc's
+        cid = with_migrate("inspect", "-f", "{{.ID}}", name).check().stdout.strip()
+        with open(f"/run/migrate/{cid}/state.json") as f:
+            assert json.load(f)["restored"] is True
+        assert not os.path.exists(f"/run/runc/{cid}")
+        _assert_resumed(with_migrate, name, before)
+        with_migrate("rm", "-f", "-t", "0", name).check()
+    finally:
+        with_runc.cleanup()
