@@ -446,3 +446,30 @@ def test_runc_checkpoint_export_imports_with_migrate(podman_works, image_tarball
         with_migrate("rm", "-f", "-t", "0", name).check()
     finally:
         with_runc.cleanup()
+
+
+def test_pod_serving_tcp_on_localhost_checkpoint_restore(podman):
+    """A pod's containers share its network namespace, whose lo must be up:
+    a server on 127.0.0.1 answers another container of the pod before and
+    after its checkpoint and restore."""
+    if not os.path.exists(CATATONIT):
+        pytest.skip(f"{CATATONIT} is missing (Debian package catatonit): Podman cannot "
+                    f"build the pod's pause image without it")
+    podman("pod", "create", "--network", "none", "--name", "pod-tcp", timeout=120).check()
+    podman("run", "-d", "--pod", "pod-tcp", "--name", "srv", IMAGE, "sh", "-c",
+           "mkdir /tmp/www; echo hello > /tmp/www/index.html; "
+           "exec httpd -f -p 127.0.0.1:8080 -h /tmp/www").check()
+
+    def fetch():
+        # busybox's static wget crashes resolving; nc takes the address as it is
+        res = podman("run", "--rm", "--pod", "pod-tcp", IMAGE, "sh", "-c",
+                     "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 8080")
+        return res.returncode == 0 and res.stdout.endswith("\n\nhello\n")
+
+    _wait_for(fetch, what="the server answering on 127.0.0.1", timeout=30)
+    podman("container", "checkpoint", "srv").check()
+    assert podman.status("srv") == "exited"
+    podman("container", "restore", "srv").check()
+    assert podman.status("srv") == "running"
+    _wait_for(fetch, what="the restored server answering on 127.0.0.1", timeout=30)
+    podman("rm", "-f", "-t", "0", "srv").check()
