@@ -104,11 +104,15 @@ class CriuError(MigrateError):
     """
 
     def __init__(self, action: str, message: str, *, errno: int = 0,
-                 log_path: str | None = None, log_tail: tuple[str, ...] = ()):
+                 log_path: str | None = None, log_tail: tuple[str, ...] = (),
+                 error_lines: tuple[str, ...] = ()):
         self.action = action
         self.errno = errno
         self.log_path = log_path
         self.log_tail = tuple(log_tail)
+        # The log's error lines with what led to each ("N:text"), shown
+        # under the message as runc quotes them.
+        self.error_lines = tuple(error_lines)
         self.message = message
         text = f"criu {action} failed: {message}"
         if errno:

@@ -15,14 +15,15 @@ import signal
 from migrate.checkpoint.externals import (classify_mounts, describe_fd, external_namespaces,
                                           parse_mountinfo)
 from migrate.checkpoint.metadata import CheckpointMeta, save_meta
-from migrate.checkpoint.options import CGROUP_MODES, NETWORK_LOCKS, CheckpointOptions
+from migrate.checkpoint.options import CheckpointOptions, criu_config_file
 from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint, criu_unprivileged_options
 from migrate.errors import CriuError, KernelError, NotFoundError, UnsupportedError, UsageError
 from migrate.runtime.container import Container, Status
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.state import StateStore
 
-__all__ = ["checkpoint", "plan_dump", "parse_page_server", "check_parent_path"]
+__all__ = ["checkpoint", "plan_dump", "parse_page_server", "check_parent_path", "bind_destinations",
+           "image_key"]
 
 
 def parse_page_server(text: str):
@@ -51,20 +52,44 @@ def _read(path: str) -> str:
         return f.read()
 
 
+def bind_destinations(spec, root: str) -> set[str]:
+    """Where the bind mounts of ``spec`` are, as the container sees them:
+    each destination with its symlinks resolved inside ``root`` (the
+    container's /proc/PID/root, so a bind below another bind resolves
+    through it). Mountinfo, CRIU's keys and runc's keys all use this path."""
+    from migrate.runtime.paths import secure_join
+
+    out = set()
+    for m in spec.mounts:
+        if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
+            try:
+                out.add(secure_join(root, m.destination)[len(root):] or "/")
+            except OSError:
+                pass
+            out.add(m.destination.rstrip("/") or "/")
+    return out
+
+
+def image_key(mount) -> str:
+    """The key an external mount gets in CRIU's images: its mount point,
+    but "/dev/null" for a masked file, as runc names both (so either
+    runtime can restore the other's checkpoints)."""
+    return "/dev/null" if mount.kind == "mask" else mount.mountpoint
+
+
 def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir: str,
               work_dir: str, proc_root: str = "/proc"):
     """The CRIU options and the metadata for checkpointing ``container``.
 
     Raises UnsupportedError for a container CRIU could not restore.
     """
-    from migrate.criu_rpc import CgroupMode, CriuOptions, ExtMount, LogLevel, NetworkLock
+    from migrate.criu_rpc import CriuOptions, ExtMount, LogLevel
 
     st = container.state
     pid = st.pid
     mounts = classify_mounts(
         parse_mountinfo(_read(f"{proc_root}/{pid}/mountinfo")),
-        bind_destinations={m.destination.rstrip("/") or "/" for m in spec.mounts
-                           if m.type == "bind" or "bind" in m.options or "rbind" in m.options},
+        bind_destinations=bind_destinations(spec, f"{proc_root}/{pid}/root"),
         masked_paths=set(spec.linux.masked_paths),
         notify_dir="/run/notify" if st.notify_socket else None)
     descriptors = []
@@ -81,7 +106,6 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
                                            and d.external.startswith("file["))
     cg = container.cgroups
     usable = cg is not None and (not hasattr(cg, "is_usable") or cg.is_usable())
-    mode = opts.manage_cgroups_mode
     criu = CriuOptions(
         images_dir=images_dir, work_dir=work_dir,
         log_file="pre-dump.log" if opts.pre_dump else "dump.log", log_level=LogLevel.DEBUG,
@@ -89,17 +113,18 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
         tcp_established=opts.tcp_established, tcp_skip_in_flight=opts.tcp_skip_in_flight,
         link_remap=opts.link_remap, ext_unix_sk=opts.ext_unix_sk, shell_job=opts.shell_job,
         file_locks=opts.file_locks, manage_cgroups=True,
-        manage_cgroups_mode=CgroupMode(mode) if mode else None,
+        manage_cgroups_mode=opts.manage_cgroups_mode,
         freeze_cgroup=cg.freezer_path() if usable else None,
         auto_dedup=opts.auto_dedup, track_mem=opts.pre_dump,
         parent_img=opts.parent_path,
         ps=parse_page_server(opts.page_server) if opts.page_server else None,
         lazy_pages=opts.lazy_pages, status_fd=opts.status_fd,
-        empty_ns=frozenset("net" for ns in opts.empty_ns if ns == "network"),
+        empty_ns=opts.empty_ns,
         external=externals,
-        ext_mnt=tuple(ExtMount(key=m.mountpoint, val=m.mountpoint) for m in mounts),
+        ext_mnt=tuple(ExtMount(key=m.mountpoint, val=image_key(m)) for m in mounts),
+        config_file=criu_config_file(spec.annotations),
         orphan_pts_master=st.terminal,
-        network_lock=NetworkLock(opts.network_lock.upper()) if opts.network_lock else None,
+        network_lock=opts.network_lock,
         **criu_unprivileged_options(),
     )
     meta = CheckpointMeta(
@@ -112,18 +137,8 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
 
 
 def _validate(opts: CheckpointOptions) -> None:
-    if opts.manage_cgroups_mode and opts.manage_cgroups_mode not in CGROUP_MODES:
-        raise UsageError(f"invalid --manage-cgroups-mode {opts.manage_cgroups_mode!r}: "
-                         f"use {', '.join(CGROUP_MODES)}")
-    if opts.network_lock and opts.network_lock not in NETWORK_LOCKS:
-        raise UsageError(f"invalid --network-lock {opts.network_lock!r}: use {', '.join(NETWORK_LOCKS)}")
     if opts.pre_dump and opts.lazy_pages:
         raise UsageError("--pre-dump and --lazy-pages cannot be combined")
-    if opts.lazy_pages and not opts.page_server and opts.status_fd is None:
-        pass   # CRIU serves the pages itself on its default port
-    for ns in opts.empty_ns:
-        if ns != "network":
-            raise UsageError(f"--empty-ns {ns!r}: only \"network\" is supported (as in runc)")
 
 
 def _check_features(ctx: RuntimeContext, opts: CheckpointOptions) -> None:

@@ -97,10 +97,18 @@ class Descriptor:
 
 def describe_fd(fd: int, link: str, fdinfo: str, inode: int, mode: int = 0) -> Descriptor:
     """Classify fd ``fd`` of the init: ``link`` is readlink(/proc/PID/fd/N),
-    ``fdinfo`` the text of /proc/PID/fdinfo/N, ``inode`` and ``mode`` from its stat."""
+    ``fdinfo`` the text of /proc/PID/fdinfo/N, ``inode`` and ``mode`` from its stat.
+
+    A character device (/dev/null above all) is not external: CRIU dumps it
+    by path and reopens that path on restore, whatever the restoring
+    process's own stdio is, as runc relies on (its descriptors.json only
+    ever maps pipes)."""
+    import stat
+
     if link.startswith("pipe:"):
         return Descriptor(fd=fd, path=link, external=link, mode=mode)
-    if link.startswith("/dev/pts/") or link.startswith("anon_inode:") or link.startswith("socket:"):
+    if link.startswith("/dev/pts/") or link.startswith("anon_inode:") or link.startswith("socket:") \
+            or stat.S_ISCHR(mode):
         return Descriptor(fd=fd, path=link, external=None, mode=mode)
     mnt_id = next((l.split()[1] for l in fdinfo.splitlines() if l.startswith("mnt_id:")), None)
     if mnt_id is None:

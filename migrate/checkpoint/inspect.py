@@ -11,7 +11,7 @@ import os
 
 from migrate.errors import NotFoundError, UsageError
 
-__all__ = ["inspect_checkpoint"]
+__all__ = ["inspect_checkpoint", "external_mount_keys"]
 
 PAGE = 4096
 # images/mnt.proto "enum fstype" (AUTO: the name is in fsname).
@@ -33,6 +33,21 @@ def _maybe(path: str) -> list:
         return _load(path)
     except FileNotFoundError:
         return []
+
+
+def external_mount_keys(image_dir: str) -> dict[str, str] | None:
+    """Key -> mount point of every mount the checkpoint declared external
+    (``ext_key`` in CRIU's mountpoints images); None when they cannot be
+    read (CRIU then reports what it misses itself)."""
+    out: dict[str, str] = {}
+    try:
+        for path in glob.glob(os.path.join(image_dir, "mountpoints-*.img")):
+            for entry in _load(path):
+                if entry.get("ext_key"):
+                    out[entry["ext_key"]] = entry.get("mountpoint", "?")
+    except Exception:  # noqa: BLE001 - pycriu raises its own types; CRIU checks again
+        return None
+    return out
 
 
 def inspect_checkpoint(image_dir: str) -> dict:

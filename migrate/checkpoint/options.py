@@ -1,13 +1,19 @@
-"""Options of `migrate checkpoint` and `migrate restore` (runc's flags)."""
+"""Options of `migrate checkpoint` and `migrate restore` (runc's flags).
+
+Values are CRIU's already: the CLI turns runc's spellings (``soft``,
+``iptables``, ``--empty-ns network``) into ``CgroupMode``, ``NetworkLock``
+and CRIU's namespace names (``net``) once, so nothing here checks them again.
+"""
 
 from __future__ import annotations
 
 from migrate._record import record
 
-__all__ = ["CheckpointOptions", "RestoreOptions", "CGROUP_MODES", "NETWORK_LOCKS"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from migrate.criu_rpc.options import CgroupMode, NetworkLock
 
-CGROUP_MODES = ("soft", "full", "strict", "ignore")
-NETWORK_LOCKS = ("iptables", "nftables", "skip")
+__all__ = ["CheckpointOptions", "RestoreOptions", "criu_config_file"]
 
 
 @record
@@ -27,10 +33,10 @@ class CheckpointOptions:
     page_server: str | None = None     # "ADDR:PORT"
     file_locks: bool = False
     pre_dump: bool = False
-    manage_cgroups_mode: str | None = None
-    empty_ns: tuple[str, ...] = ()
+    manage_cgroups_mode: CgroupMode | None = None
+    empty_ns: frozenset[str] = frozenset()   # CRIU's names: "net"
     auto_dedup: bool = False
-    network_lock: str | None = None
+    network_lock: NetworkLock | None = None
     callbacks: dict | None = None      # extra CRIU notification callbacks (migration)
 
 
@@ -50,8 +56,8 @@ class RestoreOptions:
     ext_unix_sk: bool = False
     shell_job: bool = False
     file_locks: bool = False
-    manage_cgroups_mode: str | None = None
-    empty_ns: tuple[str, ...] = ()
+    manage_cgroups_mode: CgroupMode | None = None
+    empty_ns: frozenset[str] = frozenset()   # CRIU's names: "net"
     auto_dedup: bool = False
     lazy_pages: bool = False
     page_server: str | None = None     # with lazy_pages: start the lazy-pages daemon ourselves
@@ -59,3 +65,18 @@ class RestoreOptions:
     lsm_mount_context: str | None = None
     leave_stopped: bool = False        # SIGSTOP the tasks after restore (migration commits later)
     stdio: tuple[int, int, int] | None = None   # fds for the container's 0-2 (default: ours)
+
+
+# runc's per-container CRIU configuration: the annotation names a file,
+# an empty value means none, and without it runc's own default applies
+# (libcontainer handleCriuConfigurationFile, runc 1.1).
+CRIU_CONFIG_ANNOTATION = "org.criu.config"
+CRIU_CONFIG_DEFAULT = "/etc/criu/runc.conf"
+
+
+def criu_config_file(annotations) -> str | None:
+    """The CRIU configuration file for a container with these annotations."""
+    value = (annotations or {}).get(CRIU_CONFIG_ANNOTATION)
+    if value is None:
+        return CRIU_CONFIG_DEFAULT
+    return value or None

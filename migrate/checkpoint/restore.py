@@ -17,45 +17,84 @@ import datetime
 import os
 import signal
 
+from migrate.checkpoint.inspect import external_mount_keys
 from migrate.checkpoint.metadata import CheckpointMeta, load_meta
-from migrate.checkpoint.options import CGROUP_MODES, RestoreOptions
+from migrate.checkpoint.options import RestoreOptions, criu_config_file
 from migrate.errors import KernelError, NotFoundError, UsageError
 from migrate.runtime.container import Container, proc_start_time
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.state import ContainerState, StateStore, validate_id
 
-__all__ = ["restore", "plan_restore"]
+__all__ = ["restore", "plan_restore", "mount_sources"]
 
 CRIU_ROOT = "criu-root"
 
 
-def _mount_sources(spec, meta: CheckpointMeta, cgroup_paths: dict[str, str],
-                   notify_dir: str | None) -> dict[str, str]:
-    """External mount key -> its source on this host. Raises NotFoundError."""
+def _is_bind(m) -> bool:
+    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
+
+
+def _bind_source(m, bundle: str) -> str:
+    src = m.source or ""
+    return src if os.path.isabs(src) else os.path.normpath(os.path.join(bundle, src))
+
+
+def _cgroup_keys(dest: str, cgroup_paths: dict[str, str]) -> dict[str, str]:
+    """The external keys of the cgroup mounts at ``dest``: one bind per v1
+    hierarchy at dest/<hierarchy dir> (runc's and our key), or dest itself
+    on a pure v2 host."""
+    out = {}
+    for ctrl, path in cgroup_paths.items():
+        parts = path.split("/")
+        if len(parts) > 4 and parts[1:4] == ["sys", "fs", "cgroup"]:
+            if ctrl == "" and len(cgroup_paths) == 1 and parts[4] != "unified":
+                out[dest] = path                 # pure v2: one mount, no hierarchy dir
+            else:
+                out.setdefault(os.path.join(dest, parts[4]), path)
+    return out
+
+
+def mount_sources(spec, meta: CheckpointMeta, *, bundle: str, cgroup_paths: dict[str, str],
+                  notify_dir: str | None, resolved: dict[str, str] | None = None,
+                  image_keys: dict[str, str] | None = None) -> dict[str, str]:
+    """External mount key -> its source on this host.
+
+    Keys are the ones runc uses too (bind and cgroup mounts by where they
+    are in the container, symlinks resolved: ``resolved`` maps config
+    destinations to that path; "/dev/null" for masked files; device nodes
+    by path), so runc's checkpoints restore here. ``meta.mounts`` adds what
+    our own checkpoints recorded. ``image_keys`` (key -> mount point, from
+    CRIU's mountpoints image) lets us name a mount this bundle cannot
+    provide before CRIU does.
+
+    Raises NotFoundError, UsageError.
+    """
+    resolved = resolved or {}
+    out = {"/dev/null": "/dev/null"}
     binds = {}
     for m in spec.mounts:
-        if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
-            src = m.source or ""
-            binds[m.destination.rstrip("/") or "/"] = src if os.path.isabs(src) else \
-                os.path.join(spec.root.path.rsplit("/", 1)[0], src)
-    by_hierarchy = {}
-    for ctrl, path in cgroup_paths.items():
-        by_hierarchy.setdefault(ctrl, path)
-        by_hierarchy.setdefault(os.path.basename(os.path.dirname(path.rstrip("/"))), path)
-    out = {}
+        if m.type in ("cgroup", "cgroup2"):
+            out.update(_cgroup_keys(resolved.get(m.destination, m.destination.rstrip("/")),
+                                    cgroup_paths))
+        elif _is_bind(m):
+            key = resolved.get(m.destination) or m.destination.rstrip("/") or "/"
+            binds[key] = _bind_source(m, bundle)
+            binds.setdefault(m.destination.rstrip("/") or "/", binds[key])
+    for dev in spec.linux.devices:
+        if os.path.exists(dev.path):
+            out[dev.path] = dev.path
     for em in meta.mounts:
         if em.kind == "bind":
             if em.mountpoint not in binds:
                 raise NotFoundError(f"the checkpoint has a bind mount at {em.mountpoint}, but "
                                     f"config.json has no bind mount there")
-            source = binds[em.mountpoint]
-            if not os.path.exists(source):
-                raise NotFoundError(f"bind mount source {source} (for {em.mountpoint}) does not exist")
-            out[em.mountpoint] = source
+            if not os.path.exists(binds[em.mountpoint]):
+                raise NotFoundError(f"bind mount source {binds[em.mountpoint]} "
+                                    f"(for {em.mountpoint}) does not exist")
         elif em.kind == "cgroup":
             out[em.mountpoint] = _cgroup_source(em.detail, cgroup_paths)
         elif em.kind == "mask":
-            out[em.mountpoint] = "/dev/null"
+            out[em.mountpoint] = "/dev/null"    # checkpoints that keyed it by mount point
         elif em.kind == "device":
             out[em.mountpoint] = em.detail
         elif em.kind == "notify":
@@ -65,6 +104,14 @@ def _mount_sources(spec, meta: CheckpointMeta, cgroup_paths: dict[str, str],
             out[em.mountpoint] = notify_dir
         else:
             raise UsageError(f"external mount {em.mountpoint} of unknown kind {em.kind!r}")
+    out.update(binds)
+    for key, mountpoint in (image_keys or {}).items():
+        if key not in out:
+            raise NotFoundError(f"the checkpoint has an external mount at {mountpoint} "
+                                f"(key {key!r}) that this bundle does not provide: config.json "
+                                f"has no bind mount there")
+        if key in binds and not os.path.exists(binds[key]):
+            raise NotFoundError(f"bind mount source {binds[key]} (for {mountpoint}) does not exist")
     return out
 
 
@@ -83,12 +130,17 @@ def _cgroup_source(hierarchy: str, cgroup_paths: dict[str, str]) -> str:
 
 def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir: str,
                  work_dir: str, criu_root: str, cgroup_paths: dict[str, str],
-                 ns_fds: dict[str, int], notify_dir: str | None, stdio_fds=(0, 1, 2)):
-    """CRIU options for restoring ``meta``'s container from ``spec``."""
-    from migrate.criu_rpc import (CgroupMode, CgroupRoot, CriuOptions, ExtMount, InheritFd,
+                 ns_fds: dict[str, int], notify_dir: str | None, stdio_fds=(0, 1, 2),
+                 resolved: dict[str, str] | None = None,
+                 image_keys: dict[str, str] | None = None):
+    """CRIU options for restoring ``meta``'s container from ``spec``
+    (``resolved`` and ``image_keys``: see ``mount_sources``)."""
+    from migrate.criu_rpc import (CgroupRoot, CriuOptions, ExtMount, InheritFd,
                                   JoinNamespace, LogLevel)
 
-    sources = _mount_sources(spec, meta, cgroup_paths, notify_dir)
+    sources = mount_sources(spec, meta, bundle=os.path.abspath(opts.bundle),
+                            cgroup_paths=cgroup_paths, notify_dir=notify_dir,
+                            resolved=resolved, image_keys=image_keys)
     inherit = [InheritFd(key=d.external, fd=stdio_fds[d.fd]) for d in meta.descriptors
                if d.external]
     for oci_type, key in (meta.external_keys or {}).items():
@@ -102,22 +154,21 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
             join.append(JoinNamespace(ns=ns.type, ns_file=ns.path))
     from migrate.checkpoint.unprivileged import criu_unprivileged_options
 
-    mode = opts.manage_cgroups_mode
     return CriuOptions(
         **criu_unprivileged_options(),
         images_dir=images_dir, work_dir=work_dir, log_file="restore.log",
         log_level=LogLevel.DEBUG, root=criu_root, rst_sibling=True,
         leave_stopped=opts.leave_stopped,
-        manage_cgroups=True, manage_cgroups_mode=CgroupMode(mode) if mode else None,
+        manage_cgroups=True, manage_cgroups_mode=opts.manage_cgroups_mode,
         cg_root=tuple(CgroupRoot(path=_relative_cgroup(p), ctrl=c or None)
                       for c, p in sorted(cgroup_paths.items()) if not c.startswith("name=")),
         tcp_established=opts.tcp_established, tcp_close=opts.tcp_close,
         ext_unix_sk=opts.ext_unix_sk, shell_job=opts.shell_job, file_locks=opts.file_locks,
-        empty_ns=frozenset("net" for ns in opts.empty_ns if ns == "network"), auto_dedup=opts.auto_dedup,
+        empty_ns=opts.empty_ns, auto_dedup=opts.auto_dedup,
         lazy_pages=opts.lazy_pages,
         ext_mnt=tuple(ExtMount(key=k, val=v) for k, v in sources.items()),
         inherit_fd=tuple(inherit), join_ns=tuple(join),
-        orphan_pts_master=meta.terminal,
+        orphan_pts_master=meta.terminal, config_file=criu_config_file(spec.annotations),
         lsm_profile=opts.lsm_profile, lsm_mount_context=opts.lsm_mount_context)
 
 
@@ -143,8 +194,6 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
         _default_device_rules, check_pid_file, write_pid_file)
 
     validate_id(opts.id)
-    if opts.manage_cgroups_mode and opts.manage_cgroups_mode not in CGROUP_MODES:
-        raise UsageError(f"invalid --manage-cgroups-mode {opts.manage_cgroups_mode!r}")
     images_dir = os.path.abspath(opts.image_path)
     work_dir = os.path.abspath(opts.work_path) if opts.work_path else images_dir
     meta = load_meta(images_dir)
@@ -196,7 +245,7 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
         # tasks behind, still writing its log: they are in these cgroups.
         undo.append(lambda: _kill_cgroup(cgroups))
         cgroups.apply_resources(_default_device_rules(spec.linux.resources))
-        criu_root = _prepare_root(ctx, spec, meta, cdir, root_mount, claim)
+        criu_root, resolved = _prepare_root(ctx, spec, meta, cdir, bundle, root_mount, claim)
         notify_dir = None
         if any(m.kind == "notify" for m in meta.mounts) and ctx.notify_socket:
             from migrate.runtime.notify import prepare_notify_dir
@@ -206,7 +255,8 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
         criu_opts = plan_restore(spec, meta, opts, images_dir=images_dir, work_dir=work_dir,
                                  criu_root=criu_root, cgroup_paths=cgroups.paths(),
                                  ns_fds=ns_fds, notify_dir=notify_dir,
-                                 stdio_fds=_stdio_copies(root_mount, opts.stdio))
+                                 stdio_fds=_stdio_copies(root_mount, opts.stdio),
+                                 resolved=resolved, image_keys=external_mount_keys(images_dir))
         if not opts.detach:
             from migrate.runtime.foreground import Foreground
 
@@ -396,30 +446,68 @@ def _open_namespaces(spec, undo) -> dict[str, int]:
     return fds
 
 
-def _prepare_root(ctx, spec, meta: CheckpointMeta, cdir: str, undo, claim) -> str:
+def _prepare_root(ctx, spec, meta: CheckpointMeta, cdir: str, bundle: str,
+                  undo, claim) -> tuple[str, dict[str, str]]:
     """CRIU needs --root to be a mount point it can pivot into; bind the
-    rootfs there, and make the mount points of external mounts that a fresh
-    rootfs may lack (resolved inside the rootfs, never through its symlinks)."""
-    from migrate.runtime.paths import ensure_mountpoint
+    rootfs there, after making the mount points a fresh rootfs may lack.
+    Returns the directory and where each config.json destination is in the
+    container (symlinks resolved), for the external mount keys."""
     from migrate.runtime.syscalls import MNT, MS
 
-    rootfs = spec.root.path
-    for em in meta.mounts:
-        is_file = em.kind in ("mask", "device")
-        if em.kind == "bind":
-            src = next((m.source for m in spec.mounts if m.destination.rstrip("/") == em.mountpoint), None)
-            is_file = bool(src) and os.path.isfile(src)
-        with contextlib.suppress(OSError):
-            ensure_mountpoint(rootfs, em.mountpoint, is_file=is_file)
+    resolved = _make_mountpoints(ctx.syscalls, spec, meta, bundle)
     target = os.path.join(cdir, CRIU_ROOT)
     os.mkdir(target, 0o700)
     sys = ctx.syscalls
     claim.add("mounts", target)
-    sys.mount(rootfs, target, None, MS.BIND | MS.REC, None)
+    sys.mount(spec.root.path, target, None, MS.BIND | MS.REC, None)
     undo.append(lambda: sys.umount(target, MNT.DETACH))
     # Private, so nothing CRIU mounts below it propagates back to the host.
     sys.mount(None, target, None, MS.PRIVATE | MS.REC, None)
-    return target
+    return target, resolved
+
+
+def _make_mountpoints(sys, spec, meta: CheckpointMeta, bundle: str) -> dict[str, str]:
+    """Create the mount points CRIU will mount on; CRIU makes none ("mnt-v2:
+    Can't stat mountpoint"), and a fresh copy of the rootfs (containerd's new
+    snapshot, a re-extracted image) lacks those the runtime made at create
+    time. As runc does (prepareCriuRestoreMounts): every mount of config.json
+    in order, except below a tmpfs (CRIU restores a tmpfs with its content);
+    bind mounts are mounted for the time being so that the mount points of
+    mounts nested in them are made in their sources, then unmounted again.
+    Paths resolve inside the rootfs, never through its symlinks.
+    Returns destination -> path in the container."""
+    from migrate.runtime.paths import ensure_mountpoint
+    from migrate.runtime.syscalls import MNT, MS
+
+    rootfs = spec.root.path
+    tmpfs = [m.destination.rstrip("/") for m in spec.mounts if m.type == "tmpfs"]
+    resolved: dict[str, str] = {}
+    temporary: list[str] = []
+    try:
+        for m in spec.mounts:
+            if m.type in ("cgroup", "cgroup2") or any(m.destination.startswith(t + "/")
+                                                      for t in tmpfs):
+                continue                  # CRIU restores what is below a tmpfs or /sys/fs/cgroup
+            bind = _is_bind(m)
+            source = _bind_source(m, bundle) if bind else None
+            try:
+                target = ensure_mountpoint(rootfs, m.destination, is_file=bool(
+                    source and os.path.exists(source) and not os.path.isdir(source)))
+            except OSError:
+                continue                  # CRIU says which mount point it missed
+            resolved[m.destination] = target[len(rootfs):] or "/"
+            if bind and os.path.exists(source):
+                sys.mount(source, target, None, MS.BIND | MS.REC, None)
+                temporary.append(target)
+    finally:
+        for target in reversed(temporary):
+            with contextlib.suppress(OSError):
+                sys.umount(target, MNT.DETACH)
+    for em in meta.mounts:
+        if em.kind in ("mask", "device"):
+            with contextlib.suppress(OSError):
+                ensure_mountpoint(rootfs, em.mountpoint, is_file=True)
+    return resolved
 
 
 def _after_restore(spec, pid: int) -> None:

@@ -14,7 +14,13 @@ from migrate.cli.hot import Flag, _int_flag, parse
 
 __all__ = ["checkpoint_cmd", "restore_cmd"]
 
-_CG_MODES = ("soft", "full", "strict", "ignore")
+# runc's spellings -> CRIU's (criu_cg_mode, criu_network_lock_method and
+# the namespace names of empty_ns); parsed here once, the library sees only
+# CRIU's values. runc says "network" for --empty-ns; CRIU's own name, "net",
+# is accepted too.
+CGROUP_MODES = {"soft": "SOFT", "full": "FULL", "strict": "STRICT", "ignore": "IGNORE"}
+NETWORK_LOCKS = {"iptables": "IPTABLES", "nftables": "NFTABLES", "skip": "SKIP"}
+EMPTY_NS = {"network": "net", "net": "net"}
 
 CHECKPOINT_FLAGS = [
     Flag("image-path", value=True, default="checkpoint", help="where images go"),
@@ -72,6 +78,36 @@ def _choice(value, name: str, allowed) -> str | None:
     return value
 
 
+def cgroup_mode(value: str | None):
+    """--manage-cgroups-mode VALUE -> CgroupMode (None when not given). Raises UsageError."""
+    from migrate.criu_rpc.options import CgroupMode
+
+    if value is None:
+        return None
+    return CgroupMode[CGROUP_MODES[_choice(value, "manage-cgroups-mode", tuple(CGROUP_MODES))]]
+
+
+def network_lock(value: str | None):
+    """--network-lock VALUE -> NetworkLock (None when not given). Raises UsageError."""
+    from migrate.criu_rpc.options import NetworkLock
+
+    if value is None:
+        return None
+    return NetworkLock[NETWORK_LOCKS[_choice(value, "network-lock", tuple(NETWORK_LOCKS))]]
+
+
+def empty_ns(values: list[str]) -> frozenset[str]:
+    """--empty-ns network (repeatable) -> CRIU's names. Raises UsageError."""
+    from migrate.errors import UsageError
+
+    out = set()
+    for value in values:
+        if value not in EMPTY_NS:
+            raise UsageError(f"invalid --empty-ns {value!r}: only network is supported (as in runc)")
+        out.add(EMPTY_NS[value])
+    return frozenset(out)
+
+
 def checkpoint_cmd(ctx, argv: list[str]) -> int:
     from migrate.checkpoint.dump import checkpoint
     from migrate.checkpoint.options import CheckpointOptions
@@ -85,9 +121,9 @@ def checkpoint_cmd(ctx, argv: list[str]) -> int:
         lazy_pages=a.lazy_pages,
         status_fd=_int_flag(a.status_fd, "status-fd") if a.status_fd is not None else None,
         page_server=a.page_server, file_locks=a.file_locks, pre_dump=a.pre_dump,
-        manage_cgroups_mode=_choice(a.manage_cgroups_mode, "manage-cgroups-mode", _CG_MODES),
-        empty_ns=tuple(a.empty_ns), auto_dedup=a.auto_dedup,
-        network_lock=_choice(a.network_lock, "network-lock", ("iptables", "nftables", "skip"))))
+        manage_cgroups_mode=cgroup_mode(a.manage_cgroups_mode),
+        empty_ns=empty_ns(a.empty_ns), auto_dedup=a.auto_dedup,
+        network_lock=network_lock(a.network_lock)))
     if a.print_stats:
         from migrate.checkpoint.dump import read_dump_stats
 
@@ -123,7 +159,7 @@ def restore_cmd(ctx, argv: list[str]) -> int:
         no_subreaper=a.no_subreaper, no_pivot=a.no_pivot,
         tcp_established=a.tcp_established, tcp_close=a.tcp_close,
         ext_unix_sk=a.ext_unix_sk, shell_job=a.shell_job, file_locks=a.file_locks,
-        manage_cgroups_mode=_choice(a.manage_cgroups_mode, "manage-cgroups-mode", _CG_MODES),
-        empty_ns=tuple(a.empty_ns), auto_dedup=a.auto_dedup, lazy_pages=a.lazy_pages,
+        manage_cgroups_mode=cgroup_mode(a.manage_cgroups_mode),
+        empty_ns=empty_ns(a.empty_ns), auto_dedup=a.auto_dedup, lazy_pages=a.lazy_pages,
         page_server=a.page_server, lsm_profile=a.lsm_profile,
         lsm_mount_context=a.lsm_mount_context))

@@ -257,6 +257,7 @@ def render_error(err: BaseException, log_path: str | None, debug: bool) -> int:
         notes = getattr(err, "__notes__", None)
         if notes:
             message += " (" + "; ".join(notes) + ")"
+        _quote_criu_log(err, debug)
         report_error(message, log_path)
         if debug:
             import traceback
@@ -304,6 +305,24 @@ def program() -> None:
     except Exception:  # noqa: BLE001 - e.g. EPIPE: let the normal exit report it
         sys.exit(code)
     os._exit(code)
+
+
+def _quote_criu_log(err, debug: bool) -> None:
+    """Before a CRIU failure's one line: the log lines around CRIU's errors
+    (as runc quotes them), and with --debug the log's tail and path too."""
+    lines = getattr(err, "error_lines", ())
+    tail = getattr(err, "log_tail", ()) if debug else ()
+    if not (lines or tail):
+        return
+    where = getattr(err, "log_path", None) or "CRIU's output"
+    out = []
+    if lines:
+        out.append(f"migrate: errors in {where}:")
+        out.extend(f"  {line}" for line in lines)
+    if tail:
+        out.append(f"migrate: last lines of {where}:")
+        out.extend(f"  {line}" for line in tail)
+    sys.stderr.write("\n".join(out) + "\n")
 
 
 if __name__ == "__main__":

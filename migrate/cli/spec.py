@@ -24,11 +24,11 @@ def spec(ctx, bundle: str, rootless: bool) -> int:
     path = os.path.join(bundle, "config.json")
     if os.path.exists(path):
         raise ExistsError(f"{path} already exists: remove it first")
-    # As runc: a cgroup namespace only where the host is pure cgroup v2. On
-    # v1/hybrid hosts tools (and runc's tests) read the host's cgroup paths
-    # from /proc/self/cgroup inside the container, and add cgroupns themselves.
-    data = default_spec(rootless=rootless,
-                        cgroup_namespace=os.path.exists("/sys/fs/cgroup/cgroup.controllers"))
+    # A cgroup namespace only on a pure cgroup v2 host, as runc 1.1 and 1.2
+    # do: on v1 or hybrid hosts tools add one themselves (runc's own tests
+    # do, and a duplicate namespace is an error).
+    pure_v2 = os.path.exists(os.path.join(ctx.cgroup_root, "cgroup.controllers"))
+    data = default_spec(rootless=rootless, cgroup_namespace=pure_v2)
     atomic_write(path, (json.dumps(data, indent=2) + "\n").encode(), 0o644)
     return 0
 

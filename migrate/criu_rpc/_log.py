@@ -53,6 +53,28 @@ def read_tail(path: str | None, *, lines: int = 15, errors: int = 5) -> tuple[st
     return tuple(tail)
 
 
+def quote_errors(path: str | None, *, before: int = 5, limit: int = 40) -> tuple[str, ...]:
+    """The lines that explain a failure, as runc quotes them: each error
+    CRIU logged (not the known harmless ones) with the ``before`` lines
+    leading to it, numbered "N:text", "..." marking gaps; at most ``limit``
+    lines (the first ones: the cause comes before the clean-up errors).
+    Returns ``()`` when there is nothing to quote; never raises for I/O."""
+    text = _lines(path)
+    out: list[str] = []
+    shown = -1
+    for i, line in enumerate(text):
+        if not _is_error(line):
+            continue
+        first = max(i - before, shown + 1)
+        if out and first > shown + 1:
+            out.append("...")
+        out.extend(f"{n + 1}:{text[n]}" for n in range(first, i + 1))
+        shown = i
+        if len(out) >= limit:
+            break
+    return tuple(out[:limit])
+
+
 def first_error(path: str | None) -> str | None:
     """The text of the first error CRIU logged that is not known to be
     harmless, without timestamp and source location; ``None`` if none."""

@@ -28,7 +28,7 @@ TYPE_CHECKING = False   # typing costs ~3 ms to import; only checkers need it
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-from migrate.criu_rpc._log import first_error, read_tail
+from migrate.criu_rpc._log import first_error, quote_errors, read_tail
 from migrate.criu_rpc.notify import Callback, Notification
 from migrate.errors import CriuError, UsageError
 
@@ -330,4 +330,5 @@ def make_error(action: str, message: str, *, errno: int = 0, log_path: str | Non
         tail = swrk.output_tail()
     if log_path is not None and not os.path.exists(log_path):
         log_path = None
-    return CriuError(action, message, errno=errno, log_path=log_path, log_tail=tail)
+    return CriuError(action, message, errno=errno, log_path=log_path, log_tail=tail,
+                     error_lines=quote_errors(log_path))

@@ -294,6 +294,9 @@ class CriuOptions:
     lsm_profile: str | None = None
     lsm_mount_context: str | None = None
     network_lock: NetworkLock | None = None
+    # A CRIU configuration file read after the RPC options, so its settings
+    # win (criu/config.c); a missing file is ignored.
+    config_file: str | None = None
     notify_scripts: bool = False
     # Non-root CRIU with file capabilities (cr-check.c check_caps; see
     # migrate/checkpoint/unprivileged.py for what it needs on this kernel).
@@ -316,7 +319,8 @@ class CriuOptions:
                 _fail(f"log_level: {self.log_level!r} is not 0..4")
 
         for name in ("images_dir", "work_dir", "root", "freeze_cgroup", "parent_img",
-                     "lsm_profile", "lsm_mount_context", "cgroup_props", "cgroup_yard"):
+                     "lsm_profile", "lsm_mount_context", "cgroup_props", "cgroup_yard",
+                     "config_file"):
             _check_text(name, getattr(self, name))
         _check_text("log_file", self.log_file)
         if self.log_file is not None and "/" in self.log_file:
@@ -479,7 +483,7 @@ def to_criu_opts(options: CriuOptions, *, images_dir_fd: int = -1,
         if cg.ctrl is not None:
             entry.ctrl = cg.ctrl
     for name in ("freeze_cgroup", "cgroup_props", "cgroup_yard", "parent_img", "lsm_profile",
-                 "lsm_mount_context"):
+                 "lsm_mount_context", "config_file"):
         value = getattr(options, name)
         if value is not None:
             setattr(o, name, value)

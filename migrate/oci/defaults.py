@@ -11,9 +11,8 @@ spec`` 1.1.5) with these differences, each on purpose:
   (capabilities(7)), and runc's capability library hid the error. runc
   dropped them in commit 0de19533 ("runc spec, libct/int: do not add
   ambient capabilities", 1.2);
-- a cgroup namespace by default here; ``migrate spec`` passes
-  ``cgroup_namespace=False`` on v1 and hybrid hosts, as runc adds one only
-  on a pure cgroup v2 host.
+- ``cgroup_namespace`` (default True) adds a cgroup namespace; ``migrate
+  spec`` passes True only on a pure cgroup v2 host, as runc does.
 """
 
 from __future__ import annotations

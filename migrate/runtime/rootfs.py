@@ -28,7 +28,8 @@ from migrate.runtime.mounts import (LOCKABLE, SB_CHECKED, MountInfo, MountOption
 from migrate.runtime.paths import ensure_mountpoint, mkdir_all_in_root, secure_join
 from migrate.runtime.syscalls import MNT, MS, Syscalls
 
-__all__ = ["RootfsPlan", "prepare_rootfs", "finalize_rootfs", "DEFAULT_DEVICES", "mount_one"]
+__all__ = ["RootfsPlan", "prepare_rootfs", "finalize_rootfs", "reopen_dev_null", "DEFAULT_DEVICES",
+           "mount_one"]
 
 # (path, type, major, minor, mode): what every container gets (runtime-spec
 # "Default Devices").
@@ -338,6 +339,12 @@ def _mount_cgroup(sys: Syscalls, m, plan: RootfsPlan, opts: MountOptions) -> Non
     hierarchies = _cgroup_hierarchies()
     paths = sorted(set(plan.cgroup_paths.values()))
     pure_v2 = any(mp == "/sys/fs/cgroup" and t == "cgroup2" for mp, t in hierarchies)
+    if not pure_v2 and any(t == "cgroup" for _mp, t in hierarchies):
+        # A hybrid host: show the v1 hierarchies only, as runc does. The
+        # container's mounts are part of its checkpoint, and runc restores
+        # only the v1 binds it knows of (runc checkpoints restore here, ours
+        # under runc).
+        hierarchies = [(mp, t) for mp, t in hierarchies if t == "cgroup"]
     binds = []
     for mp, _t in hierarchies:
         for p in paths:
@@ -445,6 +452,28 @@ def prepare_rootfs(sys: Syscalls, plan: RootfsPlan, before_pivot=None) -> None:
         _pivot_root(sys, plan.rootfs)
     if plan.propagation and PROPAGATION[plan.propagation] & MS.SHARED:
         sys.mount(None, "/", None, PROPAGATION[plan.propagation], None)
+
+
+def reopen_dev_null(plan: RootfsPlan) -> None:
+    """After pivot_root: point fds 0-2 that are the host's /dev/null at the
+    container's own /dev/null, as runc does (reOpenDevNull). The host's node
+    lies on a mount the container cannot see, which CRIU cannot dump ("Can't
+    lookup mount"); the container's is restored by path. Not when /dev is
+    the host's (bound from config.json): then it is already the same node."""
+    if _dev_bound_from_host(plan):
+        return
+    fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        rdev = os.fstat(fd).st_rdev
+        for n in range(3):
+            try:
+                st = os.fstat(n)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == rdev:
+                os.dup2(fd, n, inheritable=True)
+    finally:
+        os.close(fd)
 
 
 def _pivot_root(sys: Syscalls, rootfs: str) -> None:

@@ -371,7 +371,10 @@ def test_restore_failures_leave_nothing(runtime, rw_bundle, cid, tmp_path):
         f.write(b"\xff" * 32)
     bad = runtime("restore", "-d", "--image-path", corrupt, "--bundle", rw_bundle.path, cid)
     assert bad.returncode != 0 and "restore.log" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
+    # one line for the failure, after the quoted CRIU log lines (no traceback)
+    lines = bad.stderr.strip().splitlines()
+    assert lines[-1].startswith("migrate: criu restore failed") and "Traceback" not in bad.stderr
+    assert all(line.startswith("  ") for line in lines[1:-1]), lines
     nothing_left(cid)
     rootfs = rw_bundle.config["root"]["path"]
     rw_bundle.config["root"]["path"] = "no-rootfs"

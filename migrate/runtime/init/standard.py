@@ -11,7 +11,8 @@ from migrate._record import record
 
 from migrate.errors import KernelError
 from migrate.runtime import process as proc
-from migrate.runtime.rootfs import RootfsPlan, finalize_rootfs, prepare_rootfs
+from migrate.runtime.loopback import bring_lo_up
+from migrate.runtime.rootfs import RootfsPlan, finalize_rootfs, prepare_rootfs, reopen_dev_null
 from migrate.runtime.sync import SyncSocket
 from migrate.runtime.syscalls import MS, Syscalls
 
@@ -57,10 +58,18 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
             # Kernels or user namespaces without keyring support: runc ignores this too.
             if err.errno not in (1, 38, 13):   # EPERM, ENOSYS, EACCES
                 raise
+    net = spec.linux.namespace("network")
+    if net is not None and not net.path:
+        # Before pivot_root: the ioctl's modules are not importable after it.
+        try:
+            bring_lo_up()
+        except OSError as err:
+            raise KernelError("ioctl", "lo", err.errno or 1, "bringing lo up") from None
     os.chdir(init.bundle)
     before_pivot = (lambda: _hooks_roundtrip(sock)) if init.has_hooks else None
     if init.rootfs is not None:
         prepare_rootfs(sys, init.rootfs, before_pivot)
+        reopen_dev_null(init.rootfs)
     elif before_pivot is not None:
         before_pivot()
     console_fd = None

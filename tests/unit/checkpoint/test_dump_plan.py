@@ -1,0 +1,155 @@
+"""Dump plans from a fake /proc: CRIU's values, external keys runc shares (no CRIU)."""
+
+import os
+import stat
+
+import pytest
+
+from migrate import oci
+from migrate.checkpoint.dump import image_key, plan_dump
+from migrate.checkpoint.externals import ExternalMount
+from migrate.checkpoint.options import (CRIU_CONFIG_DEFAULT, CheckpointOptions, RestoreOptions,
+                                        criu_config_file)
+from migrate.checkpoint.restore import plan_restore
+from migrate.checkpoint.metadata import CheckpointMeta
+from migrate.criu_rpc import CgroupMode, NetworkLock
+from migrate.runtime.state import ContainerState
+
+PID = 4242
+
+
+class _Container:
+    """What plan_dump reads of a container: its state and its cgroups."""
+
+    def __init__(self, state):
+        self.state = state
+        self.cgroups = None
+
+
+@pytest.fixture
+def proc(tmp_path):
+    """A /proc with one init: mountinfo, stdio fds (/dev/null, a pipe) and root."""
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "real" / "conf").mkdir(parents=True)
+    os.symlink("/real/conf", rootfs / "conf")
+    p = tmp_path / "proc" / str(PID)
+    (p / "fd").mkdir(parents=True)
+    (p / "fdinfo").mkdir()
+    os.symlink(str(rootfs), p / "root")
+    (p / "mountinfo").write_text(
+        f"100 90 254:0 {rootfs} / rw - ext4 /dev/vda rw\n"
+        "101 100 0:41 / /proc rw - proc proc rw\n"
+        "102 100 254:0 /src /real/conf rw - ext4 /dev/vda rw\n"
+        "103 100 0:29 /x/c1 /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n"
+        "104 101 0:5 /null /proc/kcore rw - devtmpfs udev rw\n")
+    os.symlink("/dev/null", p / "fd" / "0")
+    os.symlink("/dev/null", p / "fd" / "1")
+    os.symlink("/dev/null", p / "fd" / "2")
+    for n in range(3):
+        (p / "fdinfo" / str(n)).write_text("pos:\t0\nflags:\t02\nmnt_id:\t24\n")
+    return tmp_path
+
+
+def _spec(tmp_path, annotations=None):
+    data = oci.default_spec()
+    data["mounts"].append({"destination": "/conf", "type": "bind", "source": "/src",
+                           "options": ["bind"]})
+    if annotations is not None:
+        data["annotations"] = annotations
+    return oci.parse_config(data, bundle=str(tmp_path))
+
+
+def _plan(tmp_path, opts, annotations=None):
+    state = ContainerState(id="c1", bundle=str(tmp_path), rootfs=str(tmp_path / "rootfs"),
+                           pid=PID)
+    return plan_dump(_Container(state), _spec(tmp_path, annotations), opts,
+                     images_dir="/img", work_dir="/work", proc_root=str(tmp_path / "proc"))
+
+
+def test_dump_plan_carries_criu_values(proc):
+    criu, _meta = _plan(proc, CheckpointOptions(
+        id="c1", manage_cgroups_mode=CgroupMode.SOFT, network_lock=NetworkLock.NFTABLES,
+        empty_ns=frozenset({"net"})))
+    assert criu.manage_cgroups_mode is CgroupMode.SOFT
+    assert criu.network_lock is NetworkLock.NFTABLES
+    assert criu.empty_ns == frozenset({"net"})
+    from migrate.criu_rpc import to_criu_opts
+    from migrate.criu_rpc._pb import rpc
+
+    msg = to_criu_opts(criu)
+    assert msg.manage_cgroups_mode == rpc.SOFT and msg.network_lock == rpc.NFTABLES
+    assert msg.empty_ns == 0x40000000
+
+
+def test_dump_plan_keys_mounts_like_runc(proc):
+    criu, meta = _plan(proc, CheckpointOptions(id="c1"))
+    # a bind whose destination is a symlink is found where it really is
+    assert {m.mountpoint: m.kind for m in meta.mounts} == {
+        "/real/conf": "bind", "/sys/fs/cgroup/memory": "cgroup", "/proc/kcore": "mask"}
+    assert {(e.key, e.val) for e in criu.ext_mnt} == {
+        ("/real/conf", "/real/conf"), ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/memory"),
+        ("/proc/kcore", "/dev/null")}
+    # /dev/null stdio is reopened by path, not inherited (runc maps only pipes)
+    assert not criu.external
+    assert [d.external for d in meta.descriptors] == [None, None, None]
+    assert all(stat.S_ISCHR(d.mode) for d in meta.descriptors)
+
+
+def test_criu_config_file_like_runc(proc):
+    assert criu_config_file({}) == CRIU_CONFIG_DEFAULT == "/etc/criu/runc.conf"
+    assert criu_config_file({"org.criu.config": "/x.conf"}) == "/x.conf"
+    assert criu_config_file({"org.criu.config": ""}) is None
+    criu, _ = _plan(proc, CheckpointOptions(id="c1"), {"org.criu.config": "/tmp/c.conf"})
+    assert criu.config_file == "/tmp/c.conf"
+    criu, _ = _plan(proc, CheckpointOptions(id="c1"))
+    assert criu.config_file == "/etc/criu/runc.conf"
+
+
+def test_image_key():
+    assert image_key(ExternalMount(mountpoint="/proc/kcore", kind="mask")) == "/dev/null"
+    assert image_key(ExternalMount(mountpoint="/data", kind="bind")) == "/data"
+
+
+CGROUPS = {"memory": "/sys/fs/cgroup/memory/m/new", "cpu": "/sys/fs/cgroup/cpu,cpuacct/m/new",
+           "cpuacct": "/sys/fs/cgroup/cpu,cpuacct/m/new",
+           "name=systemd": "/sys/fs/cgroup/systemd/m/new"}
+
+
+def _restore_plan(tmp_path, meta, **kw):
+    (tmp_path / "rootfs").mkdir(exist_ok=True)
+    data = oci.default_spec(cgroup_namespace=False)
+    data["mounts"].append({"destination": "/conf", "type": "bind", "source": str(tmp_path),
+                           "options": ["bind"]})
+    spec = oci.parse_config(data, bundle=str(tmp_path))
+    opts = kw.pop("opts", RestoreOptions(id="x", bundle=str(tmp_path)))
+    return plan_restore(spec, meta, opts, images_dir="/i", work_dir="/w", criu_root="/r",
+                        cgroup_paths=CGROUPS, ns_fds={}, notify_dir=None, **kw)
+
+
+def test_restore_plan_of_a_runc_checkpoint(tmp_path):
+    """Only descriptors.json: the keys come from config.json as runc names them."""
+    meta = CheckpointMeta(container_id="", bundle="", external_keys={})
+    criu = _restore_plan(tmp_path, meta, resolved={"/conf": "/real/conf"},
+                         opts=RestoreOptions(id="x", bundle=str(tmp_path),
+                                             manage_cgroups_mode=CgroupMode.IGNORE,
+                                             empty_ns=frozenset({"net"})),
+                         image_keys={"/real/conf": "/real/conf", "/dev/null": "/proc/kcore",
+                                     "/sys/fs/cgroup/memory": "/sys/fs/cgroup/memory",
+                                     "/sys/fs/cgroup/cpu,cpuacct": "/sys/fs/cgroup/cpu,cpuacct",
+                                     "/sys/fs/cgroup/systemd": "/sys/fs/cgroup/systemd"})
+    got = {e.key: e.val for e in criu.ext_mnt}
+    assert got["/real/conf"] == str(tmp_path)
+    assert got["/dev/null"] == "/dev/null"
+    assert got["/sys/fs/cgroup/memory"] == "/sys/fs/cgroup/memory/m/new"
+    assert got["/sys/fs/cgroup/cpu,cpuacct"] == "/sys/fs/cgroup/cpu,cpuacct/m/new"
+    assert got["/sys/fs/cgroup/systemd"] == "/sys/fs/cgroup/systemd/m/new"
+    assert criu.manage_cgroups_mode is CgroupMode.IGNORE and criu.empty_ns == {"net"}
+    assert criu.config_file == "/etc/criu/runc.conf"
+
+
+def test_restore_plan_names_an_external_mount_the_bundle_lacks(tmp_path):
+    from migrate.errors import NotFoundError
+
+    meta = CheckpointMeta(container_id="", bundle="", external_keys={})
+    with pytest.raises(NotFoundError, match="/data"):
+        _restore_plan(tmp_path, meta, image_keys={"/data": "/data"})
