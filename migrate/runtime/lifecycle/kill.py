@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from migrate.errors import InvalidStateError, KernelError
-from migrate.runtime.container import Container, Status
+from migrate.runtime.container import NOT_RUNNING, Container, Status
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.state import StateStore
 
@@ -19,7 +19,7 @@ def kill(ctx: RuntimeContext, container_id: str, sig: int, *, all_processes: boo
         status = container.status()
         if status is Status.STOPPED:
             raise InvalidStateError(container_id, "stopped", "kill",
-                                    f'container "{container_id}" is not running')
+                                    f'cannot kill container "{container_id}": {NOT_RUNNING}')
         if all_processes:
             cg = container.cgroups
             if cg is not None and cg.is_usable():
@@ -33,7 +33,7 @@ def kill(ctx: RuntimeContext, container_id: str, sig: int, *, all_processes: boo
             ctx.syscalls.kill(container.state.pid, sig)
         except ProcessLookupError:
             raise InvalidStateError(container_id, "stopped", "kill",
-                                    f'container "{container_id}" is not running') from None
+                                    f'cannot kill container "{container_id}": {NOT_RUNNING}') from None
         except OSError as err:
             raise KernelError("kill", str(container.state.pid), err.errno or 1) from None
 
