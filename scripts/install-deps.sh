@@ -36,6 +36,8 @@ PACKAGES=(
     # tests/integration/test_podman.py (catatonit: the pause image of a pod;
     # recommended by podman, so --no-install-recommends would leave it out)
     podman catatonit
+    # tests/integration/test_containerd.py: containerd 1.6 drives us through its runc shim
+    containerd
     # CRIU build dependencies (from Debian's criu source package)
     libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
     libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev

@@ -107,6 +107,14 @@ def podman() -> str | None:
     return None if shutil.which("podman") else "podman is not installed"
 
 
+@functools.cache
+def containerd() -> str | None:
+    for tool in ("containerd", "ctr", "containerd-shim-runc-v2"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (package containerd; run scripts/install-deps.sh)"
+    return None
+
+
 # The new mount API, probed in a child (a private mount namespace, ctypes so
 # no bug of ours can turn into a skip): prints "ok" or the kernel's errno.
 _MOUNT_API_PROBE = r"""

@@ -116,6 +116,10 @@ class Container:
         self.store.save(self.state)
 
 
+# What runc says of a stopped container; engines look for this text.
+NOT_RUNNING = "container not running"
+
+
 def _message(cid: str, status: Status, op: str) -> str:
     if op == "start" and status is Status.RUNNING:
         return f'container "{cid}" is already running'
@@ -124,7 +128,8 @@ def _message(cid: str, status: Status, op: str) -> str:
     if op == "resume":
         return f'container "{cid}" is {status}, not paused'
     if status is Status.STOPPED:
-        return f'container "{cid}" is not running'
+        # runc's words: containerd's shim and Podman match on them
+        return f'cannot {op} container "{cid}": {NOT_RUNNING}'
     if op == "exec" and status is Status.PAUSED:
         # runc's words, which callers match on.
         return (f'container "{cid}" is paused: cannot exec in a paused container '

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 from migrate.errors import InvalidStateError, KernelError
-from migrate.runtime.container import Container, Status
+from migrate.runtime.container import NOT_RUNNING, Container, Status
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.state import StateStore
 
@@ -33,12 +33,12 @@ def kill(ctx: RuntimeContext, container_id: str, sig: int, *, all_processes: boo
             return
         if status is Status.STOPPED:
             raise InvalidStateError(container_id, "stopped", "kill",
-                                    f'container "{container_id}" is not running')
+                                    f'cannot kill container "{container_id}": {NOT_RUNNING}')
         try:
             ctx.syscalls.kill(container.state.pid, sig)
         except ProcessLookupError:
             raise InvalidStateError(container_id, "stopped", "kill",
-                                    f'container "{container_id}" is not running') from None
+                                    f'cannot kill container "{container_id}": {NOT_RUNNING}') from None
         except OSError as err:
             raise KernelError("kill", str(container.state.pid), err.errno or 1) from None
         if status is Status.PAUSED and sig == signal.SIGKILL:

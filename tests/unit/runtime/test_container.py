@@ -142,10 +142,10 @@ def test_require_returns_the_status(container, proc):
 
 @pytest.mark.parametrize("op,setup,message", [
     ("start", "running", 'container "web" is already running'),
-    ("start", "stopped", 'container "web" is not running'),
+    ("start", "stopped", 'cannot start container "web": container not running'),
     ("delete", "running", 'container "web" is running: cannot delete it without --force'),
     ("resume", "running", 'container "web" is running, not paused'),
-    ("exec", "stopped", 'container "web" is not running'),
+    ("exec", "stopped", 'cannot exec container "web": container not running'),
     ("pause", "paused", 'container "web" is paused: cannot pause'),
 ])
 def test_require_refuses_with_a_clear_message(container, proc, op, setup, message):
