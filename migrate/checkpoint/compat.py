@@ -25,14 +25,16 @@ def check_bundle_fits(images_dir: str, spec) -> None:
     """Raises UsageError when ``spec`` differs from the checkpoint in
     ``images_dir`` in a way CRIU cannot handle."""
     for oci_type, pattern in _NS_IMAGES.items():
-        dumped = bool(glob.glob(os.path.join(images_dir, pattern)))
+        dumped = _own_namespace_dumped(glob.glob(os.path.join(images_dir, pattern)))
         ns = spec.linux.namespace(oci_type)
-        wanted = ns is not None and not ns.path
-        if dumped and not wanted:
+        # IPC and UTS joined by path are joined by CRIU (join_ns) whatever it
+        # dumped; a dumped network namespace would be recreated instead.
+        if dumped and (ns is None or (ns.path and oci_type == "network")):
             how = "joins one by path" if ns is not None else "has none"
             raise UsageError(f"the checkpoint has its own {oci_type} namespace but config.json "
                              f"{how}: CRIU restores the namespace it dumped")
-        if wanted and not dumped and glob.glob(os.path.join(images_dir, "inventory.img")):
+        if (ns is not None and not ns.path and not dumped
+                and glob.glob(os.path.join(images_dir, "inventory.img"))):
             raise UsageError(f"config.json asks for a new {oci_type} namespace but the "
                              f"checkpointed container had none of its own")
     dumped_mounts = _mountpoints(images_dir)
@@ -44,6 +46,28 @@ def check_bundle_fits(images_dir: str, spec) -> None:
             raise UsageError(f"config.json mounts {m.destination} ({m.type or 'bind'} from "
                              f"{m.source or 'none'}), which the checkpointed container did not "
                              f"have: CRIU restores only the mounts it dumped")
+
+
+def _own_namespace_dumped(files: list[str]) -> bool:
+    """CRIU writes a netns image for an external (joined) network namespace
+    too, holding only its ``ext_key``: that one is not the container's own."""
+    if not files:
+        return False
+    if not all(os.path.basename(f).startswith("netns-") for f in files):
+        return True
+    try:
+        from pycriu import images
+    except ImportError:
+        return True
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                entries = images.load(f)["entries"]
+        except Exception as err:  # noqa: BLE001 - pycriu raises its own and protobuf's errors
+            raise UsageError(f"{path} is corrupt: {err}") from None
+        if not all(e.get("ext_key") for e in entries):
+            return True
+    return False
 
 
 def _mountpoints(images_dir: str) -> set[str] | None:

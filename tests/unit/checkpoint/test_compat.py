@@ -17,11 +17,20 @@ def _spec(tmp_path, drop=(), join=()):
     return oci.parse_config(data, bundle=str(tmp_path))
 
 
-def _images(tmp_path, *names):
+def _images(tmp_path, *names, external_net=False):
+    from pycriu import images
+
     d = tmp_path / "img"
     d.mkdir()
     for n in ("inventory.img", *names):
-        (d / n).write_bytes(b"")
+        if n.startswith("netns-"):
+            # CRIU writes a netns image for a joined (external) namespace
+            # too, with only its key in it.
+            entry = {"ext_key": "extRootNetNS"} if external_net else {}
+            with open(d / n, "wb") as f:
+                images.dump({"magic": "NETNS", "entries": [entry]}, f)
+        else:
+            (d / n).write_bytes(b"")
     return str(d)
 
 
@@ -38,6 +47,14 @@ def test_a_dumped_namespace_config_lacks(tmp_path, drop, join, message):
     images = _images(tmp_path, "netns-10.img", "utsns-12.img", "ipcns-var-11.img")
     with pytest.raises(UsageError, match=message):
         check_bundle_fits(images, _spec(tmp_path, drop=drop, join=join))
+
+
+def test_a_joined_network_namespace_may_be_another_pods(tmp_path):
+    """A pod member: its network and IPC namespaces were joined by path at
+    checkpoint time and are joined by (another) path on restore."""
+    images = _images(tmp_path, "netns-10.img", "utsns-12.img", "ipcns-var-11.img",
+                     external_net=True)
+    check_bundle_fits(images, _spec(tmp_path, join=("network", "ipc")))
 
 
 def test_a_new_namespace_the_checkpoint_lacked(tmp_path):
