@@ -33,16 +33,17 @@ def check_bundle_fits(images_dir: str, spec) -> None:
             how = "joins one by path" if ns is not None else "has none"
             raise UsageError(f"the checkpoint has its own {oci_type} namespace but config.json "
                              f"{how}: CRIU restores the namespace it dumped")
-        if (ns is not None and not ns.path and not dumped
-                and glob.glob(os.path.join(images_dir, "inventory.img"))):
-            raise UsageError(f"config.json asks for a new {oci_type} namespace but the "
-                             f"checkpointed container had none of its own")
     dumped_mounts = _mountpoints(images_dir)
     if dumped_mounts is None:
         return
+    from migrate.runtime.paths import secure_join
+
+    rootfs = spec.root.path
     for m in spec.mounts:
         dest = os.path.normpath("/" + m.destination.lstrip("/"))
-        if dest not in dumped_mounts:
+        # The image names where the mount was, symlinks in the rootfs resolved.
+        resolved = os.path.normpath("/" + os.path.relpath(secure_join(rootfs, dest), rootfs))
+        if dest not in dumped_mounts and resolved not in dumped_mounts:
             raise UsageError(f"config.json mounts {m.destination} ({m.type or 'bind'} from "
                              f"{m.source or 'none'}), which the checkpointed container did not "
                              f"have: CRIU restores only the mounts it dumped")
