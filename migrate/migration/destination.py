@@ -143,7 +143,7 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: dict) -> R
             tcp_established=bool(request.get("tcp_established")),
             file_locks=bool(request.get("file_locks")),
             ext_unix_sk=bool(request.get("ext_unix_sk")),
-            empty_ns=tuple(ns for ns in request.get("empty_ns") or () if ns == "network"),
+            empty_ns=frozenset({"net"}) if "network" in (request.get("empty_ns") or ()) else frozenset(),
             leave_stopped=bool(request.get("leave_stopped", True)), stdio=stdio))
     except MigrateError as err:
         raise MigrationError("restore", str(err), source_state="frozen") from err

@@ -89,13 +89,16 @@ class _Run:
         # Relay of ours (see _relay.py), not through the control connection.
         self.memory_bytes: dict[str, int] = {}
         self._lock = threading.Lock()
-        # ("network",) when the container's netns holds only lo: CRIU then
-        # neither dumps nor restores it while the container is frozen.
-        self.empty_ns: tuple[str, ...] = ()
+        # {"net"} (CRIU's name) when the container's netns holds only lo:
+        # CRIU then neither dumps nor restores it while it is frozen.
+        self.empty_ns: frozenset[str] = frozenset()
         # nftables when both CRIUs can: the restore then unlocks the network
         # in-process instead of running iptables-restore while frozen.
         both = (session.local_features, session.peer_features)
-        self.network_lock = "nftables" if all(f.get("nftables_lock") for f in both) else None
+        from migrate.criu_rpc import NetworkLock
+
+        self.network_lock = (NetworkLock.NFTABLES if all(f.get("nftables_lock") for f in both)
+                             else None)
 
     def count_memory(self, direction: str, n: int) -> None:
         from migrate.migration._relay import UP
@@ -125,7 +128,8 @@ class _Run:
                 "bundle": None if self.opts.rootfs == "copy" else self.bundle,
                 "lazy": lazy, "tcp_established": self.opts.tcp_established,
                 "file_locks": self.opts.file_locks, "ext_unix_sk": self.opts.ext_unix_sk,
-                "leave_stopped": True, "empty_ns": list(self.empty_ns)}
+                "leave_stopped": True,
+                "empty_ns": ["network"] if "net" in self.empty_ns else []}
 
     def send_images(self, images_dir: str) -> None:
         self.step("images", _dir_size(images_dir))
@@ -538,7 +542,7 @@ def _migrate(ctx, opts: MigrateOptions, container, timeline, progress, facts, no
             why = why_netns_not_plain(container.state.pid, container.state.config or {},
                                       proc_root=ctx.proc_root)
             if why is None:
-                run.empty_ns = ("network",)
+                run.empty_ns = frozenset({"net"})
                 report.reason += ("; the network namespace holds only lo: recreated at the "
                                   "destination instead of dumped and restored")
 
