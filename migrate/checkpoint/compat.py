@@ -21,9 +21,10 @@ __all__ = ["check_bundle_fits"]
 _NS_IMAGES = {"network": "netns-*.img", "uts": "utsns-*.img", "ipc": "ipcns-var-*.img"}
 
 
-def check_bundle_fits(images_dir: str, spec) -> None:
+def check_bundle_fits(images_dir: str, spec, *, empty_ns: frozenset[str] = frozenset()) -> None:
     """Raises UsageError when ``spec`` differs from the checkpoint in
-    ``images_dir`` in a way CRIU cannot handle."""
+    ``images_dir`` in a way CRIU cannot handle. ``empty_ns`` ({"net"}): the
+    restore creates that namespace empty, so its image holds nothing."""
     for oci_type, pattern in _NS_IMAGES.items():
         dumped = _own_namespace_dumped(glob.glob(os.path.join(images_dir, pattern)))
         ns = spec.linux.namespace(oci_type)

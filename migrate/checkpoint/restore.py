@@ -207,7 +207,7 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
         raise NotFoundError(f"rootfs {spec.root.path} does not exist")
     from migrate.checkpoint.compat import check_bundle_fits
 
-    check_bundle_fits(images_dir, spec)
+    check_bundle_fits(images_dir, spec, empty_ns=opts.empty_ns)
     if meta.terminal and not opts.console_socket and opts.detach:
         raise UsageError("the checkpointed container has a terminal: restore --detach "
                          "needs --console-socket")

@@ -128,7 +128,8 @@ class _Run:
                 "bundle": None if self.opts.rootfs == "copy" else self.bundle,
                 "lazy": lazy, "tcp_established": self.opts.tcp_established,
                 "file_locks": self.opts.file_locks, "ext_unix_sk": self.opts.ext_unix_sk,
-                "leave_stopped": True, "empty_ns": sorted(self.empty_ns)}
+                "leave_stopped": True,
+                "empty_ns": ["network"] if "net" in self.empty_ns else []}
 
     def send_images(self, images_dir: str) -> None:
         self.step("images", _dir_size(images_dir))
