@@ -212,15 +212,16 @@ def exec_cmd(ctx, argv: list[str]) -> int:
                        no_new_privs=a.no_new_privs,
                        preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"),
                        ignore_paused=a.ignore_paused, sub_cgroups=sub_cgroup_paths(a.cgroup))
-    from migrate.errors import MigrateError, UsageError
+    from migrate.errors import MigrateError
 
     try:
         return exec_process(ctx, opts)
     except MigrateError as err:
-        # runc exits 255 when exec itself fails, so that a caller can tell it
-        # from the process's own exit code (1-254); bad input keeps our 2.
-        if not isinstance(err, UsageError):
-            err.exit_code = 255
+        # runc exits 255 whenever exec itself fails (exec.go fatalWithCode),
+        # bad --pid-file or --user included, so that a caller (an engine, a
+        # health check) can tell it from the process's own exit code 1-254.
+        # Only malformed flags, refused before this, keep our usage code 2.
+        err.exit_code = 255
         raise
 
 
