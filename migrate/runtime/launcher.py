@@ -40,6 +40,7 @@ class LaunchSpec:
     cgroups: object | None = None                    # CgroupManager
     child: Callable[[SyncSocket], NoReturn]          # runs as the init; never returns
     on_hooks: Callable[[int], None] | None = None    # parent side, before pivot_root
+    on_seccomp: Callable[[int, int], None] | None = None  # (pid, listener fd) to the agent
     write_file: Callable[[str, str], None] | None = None
     timeout: float = 60.0
     # The caller's fds the init must not keep (the claim's lock: an init that
@@ -168,6 +169,21 @@ def _drive(spec: LaunchSpec, sock: SyncSocket, pid1: int, result: Launched) -> N
             if spec.on_hooks is not None:
                 spec.on_hooks(result.pid)
             sock.send({"type": "hooks_ok"})
+        elif kind == "seccomp":
+            if not fds:
+                raise SyncError("seccomp message without a file descriptor")
+            try:
+                if spec.on_seccomp is None:
+                    raise LaunchError("seccomp: the filter gave a listener fd but no "
+                                      "listenerPath is set")
+                spec.on_seccomp(result.pid, fds[0])
+            finally:
+                # Our copy must go: the agent's is the only one that may
+                # stay, or the container blocks when the agent dies
+                # instead of getting ENOSYS.
+                for fd in fds:
+                    os.close(fd)
+            sock.send({"type": "seccomp_done"})
         elif kind == "console":
             if not fds:
                 raise SyncError("console message without a file descriptor")

@@ -142,8 +142,10 @@ def _assert_left_nothing(runtime, cid):
     (_profile(architectures=["SCMP_ARCH_Z80"]),
      "linux.seccomp.architectures[0]: unknown architecture 'SCMP_ARCH_Z80'"),
     (_profile(syscalls=[{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]),
-     "SCMP_ACT_NOTIFY (a seccomp agent) is not supported"),
-], ids=["action", "rule-action", "operator", "arch", "notify"])
+     "linux.seccomp.listenerPath: is not set"),
+    (_profile(listenerPath="/x", syscalls=[{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}]),
+     "SCMP_ACT_NOTIFY cannot be used for the write syscall"),
+], ids=["action", "rule-action", "operator", "arch", "notify-no-agent", "notify-write"])
 def test_a_bad_profile_fails_create_with_one_line(runtime, bundle, cid, profile, message):
     _use(bundle, profile).sh("true")
     res = runtime("create", "--bundle", bundle.path, cid)

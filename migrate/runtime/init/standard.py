@@ -100,8 +100,15 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
         sys.personality(0x0008 if domain == "LINUX32" else 0)
     if init.ptrace_fence:
         proc.fence_ptrace(sys)
+    hand_over = sock.hand_over_listener
     path, env = proc.become_process(sys, process, setgroups_allowed=init.setgroups_allowed,
-                                    seccomp=seccomp, default_umask=0o022)
+                                    seccomp=seccomp, hand_over=hand_over, default_umask=0o022)
+    proc.prepare_exec(sys, 3 + init.preserve_fds)
+    if seccomp is not None and process.no_new_privileges:
+        # Before "ready", so the listener fd can still reach the parent,
+        # and before exec.fifo and the startContainer hooks, which run
+        # filtered (runc does the same).
+        proc.load_seccomp(sys, seccomp, hand_over)
     sock.send({"type": "ready"})
     sock.close()
     if init.fifo_fd is not None:
@@ -116,8 +123,7 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
         os.close(init.fifo_fd)
     # startContainer hooks belong to "start", which `run` does without a fifo.
     _start_container_hooks(spec)
-    proc.exec_process(sys, path, process.args, env, 3 + init.preserve_fds,
-                      seccomp=seccomp if process.no_new_privileges else None)
+    proc.exec_process(sys, path, process.args, env)
     os._exit(127)
 
 

@@ -378,12 +378,22 @@ def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts,
         run_hooks(hooks.create_runtime, state=st, name="createRuntime")
         run_hooks(hooks.create_container, state=st, name="createContainer")
 
+    def on_seccomp(pid: int, fd: int) -> None:
+        from migrate.runtime.seccomp_agent import process_state, send_listener
+
+        state.pid = pid
+        st = oci_state(state, "creating")
+        send_listener(seccomp.listener_path, process_state(
+            oci_version=st["ociVersion"], pid=pid, metadata=seccomp.listener_metadata,
+            state=st), fd)
+
     return LaunchSpec(
         create=create_ns, join=tuple(join), idmap=idmap,
         dumpable_for_idmap=facts.euid, timens_offsets=_timens_offsets(linux),
         cgroups=cgroups, child=lambda sock: run_standard_init(init, sys, sock),
         on_hooks=on_hooks if has_hooks else None, write_file=sys.write_file,
-        close_in_child=tuple(close_in_child))
+        close_in_child=tuple(close_in_child),
+        on_seccomp=on_seccomp if seccomp is not None and seccomp.notifies else None)
 
 
 def _cgroup_paths(cgroups, rootless: bool) -> dict[str, str]:
