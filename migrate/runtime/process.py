@@ -38,6 +38,7 @@ import errno
 import os
 import resource
 import signal
+import stat
 
 from migrate.errors import KernelError, NotFoundError, UsageError
 # Imported here, not lazily: these run after pivot_root, when our own
@@ -46,7 +47,7 @@ from migrate.oci.constants import CAP_NUMBERS, RLIMITS
 from migrate.runtime.syscalls import PR, Syscalls
 
 __all__ = ["apply_rlimits", "rlimit_value", "apply_user_and_caps", "cap_mask", "resolve_executable",
-           "build_env", "home_of", "exec_process", "prepare_exec", "reset_signals",
+           "build_env", "home_of", "fix_stdio_owner", "exec_process", "prepare_exec", "reset_signals",
            "prepare_seccomp", "load_seccomp", "become_process", "fence_ptrace",
            "needs_ptrace_fence", "preload"]
 
@@ -224,12 +225,39 @@ def become_process(sys: Syscalls, process, *, setgroups_allowed: bool, seccomp=N
     except OSError as err:
         raise NotFoundError(f"cwd {process.cwd}: {err.strerror}") from None
     path = resolve_executable(process.args[0], env)
+    fix_stdio_owner(process.user.uid)
     apply_user_and_caps(sys, process, setgroups_allowed=setgroups_allowed, seccomp=seccomp,
                         hand_over=hand_over)
     umask = process.user.umask if process.user.umask is not None else default_umask
     if umask is not None:
         os.umask(umask)
     return path, env
+
+
+def fix_stdio_owner(uid: int, fds=(0, 1, 2), null: str = "/dev/null") -> None:
+    """Give the process's user its stdio (a terminal, pipes), as runc does:
+    a non-root user must be able to reopen them (/dev/stdout, $(tty)).
+    Only the owner changes: the group stays (devpts's tty group). Stdio on
+    /dev/null is left alone; EINVAL/EPERM/EROFS (ids not mapped in a user
+    namespace, a read-only /dev) leave it as it is. Raises KernelError."""
+    try:
+        null_rdev = os.stat(null).st_rdev
+    except OSError:
+        null_rdev = None
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+        except OSError as err:
+            raise KernelError("fstat", f"fd {fd}", err.errno or 1, "the process's stdio") from None
+        if st.st_uid == uid or (null_rdev is not None and stat.S_ISCHR(st.st_mode)
+                                and st.st_rdev == null_rdev):
+            continue
+        try:
+            os.fchown(fd, uid, st.st_gid)
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
+                raise KernelError("fchown", f"fd {fd}", err.errno or 1,
+                                  "the process's stdio") from None
 
 
 def home_of(uid: int, passwd: str = "/etc/passwd") -> str:

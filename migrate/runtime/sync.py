@@ -12,6 +12,8 @@ writes the same objects by hand)::
     write uid_map / gid_map
     {"type": "idmap_ok"} -------------------> unshare the rest, fork if pid/time ns
                    <------------------------- {"type": "pid", "pid": N}
+    open bind sources in the new mount ns
+    {"type": "mount_sources"} + fds ---------> new user ns, as root only
                                               Python init: mounts ...
                    <------------------------- {"type": "hooks"}     before pivot_root
     run prestart/createRuntime/createContainer hooks

@@ -38,6 +38,7 @@ class StandardInit:
     new_uts: bool
     seccomp: object | None = None     # runtime.seccomp.SeccompPlan
     ptrace_fence: bool = False        # process.fence_ptrace before the capabilities drop
+    bind_sources: tuple = ()          # (index, path): the runtime sends their fds
 
 
 def _hooks_roundtrip(sock: SyncSocket) -> None:
@@ -66,6 +67,10 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
         except OSError as err:
             raise KernelError("ioctl", "lo", err.errno or 1, "bringing lo up") from None
     os.chdir(init.bundle)
+    if init.bind_sources:
+        msg, fds = sock.expect("mount_sources")
+        if init.rootfs is not None:
+            init.rootfs.source_fds.update(zip(msg.get("index", ()), fds))
     before_pivot = (lambda: _hooks_roundtrip(sock)) if init.has_hooks else None
     if init.rootfs is not None:
         prepare_rootfs(sys, init.rootfs, before_pivot)

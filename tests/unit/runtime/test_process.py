@@ -281,3 +281,34 @@ def test_needs_ptrace_fence():
     # In its own user namespace CAP_SYS_PTRACE does not reach our
     # non-dumpable forks (their mm belongs to the initial one).
     assert not proc.needs_ptrace_fence(process("CAP_SYS_PTRACE"), in_userns=True)
+
+
+def test_stdio_goes_to_the_process_user_keeping_the_group(monkeypatch, tmp_path):
+    # runc's fixStdioPermissions: a non-root user must own its terminal.
+    files = {fd: os.open(tmp_path / f"f{fd}", os.O_CREAT | os.O_RDWR) for fd in (10, 11)}
+    null = os.open(os.devnull, os.O_RDONLY)
+    chowned = []
+    monkeypatch.setattr(os, "fchown", lambda fd, uid, gid: chowned.append((fd, uid, gid)))
+    try:
+        proc.fix_stdio_owner(1000, fds=(files[10], null, files[11]))
+        gid = os.fstat(files[10]).st_gid
+        assert chowned == [(files[10], 1000, gid), (files[11], 1000, gid)]   # not /dev/null
+        chowned.clear()
+        proc.fix_stdio_owner(os.getuid(), fds=(files[10],))     # already the owner
+        assert chowned == []
+    finally:
+        for fd in (*files.values(), null):
+            os.close(fd)
+
+
+def test_stdio_the_kernel_will_not_chown_is_left_alone(monkeypatch, tmp_path):
+    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_RDWR)
+
+    def refuse(*a):
+        raise OSError(errno.EINVAL, "Invalid argument")   # gid not mapped in the userns
+
+    monkeypatch.setattr(os, "fchown", refuse)
+    try:
+        proc.fix_stdio_owner(1000, fds=(fd,))
+    finally:
+        os.close(fd)

@@ -310,3 +310,105 @@ def test_build_and_load_errors_name_the_step():
     sys.fail_on(SeccompLoad, errno=errno.EACCES)
     with pytest.raises(KernelError, match="seccomp: Permission denied: loading"):
         proc.load_seccomp(sys, PLAN)
+
+
+# -- the program the C side builds: the ENOSYS stub ----------------------------
+
+def _nsexec_or_skip():
+    try:
+        from migrate.runtime import nsexec
+
+        nsexec.lib()
+    except ImportError:
+        pytest.skip("the compiled nsexec extension is not built here")
+    return nsexec
+
+
+def _bpf_run(prog, nr: int, arch: int, args=(0,) * 6) -> int:
+    """A classic BPF interpreter, enough for seccomp programs
+    (Documentation/networking/filter.rst), over one struct seccomp_data."""
+    import struct
+
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *args)
+    a = x = 0
+    mem = [0] * 16
+    pc = 0
+    while True:
+        code, jt, jf, k = prog[pc]
+        pc += 1
+        cls, size_mode, op, src = code & 7, code & 0xE0, code & 0xF0, code & 8
+        if cls == 0:                                   # LD
+            if size_mode == 0x20:                      # W|ABS
+                a = struct.unpack_from("<I", data, k)[0]
+            elif size_mode == 0x00:                    # IMM
+                a = k
+            elif size_mode == 0x60:                    # MEM
+                a = mem[k]
+        elif cls == 1:                                 # LDX
+            x = mem[k] if size_mode == 0x60 else k
+        elif cls == 2:
+            mem[k] = a
+        elif cls == 3:
+            mem[k] = x
+        elif cls == 4:                                 # ALU
+            v = x if src else k
+            a = {0x00: a + v, 0x10: a - v, 0x50: a & v, 0x40: a | v, 0x60: a << v,
+                 0x70: a >> v, 0x80: (-a)}[op] & 0xFFFFFFFF
+        elif cls == 5:                                 # JMP
+            v = x if src else k
+            if op == 0x00:
+                pc += k
+                continue
+            taken = {0x10: a == v, 0x20: a > v, 0x30: a >= v, 0x40: bool(a & v)}[op]
+            pc += jt if taken else jf
+        elif cls == 6:                                 # RET
+            return a if code & 0x18 == 0x10 else k
+        elif cls == 7:                                 # MISC: TAX / TXA
+            if code & 0xF8 == 0:
+                x = a
+            else:
+                a = x
+
+
+AUDIT_X86_64, AUDIT_I386 = 0xC000003E, 0x40000003
+ALLOW, ERRNO = 0x7FFF0000, 0x00050000
+
+
+def _program(raw):
+    nsexec = _nsexec_or_skip()
+    filt = nsexec.seccomp_build(plan_seccomp(raw))
+    try:
+        return nsexec.seccomp_program(filt)
+    finally:
+        nsexec.lib().seccomp_filter_release(filt)
+
+
+def test_syscalls_newer_than_a_refusing_profile_get_enosys():
+    # runc's seccomp_syscall_test1 in small: default EPERM, a few allowed.
+    prog = _program({"defaultAction": "SCMP_ACT_ERRNO",
+                     "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                     "syscalls": [{"names": ["read", "write", "kcmp"],
+                                   "action": "SCMP_ACT_ALLOW"}]})
+    x32 = 0x40000000
+    cases = [
+        (AUDIT_X86_64, 0, ALLOW),                 # read
+        (AUDIT_X86_64, 312, ALLOW),               # kcmp, the highest named
+        (AUDIT_X86_64, 100, ERRNO | 1),           # known, not allowed: the default
+        (AUDIT_X86_64, 313, ERRNO | 38),          # above the profile: ENOSYS
+        (AUDIT_X86_64, 1000, ERRNO | 38),
+        (AUDIT_X86_64, x32 | 0, ALLOW),           # x32 read
+        (AUDIT_X86_64, x32 | 1000, ERRNO | 38),   # x32, above its highest
+        (AUDIT_I386, 3, ALLOW),                   # i386 read
+        (AUDIT_I386, 1000, ERRNO | 38),
+        (AUDIT_I386, 50, ERRNO | 1),
+    ]
+    got = [(arch, nr, _bpf_run(prog, nr, arch)) for arch, nr, _ in cases]
+    assert got == cases
+
+
+def test_no_stub_where_the_default_lets_calls_through():
+    raw = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+           "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}
+    prog = _program(raw)
+    assert _bpf_run(prog, 1000, AUDIT_X86_64) == ALLOW
+    assert _bpf_run(prog, 83, AUDIT_X86_64) == ERRNO | 1      # mkdir
