@@ -19,9 +19,6 @@ from migrate.errors import NotFoundError
 __all__ = ["SECCOMP_FD_NAME", "process_state", "send_listener"]
 
 SECCOMP_FD_NAME = "seccompFd"
-# The agent reads one message into a fixed buffer (runc's example agent:
-# 4096 bytes); say so rather than send what it would cut.
-_MAX_MESSAGE = 4096
 
 
 def process_state(*, oci_version: str, pid: int, metadata: str, state: dict) -> dict:
@@ -39,10 +36,9 @@ def process_state(*, oci_version: str, pid: int, metadata: str, state: dict) -> 
 def send_listener(listener_path: str, message: dict, fd: int) -> None:
     """Connect to the agent and send ``message`` with ``fd``. Raises
     NotFoundError naming the socket when the agent cannot be reached."""
+    # One message, as runc sends it; compact, since agents read it into a
+    # fixed buffer (runc's example agent: 4096 bytes).
     data = json.dumps(message, separators=(",", ":")).encode()
-    if len(data) >= _MAX_MESSAGE:
-        raise NotFoundError(f"cannot send seccomp fd to {listener_path}: the container "
-                            f"state is {len(data)} bytes, agents read at most {_MAX_MESSAGE - 1}")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
         try:
             s.connect(listener_path)

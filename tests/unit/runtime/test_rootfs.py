@@ -701,3 +701,25 @@ def test_finalize_rootfs_readonly_path_error(tmp_path, statvfs):
     sys.fail_on(Mount, errno=errno.EACCES)
     with pytest.raises(MountError, match=r"readonly path .* \(ro\): Permission denied"):
         finalize_rootfs(sys, _plan(tmp_path, readonly_paths=(str(tmp_path),)))
+
+
+def test_bind_sources_are_the_plain_binds_with_absolute_paths(root):
+    mounts = (OciMount(destination="/proc", type="proc"),
+              OciMount(destination="/a", source="rel/dir", options=("bind",)),
+              OciMount(destination="/b", type="bind", source="/abs"),
+              OciMount(destination="/c", source="/idm", options=("bind", "idmap")),
+              OciMount(destination="/sys/fs/cgroup", type="cgroup", source="cgroup"))
+    from migrate.runtime.rootfs import bind_sources
+
+    assert bind_sources(_plan(root, mounts), "/bundle") == ((1, "/bundle/rel/dir"), (2, "/abs"))
+
+
+def test_a_source_fd_from_the_runtime_is_mounted_through_proc(root, src, kernel):
+    fd = os.open(src, os.O_PATH)
+    try:
+        mount_one(kernel, OciMount(destination="/data", source="/unreachable/for/the/init",
+                                   options=("bind",)), _plan(root), source_fd=fd)
+    finally:
+        os.close(fd)
+    assert kernel.calls == [Mount(f"/proc/self/fd/{fd}", str(root / "data"), None, MS.BIND,
+                                  None)]
