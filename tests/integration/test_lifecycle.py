@@ -542,3 +542,25 @@ def test_loopback_is_up_in_a_new_network_namespace(runtime, bundle, cid):
     lines = res.stdout.split()
     assert int(lines[0], 16) & 0x1, res.stdout      # IFF_UP (runc: 0x9)
     assert "over-loopback" in res.stdout, res.stdout + res.stderr
+
+
+def test_no_pivot_does_not_leave_the_hosts_proc_behind_the_chroot(runtime, bundle, cid):
+    # runc's no_pivot.bats: a nested user namespace may mount a fresh proc
+    # only where a fully visible one exists; the host's /proc must be gone.
+    caps = bundle.config["process"]["capabilities"]
+    for kind in ("bounding", "permitted"):
+        caps[kind] = caps[kind] + ["CAP_SETFCAP"]
+    bundle.set_args("unshare", "-mrpf", "sh", "-euxc",
+                    "mount -t proc none /proc && echo h > /proc/sysrq-trigger")
+    res = runtime("run", "--no-pivot", "--bundle", bundle.path, cid)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "mount: permission denied" in res.stderr, res.stderr
+
+
+def test_exec_pid_file_in_a_missing_directory_is_one_line(runtime, bundle, cid):
+    bundle.sh("sleep 300")
+    runtime("run", "-d", "--bundle", bundle.path, cid).check()
+    res = runtime("exec", "--pid-file", "/non-existent/dir/pid", cid, "true")
+    assert res.returncode in (1, 2), res.stderr          # never 70 (internal error)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--pid-file /non-existent/dir/pid" in lines[0], res.stderr
