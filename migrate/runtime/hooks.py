@@ -26,7 +26,10 @@ class HookError(MigrateError):
 def run_hooks(hooks, *, state: dict | None, name: str, warn_only: bool = False) -> None:
     """Run ``hooks`` in order. Raises HookError unless ``warn_only``."""
     data = json.dumps(state or {}).encode()
-    for hook in hooks:
+    for i, hook in enumerate(hooks):
+        # runc's wording ("error running hook #N"), which engines and
+        # runc's tests match, plus which hook it was.
+        what = f"error running hook #{i} ({name} {hook.path})"
         argv = list(hook.args) or [hook.path]
         env = dict(e.split("=", 1) for e in hook.env if "=" in e)
         try:
@@ -34,12 +37,13 @@ def run_hooks(hooks, *, state: dict | None, name: str, warn_only: bool = False) 
                                  capture_output=True, timeout=hook.timeout or None)
             if res.returncode != 0:
                 err = res.stderr.decode(errors="replace").strip().splitlines()
-                raise HookError(f"{name} hook {hook.path} exited with {res.returncode}"
-                                + (f": {err[-1]}" if err else ""))
+                how = (f"exited with {res.returncode}" if res.returncode > 0 else
+                       f"signal: {_signal_name(-res.returncode)}")
+                raise HookError(f"{what}: {how}" + (f": {err[-1]}" if err else ""))
         except subprocess.TimeoutExpired:
-            problem = HookError(f"{name} hook {hook.path} timed out after {hook.timeout}s")
+            problem = HookError(f"{what}: timed out after {hook.timeout}s")
         except OSError as err:
-            problem = HookError(f"{name} hook {hook.path}: {err.strerror}")
+            problem = HookError(f"{what}: {err.strerror}")
         except HookError as err:
             problem = err
         else:
@@ -47,3 +51,12 @@ def run_hooks(hooks, *, state: dict | None, name: str, warn_only: bool = False) 
         if not warn_only:
             raise problem
         log.warning("%s", problem)
+
+
+def _signal_name(sig: int) -> str:
+    import signal
+
+    try:
+        return (signal.strsignal(sig) or f"signal {sig}").lower()
+    except ValueError:
+        return f"signal {sig}"

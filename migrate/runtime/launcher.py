@@ -40,6 +40,9 @@ class LaunchSpec:
     cgroups: object | None = None                    # CgroupManager
     child: Callable[[SyncSocket], NoReturn]          # runs as the init; never returns
     on_hooks: Callable[[int], None] | None = None    # parent side, before pivot_root
+    on_seccomp: Callable[[int, int], None] | None = None  # (pid, listener fd) to the agent
+    # parent side, when the init's pid is known: fds to pass it (index -> fd)
+    mount_sources: Callable[[int], dict[int, int]] | None = None
     write_file: Callable[[str, str], None] | None = None
     timeout: float = 60.0
     # The caller's fds the init must not keep (the claim's lock: an init that
@@ -164,10 +167,33 @@ def _drive(spec: LaunchSpec, sock: SyncSocket, pid1: int, result: Launched) -> N
             _debug("child process in init()")
             if result.pid != pid1:
                 _reap(pid1)   # the intermediate process exits right after
+            if spec.mount_sources is not None:
+                opened = spec.mount_sources(result.pid)
+                try:
+                    sock.send({"type": "mount_sources", "index": list(opened)},
+                              tuple(opened.values()))
+                finally:
+                    for fd in opened.values():
+                        os.close(fd)
         elif kind == "hooks":
             if spec.on_hooks is not None:
                 spec.on_hooks(result.pid)
             sock.send({"type": "hooks_ok"})
+        elif kind == "seccomp":
+            if not fds:
+                raise SyncError("seccomp message without a file descriptor")
+            try:
+                if spec.on_seccomp is None:
+                    raise LaunchError("seccomp: the filter gave a listener fd but no "
+                                      "listenerPath is set")
+                spec.on_seccomp(result.pid, fds[0])
+            finally:
+                # Our copy must go: the agent's is the only one that may
+                # stay, or the container blocks when the agent dies
+                # instead of getting ENOSYS.
+                for fd in fds:
+                    os.close(fd)
+            sock.send({"type": "seccomp_done"})
         elif kind == "console":
             if not fds:
                 raise SyncError("console message without a file descriptor")

@@ -17,18 +17,28 @@ loads it (``standard_init_linux.go``, ``setns_init_linux.go``):
   in first, before the bounding set is dropped and the user switched; the
   profile must then allow what follows (capset, setresuid, the sync socket,
   exec.fifo, startContainer hooks);
-  with no_new_privs, any process may load a filter, so it goes in last, just
-  before execve, and the profile need only allow execve (seccomp(2) man page,
-  SECCOMP_SET_MODE_FILTER: "the caller must have CAP_SYS_ADMIN ... or the
-  thread must already have the no_new_privs bit set").
+  with no_new_privs, any process may load a filter, so it goes in late,
+  after everything but the last words with the runtime: "ready" (a
+  write(2)), exec.fifo, the startContainer hooks (which run filtered, as in
+  runc) and execve. The fds were marked close-on-exec and the signals reset
+  before (``prepare_exec``), so the profile need not allow that.
+  (seccomp(2) man page, SECCOMP_SET_MODE_FILTER: "the caller must have
+  CAP_SYS_ADMIN ... or the thread must already have the no_new_privs bit
+  set".)
+A filter with SCMP_ACT_NOTIFY rules gives a listener fd when loaded; the
+init hands it to the runtime at once (``hand_over``), which passes it to
+the seccomp agent, and closes its own copy: until the agent has it, a
+notified syscall would block for good.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
 import signal
+import stat
 
 from migrate.errors import KernelError, NotFoundError, UsageError
 # Imported here, not lazily: these run after pivot_root, when our own
@@ -37,8 +47,9 @@ from migrate.oci.constants import CAP_NUMBERS, RLIMITS
 from migrate.runtime.syscalls import PR, Syscalls
 
 __all__ = ["apply_rlimits", "rlimit_value", "apply_user_and_caps", "cap_mask", "resolve_executable",
-           "build_env", "home_of", "exec_process", "reset_signals", "prepare_seccomp",
-           "load_seccomp", "become_process", "fence_ptrace", "needs_ptrace_fence", "preload"]
+           "build_env", "home_of", "fix_stdio_owner", "exec_process", "prepare_exec", "reset_signals",
+           "prepare_seccomp", "load_seccomp", "become_process", "fence_ptrace",
+           "needs_ptrace_fence", "preload"]
 
 
 def cap_mask(names) -> int:
@@ -131,24 +142,33 @@ def prepare_seccomp(sys: Syscalls, plan):
         raise KernelError("seccomp", err.filename, err.errno or 1) from None
 
 
-def load_seccomp(sys: Syscalls, filter) -> None:
-    """Load a filter from ``sys.seccomp_prepare``. Raises KernelError."""
+def load_seccomp(sys: Syscalls, filter, hand_over=None) -> None:
+    """Load a filter from ``sys.seccomp_prepare``. A listener fd (notify
+    rules) goes to ``hand_over(fd)``, then is closed here. Raises
+    KernelError, and what ``hand_over`` raises."""
     try:
-        sys.seccomp_load(filter)
+        listener = sys.seccomp_load(filter)
     except OSError as err:
         raise KernelError("seccomp", None, err.errno or 1, "loading the linux.seccomp filter") from None
+    if listener is None:
+        return
+    try:
+        if hand_over is not None:
+            hand_over(listener)
+    finally:
+        os.close(listener)
 
 
 def apply_user_and_caps(sys: Syscalls, process, *, setgroups_allowed: bool = True,
-                        seccomp=None) -> None:
+                        seccomp=None, hand_over=None) -> None:
     """Switch to the spec's user with exactly its capabilities.
 
     ``seccomp`` (a prepared filter) is loaded here, first, when the process
-    has no no_new_privs; with no_new_privs the caller passes it to
-    `exec_process` instead (module docstring). Raises KernelError, UsageError.
+    has no no_new_privs; with no_new_privs the caller loads it later with
+    `load_seccomp` (module docstring). Raises KernelError, UsageError.
     """
     if seccomp is not None and not process.no_new_privileges:
-        load_seccomp(sys, seccomp)
+        load_seccomp(sys, seccomp, hand_over)
     caps = process.capabilities
     last = _last_cap()
     if caps is not None:
@@ -180,17 +200,19 @@ def apply_user_and_caps(sys: Syscalls, process, *, setgroups_allowed: bool = Tru
                    cap_mask(caps.inheritable))
         sys.prctl(PR.CAP_AMBIENT, PR.CAP_AMBIENT_CLEAR_ALL)
         for name in caps.ambient:
-            try:
+            # The kernel raises an ambient capability only if it is both
+            # permitted and inheritable (capabilities(7)). runc 1.1 tries
+            # each one and ignores the refusal, so a config from `runc
+            # spec` (ambient, but no inheritable set) runs: so do we.
+            with contextlib.suppress(OSError):
                 sys.prctl(PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, CAP_NUMBERS[name])
-            except OSError as err:
-                raise KernelError("prctl(PR_CAP_AMBIENT_RAISE)", None, err.errno or 1,
-                                  f"{name} must be permitted and inheritable") from None
     if process.no_new_privileges:
         sys.prctl(PR.SET_NO_NEW_PRIVS, 1)
 
 
 def become_process(sys: Syscalls, process, *, setgroups_allowed: bool, seccomp=None,
-                   default_umask: int | None = None) -> tuple[str, dict[str, str]]:
+                   hand_over=None, default_umask: int | None = None
+                   ) -> tuple[str, dict[str, str]]:
     """The steps every init takes to turn into the OCI process, just short
     of execve: limits, environment, cwd, the executable's path (resolved
     while still root, as root would see it), user and capabilities, umask.
@@ -203,11 +225,39 @@ def become_process(sys: Syscalls, process, *, setgroups_allowed: bool, seccomp=N
     except OSError as err:
         raise NotFoundError(f"cwd {process.cwd}: {err.strerror}") from None
     path = resolve_executable(process.args[0], env)
-    apply_user_and_caps(sys, process, setgroups_allowed=setgroups_allowed, seccomp=seccomp)
+    fix_stdio_owner(process.user.uid)
+    apply_user_and_caps(sys, process, setgroups_allowed=setgroups_allowed, seccomp=seccomp,
+                        hand_over=hand_over)
     umask = process.user.umask if process.user.umask is not None else default_umask
     if umask is not None:
         os.umask(umask)
     return path, env
+
+
+def fix_stdio_owner(uid: int, fds=(0, 1, 2), null: str = "/dev/null") -> None:
+    """Give the process's user its stdio (a terminal, pipes), as runc does:
+    a non-root user must be able to reopen them (/dev/stdout, $(tty)).
+    Only the owner changes: the group stays (devpts's tty group). Stdio on
+    /dev/null is left alone; EINVAL/EPERM/EROFS (ids not mapped in a user
+    namespace, a read-only /dev) leave it as it is. Raises KernelError."""
+    try:
+        null_rdev = os.stat(null).st_rdev
+    except OSError:
+        null_rdev = None
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+        except OSError as err:
+            raise KernelError("fstat", f"fd {fd}", err.errno or 1, "the process's stdio") from None
+        if st.st_uid == uid or (null_rdev is not None and stat.S_ISCHR(st.st_mode)
+                                and st.st_rdev == null_rdev):
+            continue
+        try:
+            os.fchown(fd, uid, st.st_gid)
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
+                raise KernelError("fchown", f"fd {fd}", err.errno or 1,
+                                  "the process's stdio") from None
 
 
 def home_of(uid: int, passwd: str = "/etc/passwd") -> str:
@@ -267,21 +317,19 @@ def reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
-def exec_process(sys: Syscalls, path: str, args, env: dict[str, str], keep_fds: int,
-                 seccomp=None) -> None:
-    """execve with only fds 0 .. keep_fds-1 surviving. Never returns on success.
-
-    ``seccomp``: a prepared filter to load right before execve (the
-    no_new_privs case; see the module docstring).
-    """
+def prepare_exec(sys: Syscalls, keep_fds: int) -> None:
+    """What execve needs done first: only fds 0 .. keep_fds-1 survive it,
+    and signal handling is the default. Done before a no_new_privs filter
+    is loaded, so the profile need not allow close_range or rt_sigaction."""
     sys.mark_fds_cloexec(keep_fds)
     for fd in range(3, keep_fds):
         os.set_inheritable(fd, True)
     reset_signals()
+
+
+def exec_process(sys: Syscalls, path: str, args, env: dict[str, str]) -> None:
+    """execve, after ``prepare_exec``. Never returns on success."""
     args, env = list(args), dict(env)
-    if seccomp is not None:
-        # As late as possible: what runs after this must pass the filter.
-        load_seccomp(sys, seccomp)
     try:
         os.execve(path, args, env)
     except OSError as err:

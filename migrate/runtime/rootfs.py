@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from migrate._record import record
+from migrate._record import field, record
 
 from migrate.errors import MountError, UsageError
 from migrate.runtime.mounts import (LOCKABLE, SB_CHECKED, MountInfo, MountOptions, conflicts,
@@ -29,7 +29,7 @@ from migrate.runtime.paths import ensure_mountpoint, mkdir_all_in_root, secure_j
 from migrate.runtime.syscalls import MNT, MS, Syscalls
 
 __all__ = ["RootfsPlan", "prepare_rootfs", "finalize_rootfs", "reopen_dev_null", "DEFAULT_DEVICES",
-           "mount_one"]
+           "mount_one", "bind_sources", "open_in_mount_namespace", "close_bind_sources"]
 
 # (path, type, major, minor, mode): what every container gets (runtime-spec
 # "Default Devices").
@@ -63,6 +63,9 @@ class RootfsPlan:
     cgroup_paths: dict                 # controller -> host dir of the container's cgroup
     mount_label: str | None = None
     idmapped: tuple[tuple[int, int], ...] = ()   # (index in mounts, detached tree fd)
+    # index in mounts -> O_PATH fd of the bind source, opened by the runtime
+    # (``open_in_mount_namespace``) and received by the init.
+    source_fds: dict = field(default_factory=dict)
 
 
 _REMOUNT = MS.BIND | MS.REMOUNT
@@ -175,16 +178,22 @@ def _remount_one(sys: Syscalls, path: str, where: str, source, opts: MountOption
 
 def _remount_bind(sys: Syscalls, source: str, target: str, opts: MountOptions,
                   dest: str | None = None, emulate_locks: bool = False) -> None:
-    """Remount a bind mount, and for rbind every mount below it, with exactly
-    the requested flags. Raises MountError naming ``dest``."""
-    dest = dest or target
-    _remount_one(sys, target, dest, source, opts, emulate_locks)
-    if not opts.recursive:
-        return
+    """Remount a bind mount with exactly the requested flags. For rbind only
+    the top mount changes, as runc does: "rbind,ro" is read-only but not
+    recursively; the recursive words (rro, rnosuid ...) reach the whole
+    tree (``_apply_extras``). Raises MountError naming ``dest``."""
+    _remount_one(sys, target, dest or target, source, opts, emulate_locks)
+
+
+def _remount_tree(sys: Syscalls, source: str, target: str, opts: MountOptions,
+                  dest: str) -> None:
+    """``_remount_bind`` for every mount of an rbind tree (the host's /sys
+    standing in for sysfs must be read-only all the way down)."""
+    _remount_one(sys, target, dest, source, opts, False)
     base = os.path.realpath(target)          # mountinfo spells paths without symlinks
     for path in _submounts(target):
-        where = os.path.join(dest, os.path.relpath(path, base))
-        _remount_one(sys, path, where, source, opts, emulate_locks)
+        _remount_one(sys, path, os.path.join(dest, os.path.relpath(path, base)), source,
+                     opts, False)
 
 
 def _tree_flags(target: str, recursive: bool) -> list[int]:
@@ -223,9 +232,84 @@ def _apply_extras(sys: Syscalls, source, target: str, opts: MountOptions,
                               errno.EROFS if ro else errno.EINVAL)
 
 
-def mount_one(sys: Syscalls, m, plan: RootfsPlan, tree_fd: int | None = None) -> None:
+def bind_sources(plan: RootfsPlan, bundle: str) -> tuple[tuple[int, str], ...]:
+    """(index in mounts, absolute source) of every plain bind mount: what
+    ``open_in_mount_namespace`` opens for an init in a new user namespace.
+    Relative sources are from ``bundle``."""
+    out = []
+    for i, m in enumerate(plan.mounts):
+        opts = parse_options(m.options, m.type)
+        if m.type in ("cgroup", "cgroup2") or not opts.bind or opts.idmap:
+            continue
+        src = m.source or ""
+        out.append((i, src if os.path.isabs(src) else os.path.join(bundle, src)))
+    return tuple(out)
+
+
+def open_in_mount_namespace(sys: Syscalls, pid: int, sources, proc_root: str = "/proc"
+                            ) -> dict[int, int]:
+    """O_PATH fds of ``sources`` (``bind_sources``), opened with the
+    runtime's rights inside the mount namespace of ``pid`` (the new
+    container's, still a copy of ours): index in mounts -> fd.
+
+    Why: in a new user namespace the init's root is an unprivileged host
+    user that may not even look a source up (below a 0700 directory); an fd
+    opened by the runtime still mounts, through /proc/self/fd (runc sends
+    such fds to its init too). It must be opened in the container's own
+    mount namespace: the kernel binds only from a mount of the caller's
+    namespace, and so the bind keeps the flags the kernel locked on it. A
+    forked helper joins that namespace (setns(2) on a mount namespace
+    needs a single-threaded caller), opens, and passes the fds back. A
+    source it cannot open is left out: ``mount_one`` reports it.
+    """
+    import socket
+
+    if not sources:
+        return {}
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    helper = os.fork()
+    if helper == 0:
+        ours.close()
+        code = 1
+        try:
+            ns = os.open(f"{proc_root}/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            sys.setns(ns, 0x00020000)          # CLONE_NEWNS
+            got, fds = [], []
+            for i, path in sources:
+                try:
+                    fds.append(os.open(path, os.O_PATH | os.O_CLOEXEC))
+                    got.append(i)
+                except OSError:
+                    continue
+            socket.send_fds(theirs, [",".join(map(str, got)).encode() or b"-"], fds)
+            code = 0
+        finally:
+            os._exit(code)
+    theirs.close()
+    try:
+        data, fds, _, _ = socket.recv_fds(ours, 4096, len(sources))
+    finally:
+        ours.close()
+        os.waitpid(helper, 0)
+    indexes = [int(x) for x in data.decode().split(",") if x not in ("", "-")]
+    if len(indexes) != len(fds):
+        for fd in fds:
+            os.close(fd)
+        return {}
+    return dict(zip(indexes, fds))
+
+
+def close_bind_sources(plan: RootfsPlan) -> None:
+    for fd in plan.source_fds.values():
+        os.close(fd)
+    plan.source_fds.clear()
+
+
+def mount_one(sys: Syscalls, m, plan: RootfsPlan, tree_fd: int | None = None,
+              source_fd: int | None = None) -> None:
     """Mount one OCI mount under the rootfs. ``tree_fd`` is the detached
-    idmapped tree the runtime made for it (``idmapped.py``). Raises
+    idmapped tree the runtime made for it (``idmapped.py``); ``source_fd``
+    an O_PATH fd of its bind source (``open_in_mount_namespace``). Raises
     MountError, UsageError."""
     opts = parse_options(m.options, m.type)
     dest = m.destination
@@ -236,8 +320,10 @@ def mount_one(sys: Syscalls, m, plan: RootfsPlan, tree_fd: int | None = None) ->
     source = m.source or m.type or "none"
     if opts.bind:
         src = source if os.path.isabs(source) else os.path.join(os.getcwd(), source)
+        # Through the runtime's fd when there is one: the path may be out of reach.
+        via = f"/proc/self/fd/{source_fd}" if source_fd is not None else src
         try:
-            is_file = not stat.S_ISDIR(os.stat(src).st_mode)
+            is_file = not stat.S_ISDIR(os.stat(via).st_mode)
         except OSError as err:
             raise _err("bind mount", src, dest, opts.flags, err,
                        "the source does not exist") from None
@@ -251,7 +337,7 @@ def mount_one(sys: Syscalls, m, plan: RootfsPlan, tree_fd: int | None = None) ->
                 raise _err("move_mount", src, dest, 0, err) from None
         else:
             try:
-                sys.mount(src, target, None, MS.BIND | (MS.REC if opts.recursive else 0), None)
+                sys.mount(via, target, None, MS.BIND | (MS.REC if opts.recursive else 0), None)
             except OSError as err:
                 raise _err("bind mount", src, dest, opts.flags, err) from None
         if opts.explicit:
@@ -259,6 +345,8 @@ def mount_one(sys: Syscalls, m, plan: RootfsPlan, tree_fd: int | None = None) ->
                           emulate_locks=opts.idmap and plan.in_userns)
         _apply_extras(sys, src, target, opts, dest)
         return
+    if m.type in ("proc", "sysfs"):
+        _refuse_symlinked_proc(plan.rootfs, dest, m.type)
     copy_up = opts.copy_up and m.type == "tmpfs"
     # The image's directory lends the tmpfs its mode and owner, unless asked otherwise.
     keep_top = copy_up and os.path.isdir(secure_join(plan.rootfs, dest)) and not any(
@@ -269,20 +357,50 @@ def mount_one(sys: Syscalls, m, plan: RootfsPlan, tree_fd: int | None = None) ->
         data = ",".join(filter(None, [data, f'context="{plan.mount_label}"']))
     if copy_up:
         return _mount_tmpfs_copy_up(sys, source, target, dest, opts, data, keep_top)
+    flags = new_mount_flags(opts)
+    if _is_delayed_ro(m, opts):
+        # Read-only later (finalize_rootfs): devices, symlinks and the
+        # console go into /dev first, as in runc's mountPropagate.
+        flags &= ~MS.RDONLY
     try:
-        sys.mount(source, target, m.type, new_mount_flags(opts), data)
+        sys.mount(source, target, m.type, flags, data)
     except OSError as err:
         if m.type == "sysfs" and err.errno == errno.EPERM and plan.in_userns:
             # sysfs cannot be mounted without owning the network namespace:
             # fall back to binding the host's (read-only, like runc does).
             sys.mount("/sys", target, None, MS.BIND | MS.REC, None)
-            _remount_bind(sys, "/sys", target, parse_options(
+            _remount_tree(sys, "/sys", target, parse_options(
                 ("rbind", "nosuid", "noexec", "nodev", "ro")), dest)
         elif m.type == "mqueue" and err.errno == errno.EPERM and plan.in_userns:
             sys.mount("/dev/mqueue", target, None, MS.BIND | MS.REC, None)
         else:
             raise _err("mount", f"{source} ({m.type})", dest, opts.flags, err) from None
     _apply_extras(sys, source, target, opts, dest)
+
+
+def _is_delayed_ro(m, opts: MountOptions) -> bool:
+    """A read-only tmpfs or /dev (not a bind mount): mounted writable, made
+    read-only by ``finalize_rootfs`` once it holds what the runtime puts
+    there (runc: finalizeRootfs)."""
+    return (bool(opts.flags & MS.RDONLY) and not opts.bind and not opts.copy_up
+            and (m.type == "tmpfs" or m.destination.rstrip("/") == "/dev"))
+
+
+def _refuse_symlinked_proc(rootfs: str, dest: str, fstype: str) -> None:
+    """proc and sysfs only on an ordinary directory (or nothing) in the
+    image: a symlink there would let a malicious image move them over
+    another path of its choosing, where masked paths no longer reach
+    (runc's check and its words). Raises MountError."""
+    path = os.path.join(rootfs, os.path.normpath("/" + dest).lstrip("/"))
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise _err("mount", fstype, dest, 0, err) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise MountError("mount", fstype, dest, "", errno.ENOTDIR,
+                         f'filesystem "{fstype}" must be mounted on ordinary directory')
 
 
 def _mount_tmpfs_copy_up(sys: Syscalls, source: str, target: str, dest: str,
@@ -440,7 +558,8 @@ def prepare_rootfs(sys: Syscalls, plan: RootfsPlan, before_pivot=None) -> None:
         raise _err("bind mount", plan.rootfs, plan.rootfs, 0, err) from None
     trees = dict(plan.idmapped)
     for i, m in enumerate(plan.mounts):
-        mount_one(sys, m, plan, trees.get(i))
+        mount_one(sys, m, plan, trees.get(i), plan.source_fds.get(i))
+    close_bind_sources(plan)
     if not _dev_bound_from_host(plan):
         _create_devices(sys, plan)
     if before_pivot is not None:
@@ -598,6 +717,17 @@ def finalize_rootfs(sys: Syscalls, plan: RootfsPlan) -> None:
                 sys.mount("/dev/null", path, None, MS.BIND, None)
         except OSError as err:
             raise _err("mask", None, path, 0, err) from None
+    for m in plan.mounts:
+        opts = parse_options(m.options, m.type)
+        if _is_delayed_ro(m, opts):
+            data = opts.data or None
+            if plan.mount_label and m.type in ("tmpfs", "devpts", "mqueue"):
+                data = ",".join(filter(None, [data, f'context="{plan.mount_label}"']))
+            try:
+                sys.mount(None, m.destination, None,
+                          MS.REMOUNT | new_mount_flags(opts), data)
+            except OSError as err:
+                raise _err("remount", None, m.destination, opts.flags, err) from None
     if plan.readonly:
         try:
             _remount_ro(sys, "/", recursive=False)

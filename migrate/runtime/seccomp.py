@@ -16,8 +16,20 @@ The rules follow runc's ``libcontainer/specconv`` and ``seccomp_linux.go``:
 
 Unknown actions, operators, architectures and flags are errors, never
 skipped: a profile we cannot apply must fail ``create``, not run the
-container unfiltered. ``SCMP_ACT_NOTIFY`` (a seccomp agent at
-``listenerPath``) is not supported.
+container unfiltered.
+
+Two behaviours come from runc's own loader (``patchbpf``), not libseccomp:
+
+- unless the default action lets calls through (allow, log, trace), a
+  syscall numbered above the highest one the profile names (per
+  architecture) gets ENOSYS instead of the default action: programs treat
+  ENOSYS as "this kernel is too old, fall back", EPERM as a hard failure;
+- ``SCMP_ACT_NOTIFY`` rules load the filter with
+  SECCOMP_FILTER_FLAG_NEW_LISTENER; the init hands the listener fd to the
+  runtime, which sends it with the container's state to the seccomp agent
+  at ``listenerPath`` (runtime-spec "Seccomp notify"). The notify action
+  cannot be the default, nor apply to ``write``: the hand-over needs it
+  (runc refuses both too).
 """
 
 from __future__ import annotations
@@ -25,7 +37,6 @@ from __future__ import annotations
 import enum
 
 from migrate._record import record
-from migrate.errors import UnsupportedError
 from migrate.oci.validate import ConfigError
 
 __all__ = ["Action", "Op", "Flag", "ACTIONS", "OPERATORS", "ARCHES", "FLAGS",
@@ -46,6 +57,7 @@ class Action(enum.IntEnum):
     TRACE = 5
     ALLOW = 6
     LOG = 7
+    NOTIFY = 8
 
 
 class Op(enum.IntEnum):
@@ -61,11 +73,14 @@ class Op(enum.IntEnum):
 
 
 class Flag(enum.IntFlag):
-    """Mirrors ``SECCOMP_PROFILE_*`` in nsexec.h; each is a libseccomp attribute."""
+    """seccomp(2)'s ``SECCOMP_FILTER_FLAG_*`` (include/uapi/linux/seccomp.h)."""
 
     TSYNC = 0x1
     LOG = 0x2
     SPEC_ALLOW = 0x4
+    NEW_LISTENER = 0x8
+    TSYNC_ESRCH = 0x10
+    WAIT_KILLABLE_RECV = 0x20
 
 
 ACTIONS: dict[str, Action] = {
@@ -77,6 +92,7 @@ ACTIONS: dict[str, Action] = {
     "SCMP_ACT_TRACE": Action.TRACE,
     "SCMP_ACT_ALLOW": Action.ALLOW,
     "SCMP_ACT_LOG": Action.LOG,
+    "SCMP_ACT_NOTIFY": Action.NOTIFY,
 }
 
 OPERATORS: dict[str, Op] = {f"SCMP_CMP_{op.name}": op for op in Op}
@@ -113,10 +129,13 @@ FLAGS: dict[str, Flag] = {
     "SECCOMP_FILTER_FLAG_TSYNC": Flag.TSYNC,
     "SECCOMP_FILTER_FLAG_LOG": Flag.LOG,
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW": Flag.SPEC_ALLOW,
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": Flag.WAIT_KILLABLE_RECV,
 }
 
-_NOTIFY = "SCMP_ACT_NOTIFY"
-_NOTIFY_FLAG = "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"
+# Default actions that let a call through: no ENOSYS stub (runc's
+# isAllowAction: a tracer is expected to handle new syscalls itself).
+_PERMISSIVE = (Action.ALLOW, Action.LOG, Action.TRACE)
+_ENOSYS = 38
 
 
 @record
@@ -142,6 +161,14 @@ class SeccompPlan:
     arches: tuple[str, ...] = ()    # libseccomp names; the native arch is always in
     flags: Flag = Flag(0)
     rules: tuple[SeccompRule, ...] = ()
+    enosys: bool = False            # prepend the ENOSYS stub (module docstring)
+    listener_path: str = ""         # the seccomp agent's socket (notify rules)
+    listener_metadata: str = ""
+
+    @property
+    def notifies(self) -> bool:
+        """True when loading returns a listener fd for the seccomp agent."""
+        return bool(self.flags & Flag.NEW_LISTENER)
 
     def describe(self, index: int) -> str:
         """What item ``index`` of the C profile is (arches first, then rules),
@@ -165,9 +192,6 @@ class _Errors:
     def __call__(self, path: str, reason: str) -> ConfigError:
         return ConfigError(self.source, f"linux.seccomp.{path}", reason)
 
-    def unsupported(self, path: str, what: str) -> UnsupportedError:
-        return UnsupportedError(f"{self.source}: linux.seccomp.{path}: {what} is not supported")
-
 
 def _action_name(action: Action) -> str:
     return "SCMP_ACT_KILL" if action is Action.KILL_THREAD else f"SCMP_ACT_{action.name}"
@@ -184,15 +208,21 @@ def plan_seccomp(raw: dict | None, *, source: str = "config.json") -> SeccompPla
     """Turn ``Spec.linux.seccomp`` (the JSON object) into a plan; None: no filter.
 
     Raises ConfigError (a UsageError) for what the spec does not allow or
-    we do not know, UnsupportedError for SCMP_ACT_NOTIFY (seccomp agents).
+    we do not know.
     """
     if not raw or (not raw.get("defaultAction") and not raw.get("syscalls")):
         return None
     bad = _Errors(source)
     default = _action(raw.get("defaultAction"), "defaultAction", bad)
+    if default is Action.NOTIFY:
+        raise bad("defaultAction", "SCMP_ACT_NOTIFY cannot be used as default action")
     default_ret = _uint(raw.get("defaultErrnoRet"), "defaultErrnoRet", _U16, bad)
-    if raw.get("listenerPath"):
-        raise bad.unsupported("listenerPath", "seccomp notify (a seccomp agent)")
+    listener = raw.get("listenerPath") or ""
+    metadata = raw.get("listenerMetadata") or ""
+    if not isinstance(listener, str):
+        raise bad("listenerPath", "must be a string")
+    if not isinstance(metadata, str):
+        raise bad("listenerMetadata", "must be a string")
     arches = []
     for i, name in enumerate(_list(raw.get("architectures"), "architectures", bad)):
         if name not in ARCHES:
@@ -200,16 +230,27 @@ def plan_seccomp(raw: dict | None, *, source: str = "config.json") -> SeccompPla
         arches.append(ARCHES[name])
     flags = Flag(0)
     for i, name in enumerate(_list(raw.get("flags"), "flags", bad)):
-        if name == _NOTIFY_FLAG:
-            raise bad.unsupported(f"flags[{i}]", f"{name} (for seccomp notify)")
         if name not in FLAGS:
             raise bad(f"flags[{i}]", f"unknown flag {name!r}")
         flags |= FLAGS[name]
     rules = []
     for i, entry in enumerate(_list(raw.get("syscalls"), "syscalls", bad)):
         rules += _rules(entry, f"syscalls[{i}]", _effective(default, default_ret), bad)
+    if any(r.action is Action.NOTIFY for r in rules):
+        if not listener:
+            raise bad("listenerPath", "is not set: SCMP_ACT_NOTIFY needs a seccomp agent")
+        flags |= Flag.NEW_LISTENER
+        if flags & Flag.TSYNC:
+            # TSYNC and NEW_LISTENER both return a value: the kernel takes
+            # them together only with TSYNC_ESRCH (seccomp(2)).
+            flags |= Flag.TSYNC_ESRCH
+    elif flags & Flag.WAIT_KILLABLE_RECV:
+        raise bad("flags", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs SCMP_ACT_NOTIFY rules")
+    enosys = default not in _PERMISSIVE and _effective(default, default_ret) != (
+        Action.ERRNO, _ENOSYS)
     return SeccompPlan(default_action=default, default_ret=default_ret,
-                       arches=tuple(dict.fromkeys(arches)), flags=flags, rules=tuple(rules))
+                       arches=tuple(dict.fromkeys(arches)), flags=flags, rules=tuple(rules),
+                       enosys=enosys, listener_path=listener, listener_metadata=metadata)
 
 
 def _rules(entry, path: str, default, bad) -> list[SeccompRule]:
@@ -221,6 +262,9 @@ def _rules(entry, path: str, default, bad) -> list[SeccompRule]:
     for j, name in enumerate(names):
         if not isinstance(name, str) or not name:
             raise bad(f"{path}.names[{j}]", "must be a non-empty string")
+        if action is Action.NOTIFY and name == "write":
+            # The init hands the listener fd over with write(2) after loading.
+            raise bad(f"{path}.names[{j}]", "SCMP_ACT_NOTIFY cannot be used for the write syscall")
     conds = tuple(_arg(a, f"{path}.args[{k}]", bad)
                   for k, a in enumerate(_list(entry.get("args"), f"{path}.args", bad)))
     if _effective(action, ret) == default:
@@ -251,8 +295,6 @@ def _arg(raw, path: str, bad) -> SeccompArg:
 
 
 def _action(name, path: str, bad) -> Action:
-    if name == _NOTIFY:
-        raise bad.unsupported(path, f"{_NOTIFY} (a seccomp agent)")
     if not name:
         raise bad(path, "is required")
     if name not in ACTIONS:

@@ -12,11 +12,18 @@ writes the same objects by hand)::
     write uid_map / gid_map
     {"type": "idmap_ok"} -------------------> unshare the rest, fork if pid/time ns
                    <------------------------- {"type": "pid", "pid": N}
+    open bind sources in the new mount ns
+    {"type": "mount_sources"} + fds ---------> new user ns, as root only
                                               Python init: mounts ...
                    <------------------------- {"type": "hooks"}     before pivot_root
     run prestart/createRuntime/createContainer hooks
     {"type": "hooks_ok"} -------------------> pivot_root, console ...
                    <------------------------- {"type": "console"} + pty master fd
+                                              load seccomp (no_new_privs: late)
+                   <------------------------- {"type": "seccomp"} + listener fd
+    send it with the state to the
+    seccomp agent (listenerPath)                  only with SCMP_ACT_NOTIFY rules
+    {"type": "seccomp_done"} ---------------> close the listener fd
                    <------------------------- {"type": "ready"}
                                               create: block on exec.fifo until start
                                               exec/run: execve at once
@@ -55,7 +62,10 @@ class SyncSocket:
             if fds:
                 socket.send_fds(self.sock, [data], list(fds))
             else:
-                self.sock.send(data)
+                # write(2), not sendto(2): after a seccomp filter is loaded
+                # ("ready"), write is what profiles allow (runc's init
+                # writes to its pipe too). One write is one packet.
+                os.write(self.sock.fileno(), data)
         except OSError as err:
             raise SyncError(f"sending {msg.get('type')}: {err.strerror}") from err
 
@@ -86,6 +96,12 @@ class SyncSocket:
         if msg.get("type") != type_:
             raise SyncError(f'expected "{type_}" from the container init, got "{msg.get("type")}"')
         return msg, fds
+
+    def hand_over_listener(self, fd: int) -> None:
+        """Child side: give the seccomp listener fd to the runtime, which
+        sends it to the seccomp agent, and wait until it did."""
+        self.send({"type": "seccomp"}, (fd,))
+        self.expect("seccomp_done")
 
     def close(self) -> None:
         self.sock.close()

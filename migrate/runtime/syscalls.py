@@ -92,7 +92,7 @@ class Syscalls(Protocol):
     def mark_fds_cloexec(self, first: int) -> None: ...
     def personality(self, persona: int) -> None: ...
     def seccomp_prepare(self, plan) -> object: ...
-    def seccomp_load(self, filter: object) -> None: ...
+    def seccomp_load(self, filter: object) -> int | None: ...
     def landlock_scope(self, scoped: int) -> None: ...
 
 
@@ -214,7 +214,9 @@ class LinuxSyscalls:
         return nsexec.seccomp_build(plan)
 
     def seccomp_load(self, filter):
-        nsexec.check(self._c().seccomp_filter_load(filter), "seccomp: load filter")
+        """Load a filter from ``seccomp_prepare``; returns the listener fd
+        when the filter has SCMP_ACT_NOTIFY rules, else None."""
+        return nsexec.check(self._c().seccomp_filter_load(filter), "seccomp: load filter") or None
 
     def landlock_scope(self, scoped):
         nsexec.check(self._c().sys_landlock_scope(scoped), "landlock_restrict_self")

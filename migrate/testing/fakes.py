@@ -345,6 +345,11 @@ class FakeSyscalls:
 
     def seccomp_load(self, filter):
         self._record(SeccompLoad(filter))
+        # A notifying plan gets a listener fd, as from seccomp(2): a real
+        # one (of /dev/null), so the code under test may close it.
+        if getattr(filter, "notifies", False):
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return None
 
     def landlock_scope(self, scoped):
         self._record(LandlockScope(scoped))

@@ -501,3 +501,67 @@ def test_exec_user_must_be_mapped(runtime, bundle, cid):
     assert res.returncode == 255 and "uid 5000 is not mapped" in res.stderr and "0-1999" in res.stderr
     res = runtime("exec", "--additional-gids", "65534", cid, "true")
     assert res.returncode == 255 and "--additional-gids: 65534 is not mapped" in res.stderr
+
+
+def test_a_config_from_runc_spec_runs(runtime, bundle, cid, tmp_path):
+    # `runc spec` lists ambient capabilities but no inheritable set: the
+    # kernel refuses to raise them, runc 1.1 goes on and so must we.
+    import shutil
+
+    runc = shutil.which("runc")
+    if runc is None:
+        pytest.skip("runc is not installed: no `runc spec` to compare with")
+    subprocess.run([runc, "spec", "--bundle", str(tmp_path)], check=True, timeout=30)
+    with open(tmp_path / "config.json") as f:
+        config = json.load(f)
+    assert config["process"]["capabilities"]["ambient"] and \
+        "inheritable" not in config["process"]["capabilities"]
+    config["root"]["path"] = bundle.rootfs
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["sh", "-c", "grep -E '^Cap(Eff|Amb)' /proc/self/status"]
+    bundle.config = config
+    bundle.write()
+    res = runtime("run", "--bundle", bundle.path, cid)
+    assert res.returncode == 0, res.stderr
+    # CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE: what runc's spec lists
+    assert "CapEff:\t0000000020000420" in res.stdout, res.stdout
+    assert "CapAmb:\t0000000000000000" in res.stdout
+
+
+def test_loopback_is_up_in_a_new_network_namespace(runtime, bundle, cid):
+    # runc brings lo up in every network namespace it creates; a server on
+    # 127.0.0.1 answers a client of the same container.
+    assert any(ns["type"] == "network" and not ns.get("path")
+               for ns in bundle.config["linux"]["namespaces"])
+    bundle.sh("cat /sys/class/net/lo/flags; "
+              "nc -l -p 7777 > /tmp/got & sleep 0.5; "
+              "echo over-loopback | nc -w 3 127.0.0.1 7777; wait; cat /tmp/got")
+    bundle.config["root"]["readonly"] = False
+    bundle.write()
+    res = runtime("run", "--bundle", bundle.path, cid)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.split()
+    assert int(lines[0], 16) & 0x1, res.stdout      # IFF_UP (runc: 0x9)
+    assert "over-loopback" in res.stdout, res.stdout + res.stderr
+
+
+def test_no_pivot_does_not_leave_the_hosts_proc_behind_the_chroot(runtime, bundle, cid):
+    # runc's no_pivot.bats: a nested user namespace may mount a fresh proc
+    # only where a fully visible one exists; the host's /proc must be gone.
+    caps = bundle.config["process"]["capabilities"]
+    for kind in ("bounding", "permitted"):
+        caps[kind] = caps[kind] + ["CAP_SETFCAP"]
+    bundle.set_args("unshare", "-mrpf", "sh", "-euxc",
+                    "mount -t proc none /proc && echo h > /proc/sysrq-trigger")
+    res = runtime("run", "--no-pivot", "--bundle", bundle.path, cid)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "mount: permission denied" in res.stderr, res.stderr
+
+
+def test_exec_pid_file_in_a_missing_directory_is_one_line(runtime, bundle, cid):
+    bundle.sh("sleep 300")
+    runtime("run", "-d", "--bundle", bundle.path, cid).check()
+    res = runtime("exec", "--pid-file", "/non-existent/dir/pid", cid, "true")
+    assert res.returncode in (1, 2), res.stderr          # never 70 (internal error)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--pid-file /non-existent/dir/pid" in lines[0], res.stderr

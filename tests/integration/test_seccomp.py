@@ -142,8 +142,10 @@ def _assert_left_nothing(runtime, cid):
     (_profile(architectures=["SCMP_ARCH_Z80"]),
      "linux.seccomp.architectures[0]: unknown architecture 'SCMP_ARCH_Z80'"),
     (_profile(syscalls=[{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]),
-     "SCMP_ACT_NOTIFY (a seccomp agent) is not supported"),
-], ids=["action", "rule-action", "operator", "arch", "notify"])
+     "linux.seccomp.listenerPath: is not set"),
+    (_profile(listenerPath="/x", syscalls=[{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}]),
+     "SCMP_ACT_NOTIFY cannot be used for the write syscall"),
+], ids=["action", "rule-action", "operator", "arch", "notify-no-agent", "notify-write"])
 def test_a_bad_profile_fails_create_with_one_line(runtime, bundle, cid, profile, message):
     _use(bundle, profile).sh("true")
     res = runtime("create", "--bundle", bundle.path, cid)
@@ -219,3 +221,126 @@ def test_checkpoint_restore_keeps_the_filter(runtime, bundle, cid, tmp_path):
     res = runtime("exec", cid, "sh", "-c", "mkdir /tmp/after; echo mkdir=$?")
     assert "mkdir=1" in res.stdout, res.stderr
     runtime("delete", "--force", cid).check()
+
+
+# -- SCMP_ACT_NOTIFY: a seccomp agent at listenerPath ---------------------------
+
+import select      # noqa: E402
+import socket      # noqa: E402
+import struct      # noqa: E402
+import threading   # noqa: E402
+
+# include/uapi/linux/seccomp.h: struct seccomp_notif (80 bytes) and
+# seccomp_notif_resp (24 bytes), and their _IOWR('!', n, ...) ioctls.
+_NOTIF = struct.Struct("QIIiIQ6Q")
+_RESP = struct.Struct("QqiI")
+_NOTIF_RECV = 0xC0000000 | (_NOTIF.size << 16) | (ord("!") << 8) | 0
+_NOTIF_SEND = 0xC0000000 | (_RESP.size << 16) | (ord("!") << 8) | 1
+_FLAG_CONTINUE = 1
+ENOMEDIUM = 123
+
+
+class Agent:
+    """A small seccomp agent: takes listener fds with the container state,
+    answers ENOMEDIUM to every notified syscall."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(4)
+        self.states: list[dict] = []
+        self.seen: list[int] = []       # syscall numbers answered
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return          # closed
+            with conn:
+                data, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+            self.states.append(json.loads(data))
+            t = threading.Thread(target=self._answer, args=(fds[0],), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _answer(self, listener: int):
+        import fcntl
+
+        poller = select.poll()
+        poller.register(listener, select.POLLIN)
+        try:
+            while True:
+                events = poller.poll(30_000)
+                if not events or events[0][1] & (select.POLLHUP | select.POLLERR):
+                    return        # every filtered task is gone
+                buf = bytearray(_NOTIF.size)
+                try:
+                    fcntl.ioctl(listener, _NOTIF_RECV, buf)
+                except OSError:
+                    continue      # the task died meanwhile
+                notif_id, _pid, _flags, nr, *_ = _NOTIF.unpack(buf)
+                self.seen.append(nr)
+                resp = bytearray(_RESP.pack(notif_id, -1, -ENOMEDIUM, 0))
+                try:
+                    fcntl.ioctl(listener, _NOTIF_SEND, resp)
+                except OSError:
+                    pass
+        finally:
+            os.close(listener)
+
+    def close(self):
+        self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+        self.threads[0].join(timeout=10)
+
+
+@pytest.mark.parametrize("nnp", [True, False], ids=["nnp", "no-nnp"])
+def test_notify_hands_the_listener_to_the_agent(runtime, bundle, cid, tmp_path, nnp):
+    agent = Agent(str(tmp_path / "agent.sock"))
+    try:
+        _use(bundle, _profile(listenerPath=agent.path, listenerMetadata="meta-1", syscalls=[
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]), nnp=nnp).sh(
+            "mkdir /tmp/n; echo mkdir=$?; touch /tmp/t && echo touched")
+        res = runtime("run", "--bundle", bundle.path, cid)
+    finally:
+        agent.close()
+    assert res.returncode == 0, res.stderr
+    assert "mkdir=1" in res.stdout and "touched" in res.stdout
+    assert "No medium found" in res.stderr          # the agent's answer
+    assert agent.seen, "the agent got no notification"
+    (state,) = agent.states
+    assert state["fds"] == ["seccompFd"] and state["metadata"] == "meta-1"
+    assert state["state"]["id"] == cid and state["state"]["status"] == "creating"
+    assert state["pid"] == state["state"]["pid"] > 0
+    assert state["state"]["bundle"] == bundle.path
+
+
+def test_notify_for_an_exec_sends_the_running_state(runtime, bundle, cid, tmp_path):
+    agent = Agent(str(tmp_path / "agent.sock"))
+    try:
+        _use(bundle, _profile(listenerPath=agent.path, syscalls=[
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}])).sh("sleep 300")
+        runtime("run", "-d", "--bundle", bundle.path, cid).check()
+        init_pid = json.loads(runtime("state", cid).stdout)["pid"]
+        res = runtime("exec", cid, "sh", "-c", "mkdir /tmp/e; echo rc=$?")
+    finally:
+        agent.close()
+    assert res.returncode == 0, res.stderr
+    assert "rc=1" in res.stdout and "No medium found" in res.stderr
+    assert [s["state"]["status"] for s in agent.states] == ["creating", "running"]
+    exec_state = agent.states[1]
+    assert exec_state["state"]["pid"] == init_pid and exec_state["pid"] != init_pid
+
+
+def test_notify_without_an_agent_fails_create_with_one_line(runtime, bundle, cid, tmp_path):
+    _use(bundle, _profile(listenerPath=str(tmp_path / "nobody.sock"), syscalls=[
+        {"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}])).sh("true")
+    res = runtime("create", "--bundle", bundle.path, cid)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "failed to connect with seccomp agent" in lines[0], res.stderr
+    _assert_left_nothing(runtime, cid)

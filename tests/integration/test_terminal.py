@@ -99,3 +99,30 @@ def test_stdio_pipes_are_passed_through(runtime, bundle, cid):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"got:hello\n"
     assert proc.stderr == b"to-err\n"
+
+
+@pytest.mark.parametrize("via", ["run", "exec"])
+def test_a_non_root_user_owns_its_terminal(runtime, bundle, cid, via):
+    # As runc (tty.bats "tty owner ({u,g}id != 0)"): the owner becomes the
+    # process's user, the group stays devpts's tty group (5).
+    bundle.config["process"]["user"] = {"uid": 1000, "gid": 100}
+    probe = "stat -c owner=%u:%g $(tty); echo done-$((2+2))"
+    master, slave = pty.openpty()
+    if via == "run":
+        bundle.set_args("sh", "-c", probe, terminal=True)
+        argv = [*runtime.argv, "--root", runtime.root, "run", "--bundle", bundle.path, cid]
+    else:
+        bundle.sh("sleep 300")
+        runtime("run", "-d", "--bundle", bundle.path, cid).check()
+        argv = [*runtime.argv, "--root", runtime.root, "exec", "--tty", cid, "sh", "-c", probe]
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True)
+    os.close(slave)
+    try:
+        out = _read_until(master, b"done-4")
+        assert proc.wait(timeout=20) == 0, out
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+    assert b"owner=1000:5" in out, out

@@ -39,10 +39,13 @@ def run_setns_init(init: SetnsInit, sys: Syscalls, sock: SyncSocket) -> NoReturn
         master = open_container_pty(process.console_size)
         sock.send({"type": "console"}, (master,))
         os.close(master)
+    hand_over = sock.hand_over_listener
     path, env = proc.become_process(sys, process, setgroups_allowed=init.setgroups_allowed,
-                                    seccomp=seccomp)
+                                    seccomp=seccomp, hand_over=hand_over)
+    proc.prepare_exec(sys, 3 + init.preserve_fds)
+    if seccomp is not None and process.no_new_privileges:
+        proc.load_seccomp(sys, seccomp, hand_over)   # see runtime/process.py
     sock.send({"type": "ready"})
     sock.close()
-    proc.exec_process(sys, path, process.args, env, 3 + init.preserve_fds,
-                      seccomp=seccomp if process.no_new_privileges else None)
+    proc.exec_process(sys, path, process.args, env)
     os._exit(127)

@@ -38,6 +38,7 @@ class StandardInit:
     new_uts: bool
     seccomp: object | None = None     # runtime.seccomp.SeccompPlan
     ptrace_fence: bool = False        # process.fence_ptrace before the capabilities drop
+    bind_sources: tuple = ()          # (index, path): the runtime sends their fds
 
 
 def _hooks_roundtrip(sock: SyncSocket) -> None:
@@ -66,6 +67,10 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
         except OSError as err:
             raise KernelError("ioctl", "lo", err.errno or 1, "bringing lo up") from None
     os.chdir(init.bundle)
+    if init.bind_sources:
+        msg, fds = sock.expect("mount_sources")
+        if init.rootfs is not None:
+            init.rootfs.source_fds.update(zip(msg.get("index", ()), fds))
     before_pivot = (lambda: _hooks_roundtrip(sock)) if init.has_hooks else None
     if init.rootfs is not None:
         prepare_rootfs(sys, init.rootfs, before_pivot)
@@ -100,8 +105,15 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
         sys.personality(0x0008 if domain == "LINUX32" else 0)
     if init.ptrace_fence:
         proc.fence_ptrace(sys)
+    hand_over = sock.hand_over_listener
     path, env = proc.become_process(sys, process, setgroups_allowed=init.setgroups_allowed,
-                                    seccomp=seccomp, default_umask=0o022)
+                                    seccomp=seccomp, hand_over=hand_over, default_umask=0o022)
+    proc.prepare_exec(sys, 3 + init.preserve_fds)
+    if seccomp is not None and process.no_new_privileges:
+        # Before "ready", so the listener fd can still reach the parent,
+        # and before exec.fifo and the startContainer hooks, which run
+        # filtered (runc does the same).
+        proc.load_seccomp(sys, seccomp, hand_over)
     sock.send({"type": "ready"})
     sock.close()
     if init.fifo_fd is not None:
@@ -116,8 +128,7 @@ def run_standard_init(init: StandardInit, sys: Syscalls, sock: SyncSocket) -> No
         os.close(init.fifo_fd)
     # startContainer hooks belong to "start", which `run` does without a fifo.
     _start_container_hooks(spec)
-    proc.exec_process(sys, path, process.args, env, 3 + init.preserve_fds,
-                      seccomp=seccomp if process.no_new_privileges else None)
+    proc.exec_process(sys, path, process.args, env)
     os._exit(127)
 
 

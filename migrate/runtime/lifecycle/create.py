@@ -342,7 +342,7 @@ def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts,
                  idmapped=(), seccomp=None, close_in_child=()):
     from migrate.runtime.init.standard import StandardInit, run_standard_init
     from migrate.runtime.process import needs_ptrace_fence
-    from migrate.runtime.rootfs import RootfsPlan
+    from migrate.runtime.rootfs import RootfsPlan, bind_sources
 
     linux = spec.linux
     in_userns = bool(create_ns & NsFlag.USER) or facts.in_userns or any(
@@ -366,7 +366,12 @@ def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts,
         # Its own user namespace, not ours: a rootless runtime's forks are as
         # exposed to a container in the runtime's user namespace.
         ptrace_fence=needs_ptrace_fence(spec.process, bool(create_ns & NsFlag.USER) or any(
-            f == NsFlag.USER for _, f in join)))
+            f == NsFlag.USER for _, f in join)),
+        # In a new user namespace the init may not reach the bind sources:
+        # the runtime opens them for it (rootless: they are its own anyway,
+        # and it could not join the namespace to open them).
+        bind_sources=bind_sources(plan, bundle)
+        if create_ns & NsFlag.USER and not facts.euid else ())
     sys = ctx.syscalls
 
     def on_hooks(pid: int) -> None:
@@ -378,12 +383,28 @@ def _launch_spec(ctx, opts, spec, state, cgroups, create_ns, join, idmap, facts,
         run_hooks(hooks.create_runtime, state=st, name="createRuntime")
         run_hooks(hooks.create_container, state=st, name="createContainer")
 
+    def mount_sources(pid: int) -> dict[int, int]:
+        from migrate.runtime.rootfs import open_in_mount_namespace
+
+        return open_in_mount_namespace(sys, pid, init.bind_sources, ctx.proc_root)
+
+    def on_seccomp(pid: int, fd: int) -> None:
+        from migrate.runtime.seccomp_agent import process_state, send_listener
+
+        state.pid = pid
+        st = oci_state(state, "creating")
+        send_listener(seccomp.listener_path, process_state(
+            oci_version=st["ociVersion"], pid=pid, metadata=seccomp.listener_metadata,
+            state=st), fd)
+
     return LaunchSpec(
         create=create_ns, join=tuple(join), idmap=idmap,
         dumpable_for_idmap=facts.euid, timens_offsets=_timens_offsets(linux),
         cgroups=cgroups, child=lambda sock: run_standard_init(init, sys, sock),
         on_hooks=on_hooks if has_hooks else None, write_file=sys.write_file,
-        close_in_child=tuple(close_in_child))
+        close_in_child=tuple(close_in_child),
+        on_seccomp=on_seccomp if seccomp is not None and seccomp.notifies else None,
+        mount_sources=mount_sources if init.bind_sources else None)
 
 
 def _cgroup_paths(cgroups, rootless: bool) -> dict[str, str]:

@@ -148,6 +148,16 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
     init = SetnsInit(process=process, preserve_fds=opts.preserve_fds,
                      setgroups_allowed=_setgroups_allowed(pid, ctx.proc_root),
                      seccomp=seccomp)
+
+    def on_seccomp(exec_pid: int, fd: int) -> None:
+        from migrate.runtime.lifecycle.create import oci_state
+        from migrate.runtime.seccomp_agent import process_state, send_listener
+
+        st = oci_state(container.state, "running")
+        send_listener(seccomp.listener_path, process_state(
+            oci_version=st["ociVersion"], pid=exec_pid, metadata=seccomp.listener_metadata,
+            state=st), fd)
+
     from migrate.runtime.process import preload
 
     preload(process, False)   # the child cannot import after setns(mnt)
@@ -159,8 +169,10 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
         fg.install()
     try:
         sys = ctx.syscalls
-        launched = launch(LaunchSpec(join=tuple(join), cgroups=cgroups,
-                                     child=lambda sock: run_setns_init(init, sys, sock)))
+        launched = launch(LaunchSpec(
+            join=tuple(join), cgroups=cgroups,
+            child=lambda sock: run_setns_init(init, sys, sock),
+            on_seccomp=on_seccomp if seccomp is not None and seccomp.notifies else None))
         try:
             if opts.pid_file:
                 write_pid_file(opts.pid_file, launched.pid)

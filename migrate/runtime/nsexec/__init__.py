@@ -8,7 +8,8 @@ from __future__ import annotations
 import enum
 import os
 
-__all__ = ["NsFlag", "NS_FLAGS", "bootstrap", "lib", "check", "seccomp_build"]
+__all__ = ["NsFlag", "NS_FLAGS", "bootstrap", "lib", "check", "seccomp_build",
+           "seccomp_program"]
 
 
 class NsFlag(enum.IntFlag):
@@ -105,6 +106,7 @@ def seccomp_build(plan):
     prof.default_action = int(plan.default_action)
     prof.default_ret = -1 if plan.default_ret is None else plan.default_ret
     prof.flags = int(plan.flags)
+    prof.enosys_stub = int(plan.enosys)
     arches = ffi.new("const char *[]", [cstr(a) for a in plan.arches] or 1)
     prof.arches, prof.narches = arches, len(plan.arches)
     rules = ffi.new("struct seccomp_rule[]", len(plan.rules) or 1)
@@ -126,3 +128,13 @@ def seccomp_build(plan):
         what = plan.describe(prof.failed) if prof.failed >= 0 else "filter"
         raise OSError(-ret, f"seccomp: {os.strerror(-ret)}", what)
     return out[0]
+
+
+def seccomp_program(filter) -> list[tuple[int, int, int, int]]:
+    """The BPF a built filter would load, as (code, jt, jf, k): for tests."""
+    mod = _load()
+    ffi, c = mod.ffi, mod.lib
+    total = c.seccomp_filter_dump(filter, ffi.NULL, 0)
+    out = ffi.new("struct sock_filter[]", max(total, 1))
+    c.seccomp_filter_dump(filter, out, total)
+    return [(i.code, i.jt, i.jf, i.k) for i in out[0:total]]

@@ -69,21 +69,25 @@ ffibuilder.cdef(
         int default_action;
         int default_ret;
         unsigned int flags;
+        int enosys_stub;
         const char **arches;
         int narches;
         struct seccomp_rule *rules;
         int nrules;
         int failed;
         int skipped;
+        int stub_len;
     };
     int seccomp_filter_build(struct seccomp_profile *p, void **filter);
     int seccomp_filter_load(void *filter);
     void seccomp_filter_release(void *filter);
+    struct sock_filter { unsigned short code; unsigned char jt; unsigned char jf; unsigned int k; };
+    int seccomp_filter_dump(void *filter, struct sock_filter *out, int max);
     """
 )
 ffibuilder.set_source(
     "migrate.runtime.nsexec._nsexec",
-    '#include "nsexec.h"',
+    '#include <linux/filter.h>\n#include "nsexec.h"',
     sources=[os.path.relpath(os.path.join(HERE, s)) for s in SOURCES],
     include_dirs=[HERE],
     libraries=["seccomp"],

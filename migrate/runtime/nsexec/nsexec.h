@@ -84,11 +84,8 @@ enum seccomp_action {
 	SECCOMP_ACTION_TRACE = 5,
 	SECCOMP_ACTION_ALLOW = 6,
 	SECCOMP_ACTION_LOG = 7,
+	SECCOMP_ACTION_NOTIFY = 8,
 };
-
-#define SECCOMP_PROFILE_TSYNC      0x1
-#define SECCOMP_PROFILE_LOG        0x2
-#define SECCOMP_PROFILE_SPEC_ALLOW 0x4
 
 struct seccomp_arg {
 	unsigned int index;
@@ -108,19 +105,23 @@ struct seccomp_rule {
 struct seccomp_profile {
 	int default_action;
 	int default_ret;
-	unsigned int flags;          /* SECCOMP_PROFILE_* */
+	unsigned int flags;          /* SECCOMP_FILTER_FLAG_* for seccomp(2) */
+	int enosys_stub;             /* answer ENOSYS above the highest syscall named */
 	const char **arches;         /* libseccomp names: "x86_64", "x86", ... */
 	int narches;
 	struct seccomp_rule *rules;
 	int nrules;
 	int failed;                  /* out: index (arches, then rules) that failed */
 	int skipped;                 /* out: rules whose syscall is unknown here */
+	int stub_len;                /* out: instructions of the ENOSYS stub */
 };
 
-/* Build the filter into *filter (an scmp_filter_ctx); 0 or -errno. */
+/* Build the program into *filter (opaque: the BPF and its load flags); 0 or -errno. */
 int seccomp_filter_build(struct seccomp_profile *p, void **filter);
-/* Load and release it; 0 or -errno. */
+/* Load and release it: the listener fd (NEW_LISTENER), else 0, or -errno. */
 int seccomp_filter_load(void *filter);
 void seccomp_filter_release(void *filter);
+struct sock_filter;
+int seccomp_filter_dump(void *filter, struct sock_filter *out, int max);
 
 #endif

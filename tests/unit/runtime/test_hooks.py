@@ -38,7 +38,8 @@ def test_failure_names_the_hook_and_quotes_stderr(tmp_path):
     path = _script(tmp_path, "bad", "echo first >&2\necho 'no network' >&2\nexit 3\n")
     with pytest.raises(HookError) as info:
         run_hooks([Hook(path=path)], state={}, name="createRuntime")
-    assert str(info.value) == f"createRuntime hook {path} exited with 3: no network"
+    assert str(info.value) == (f"error running hook #0 (createRuntime {path}): "
+                               f"exited with 3: no network")
 
 
 def test_a_failure_stops_the_list(tmp_path):
@@ -52,13 +53,13 @@ def test_a_failure_stops_the_list(tmp_path):
 
 def test_timeout(tmp_path):
     path = _script(tmp_path, "slow", "exec sleep 5\n")
-    with pytest.raises(HookError, match=f"prestart hook {path} timed out after 1s"):
+    with pytest.raises(HookError, match=f"prestart {path}\\): timed out after 1s"):
         run_hooks([Hook(path=path, timeout=1)], state={}, name="prestart")
 
 
 def test_missing_hook(tmp_path):
     path = str(tmp_path / "nope")
-    with pytest.raises(HookError, match=f"poststart hook {path}: No such file or directory"):
+    with pytest.raises(HookError, match=f"error running hook #0 \\(poststart {path}\\): No such file or directory"):
         run_hooks([Hook(path=path)], state={}, name="poststart")
 
 
@@ -69,7 +70,13 @@ def test_warn_only_logs_and_goes_on(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="migrate.runtime.hooks"):
         run_hooks(hooks, state={}, name="poststop", warn_only=True)
     assert marker.exists()
-    assert "poststop hook" in caplog.text and "exited with 2" in caplog.text
+    assert "error running hook #0 (poststop" in caplog.text and "exited with 2" in caplog.text
+
+
+def test_a_signal_is_named_as_runc_does(tmp_path):
+    path = _script(tmp_path, "killed", "kill -SYS $$\n")
+    with pytest.raises(HookError, match=r"signal: bad system call"):
+        run_hooks([Hook(path=path)], state={}, name="startContainer")
 
 
 def test_hooks_are_errors_of_the_tree():

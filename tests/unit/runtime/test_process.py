@@ -96,13 +96,20 @@ def test_bounding_drop_failure_names_the_capability(ids):
         proc.apply_user_and_caps(sys, _process(Capabilities()))
 
 
-def test_ambient_failure_says_why(ids):
+def test_an_ambient_capability_the_kernel_refuses_is_skipped_as_runc_does(ids):
+    # `runc spec` lists ambient capabilities without an inheritable set: the
+    # kernel refuses to raise them (EPERM) and runc 1.1 runs the container.
     sys = FakeSyscalls()
-    caps = Capabilities(bounding=("CAP_KILL",), ambient=("CAP_KILL",))
-    drops = 40
-    sys.fail_on(Prctl, nth=drops + 2 + 2, errno=errno.EPERM)   # drops, keepcaps x2, clear, raise
-    with pytest.raises(KernelError, match="CAP_KILL must be permitted and inheritable"):
-        proc.apply_user_and_caps(sys, _process(caps))
+    caps = Capabilities(bounding=("CAP_KILL", "CAP_CHOWN"), permitted=("CAP_KILL", "CAP_CHOWN"),
+                        inheritable=("CAP_CHOWN",), ambient=("CAP_KILL", "CAP_CHOWN"))
+    last = proc._last_cap()
+    raise_kill = (last + 1 - 2) + 2 + 1 + 1     # drops, keepcaps x2, clear, first raise
+    sys.fail_on(Prctl, nth=raise_kill, errno=errno.EPERM)
+    proc.apply_user_and_caps(sys, _process(caps))
+    raises = [c for c in sys.of(Prctl) if c.option == PR.CAP_AMBIENT
+              and c.arg2 == PR.CAP_AMBIENT_RAISE]
+    # the refused one did not stop the next
+    assert [c.arg3 for c in raises] == [CAP_NUMBERS["CAP_KILL"], CAP_NUMBERS["CAP_CHOWN"]]
 
 
 def test_unmapped_user(ids, monkeypatch):
@@ -232,9 +239,10 @@ def test_exec_process_marks_fds_and_reports_execve_errors(monkeypatch, bindir):
 
     monkeypatch.setattr(os, "execve", fail)
     sys = FakeSyscalls()
-    with pytest.raises(KernelError, match=r"execve .*/tool: Exec format error"):
-        proc.exec_process(sys, str(bindir / "tool"), ("tool",), {}, 3)
+    proc.prepare_exec(sys, 3)
     assert sys.calls == [MarkFdsCloexec(3)]
+    with pytest.raises(KernelError, match=r"execve .*/tool: Exec format error"):
+        proc.exec_process(sys, str(bindir / "tool"), ("tool",), {})
 
 
 def test_ptrace_fence_enters_a_signal_scoped_landlock_domain():
@@ -273,3 +281,34 @@ def test_needs_ptrace_fence():
     # In its own user namespace CAP_SYS_PTRACE does not reach our
     # non-dumpable forks (their mm belongs to the initial one).
     assert not proc.needs_ptrace_fence(process("CAP_SYS_PTRACE"), in_userns=True)
+
+
+def test_stdio_goes_to_the_process_user_keeping_the_group(monkeypatch, tmp_path):
+    # runc's fixStdioPermissions: a non-root user must own its terminal.
+    files = {fd: os.open(tmp_path / f"f{fd}", os.O_CREAT | os.O_RDWR) for fd in (10, 11)}
+    null = os.open(os.devnull, os.O_RDONLY)
+    chowned = []
+    monkeypatch.setattr(os, "fchown", lambda fd, uid, gid: chowned.append((fd, uid, gid)))
+    try:
+        proc.fix_stdio_owner(1000, fds=(files[10], null, files[11]))
+        gid = os.fstat(files[10]).st_gid
+        assert chowned == [(files[10], 1000, gid), (files[11], 1000, gid)]   # not /dev/null
+        chowned.clear()
+        proc.fix_stdio_owner(os.getuid(), fds=(files[10],))     # already the owner
+        assert chowned == []
+    finally:
+        for fd in (*files.values(), null):
+            os.close(fd)
+
+
+def test_stdio_the_kernel_will_not_chown_is_left_alone(monkeypatch, tmp_path):
+    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_RDWR)
+
+    def refuse(*a):
+        raise OSError(errno.EINVAL, "Invalid argument")   # gid not mapped in the userns
+
+    monkeypatch.setattr(os, "fchown", refuse)
+    try:
+        proc.fix_stdio_owner(1000, fds=(fd,))
+    finally:
+        os.close(fd)

@@ -119,33 +119,17 @@ def test_bind_mount_with_flags_is_bind_then_remount(root, src, kernel):
     assert kernel.statvfs_paths == [target, target]      # before, and read back after
 
 
-def test_rbind_remounts_every_mount_of_the_tree(root, src, kernel, monkeypatch):
+def test_rbind_remounts_only_the_top_mount(root, src, kernel, monkeypatch):
+    # runc: "rbind,ro" is read-only but not recursively ("rro" is).
     target = str(root / "data")
     monkeypatch.setattr(rootfs, "_submounts", lambda path: [f"{path}/a", f"{path}/a/b"])
     kernel.check_paths = False               # the submounts exist only in the model
     mount_one(kernel, OciMount(destination="/data", source=str(src),
                                options=("rbind", "ro", "nosuid")), _plan(root))
-    flags = REMOUNT | MS.RDONLY | MS.NOSUID          # MS_REC would be ignored by the kernel
     assert kernel.calls == [
         Mount(str(src), target, None, MS.BIND | MS.REC, None),
-        Mount(None, target, None, flags, None),
-        Mount(None, f"{target}/a", None, flags, None),
-        Mount(None, f"{target}/a/b", None, flags, None),
+        Mount(None, target, None, REMOUNT | MS.RDONLY | MS.NOSUID, None),
     ]
-
-
-def test_rbind_submount_conflict_names_the_submount(root, src, kernel, monkeypatch):
-    target = str(root / "data")
-    monkeypatch.setattr(rootfs, "_submounts", lambda path: [f"{path}/sub"])
-    kernel.check_paths = False
-    kernel.st_at[f"{target}/sub"] = os.ST_RDONLY | os.ST_RELATIME
-    kernel.fail_on(Mount, nth=3, errno=errno.EPERM)
-    with pytest.raises(MountError) as info:
-        mount_one(kernel, OciMount(destination="/data", source=str(src),
-                                   options=("rbind", "rw")), _plan(root))
-    assert str(info.value) == (f"remount {src} on /data/sub (rw): Operation not permitted: "
-                               f"the source is locked ro in this user namespace and rw was "
-                               f"asked for")
 
 
 def test_plain_bind_needs_no_remount(root, src, kernel):
@@ -717,3 +701,25 @@ def test_finalize_rootfs_readonly_path_error(tmp_path, statvfs):
     sys.fail_on(Mount, errno=errno.EACCES)
     with pytest.raises(MountError, match=r"readonly path .* \(ro\): Permission denied"):
         finalize_rootfs(sys, _plan(tmp_path, readonly_paths=(str(tmp_path),)))
+
+
+def test_bind_sources_are_the_plain_binds_with_absolute_paths(root):
+    mounts = (OciMount(destination="/proc", type="proc"),
+              OciMount(destination="/a", source="rel/dir", options=("bind",)),
+              OciMount(destination="/b", type="bind", source="/abs"),
+              OciMount(destination="/c", source="/idm", options=("bind", "idmap")),
+              OciMount(destination="/sys/fs/cgroup", type="cgroup", source="cgroup"))
+    from migrate.runtime.rootfs import bind_sources
+
+    assert bind_sources(_plan(root, mounts), "/bundle") == ((1, "/bundle/rel/dir"), (2, "/abs"))
+
+
+def test_a_source_fd_from_the_runtime_is_mounted_through_proc(root, src, kernel):
+    fd = os.open(src, os.O_PATH)
+    try:
+        mount_one(kernel, OciMount(destination="/data", source="/unreachable/for/the/init",
+                                   options=("bind",)), _plan(root), source_fd=fd)
+    finally:
+        os.close(fd)
+    assert kernel.calls == [Mount(f"/proc/self/fd/{fd}", str(root / "data"), None, MS.BIND,
+                                  None)]
