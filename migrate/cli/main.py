@@ -161,7 +161,9 @@ def _protect_executable() -> None:
 
     if os.environ.pop(MARK, None):
         return      # this is the re-executed runtime; the mark goes no further
-    reexec_protected(sys.orig_argv, os.environ,
+    # argv[0] as an absolute path: the new interpreter finds its prefix (the
+    # virtualenv) from it, and /proc/self/exe would only name the overlay.
+    reexec_protected([sys.executable, *sys.orig_argv[1:]], os.environ,
                      allow_overlay=os.environ.get("MIGRATE_EXE_GUARD") != "memfd")
 
 
