@@ -156,12 +156,35 @@ _JOINING = {"create", "run", "exec"}
 
 def _protect_executable() -> None:
     """Re-execute from a protected interpreter, once (``MIGRATE_EXE_GUARD=memfd``
-    skips the overlay, for tests of the fallback)."""
+    skips the overlay, for tests of the fallback).
+
+    The second start skips ``site`` (-S): its .pth processing is most of an
+    interpreter's start-up here (an editable install's finder alone imports
+    pathlib and urllib); the path it computed is handed over in PYTHONPATH,
+    and the caller's own PYTHONPATH is put back at once.
+    """
     from migrate.runtime.exe_guard import MARK, reexec_protected
 
-    if os.environ.pop(MARK, None):
-        return      # this is the re-executed runtime; the mark goes no further
-    reexec_protected(sys.orig_argv, os.environ,
+    mark = os.environ.pop(MARK, None)
+    if mark:
+        saved = os.environ.pop(MARK + "_PYTHONPATH", None)
+        if saved is None:
+            return          # not ours (set by hand): nothing to restore
+        if saved:
+            os.environ["PYTHONPATH"] = saved[1:]
+        else:
+            os.environ.pop("PYTHONPATH", None)
+        return      # this is the re-executed runtime; the marks go no further
+    import migrate
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(migrate.__file__)))
+    env = dict(os.environ)
+    old = os.environ.get("PYTHONPATH")
+    env[MARK + "_PYTHONPATH"] = "" if old is None else "=" + old
+    env["PYTHONPATH"] = os.pathsep.join([package_parent, *(p for p in sys.path if p)])
+    # argv[0] as an absolute path: the new interpreter finds its prefix (the
+    # virtualenv) from it, and /proc/self/exe would only name the overlay.
+    reexec_protected([sys.executable, "-S", *sys.orig_argv[1:]], env,
                      allow_overlay=os.environ.get("MIGRATE_EXE_GUARD") != "memfd")
 
 

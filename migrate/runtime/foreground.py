@@ -73,6 +73,9 @@ class Foreground:
 
     def wait(self, pid: int, console_fd: int | None = None, notify=None) -> int:
         """Block until ``pid`` exits; return its exit code (128+N for signal N)."""
+        if pid <= 0:
+            # kill(0 or -1, sig) would reach our own process group or everyone.
+            raise ValueError(f"Foreground.wait needs a process id, got {pid}")
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, "signal")
         proxy = None

@@ -199,6 +199,10 @@ def _drive(spec: LaunchSpec, sock: SyncSocket, pid1: int, result: Launched) -> N
                 raise SyncError("console message without a file descriptor")
             result.console_fd = fds[0]
         elif kind == "ready":
+            if result.pid <= 0:
+                # nsexec.c orders "pid" first; waiting on pid 0 would mean
+                # signalling our own process group.
+                raise SyncError("the container init was ready before its pid was known")
             # runc's wording for the two inits (standard_init / setns_init).
             _debug("setns_init: about to exec" if spec.join and not spec.create
                    else "init: closing the pipe to signal completion")

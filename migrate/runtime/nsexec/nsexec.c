@@ -131,22 +131,50 @@ static int become_session_leader(struct nsexec_config *cfg)
 	return 0;
 }
 
+/*
+ * The intermediate process reports the grandchild's pid and exits; the
+ * grandchild carries on and talks to the parent over the same socket. Two
+ * writers on one socket give no order, so the grandchild waits on a pipe
+ * until its pid has been sent: otherwise, on a loaded machine, its "ready"
+ * could overtake the "pid" message and the parent would wait on pid 0 --
+ * kill(0, sig) then signals the runtime's own process group, forever.
+ */
 static int fork_into_namespaces(struct nsexec_config *cfg)
 {
-	char msg[64];
+	char msg[64], c;
 	pid_t child;
-	int ret;
+	int ret, go[2];
+	ssize_t n;
 
+	if (pipe2(go, O_CLOEXEC) < 0)
+		return fail(cfg, "pipe2", -errno);
 	child = fork();
-	if (child < 0)
-		return fail(cfg, "fork", -errno);
-	if (child == 0)
+	if (child < 0) {
+		ret = -errno;
+		close(go[0]);
+		close(go[1]);
+		return fail(cfg, "fork", ret);
+	}
+	if (child == 0) {
+		close(go[1]);
+		do
+			n = read(go[0], &c, 1);
+		while (n < 0 && errno == EINTR);
+		close(go[0]);
+		if (n != 1)   /* the intermediate died before reporting us */
+			return fail(cfg, "wait for the pid report", -EPIPE);
 		return become_session_leader(cfg);
+	}
+	close(go[0]);
 	snprintf(msg, sizeof(msg), "{\"type\":\"pid\",\"pid\":%d}", (int)child);
 	ret = nsexec_send(cfg->sync_fd, msg);
 	if (ret < 0) {
 		kill(child, SIGKILL);
 		nsexec_log(cfg->log_fd, "error", "nsexec: cannot report pid: %s", strerror(-ret));
+		_exit(1);
+	}
+	if (write(go[1], "1", 1) != 1) {
+		kill(child, SIGKILL);
 		_exit(1);
 	}
 	/* The parent is our subreaper-or-waiter; the grandchild is reparented
