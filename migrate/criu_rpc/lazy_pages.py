@@ -34,7 +34,6 @@ import errno
 import os
 import select
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -209,6 +208,8 @@ def start_lazy_pages(options: LazyPagesOptions, *, criu: str = "criu",
 
     work_dir = options.work_dir or options.images_dir
     log_path = os.path.join(os.path.abspath(work_dir), options.log_file)
+    import tempfile   # here: criu_rpc's package import must not pay for it (~5 ms)
+
     output = tempfile.TemporaryFile(prefix="criu-lazy-pages-")
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     try:

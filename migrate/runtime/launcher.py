@@ -152,9 +152,17 @@ def _drive(spec: LaunchSpec, sock: SyncSocket, pid1: int, result: Launched) -> N
         spec.cgroups.add(pid1)
     _debug("nsexec container setup")
     sock.send({"type": "go"})
+    early = []
     while True:
-        msg, fds = sock.recv(spec.timeout)
+        msg, fds = early.pop(0) if early and result.pid else sock.recv(spec.timeout)
         kind = msg.get("type")
+        if kind in ("hooks", "console", "ready") and not result.pid:
+            # With a new PID namespace the intermediate process reports the
+            # init's pid after fork(), while the init already runs: an init
+            # scheduled first can speak first. Seen on a loaded machine:
+            # "ready" before "pid" left `exec` waiting on pid 0 forever.
+            early.append((msg, fds))
+            continue
         if kind == "error":
             raise SyncError(msg.get("msg", "unknown error"))
         if kind == "idmap":
