@@ -14,7 +14,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-ORDER = ["run_latency", "exec_latency", "criu_rpc", "checkpoint", "migration"]
+ORDER = ["run_latency", "exec_latency", "criu_rpc", "checkpoint", "migration", "precopy"]
 
 
 def main(argv: list[str]) -> int:

@@ -33,6 +33,8 @@ PACKAGES=(
     libseccomp-dev
     iptables nftables iproute2 procps util-linux
     busybox-static uidmap runc
+    # scripts/vm/guest.sh: the soft-dirty guest that runs the pre-copy tests
+    qemu-system-x86
     # tests/integration/test_podman.py (catatonit: the pause image of a pod;
     # recommended by podman, so --no-install-recommends would leave it out)
     podman catatonit

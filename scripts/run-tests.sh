@@ -1,12 +1,35 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (unit + integration) with the installed package.
+# Runs the whole test suite (unit + integration) with the installed package,
+# then the tests that need a kernel with soft-dirty (pre-copy, hybrid,
+# pre-dump chains) inside a qemu guest that has one (scripts/vm/guest.sh).
 # Needs root and scripts/install-deps.sh first (the README's test command
-# does both). Extra arguments go to pytest.
+# does both).
+#
+# Extra arguments go to pytest: test paths run just those (no guest part);
+# options alone (-k, -x ...) apply to the whole suite (no guest part either).
+#
+# Environment: MIGRATE_PREFIX (default /opt/migrate) is the install tested;
+# MIGRATE_GUEST_TESTS=0 leaves the guest part out, MIGRATE_HOST_TESTS=0 the
+# host suite; MIGRATE_IN_GUEST=1 is set
+# by the guest part itself.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PREFIX=${MIGRATE_PREFIX:-/opt/migrate}
 PYTEST="$PREFIX/venv/bin/pytest"
 [ -x "$PYTEST" ] || { echo "run-tests: $PYTEST missing: run scripts/install-deps.sh" >&2; exit 1; }
+
+# The soft-dirty part: everything CRIU's pre-dump needs, run in the guest.
+GUEST_TESTS=(
+    tests/integration/test_precopy.py
+    "tests/integration/test_migration.py::test_strategy[pre-copy]"
+    "tests/integration/test_migration.py::test_strategy[hybrid]"
+    tests/integration/test_checkpoint.py::test_pre_dump_needs_memory_tracking
+    tests/integration/test_checkpoint.py::test_pre_dump_then_dump_with_parent_path
+)
+# The guest's whole budget in CI (boot included), and how much slower than
+# the host its emulated CPU is, for the tests' waits.
+GUEST_TIMEOUT=${MIGRATE_GUEST_TIMEOUT:-1500}
+GUEST_TIME_SCALE=6
 
 # Lazy-pages (post-copy) dumps need pipes bigger than the 1 MiB default and
 # root here lacks CAP_SYS_RESOURCE to grow them past fs.pipe-max-size (see
@@ -18,10 +41,34 @@ fi
 
 export MIGRATE_RUNTIME=${MIGRATE_RUNTIME:-$PREFIX/venv/bin/migrate}
 export PATH="$PREFIX/venv/bin:$PATH"
-# Paths among the arguments narrow the run; without any, the whole of tests/.
-paths=0
-for a in "$@"; do [ -e "${a%%::*}" ] && paths=1; done
-[ "$paths" -eq 1 ] || set -- tests "$@"
-# The tests import the installed package (tests/ is on sys.path, not the
+# Paths among the arguments narrow the run to them (no guest part). The
+# tests import the installed package (tests/ is on sys.path, not the
 # repository root), so what is tested is what was installed.
-exec timeout --kill-after=30 1500 "$PYTEST" -p no:cacheprovider -q -rs "$@"
+for a in "$@"; do
+    [ -e "${a%%::*}" ] && exec timeout --kill-after=30 1500 "$PYTEST" -p no:cacheprovider -q -rs "$@"
+done
+
+status=0
+if [ "${MIGRATE_HOST_TESTS:-1}" = 1 ]; then
+    timeout --kill-after=30 1500 "$PYTEST" -p no:cacheprovider -q -rs tests "$@" || status=$?
+fi
+[ $# -eq 0 ] && [ "${MIGRATE_GUEST_TESTS:-1}" = 1 ] && [ "${MIGRATE_IN_GUEST:-0}" = 0 ] || exit "$status"
+
+echo "run-tests: soft-dirty tests in a qemu guest (${GUEST_TESTS[*]})"
+if why=$(scripts/vm/guest.sh check); then
+    guest=0
+    started=$SECONDS
+    # In the guest a skip of these is a failure: they are there to run.
+    MIGRATE_VM_TIMEOUT=$GUEST_TIMEOUT MIGRATE_VM_ENV="MIGRATE_RUNTIME MIGRATE_TEST_TIME_SCALE MIGRATE_TEST_NO_SKIP MIGRATE_IN_GUEST" \
+        MIGRATE_TEST_TIME_SCALE=$GUEST_TIME_SCALE MIGRATE_TEST_NO_SKIP=1 MIGRATE_IN_GUEST=1 \
+        scripts/vm/guest.sh run "scripts/run-tests.sh ${GUEST_TESTS[*]@Q} -o timeout=900 -v" || guest=$?
+    echo "run-tests: guest part took $((SECONDS - started))s"
+    if [ "$guest" -eq 125 ]; then
+        echo "run-tests: SKIPPED soft-dirty tests: the guest did not boot (see above)"
+    elif [ "$guest" -ne 0 ]; then
+        status=$guest
+    fi
+else
+    echo "run-tests: SKIPPED soft-dirty tests: cannot boot the guest here: $why"
+fi
+exit "$status"

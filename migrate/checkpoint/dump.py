@@ -115,7 +115,9 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
         file_locks=opts.file_locks, manage_cgroups=True,
         manage_cgroups_mode=opts.manage_cgroups_mode,
         freeze_cgroup=cg.freezer_path() if usable else None,
-        auto_dedup=opts.auto_dedup, track_mem=opts.pre_dump,
+        # A dump on top of a pre-dump must track memory too, or CRIU cannot
+        # tell which pages the parent already holds and writes them all again.
+        auto_dedup=opts.auto_dedup, track_mem=opts.pre_dump or bool(opts.parent_path),
         parent_img=opts.parent_path,
         ps=parse_page_server(opts.page_server) if opts.page_server else None,
         lazy_pages=opts.lazy_pages, status_fd=opts.status_fd,

@@ -132,9 +132,11 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
                  work_dir: str, criu_root: str, cgroup_paths: dict[str, str],
                  ns_fds: dict[str, int], notify_dir: str | None, stdio_fds=(0, 1, 2),
                  resolved: dict[str, str] | None = None,
-                 image_keys: dict[str, str] | None = None):
+                 image_keys: dict[str, str] | None = None,
+                 cgroup_mounts: dict[str, str] | None = None):
     """CRIU options for restoring ``meta``'s container from ``spec``
-    (``resolved`` and ``image_keys``: see ``mount_sources``)."""
+    (``resolved`` and ``image_keys``: see ``mount_sources``; ``cgroup_mounts``
+    maps a controller, "" for the unified hierarchy, to where it is mounted)."""
     from migrate.criu_rpc import (CgroupRoot, CriuOptions, ExtMount, InheritFd,
                                   JoinNamespace, LogLevel)
 
@@ -160,7 +162,8 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
         log_level=LogLevel.DEBUG, root=criu_root, rst_sibling=True,
         leave_stopped=opts.leave_stopped,
         manage_cgroups=True, manage_cgroups_mode=opts.manage_cgroups_mode,
-        cg_root=tuple(CgroupRoot(path=_relative_cgroup(p), ctrl=c or None)
+        cg_root=tuple(CgroupRoot(path=_relative_cgroup(p, (cgroup_mounts or {}).get(c)),
+                                 ctrl=c or None)
                       for c, p in sorted(cgroup_paths.items()) if not c.startswith("name=")),
         tcp_established=opts.tcp_established, tcp_close=opts.tcp_close,
         ext_unix_sk=opts.ext_unix_sk, shell_job=opts.shell_job, file_locks=opts.file_locks,
@@ -172,8 +175,18 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
         lsm_profile=opts.lsm_profile, lsm_mount_context=opts.lsm_mount_context)
 
 
-def _relative_cgroup(path: str) -> str:
-    """CRIU's cg_root wants the path inside the hierarchy, not the host path."""
+def _relative_cgroup(path: str, mount_point: str | None = None) -> str:
+    """CRIU's cg_root wants the path inside the hierarchy, not the host path.
+
+    With the mount point known this is exact. Without it the layout is
+    guessed from the path: a pure v2 host mounts the hierarchy at
+    /sys/fs/cgroup itself, so dropping one more component there would put
+    the tasks into a cgroup CRIU makes up (/<id>), outside the container's.
+    """
+    if mount_point:
+        rel = os.path.relpath(path, mount_point)
+        if not rel.startswith(".."):
+            return "/" if rel == "." else "/" + rel
     parts = path.split("/")
     # /sys/fs/cgroup/<hierarchy>/<path...> or /sys/fs/cgroup/<path...> (pure v2)
     if len(parts) > 4 and parts[1:4] == ["sys", "fs", "cgroup"]:
@@ -254,6 +267,7 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
         ns_fds = _open_namespaces(spec, undo)
         criu_opts = plan_restore(spec, meta, opts, images_dir=images_dir, work_dir=work_dir,
                                  criu_root=criu_root, cgroup_paths=cgroups.paths(),
+                                 cgroup_mounts=cgroups.to_state().get("mounts") or {},
                                  ns_fds=ns_fds, notify_dir=notify_dir,
                                  stdio_fds=_stdio_copies(root_mount, opts.stdio),
                                  resolved=resolved, image_keys=external_mount_keys(images_dir))

@@ -111,12 +111,35 @@ def continue_container(ctx: RuntimeContext, container_id: str) -> None:
     cg = container.cgroups
     if cg is not None and cg.is_usable() and cg.is_frozen():
         cg.thaw()
-    pids = cg.pids() if cg is not None and cg.is_usable() else [container.state.pid]
-    for pid in pids or [container.state.pid]:
+    pids = set(cg.pids() if cg is not None and cg.is_usable() else ())
+    # The init's descendants too: CRIU stopped every task of the tree, and
+    # one left out of the cgroup (or a container without a usable one)
+    # would stay stopped for good, and make the next dump fail to seize it.
+    pids.update(_descendants(container.state.pid, ctx.proc_root))
+    for pid in sorted(pids):
         try:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+def _descendants(pid: int, proc_root: str) -> list[int]:
+    """``pid`` and every process below it (via /proc/PID/task/TID/children)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            tids = os.listdir(f"{proc_root}/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"{proc_root}/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except (OSError, ValueError):
+                pass
+    return found
 
 
 def restore_for_migration(ctx: RuntimeContext, workdir: str, request: dict) -> Restored:

@@ -83,6 +83,10 @@ class _Run:
         self.bundle = container.state.bundle
         self.rb = None
         self.snapshot = None
+        # CRIU's dump statistics add up over the requests of one swrk
+        # session: pre-copy's rounds and its final dump share one, so each
+        # round's pages are the difference from what was written before.
+        self.written_before = 0
         self.workdir = tempfile.mkdtemp(prefix=f"migrate-{opts.container_id}-",
                                         dir=opts.work_dir or None)
         # Page-server bytes by phase: CRIU's memory stream runs through a
@@ -217,8 +221,9 @@ class _Run:
         from migrate.migration.report import Iteration
 
         stats = read_dump_stats(images_dir)
-        pages = int(stats.get("pages_written", 0))
-        if not pages:
+        # A lazy dump writes only what it must and leaves the rest to be pulled.
+        pages = _pages_moved(stats) - self.written_before
+        if pages <= 0:
             # A lazy dump writes no pages itself (they are pulled later) and
             # may not report them: count what its pagemaps describe.
             pages = _pagemap_pages(images_dir)
@@ -408,25 +413,39 @@ class _Run:
                     local = os.path.join(self.workdir, "pre", str(round_))
                     os.makedirs(local)
                     parent = f"../{round_ - 1}" if round_ > 1 else None
+                    opts = base.replace(images_dir=local, work_dir=local, track_mem=True,
+                                        parent_img=parent, log_file=f"pre-dump-{round_}.log")
                     with self.conn.in_phase("pre-copy"):
-                        ps = self.control("page_server", dir=f"pre/{round_}", parent=parent)
+                        if not lazy_tail:
+                            ps = self.control("page_server", dir=f"pre/{round_}", parent=parent)
+                            opts = opts.replace(ps=PageServer(address=ps["address"],
+                                                              port=ps["port"]))
                         started = time.monotonic()
                         try:
-                            session.pre_dump(base.replace(
-                                images_dir=local, work_dir=local, track_mem=True,
-                                parent_img=parent, log_file=f"pre-dump-{round_}.log",
-                                ps=PageServer(address=ps["address"], port=ps["port"])))
+                            session.pre_dump(opts)
                         except BaseException:
                             job.failed()
                             raise
-                        self.control("page_server_wait")
-                    pages = int(read_dump_stats(local).get("pages_written", 0))
+                        if lazy_tail:
+                            # Hybrid's lazy final dump marks a page as "in the
+                            # parent" only against parent pagemaps it can open
+                            # here (CRIU opens them locally, never through a
+                            # page server); without them every page would be
+                            # lazy again and the rounds wasted. So its rounds
+                            # are written here and streamed.
+                            self.conn.send_tree(local, label=f"pre/{round_}")
+                        else:
+                            self.control("page_server_wait")
+                    written = _pages_moved(read_dump_stats(local))
+                    pages, self.written_before = written - self.written_before, written
                     controller.record(pages)
                     self.report.iterations.append(Iteration(
                         index=round_, pages_written=pages, bytes=pages * 4096,
                         seconds=time.monotonic() - started))
                     self.progress.iteration(round_, pages)
                 job.succeeded(still_running=True)
+            # The rule that ended the rounds, on the last round and in the reason.
+            self.report.iterations[-1].stop_reason = controller.stop_reason
             self.report.reason += f"; pre-copy stopped: {controller.stop_reason}"
             if lazy_tail:
                 self.post_copy(parent=str(round_), session=session)
@@ -434,15 +453,25 @@ class _Run:
                 self.stop_and_copy(parent=str(round_), session=session)
 
 
+def _pages_moved(stats: dict) -> int:
+    return int(stats.get("pages_written", 0)) + int(stats.get("pages_lazy", 0))
+
+
 def _pagemap_pages(images_dir: str) -> int:
     import glob
 
     from migrate.checkpoint.inspect import _load
 
+    def in_parent(entry: dict) -> bool:
+        # An entry a pre-dump already sent (PE_PARENT, "in_parent" in old images).
+        flags = entry.get("flags", 0)
+        return bool(entry.get("in_parent")) or (
+            "PARENT" in flags if isinstance(flags, str) else bool(int(flags) & 1))
+
     total = 0
     for path in glob.glob(os.path.join(images_dir, "pagemap-*.img")):
         with contextlib.suppress(Exception):
-            total += sum(e.get("nr_pages", 0) for e in _load(path)[1:])
+            total += sum(e.get("nr_pages", 0) for e in _load(path)[1:] if not in_parent(e))
     return total
 
 

@@ -32,6 +32,7 @@ class Iteration:
     bytes: int = 0
     seconds: float = 0.0
     final: bool = False
+    stop_reason: str = ""      # on the last pre-dump: the rule that ended the rounds
 
 
 @dataclass(slots=True, kw_only=True)

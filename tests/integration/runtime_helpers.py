@@ -22,9 +22,16 @@ from dataclasses import dataclass
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
 
+def time_scale() -> float:
+    """How much slower than this machine the tests run ($MIGRATE_TEST_TIME_SCALE:
+    under emulation, in the soft-dirty guest of scripts/vm/guest.sh, ~20)."""
+    return float(os.environ.get("MIGRATE_TEST_TIME_SCALE", "1"))
+
+
 def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    """Poll ``predicate`` until it returns something true (bounded)."""
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` until it returns something true (bounded, the
+    bound stretched by time_scale())."""
+    deadline = time.monotonic() + timeout * time_scale()
     while time.monotonic() < deadline:
         value = predicate()
         if value:

@@ -17,7 +17,7 @@ import pytest
 
 from runtime_helpers import wait_for as _wait_for
 
-from runtime_helpers import Runtime
+from runtime_helpers import Runtime, time_scale
 
 pytestmark = pytest.mark.requires("root", "busybox", "criu", "iptables", "netns")
 
@@ -77,7 +77,7 @@ class Pair:
                                        TOKEN, "--quiet", "--report", str(report), *extra])
         with open(self.tmp / "migrate.out", "w+") as out:
             res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                 timeout=timeout)
+                                 timeout=timeout * time_scale())
             out.seek(0)
             text = out.read()
         data = json.loads(report.read_text()) if report.exists() else {}

@@ -127,3 +127,10 @@ def test_stdio_of_another_kind_is_refused_before_restore(tmp_path):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_relative_cgroup_from_the_mount_point():
+    # pure v2: the hierarchy is /sys/fs/cgroup itself, nothing more to drop
+    assert _relative_cgroup("/sys/fs/cgroup/migrate-1a2b/c1", "/sys/fs/cgroup") == "/migrate-1a2b/c1"
+    assert _relative_cgroup("/sys/fs/cgroup/unified/m/c1", "/sys/fs/cgroup/unified") == "/m/c1"
+    assert _relative_cgroup("/sys/fs/cgroup/cpu,cpuacct/m/c1", "/sys/fs/cgroup/cpu,cpuacct") == "/m/c1"
