@@ -49,10 +49,27 @@ for a in "$@"; do
 done
 
 status=0
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+# One closing line for both parts: "tests: N passed, N failed, N skipped".
+total() {
+    awk '/^=*.* in [0-9.]+s/ || /^[0-9]+ (passed|failed)/ {
+            for (i = 1; i < NF; i++) {
+                n = $i + 0; w = $(i + 1); gsub(/[,=]/, "", w)
+                if (w == "passed") p += n; else if (w == "failed" || w ~ /^error/) f += n
+                else if (w == "skipped") s += n
+            }
+         }
+         END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$logs"/*.log
+}
 if [ "${MIGRATE_HOST_TESTS:-1}" = 1 ]; then
-    timeout --kill-after=30 1500 "$PYTEST" -p no:cacheprovider -q -rs tests "$@" || status=$?
+    timeout --kill-after=30 1500 "$PYTEST" -p no:cacheprovider -q -rs tests "$@" \
+        2>&1 | tee "$logs/host.log" || status=$?
 fi
-[ $# -eq 0 ] && [ "${MIGRATE_GUEST_TESTS:-1}" = 1 ] && [ "${MIGRATE_IN_GUEST:-0}" = 0 ] || exit "$status"
+if ! { [ $# -eq 0 ] && [ "${MIGRATE_GUEST_TESTS:-1}" = 1 ] && [ "${MIGRATE_IN_GUEST:-0}" = 0 ]; }; then
+    [ -f "$logs/host.log" ] && total
+    exit "$status"
+fi
 
 echo "run-tests: soft-dirty tests in a qemu guest (${GUEST_TESTS[*]})"
 if why=$(scripts/vm/guest.sh check); then
@@ -61,7 +78,8 @@ if why=$(scripts/vm/guest.sh check); then
     # In the guest a skip of these is a failure: they are there to run.
     MIGRATE_VM_TIMEOUT=$GUEST_TIMEOUT MIGRATE_VM_ENV="MIGRATE_RUNTIME MIGRATE_TEST_TIME_SCALE MIGRATE_TEST_NO_SKIP MIGRATE_IN_GUEST" \
         MIGRATE_TEST_TIME_SCALE=$GUEST_TIME_SCALE MIGRATE_TEST_NO_SKIP=1 MIGRATE_IN_GUEST=1 \
-        scripts/vm/guest.sh run "scripts/run-tests.sh ${GUEST_TESTS[*]@Q} -o timeout=900 -v" || guest=$?
+        scripts/vm/guest.sh run "scripts/run-tests.sh ${GUEST_TESTS[*]@Q} -o timeout=900 -v" \
+        2>&1 | tee "$logs/guest.log" || guest=$?
     echo "run-tests: guest part took $((SECONDS - started))s"
     if [ "$guest" -eq 125 ]; then
         echo "run-tests: SKIPPED soft-dirty tests: the guest did not boot (see above)"
@@ -71,4 +89,5 @@ if why=$(scripts/vm/guest.sh check); then
 else
     echo "run-tests: SKIPPED soft-dirty tests: cannot boot the guest here: $why"
 fi
+total
 exit "$status"
