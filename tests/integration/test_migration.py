@@ -44,6 +44,7 @@ class Pair:
         self.b = Runtime(f"/run/migrate-test/mig-b-{os.getpid()}-{id(self)}")
         self.work = tmp_path / "incoming"
         self.agent = None
+        self.agents = []          # every agent started, killed at cleanup
         self.pipes = []
 
     def start_agent(self, *extra, work=None):
@@ -53,12 +54,14 @@ class Pair:
                                     f"{self.hosts.b.address}:{PORT}", "--token", TOKEN,
                                     "--work-dir", str(work or self.work), *extra]),
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        self.agents.append(self.agent)
         _wait_for(lambda: "listening" in (self.tmp / "agent.log").read_text(), what="agent")
 
-    def stop_agent(self):
-        if self.agent is not None and self.agent.poll() is None:
-            os.killpg(self.agent.pid, signal.SIGKILL)
-            self.agent.wait(timeout=10)
+    def stop_agent(self, agent=None):
+        agent = agent or self.agent
+        if agent is not None and agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGKILL)
+            agent.wait(timeout=10)
 
     def run_container(self, cid, script=WORKLOAD):
         self.bundle.sh(script)
@@ -115,7 +118,10 @@ class Pair:
                   timeout=20, what="the destination work directory removed")
 
     def cleanup(self):
-        self.stop_agent()
+        # All of them: a test that restarts the agent must not leave the
+        # first one (and its page servers) running for the rest of the run.
+        for agent in self.agents:
+            self.stop_agent(agent)
         self.a.cleanup()
         self.b.cleanup()
         for p in self.pipes:
