@@ -176,3 +176,19 @@ def rw_bundle(bundle):
     bundle.write()
     return bundle
 
+
+
+def test_runc_flag_spellings_reach_criu(runtime, rw_bundle, cid, tmp_path):
+    """runc's spellings (they exited 70 or were refused) checkpoint and restore."""
+    rw_bundle.sh(COUNTER)
+    runtime("run", "-d", "--bundle", rw_bundle.path, cid).check()
+    _advances(rw_bundle)
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--manage-cgroups-mode", "soft", "--network-lock", "skip",
+            "--empty-ns", "network", "--image-path", images, cid).check()
+    runtime("restore", "-d", "--manage-cgroups-mode=full", "--empty-ns", "network",
+            "--image-path", images, "--bundle", rw_bundle.path, cid).check()
+    _advances(rw_bundle)
+    bad = runtime("checkpoint", "--manage-cgroups-mode", "props", cid)
+    assert bad.returncode == 2 and "internal error" not in bad.stderr
+    runtime("delete", "--force", cid).check()
