@@ -380,7 +380,12 @@ def _run_criu(ctx, spec, state, criu_opts, console, undo, lazy, claim) -> int:
             criu=ctx.criu)
         undo.append(daemon.close)
         claim.add("processes", [daemon.pid, proc_start_time(daemon.pid, ctx.proc_root)])
-    client = Client(SwrkOptions(criu=ctx.criu))
+    # CRIU's forks are not in the container's cgroups until CRIU moves them,
+    # and with rst_sibling they outlive a killed restore: the tag lets
+    # `delete --force` find them (runtime/lifecycle/delete.py).
+    from migrate.runtime.state import INTENT_ENV
+
+    client = Client(SwrkOptions(criu=ctx.criu, env=((INTENT_ENV, claim.dir),)))
     with client.session(pass_fds=criu_opts.inherited_fds()) as session:
         # criu swrk gets EOF and exits if we die before the request is sent;
         # once it is, a killed restore leaves CRIU to `delete --force`.

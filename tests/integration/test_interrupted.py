@@ -18,7 +18,7 @@ TRIES = 20
 
 
 def _marked(marker: str) -> list[int]:
-    """Live processes whose command line or environment holds ``marker``."""
+    """Live processes ("pid argv0") whose command line or environment holds ``marker``."""
     found = []
     for d in glob.glob("/proc/[0-9]*"):
         try:
@@ -32,7 +32,7 @@ def _marked(marker: str) -> list[int]:
         except OSError:
             continue
         if marker.encode() in data:
-            found.append(int(d.rsplit("/", 1)[1]))
+            found.append(f"{d.rsplit('/', 1)[1]} {data.split(bytes(1))[0].decode(errors='replace')}")
     return found
 
 
