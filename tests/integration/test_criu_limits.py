@@ -30,8 +30,8 @@ def test_truncated_pages_image_fails_in_bounded_time(runtime, bundle, cid, tmp_p
     took = time.monotonic() - started
     log = images / "restore.log"
     assert res.returncode == 1, res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
-    assert f"log {log} grew past 128 MiB" in res.stderr and "criu killed" in res.stderr
+    verdict = res.stderr.strip().splitlines()[-1]     # after CRIU's quoted errors, if any
+    assert f"log {log} grew past 128 MiB" in verdict and "criu killed" in verdict
     assert took < 120, f"took {took:.0f} s"
     size = log.stat().st_size
     assert size < MAX_LOG + (64 << 20)
