@@ -48,7 +48,10 @@ def _leftovers(runtime, cid: str, marker: str) -> list[str]:
     return out
 
 
-def _interrupt(runtime, argv, delay: float, marker: str, errors: list) -> int:
+def _interrupt(runtime, argv, delay: float, marker: str, errors: list,
+               after: str | None = None) -> int:
+    """Run ``argv``, SIGKILL it ``delay`` s after its start (or, with
+    ``after``, after that path appears: the ID is claimed)."""
     env = dict(os.environ, MIGRATE_TEST_MARK=marker)
     # A named file, as the runtime helper's: a restore wants stdio of the same
     # kind and mode as at checkpoint time.
@@ -56,6 +59,11 @@ def _interrupt(runtime, argv, delay: float, marker: str, errors: list) -> int:
             open(os.path.join(tmp, "out"), "w+b") as err:
         proc = subprocess.Popen([*runtime.argv, "--root", runtime.root, *argv], env=env,
                                 stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        if after is not None:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(after) and proc.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.002)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         code = proc.wait(timeout=30)
@@ -83,8 +91,13 @@ def _kill9_series(runtime, cid, marker, argv, duration, make_ready=lambda: None)
     errors: list[str] = []
     for i in range(TRIES):
         make_ready()
-        delay = rng.uniform(0, duration * 1.1)
-        code = _interrupt(runtime, argv, delay, marker, errors)
+        # Even tries: anywhere in the run. Odd ones: after the ID is claimed
+        # (under load, Python's start-up alone may eat the whole window).
+        if i % 2 == 0:
+            delay, after = rng.uniform(0, duration * 1.1), None
+        else:
+            delay, after = rng.uniform(0, duration * 0.7), os.path.join(runtime.root, cid)
+        code = _interrupt(runtime, argv, delay, marker, errors, after)
         killed_mid += code == -signal.SIGKILL
         half_made = os.path.isdir(os.path.join(runtime.root, cid)) and \
             not os.path.exists(os.path.join(runtime.root, cid, "state.json"))
