@@ -251,12 +251,16 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
                                systemd=ctx.systemd_cgroup, rootless=facts.cgroups,
                                cgroup_root=ctx.cgroup_root)
         claim.record(cgroup=cgroups.to_state(), rootless_cgroups=facts.cgroups,
-                     default_cgroups_path=not spec.linux.cgroups_path)
+                     default_cgroups_path=not spec.linux.cgroups_path, criu_work_dir=work_dir)
         cgroups.create()
         undo.append(lambda: cgroups.destroy())
         # A CRIU we killed (deadline, log limit) leaves its half-restored
         # tasks behind, still writing its log: they are in these cgroups.
+        # It also leaves its cgroup yard mounted in our mount namespace.
         undo.append(lambda: _kill_cgroup(cgroups))
+        from migrate.runtime.lifecycle.delete import umount_criu_cgyards
+
+        undo.append(lambda: umount_criu_cgyards(ctx, work_dir))
         cgroups.apply_resources(_default_device_rules(spec.linux.resources))
         criu_root, resolved = _prepare_root(ctx, spec, meta, cdir, bundle, root_mount, claim)
         notify_dir = None

@@ -125,6 +125,9 @@ def _undo_intent(ctx: RuntimeContext, store: StateStore, container_id: str, inte
     from migrate.runtime.mountinfo import mounts_at_or_below
     from migrate.runtime.syscalls import MNT
 
+    criu_dir = intent.get("criu_work_dir")
+    if isinstance(criu_dir, str) and os.path.isabs(criu_dir):
+        umount_criu_cgyards(ctx, criu_dir)
     for path in reversed(intent.get("mounts", ())):
         # Only under the container's own directory: never unmount a path
         # named by a file just because it says so.
@@ -134,6 +137,28 @@ def _undo_intent(ctx: RuntimeContext, store: StateStore, container_id: str, inte
             with contextlib.suppress(OSError):
                 ctx.syscalls.umount(point, MNT.DETACH)
     store.remove(container_id)
+
+
+def umount_criu_cgyards(ctx: RuntimeContext, work_dir: str) -> None:
+    """Detach the cgroup yard a killed CRIU left in its work directory
+    (mountinfo.CRIU_CGYARD_PREFIX) and remove its directory."""
+    from migrate.runtime.mountinfo import CRIU_CGYARD_PREFIX, mounts_at_or_below
+    from migrate.runtime.syscalls import MNT
+
+    try:
+        names = os.listdir(work_dir)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(CRIU_CGYARD_PREFIX):
+            continue
+        yard = os.path.join(work_dir, name)
+        for point in mounts_at_or_below(yard):
+            with contextlib.suppress(OSError):
+                ctx.syscalls.umount(point, MNT.DETACH)
+        if not mounts_at_or_below(yard):
+            with contextlib.suppress(OSError):
+                os.rmdir(yard)
 
 
 def _kill_tagged(proc_root: str, cdir: str) -> None:
