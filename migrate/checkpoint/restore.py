@@ -251,12 +251,16 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
                                systemd=ctx.systemd_cgroup, rootless=facts.cgroups,
                                cgroup_root=ctx.cgroup_root)
         claim.record(cgroup=cgroups.to_state(), rootless_cgroups=facts.cgroups,
-                     default_cgroups_path=not spec.linux.cgroups_path)
+                     default_cgroups_path=not spec.linux.cgroups_path, criu_work_dir=work_dir)
         cgroups.create()
         undo.append(lambda: cgroups.destroy())
         # A CRIU we killed (deadline, log limit) leaves its half-restored
         # tasks behind, still writing its log: they are in these cgroups.
+        # It also leaves its cgroup yard mounted in our mount namespace.
         undo.append(lambda: _kill_cgroup(cgroups))
+        from migrate.runtime.lifecycle.delete import umount_criu_cgyards
+
+        undo.append(lambda: umount_criu_cgyards(ctx, work_dir))
         cgroups.apply_resources(_default_device_rules(spec.linux.resources))
         criu_root, resolved = _prepare_root(ctx, spec, meta, cdir, bundle, root_mount, claim)
         notify_dir = None
@@ -380,7 +384,12 @@ def _run_criu(ctx, spec, state, criu_opts, console, undo, lazy, claim) -> int:
             criu=ctx.criu)
         undo.append(daemon.close)
         claim.add("processes", [daemon.pid, proc_start_time(daemon.pid, ctx.proc_root)])
-    client = Client(SwrkOptions(criu=ctx.criu))
+    # CRIU's forks are not in the container's cgroups until CRIU moves them,
+    # and with rst_sibling they outlive a killed restore: the tag lets
+    # `delete --force` find them (runtime/lifecycle/delete.py).
+    from migrate.runtime.state import INTENT_ENV
+
+    client = Client(SwrkOptions(criu=ctx.criu, env=((INTENT_ENV, claim.dir),)))
     with client.session(pass_fds=criu_opts.inherited_fds()) as session:
         # criu swrk gets EOF and exits if we die before the request is sent;
         # once it is, a killed restore leaves CRIU to `delete --force`.

@@ -57,7 +57,9 @@ class SwrkOptions:
     pages image makes a restore log "Advanced iov 0 bytes" at ~20 MB/s
     until the disk is full), so a log past it kills swrk too. ``None``
     turns either watch off. ``kill_after`` is how long closing waits for
-    swrk to exit before SIGKILL.
+    swrk to exit before SIGKILL. ``env`` adds variables to swrk's
+    environment (inherited otherwise): every process CRIU forks carries
+    them until it becomes a restored task, so they can tag a run.
     """
 
     criu: str = "criu"
@@ -66,6 +68,7 @@ class SwrkOptions:
     timeout: float | None = DEFAULT_TIMEOUT
     max_log_bytes: int | None = DEFAULT_MAX_LOG_BYTES
     kill_after: float = 10.0
+    env: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.pass_fds, tuple):
@@ -138,7 +141,8 @@ class Swrk:
             # pass_fds makes exactly these inheritable in the child.
             self._proc = subprocess.Popen(
                 argv, pass_fds=(theirs.fileno(), *options.pass_fds), cwd=options.cwd,
-                stdin=subprocess.DEVNULL, stdout=self._output, stderr=self._output)
+                stdin=subprocess.DEVNULL, stdout=self._output, stderr=self._output,
+                env={**os.environ, **dict(options.env)} if options.env else None)
         except OSError as err:
             ours.close()
             self._output.close()

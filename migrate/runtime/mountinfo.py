@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["unescape", "mounts_at_or_below"]
+__all__ = ["unescape", "mounts_at_or_below", "CRIU_CGYARD_PREFIX"]
 
 
 def unescape(field: str) -> str:
@@ -19,6 +19,12 @@ def unescape(field: str) -> str:
             out.append(field[i])
             i += 1
     return "".join(out)
+
+
+# CRIU mounts every cgroup hierarchy under "<its cwd>/.criu.cgyard.XXXXXX"
+# (criu/cgroup.c) in the mount namespace it runs in (ours) and unmounts them
+# when it ends; a CRIU killed mid-restore leaves them all mounted.
+CRIU_CGYARD_PREFIX = ".criu.cgyard."
 
 
 def mounts_at_or_below(path: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:

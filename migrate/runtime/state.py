@@ -40,6 +40,9 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_+\-.]{1,1024}\Z")
 STATE_FILE = "state.json"
 FIFO_NAME = "exec.fifo"
 INTENT_FILE = "intent.json"
+# In the environment of helpers a restore starts (criu swrk and its forks):
+# the claimed directory, so `delete --force` finds what no record names.
+INTENT_ENV = "MIGRATE_INTENT_DIR"
 
 
 def validate_id(container_id: str) -> str:

@@ -18,7 +18,7 @@ TRIES = 20
 
 
 def _marked(marker: str) -> list[int]:
-    """Live processes whose command line or environment holds ``marker``."""
+    """Live processes ("pid argv0") whose command line or environment holds ``marker``."""
     found = []
     for d in glob.glob("/proc/[0-9]*"):
         try:
@@ -32,23 +32,29 @@ def _marked(marker: str) -> list[int]:
         except OSError:
             continue
         if marker.encode() in data:
-            found.append(int(d.rsplit("/", 1)[1]))
+            found.append(f"{d.rsplit('/', 1)[1]} {data.split(bytes(1))[0].decode(errors='replace')}")
     return found
 
 
-def _leftovers(runtime, cid: str, marker: str) -> list[str]:
+def _leftovers(runtime, cid: str, marker: str, work: str | None = None) -> list[str]:
+    """What is left of ``cid``; ``work``: CRIU's work directory, where a
+    killed CRIU leaves its cgroup yard mounted."""
     out = []
     if os.path.lexists(os.path.join(runtime.root, cid)):
         out.append(f"state dir: {os.listdir(os.path.join(runtime.root, cid))}")
     tag = os.path.basename(os.path.dirname(runtime.cgroup_dir("memory", cid)))
     out += [f"cgroup {p}" for p in glob.glob(f"/sys/fs/cgroup/*/{tag}/{cid}")]
     with open("/proc/self/mountinfo") as f:
-        out += [f"mount {line.split()[4]}" for line in f if cid in line.split()[4]]
+        out += [f"mount {line.split()[4]}" for line in f if cid in line.split()[4]
+                or (work and line.split()[4].startswith(work + "/"))]
     out += [f"process {pid}" for pid in _marked(marker)]
     return out
 
 
-def _interrupt(runtime, argv, delay: float, marker: str, errors: list) -> int:
+def _interrupt(runtime, argv, delay: float, marker: str, errors: list,
+               after: str | None = None) -> int:
+    """Run ``argv``, SIGKILL it ``delay`` s after its start (or, with
+    ``after``, after that path appears: the ID is claimed)."""
     env = dict(os.environ, MIGRATE_TEST_MARK=marker)
     # A named file, as the runtime helper's: a restore wants stdio of the same
     # kind and mode as at checkpoint time.
@@ -56,6 +62,11 @@ def _interrupt(runtime, argv, delay: float, marker: str, errors: list) -> int:
             open(os.path.join(tmp, "out"), "w+b") as err:
         proc = subprocess.Popen([*runtime.argv, "--root", runtime.root, *argv], env=env,
                                 stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        if after is not None:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(after) and proc.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.002)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         code = proc.wait(timeout=30)
@@ -77,21 +88,25 @@ def _duration(runtime, argv, cid) -> float:
     return best
 
 
-def _kill9_series(runtime, cid, marker, argv, duration, make_ready=lambda: None):
+def _kill9_series(runtime, cid, marker, argv, duration, work=None):
     rng = random.Random(int(uuid.uuid4().hex[:8], 16))
     killed_mid = half_made_count = 0
     errors: list[str] = []
     for i in range(TRIES):
-        make_ready()
-        delay = rng.uniform(0, duration * 1.1)
-        code = _interrupt(runtime, argv, delay, marker, errors)
+        # Even tries: anywhere in the run. Odd ones: after the ID is claimed
+        # (under load, Python's start-up alone may eat the whole window).
+        if i % 2 == 0:
+            delay, after = rng.uniform(0, duration * 1.1), None
+        else:
+            delay, after = rng.uniform(0, duration * 0.7), os.path.join(runtime.root, cid)
+        code = _interrupt(runtime, argv, delay, marker, errors, after)
         killed_mid += code == -signal.SIGKILL
         half_made = os.path.isdir(os.path.join(runtime.root, cid)) and \
             not os.path.exists(os.path.join(runtime.root, cid, "state.json"))
         half_made_count += half_made
         res = runtime("delete", "--force", cid, timeout=60)
         assert res.returncode == 0, res.stderr
-        left = _leftovers(runtime, cid, marker)
+        left = _leftovers(runtime, cid, marker, work)
         assert not left, f"try {i}, killed after {delay * 1000:.0f} ms " \
                          f"(half-made: {half_made}): {left}"
     print(f"{argv[0]}: {TRIES} tries, {killed_mid} killed before the command finished, "
@@ -123,7 +138,7 @@ def test_kill9_during_restore(runtime, bundle, cid, tmp_path):
     runtime("checkpoint", "--image-path", images, cid).check()
     argv = ["restore", "-d", "--image-path", images, "--bundle", bundle.path, cid]
     duration = _duration(runtime, argv, cid)
-    _kill9_series(runtime, cid, marker, argv, duration)
+    _kill9_series(runtime, cid, marker, argv, duration, work=images)
     runtime(*argv).check()
     assert runtime.state(cid)["status"] == "running"
     runtime("delete", "--force", cid).check()

@@ -29,7 +29,7 @@ def delete(ctx: RuntimeContext, container_id: str, *, force: bool = False) -> No
         # runs it after every checkpoint, which has already removed it. An
         # ID directory without state is a create or restore in progress (we
         # wait for its lock) or one that was killed: undo what it recorded.
-        if not (store.is_half_made(container_id) and not _delete_half_made(ctx, store, container_id)):
+        if not store.is_half_made(container_id) or _delete_half_made(ctx, store, container_id):
             return
     with store.lock(container_id):
         container = Container.load(store, container_id, ctx.proc_root)
@@ -80,7 +80,6 @@ def _delete_half_made(ctx: RuntimeContext, store: StateStore, container_id: str)
     (state.py): its processes, cgroups and mounts, then the directory.
     False if the operation was alive after all and has saved its state."""
     from migrate.errors import NotFoundError
-    from migrate.runtime.container import pid_alive
 
     try:
         with store.lock(container_id):
@@ -100,6 +99,8 @@ def _undo_intent(ctx: RuntimeContext, store: StateStore, container_id: str, inte
         if pid_alive(pid, start, ctx.proc_root):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+    if intent.get("op") == "restore":
+        _kill_tagged(ctx.proc_root, store.dir(container_id))
     cg = None
     if intent.get("cgroup"):
         from migrate.runtime.cgroups import load_manager
@@ -124,6 +125,9 @@ def _undo_intent(ctx: RuntimeContext, store: StateStore, container_id: str, inte
     from migrate.runtime.mountinfo import mounts_at_or_below
     from migrate.runtime.syscalls import MNT
 
+    criu_dir = intent.get("criu_work_dir")
+    if isinstance(criu_dir, str) and os.path.isabs(criu_dir):
+        umount_criu_cgyards(ctx, criu_dir)
     for path in reversed(intent.get("mounts", ())):
         # Only under the container's own directory: never unmount a path
         # named by a file just because it says so.
@@ -133,6 +137,56 @@ def _undo_intent(ctx: RuntimeContext, store: StateStore, container_id: str, inte
             with contextlib.suppress(OSError):
                 ctx.syscalls.umount(point, MNT.DETACH)
     store.remove(container_id)
+
+
+def umount_criu_cgyards(ctx: RuntimeContext, work_dir: str) -> None:
+    """Detach the cgroup yard a killed CRIU left in its work directory
+    (mountinfo.CRIU_CGYARD_PREFIX) and remove its directory."""
+    from migrate.runtime.mountinfo import CRIU_CGYARD_PREFIX, mounts_at_or_below
+    from migrate.runtime.syscalls import MNT
+
+    try:
+        names = os.listdir(work_dir)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(CRIU_CGYARD_PREFIX):
+            continue
+        yard = os.path.join(work_dir, name)
+        for point in mounts_at_or_below(yard):
+            with contextlib.suppress(OSError):
+                ctx.syscalls.umount(point, MNT.DETACH)
+        if not mounts_at_or_below(yard):
+            with contextlib.suppress(OSError):
+                os.rmdir(yard)
+
+
+def _kill_tagged(proc_root: str, cdir: str) -> None:
+    """SIGKILL every process whose environment carries the restore's tag
+    (state.INTENT_ENV): criu swrk started but not yet recorded, and the
+    tasks it forked before moving them into the container's cgroups. With
+    rst_sibling those were the killed restore's children and now hang,
+    waiting for a CRIU that is gone."""
+    from migrate.runtime.state import INTENT_ENV
+
+    tag = b"\0" + f"{INTENT_ENV}={cdir}".encode() + b"\0"
+    for _ in range(3):      # a fork may appear while we look
+        found = []
+        for name in os.listdir(proc_root):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"{proc_root}/{name}/environ", "rb") as f:
+                    if tag in b"\0" + f.read() + b"\0":
+                        found.append(int(name))
+            except OSError:
+                continue
+        if not found:
+            return
+        for pid in found:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
 
 
 def remove_parent_cgroups(cg) -> None:
