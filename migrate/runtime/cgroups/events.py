@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from migrate.runtime.cgroups.base import flat_keyed
+
 __all__ = ["collect_stats", "OomWatch"]
 
 # cpuacct.stat counts USER_HZ ticks; runc reports nanoseconds.
@@ -38,15 +40,6 @@ def _int(d: str | None, name: str) -> int:
         return int(text.split()[0]) if text else 0
     except ValueError:
         return 0   # "max"
-
-
-def _keyed(text: str | None) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in (text or "").splitlines():
-        key, _, value = line.partition(" ")
-        with contextlib.suppress(ValueError):
-            out[key] = int(value)
-    return out
 
 
 def _ints(text: str | None) -> list[int]:
@@ -101,10 +94,10 @@ def _v1(paths: dict[str, str]) -> dict:
              "percpu": _ints(_read(acct, "cpuacct.usage_percpu")),
              "percpu_kernel": _ints(_read(acct, "cpuacct.usage_percpu_sys")),
              "percpu_user": _ints(_read(acct, "cpuacct.usage_percpu_user"))}
-    ticks = _keyed(_read(acct, "cpuacct.stat"))
+    ticks = flat_keyed(_read(acct, "cpuacct.stat"))
     usage["kernel"] = ticks.get("system", 0) * _NS_PER_TICK
     usage["user"] = ticks.get("user", 0) * _NS_PER_TICK
-    throttle = _keyed(_read(cpu, "cpu.stat"))
+    throttle = flat_keyed(_read(cpu, "cpu.stat"))
     stats: dict = {
         "cpu": {"usage": _omit(usage, "total", "percpu", "percpu_kernel", "percpu_user"),
                 "throttling": _omit({"periods": throttle.get("nr_periods", 0),
@@ -123,7 +116,7 @@ def _v1(paths: dict[str, str]) -> dict:
     stats["cpuset"] = _omit(cpuset, "cpus", "mems")
     mem = paths.get("memory")
     if mem:
-        raw = _keyed(_read(mem, "memory.stat"))
+        raw = flat_keyed(_read(mem, "memory.stat"))
         stats["memory"] = _omit({
             "cache": raw.get("cache", 0),
             "usage": _memory_entry(mem, "memory."),
@@ -163,9 +156,9 @@ def _v1(paths: dict[str, str]) -> dict:
 
 
 def _v2(d: str) -> dict:
-    cpu = _keyed(_read(d, "cpu.stat"))
-    mem = _keyed(_read(d, "memory.stat"))
-    events = _keyed(_read(d, "memory.events"))
+    cpu = flat_keyed(_read(d, "cpu.stat"))
+    mem = flat_keyed(_read(d, "memory.stat"))
+    events = flat_keyed(_read(d, "memory.events"))
     return {
         "cpu": {"usage": _omit({"total": cpu.get("usage_usec", 0) * 1000,
                                 "kernel": cpu.get("system_usec", 0) * 1000,
@@ -238,7 +231,7 @@ class OomWatch:
             self.fd = efd
         elif "" in paths:
             self._v2 = paths[""]
-            self._kills = _keyed(_read(self._v2, "memory.events")).get("oom_kill", 0)
+            self._kills = flat_keyed(_read(self._v2, "memory.events")).get("oom_kill", 0)
 
     def read(self) -> int:
         """Events since the last call (v1: drains the eventfd)."""
@@ -248,7 +241,7 @@ class OomWatch:
             except BlockingIOError:
                 return 0
         if self._v2:
-            kills = _keyed(_read(self._v2, "memory.events")).get("oom_kill", 0)
+            kills = flat_keyed(_read(self._v2, "memory.events")).get("oom_kill", 0)
             new, self._kills = kills - self._kills, kills
             return max(new, 0)
         return 0
