@@ -7,7 +7,7 @@ a page server followed by ``wait_pid``); see ``session.py``.
 
 from __future__ import annotations
 
-from migrate import _record as dataclasses
+from migrate import _record
 
 from migrate.criu_rpc._swrk import SwrkOptions
 from migrate.criu_rpc.features import Features, Version
@@ -42,7 +42,7 @@ class Client:
         extra = tuple(fd for fd in fds if fd not in self.swrk.pass_fds)
         if not extra:
             return self.swrk
-        return dataclasses.replace(self.swrk, pass_fds=self.swrk.pass_fds + extra)
+        return _record.replace(self.swrk, pass_fds=self.swrk.pass_fds + extra)
 
     def check(self, options: CriuOptions | None = None) -> None:
         """CHECK: raises ``CriuError`` if CRIU cannot work on this kernel."""

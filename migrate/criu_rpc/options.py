@@ -14,7 +14,7 @@ before CRIU sees it); what a given request allows is checked by
 
 from __future__ import annotations
 
-from migrate import _record as dataclasses
+from migrate import _record
 import enum
 import ipaddress
 import re
@@ -374,7 +374,7 @@ class CriuOptions:
 
     def replace(self, **changes: Any) -> "CriuOptions":
         """A copy with ``changes`` applied (and checked again)."""
-        return dataclasses.replace(self, **changes)
+        return _record.replace(self, **changes)
 
     def inherited_fds(self) -> tuple[int, ...]:
         """The fds ``criu swrk`` must inherit (CRIU uses these numbers itself)."""

@@ -22,18 +22,14 @@ __all__ = ["default_root", "prepare_root", "DEFAULT_ROOT"]
 DEFAULT_ROOT = "/run/migrate"
 
 
-def default_root(environ, *, euid: int | None = None, in_userns: bool | None = None) -> str:
-    """The state directory for this user. Pure but for the user-namespace probe.
+def default_root(environ, *, euid: int, in_userns: bool) -> str:
+    """The state directory for this user. Pure: the caller
+    (``rootless.decide``) probes the user namespace.
 
     Raises UsageError when a non-root user has no XDG_RUNTIME_DIR.
     """
-    euid = os.geteuid() if euid is None else euid
     xdg = environ.get("XDG_RUNTIME_DIR")
     if euid == 0:
-        if in_userns is None:
-            from migrate.runtime.rootless import in_user_namespace
-
-            in_userns = in_user_namespace()
         user = environ.get("USER")
         if in_userns and xdg and user and user != "root":
             return os.path.join(xdg, "migrate")

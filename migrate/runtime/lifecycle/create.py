@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from migrate import _record as dataclasses
+from migrate import _record
 import os
 import signal
 import time
@@ -44,7 +44,7 @@ def _default_device_rules(resources):
         rules.append(DeviceRule(allow=True, type=t, major=major, minor=minor, access="rwm"))
     rules += [DeviceRule(allow=True, type="c", access="m"), DeviceRule(allow=True, type="b", access="m")]
     base = resources if resources is not None else Resources()
-    return dataclasses.replace(base, devices=tuple(rules))
+    return _record.replace(base, devices=tuple(rules))
 
 
 def oci_state(state: ContainerState, status: str) -> dict:

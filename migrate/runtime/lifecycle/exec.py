@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migrate import _record as dataclasses
+from migrate import _record
 import json
 import os
 from migrate._record import record
@@ -66,10 +66,10 @@ def build_process(base, opts: ExecOptions):
     user = p.user
     if opts.user:
         uid_s, _, gid_s = opts.user.partition(":")
-        user = dataclasses.replace(user, uid=_int(uid_s, "uid"),
+        user = _record.replace(user, uid=_int(uid_s, "uid"),
                                    gid=_int(gid_s, "gid") if gid_s else user.gid)
     if opts.additional_gids:
-        user = dataclasses.replace(user, additional_gids=tuple(
+        user = _record.replace(user, additional_gids=tuple(
             _int(g, "additional gid") for g in opts.additional_gids))
     caps = p.capabilities
     if opts.caps:
@@ -80,7 +80,7 @@ def build_process(base, opts: ExecOptions):
                 raise UsageError(f"unknown capability {c!r}")
         caps = caps or oci.Capabilities()
         add = tuple(opts.caps)
-        caps = dataclasses.replace(
+        caps = _record.replace(
             caps, bounding=tuple(dict.fromkeys(caps.bounding + add)),
             effective=tuple(dict.fromkeys(caps.effective + add)),
             permitted=tuple(dict.fromkeys(caps.permitted + add)),
@@ -94,7 +94,7 @@ def build_process(base, opts: ExecOptions):
     cwd = opts.cwd or p.cwd
     if not cwd.startswith("/"):
         raise UsageError(f"--cwd {cwd!r} must be an absolute path")
-    return dataclasses.replace(
+    return _record.replace(
         p, args=tuple(opts.args), env=env, cwd=cwd, user=user, capabilities=caps,
         terminal=opts.tty, console_size=None,
         no_new_privileges=p.no_new_privileges or opts.no_new_privs)

@@ -4,7 +4,7 @@ the container's code, then delete it (as runc does)."""
 from __future__ import annotations
 
 import contextlib
-from migrate import _record as dataclasses
+from migrate import _record
 
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.lifecycle.create import CreateOptions, create
@@ -18,7 +18,7 @@ def run(ctx: RuntimeContext, opts: CreateOptions, *, detach: bool, keep: bool = 
     container (state and cgroup) for a later ``delete``, as ``runc run --keep``.
     Raises what create raises."""
     if detach:
-        create(ctx, dataclasses.replace(opts, foreground=False))
+        create(ctx, _record.replace(opts, foreground=False))
         start(ctx, opts.id)
         return 0
     from migrate.runtime.foreground import Foreground
@@ -27,7 +27,7 @@ def run(ctx: RuntimeContext, opts: CreateOptions, *, detach: bool, keep: bool = 
     fg = Foreground(ctx.syscalls)
     fg.install()
     try:
-        container, launched = create(ctx, dataclasses.replace(
+        container, launched = create(ctx, _record.replace(
             opts, foreground=True, wait_on_fifo=False))
         _poststart(container)
         try:

@@ -12,13 +12,13 @@ def test_root_ignores_xdg_runtime_dir():
 
 
 def test_non_root_uses_xdg_runtime_dir():
-    assert default_root({"XDG_RUNTIME_DIR": "/run/user/1000"}, euid=1000) == \
+    assert default_root({"XDG_RUNTIME_DIR": "/run/user/1000"}, euid=1000, in_userns=False) == \
         "/run/user/1000/migrate"
 
 
 def test_non_root_without_xdg_runtime_dir():
     with pytest.raises(UsageError, match="XDG_RUNTIME_DIR is not set"):
-        default_root({}, euid=1000)
+        default_root({}, euid=1000, in_userns=False)
 
 
 @pytest.mark.parametrize("env,want", [
