@@ -11,7 +11,7 @@ import os
 
 from migrate.errors import NotFoundError, UsageError
 
-__all__ = ["inspect_checkpoint", "external_mount_keys"]
+__all__ = ["inspect_checkpoint", "external_mount_keys", "load_image"]
 
 PAGE = 4096
 # images/mnt.proto "enum fstype" (AUTO: the name is in fsname).
@@ -21,7 +21,7 @@ FSTYPES = {0: "unsupported", 1: "proc", 2: "sysfs", 3: "devtmpfs", 4: "binfmt_mi
            19: "tracefs", 23: "cgroup2"}
 
 
-def _load(path: str) -> list:
+def load_image(path: str) -> list:
     from pycriu import images
 
     with open(path, "rb") as f:
@@ -30,7 +30,7 @@ def _load(path: str) -> list:
 
 def _maybe(path: str) -> list:
     try:
-        return _load(path)
+        return load_image(path)
     except FileNotFoundError:
         return []
 
@@ -42,7 +42,7 @@ def external_mount_keys(image_dir: str) -> dict[str, str] | None:
     out: dict[str, str] = {}
     try:
         for path in glob.glob(os.path.join(image_dir, "mountpoints-*.img")):
-            for entry in _load(path):
+            for entry in load_image(path):
                 if entry.get("ext_key"):
                     out[entry["ext_key"]] = entry.get("mountpoint", "?")
     except Exception:  # noqa: BLE001 - pycriu raises its own types; CRIU checks again
@@ -69,7 +69,7 @@ def _inspect(d: str) -> dict:
 
     processes = []
     total_pages = 0
-    for entry in _load(os.path.join(d, "pstree.img")):
+    for entry in load_image(os.path.join(d, "pstree.img")):
         pid = entry["pid"]
         core = _maybe(os.path.join(d, f"core-{pid}.img"))
         comm = core[0].get("tc", {}).get("comm", "?") if core else "?"
@@ -96,7 +96,7 @@ def _inspect(d: str) -> dict:
             files.append({"id": f.get("id"), "path": f"pipe:[{f.get('pipe', {}).get('pipe_id')}]"})
     mounts = []
     for path in sorted(glob.glob(os.path.join(d, "mountpoints-*.img"))):
-        for m in _load(path):
+        for m in load_image(path):
             fstype = m.get("fstype")
             if fstype == 16 or fstype == "AUTO":
                 fstype = m.get("fsname", "auto")

@@ -204,7 +204,7 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
     from migrate.runtime import rootless
     from migrate.runtime.cgroups import open_manager
     from migrate.runtime.lifecycle.create import (
-        _default_device_rules, check_pid_file, write_pid_file)
+        default_device_rules, check_pid_file, write_pid_file)
 
     validate_id(opts.id)
     images_dir = os.path.abspath(opts.image_path)
@@ -261,7 +261,7 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
         from migrate.runtime.lifecycle.delete import umount_criu_cgyards
 
         undo.append(lambda: umount_criu_cgyards(ctx, work_dir))
-        cgroups.apply_resources(_default_device_rules(spec.linux.resources))
+        cgroups.apply_resources(default_device_rules(spec.linux.resources))
         criu_root, resolved = _prepare_root(ctx, spec, meta, cdir, bundle, root_mount, claim)
         notify_dir = None
         if any(m.kind == "notify" for m in meta.mounts) and ctx.notify_socket:

@@ -460,7 +460,7 @@ def _pages_moved(stats: dict) -> int:
 def _pagemap_pages(images_dir: str) -> int:
     import glob
 
-    from migrate.checkpoint.inspect import _load
+    from migrate.checkpoint.inspect import load_image
 
     def in_parent(entry: dict) -> bool:
         # An entry a pre-dump already sent (PE_PARENT, "in_parent" in old images).
@@ -471,7 +471,7 @@ def _pagemap_pages(images_dir: str) -> int:
     total = 0
     for path in glob.glob(os.path.join(images_dir, "pagemap-*.img")):
         with contextlib.suppress(Exception):
-            total += sum(e.get("nr_pages", 0) for e in _load(path)[1:] if not in_parent(e))
+            total += sum(e.get("nr_pages", 0) for e in load_image(path)[1:] if not in_parent(e))
     return total
 
 

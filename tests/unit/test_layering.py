@@ -238,3 +238,30 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
     assert got == {("os", True), ("rich", False), ("click", False),
                    ("migrate.runtime", True)}
     assert [what for _, what in _terminal_calls("migrate.runtime.x")] == ["print()"]
+
+
+def _private_imports():
+    """(importing module, module imported from, name, line) for every
+    ``from X import _name`` (dunders aside)."""
+    for module in sorted(MODULES):
+        for node, _top in _walk(_parse(module), True):
+            if isinstance(node, ast.ImportFrom):
+                base = _resolve(module, node)
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        yield module, base, alias.name, node.lineno
+
+
+def test_no_private_name_crosses_a_package():
+    """``_name`` is private to its package (STYLE.md): a module of another
+    package must not import it. Private top-level modules (``migrate._record``)
+    are the shared base and may be imported by anyone."""
+    bad = []
+    for module, base, name, line in _private_imports():
+        target = f"{base}.{name}" if f"{base}.{name}" in MODULES else base
+        if layer_of(target) == BASE:
+            continue
+        if layer_of(target) != layer_of(module):
+            rel = os.path.relpath(MODULES[module], os.path.dirname(PACKAGE_DIR))
+            bad.append(f"{rel}:{line}: {name} from {base}")
+    assert not bad, "private names imported across packages:\n" + "\n".join(bad)

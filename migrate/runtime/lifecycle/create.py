@@ -16,7 +16,8 @@ from migrate.runtime.launcher import Launched, LaunchSpec, launch
 from migrate.runtime.nsexec import NS_FLAGS, NsFlag
 from migrate.runtime.state import ContainerState, StateStore, atomic_write, validate_id
 
-__all__ = ["CreateOptions", "create", "oci_state", "write_pid_file", "check_pid_file"]
+__all__ = ["CreateOptions", "create", "oci_state", "write_pid_file", "check_pid_file",
+           "default_device_rules"]
 
 
 @record
@@ -32,7 +33,7 @@ class CreateOptions:
     wait_on_fifo: bool = True     # False for `run`: no separate start
 
 
-def _default_device_rules(resources):
+def default_device_rules(resources):
     """runc's always-allowed devices, on top of what the spec asks."""
     from migrate.oci import DeviceRule, Resources
 
@@ -207,7 +208,7 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
         claim.record(cgroup=cgroups.to_state(), rootless_cgroups=facts.cgroups,
                      default_cgroups_path=not linux.cgroups_path)
         cgroups.create()
-        cgroups.apply_resources(_default_device_rules(linux.resources))
+        cgroups.apply_resources(default_device_rules(linux.resources))
         if ctx.notify_socket:
             spec, notify = _with_notify_socket(spec, cdir, ctx.notify_socket, opts.foreground)
         if opts.wait_on_fifo:
