@@ -295,14 +295,19 @@ def _parse(argv: list[str]) -> tuple[list[int], int | None, int, str | None]:
     sizes, rate, reps, before = [], None, 3, None
     it = iter(argv)
     for arg in it:
+        if arg in ("-h", "--help"):
+            print("usage: bench.py migration [MIB ...] [--rate MBIT] [--reps N] [--before BINARY]")
+            raise SystemExit(0)
         if arg == "--rate":
             rate = int(next(it))
         elif arg == "--before":
             before = next(it)
         elif arg == "--reps":
             reps = int(next(it))
-        else:
+        elif arg.isdigit():
             sizes.append(int(arg))
+        else:
+            raise SystemExit(f"bench.py migration: unknown argument {arg!r} (--help)")
     return sizes or [64, 256, 1024], rate, reps, before
 
 
