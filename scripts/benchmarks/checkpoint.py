@@ -4,6 +4,8 @@ touched memory (the in-container helper fills it with a known pattern)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import statistics
@@ -41,8 +43,8 @@ def _pipes():
     return (r_in, w_out), (w_in, r_out)
 
 
-def _wait_ready(bundle: str, timeout: float = 120) -> None:
-    state = os.path.join(bundle, "rootfs", "tmp", "state")
+def _wait_ready(bundle: str, name: str = "state", timeout: float = 120) -> None:
+    state = os.path.join(bundle, "rootfs", "tmp", name)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if os.path.exists(state):
@@ -55,15 +57,17 @@ def one_round(tool: str, argv0: list[str], root: str, bundle: str, work: str, i:
     cid = f"bench-{tool}-{i}"
     images = os.path.join(work, f"img-{tool}-{i}")
     log = os.path.join(work, f"{tool}.log")
-    state = os.path.join(bundle, "rootfs", "tmp", "state")
-    if os.path.exists(state):
-        os.unlink(state)
+    # A state file of this round's own: the previous round's container may
+    # write its file until the moment it is killed, and a ready check that
+    # saw that one would checkpoint a container still filling its memory.
+    name = f"state-{tool}-{i}"
+    _set_state_file(bundle, f"/tmp/{name}")
     base = [*argv0, "--root", root]
     theirs, ours = _pipes()
     theirs2, ours2 = _pipes()
     try:
         _run([*base, "run", "-d", "--bundle", bundle, cid], log=log, stdio=theirs)
-        _wait_ready(bundle)
+        _wait_ready(bundle, name)
         t_ck = _run([*base, "checkpoint", "--image-path", images, cid], cwd=bundle, log=log)
         t_rs = _run([*base, "restore", "-d", "--image-path", images, "--bundle", bundle, cid],
                     cwd=bundle, log=log, stdio=theirs2)
@@ -72,7 +76,18 @@ def one_round(tool: str, argv0: list[str], root: str, bundle: str, work: str, i:
         for fd in (*theirs, *ours, *theirs2, *ours2):
             os.close(fd)
     shutil.rmtree(images, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(bundle, "rootfs", "tmp", name))
     return t_ck, t_rs
+
+
+def _set_state_file(bundle: str, path: str) -> None:
+    config = os.path.join(bundle, "config.json")
+    with open(config) as f:
+        data = json.load(f)
+    data["process"]["args"][3] = path      # ctrhelper memhold MIB FILE
+    with open(config, "w") as f:
+        json.dump(data, f)
 
 
 def main(argv: list[str]) -> int:
