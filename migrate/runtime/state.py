@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 from migrate._record import asdict, field, fields, record
 
 from migrate.errors import ExistsError, KernelError, NotFoundError, UsageError
@@ -66,6 +67,18 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, *, durable: bool = T
     metadata) goes through here, so a missing directory, a full or read-only
     file system is a KernelError naming the path, never an internal error.
     """
+    # A rename replaces whatever has that name: never a device node, fifo,
+    # socket or directory (`--pid-file /dev/null` once turned the host's
+    # /dev/null into a regular file).
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise KernelError.from_oserror("write", err, path) from None
+    else:
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            raise UsageError(f"{path} exists and is not a regular file: it is not replaced")
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:

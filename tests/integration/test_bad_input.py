@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 
 import pytest
 
@@ -143,6 +144,23 @@ def test_pid_file_in_missing_directory(runtime, bundle, cid):
     res = runtime("exec", "--pid-file", "/nonexistent/dir/pid", cid, "true")
     _one_line_error(res, "--pid-file", "/nonexistent/dir")
     assert res.returncode == 255     # exec's own failure: runc's code (its exec.bats checks it)
+
+
+def test_pid_file_never_replaces_a_device_node(runtime, bundle, tmp_path, cid):
+    """A pid file is written by rename: onto `/dev/null` that once turned the
+    host's /dev/null into a regular file. A device node of the test's own
+    (1,3, like /dev/null), never the real one."""
+    node = tmp_path / "null"
+    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    bundle.sh("sleep 300")
+    res = runtime("create", "--bundle", bundle.path, "--pid-file", str(node), cid)
+    _one_line_error(res, "--pid-file", "not a regular file")
+    assert res.returncode == 2
+    _nothing_left(runtime, cid)
+    _running(runtime, bundle, cid)
+    res = runtime("exec", "--pid-file", str(node), cid, "true")
+    _one_line_error(res, "not a regular file")
+    assert stat.S_ISCHR(os.lstat(node).st_mode) and os.lstat(node).st_rdev == os.makedev(1, 3)
 
 
 def test_root_is_a_file(runtime, bundle, tmp_path, cid):

@@ -8,6 +8,7 @@ Bounded: a few dozen examples per run (each is one real `create`).
 import copy
 import json
 import os
+import stat
 
 import pytest
 
@@ -55,7 +56,22 @@ FIELDS = [
 CREATE_FLAGS = ["--pid-file", "--console-socket", "--preserve-fds", "--no-pivot",
                 "--no-new-keyring", "--bundle"]
 FLAG_VALUES = st.sampled_from(["", "-1", "0", "3", "99999999999999999999", "/nonexistent/x",
-                               "/dev/null", "/", "x" * 300, "--bundle", "=", "-"])
+                               "null-dev", "/", "x" * 300, "--bundle", "=", "-"])
+
+
+def _null_node(directory: str) -> str:
+    """``null-dev`` in ``directory``: a char device 1,3 like /dev/null, of the
+    test's own, that the fuzzed paths name (never the machine's /dev/null: a
+    pid file renamed onto it once made the host's a regular file)."""
+    path = os.path.join(directory, "null-dev")
+    if not os.path.lexists(path):
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    return path
+
+
+def _still_a_device(path: str) -> bool:
+    st = os.lstat(path)
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
 
 
 def _set(config, path, value):
@@ -117,7 +133,10 @@ def test_fuzz_create(runtime, bundle, edits, flags):
     argv = ["create", "--bundle", bundle.path]
     for flag, value in flags:
         argv += [flag] if flag in ("--no-pivot", "--no-new-keyring") else [flag, value]
-    res = runtime(*argv, cid, timeout=60)
+    here = os.path.dirname(bundle.path)
+    node = _null_node(here)
+    res = runtime(*argv, cid, timeout=60, cwd=here)
+    assert _still_a_device(node), (argv, "null-dev was replaced")
     try:
         assert res.returncode in (0, 1, 2), (res, edits, flags)
         assert "Traceback (most recent" not in res.stderr and "internal error:" not in res.stderr, \
@@ -138,14 +157,18 @@ def test_fuzz_create(runtime, bundle, edits, flags):
                      "checkpoint", "restore", "ps", "pause", "resume",
                      "--log-format", "--debug", "-d", "-t", "--force", "--all", "--bundle",
                      "--pid-file", "--console-socket", "--image-path", "--signal", "-1",
-                     "KILL", "SIGFOO", "99999", "/nonexistent", "/dev/null", "", "-",
+                     "KILL", "SIGFOO", "99999", "/nonexistent", "null-dev", "", "-",
                      "--", "=", "nope-id", "../x"]),
-    st.text(max_size=10)), min_size=1, max_size=5))
+    # argv cannot carry NUL (execve stops there)
+    st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=10)),
+    min_size=1, max_size=5))
 def test_fuzz_command_line(runtime, tmp_path, args):
     # No container exists under this root: every command fails or prints;
     # none may crash or hang. Run in an empty directory (the default bundle
     # is ".").
+    node = _null_node(str(tmp_path))
     res = runtime(*args, timeout=60, cwd=str(tmp_path))
+    assert _still_a_device(node), (args, "null-dev was replaced")
     # 255: exec's own failures, runc's code for them (exec.go fatalWithCode).
     assert res.returncode in (0, 1, 2) or (res.returncode == 255 and "exec" in args), (res, args)
     assert "Traceback (most recent" not in res.stderr and "internal error:" not in res.stderr, (res.stderr, args)

@@ -122,8 +122,8 @@ def check_pid_file(path: str | None) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise UsageError(f"--pid-file {path}: directory {directory} does not exist")
-    if os.path.isdir(path):
-        raise UsageError(f"--pid-file {path}: is a directory")
+    if os.path.lexists(path) and not (os.path.islink(path) or os.path.isfile(path)):
+        raise UsageError(f"--pid-file {path}: exists and is not a regular file")
 
 
 def _timens_offsets(linux) -> str | None:
