@@ -282,10 +282,8 @@ def render_error(err: BaseException, log_path: str | None, debug: bool) -> int:
             message += " (" + "; ".join(notes) + ")"
         _quote_criu_log(err, debug)
         report_error(message, log_path)
-        if debug:
-            import traceback
-
-            traceback.print_exception(err)
+        # No traceback even with --debug: a user error is not a bug (runc's
+        # --debug adds log lines, not stacks); --debug quotes CRIU's log above.
         return err.exit_code
     report_error(f"internal error: {type(err).__name__}: {err} "
                  f"(this is a bug: please report it, with --debug output)", log_path)

@@ -278,3 +278,9 @@ def test_program_exit_codes(tmp_path):
 def test_program_hot_command_help():
     res = _program("state", "--help")
     assert res.returncode == 0 and "migrate state [command options]" in res.stdout
+
+
+def test_debug_adds_no_traceback_to_a_user_error(capsys, root):
+    assert main(["--debug", "--root", root, "state", "ghost"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and 'container "ghost" does not exist' in err
