@@ -88,8 +88,10 @@ ip -n "$HOST_A" link set mig-demo-a up
 ip -n "$HOST_B" link set mig-demo-b up
 for pair in "$HOST_A $ADDR_A $ROOT_A" "$HOST_B $ADDR_B $ROOT_B"; do
     set -- $pair
-    on "$1" "$M" --root "$3" receive --listen "$2:$PORT" --token "$TOKEN" \
-        --work-dir "$WORK/incoming-$1" >"$WORK/agent-$1.log" 2>&1 &
+    # nsenter itself, not the `on` function: a function in the background is
+    # a subshell, and its pid is not the agent's (cleanup would miss it).
+    nsenter --net="/run/netns/$1" "$M" --root "$3" receive --listen "$2:$PORT" \
+        --token "$TOKEN" --work-dir "$WORK/incoming-$1" >"$WORK/agent-$1.log" 2>&1 &
     AGENTS+=("$!")
 done
 sleep 1
