@@ -18,11 +18,12 @@ ADDR_B=10.251.0.2
 PORT=7781
 TOKEN=demo-$$-$RANDOM
 AGENTS=()
+HOLDERS=()
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 on() { local host=$1; shift; nsenter --net="/run/netns/$host" "$@"; }
 cleanup() {
-    for pid in "${AGENTS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${AGENTS[@]}" "${HOLDERS[@]}"; do kill "$pid" 2>/dev/null || true; done
     "$M" --root "$ROOT_A" delete --force "$ID" >/dev/null 2>&1 || true
     "$M" --root "$ROOT_B" delete --force "$ID" >/dev/null 2>&1 || true
     ip netns del "$HOST_A" 2>/dev/null || true
@@ -63,6 +64,7 @@ PY
 
 say "migrate run -d $ID (on the host itself)"
 exec 3< <(sleep infinity)      # stdio: pipes, as an engine's shim would hold them
+HOLDERS+=("$!")                # the sleep behind that pipe: cleanup ends it
 "$M" --root "$ROOT_A" run -d --bundle "$WORK" "$ID" <&3 > >(cat >/dev/null) 2>&1
 sleep 1
 "$M" --root "$ROOT_A" list
