@@ -13,6 +13,16 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))
 
 
+def time_command(argv: list[str]) -> float:
+    """Wall seconds of one run of ``argv`` (quiet, must succeed)."""
+    import time
+
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60)
+    return time.perf_counter() - t0
+
+
 def migrate_bin() -> str:
     return os.environ.get("MIGRATE_BIN") or shutil.which("migrate") or "/opt/migrate/venv/bin/migrate"
 

@@ -9,16 +9,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-from benchmarks._common import make_bundle, migrate_bin
-
-
-def _time(argv: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=60)
-    return time.perf_counter() - t0
+from benchmarks._common import make_bundle, migrate_bin, time_command
 
 
 def main(argv: list[str]) -> int:
@@ -41,7 +33,7 @@ def main(argv: list[str]) -> int:
                 started.append((base, f"bx-{name}"))
             for i in range(rounds + 2):          # two warm-up rounds, discarded
                 for name, base in tools.items():
-                    dt = _time([*base, "exec", f"bx-{name}", "true"])
+                    dt = time_command([*base, "exec", f"bx-{name}", "true"])
                     if i >= 2:
                         samples[name].append(dt)
         finally:

@@ -6,19 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
-from benchmarks._common import make_bundle, migrate_bin
-
-
-def _time(argv: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=60)
-    return time.perf_counter() - t0
+from benchmarks._common import make_bundle, migrate_bin, time_command
 
 
 def main(argv: list[str]) -> int:
@@ -36,7 +27,7 @@ def main(argv: list[str]) -> int:
         samples: dict[str, list[float]] = {k: [] for k in tools}
         for i in range(rounds + 2):          # two warm-up rounds, discarded
             for name, argv_ in tools.items():
-                dt = _time([*argv_, f"b{name[0]}{i}"])
+                dt = time_command([*argv_, f"b{name[0]}{i}"])
                 if i >= 2:
                     samples[name].append(dt)
     from rich.console import Console

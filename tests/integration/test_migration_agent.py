@@ -7,21 +7,12 @@ import os
 import pytest
 
 from runtime_helpers import wait_for
-from test_migration import Pair, _listdir
+from test_migration import _listdir, pair  # noqa: F401  (pair: the same two-host fixture)
 
 pytestmark = pytest.mark.requires("root", "busybox", "criu", "iptables", "netns")
 
 SMALL = ("ctrhelper memhold 4 /tmp/mem & "
          "i=0; while true; do i=$((i+1)); echo $i >> /tmp/log; sleep 0.05; done")
-
-
-@pytest.fixture
-def pair(netns_hosts, tmp_path, bundle):
-    bundle.config["root"]["readonly"] = False
-    bundle.write()
-    p = Pair(netns_hosts, tmp_path, bundle)
-    yield p
-    p.cleanup()
 
 
 def _children(pid: int) -> dict[int, str]:
