@@ -284,3 +284,24 @@ def test_debug_adds_no_traceback_to_a_user_error(capsys, root):
     assert main(["--debug", "--root", root, "state", "ghost"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and 'container "ghost" does not exist' in err
+
+
+@pytest.mark.parametrize("text", ["\r", "\n", "a\r\nb", "\x0b", "\x1c", "\x85", "\u2028", "\x1b[2K"])
+def test_control_characters_in_quoted_input_keep_the_error_on_one_line(capsys, root, text):
+    # Found by the create fuzz: an annotation key "\r" split the error in two.
+    # Any user text an error quotes (IDs, paths, config keys) may carry these.
+    assert main(["--root", root, "state", f"x{text}y"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.endswith("\n")
+    assert repr(text)[1:-1] in err
+
+
+def test_bad_annotation_key_in_a_bundle_is_one_line(capsys, root, tmp_path):
+    bundle = tmp_path / "b"
+    (bundle / "rootfs").mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps({
+        "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+        "process": {"args": ["true"], "cwd": "/"}, "annotations": {"\r": None}}))
+    assert main(["--root", root, "create", "--bundle", str(bundle), "c1"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ['migrate: config.json: annotations["\\r"]: must be a string']
