@@ -424,9 +424,16 @@ def test_destroy_retries_ebusy_and_removes_subcgroups(created):
     host.files.busy_rmdirs = 2
     m.destroy()
     assert not m.exists()
-    assert os.path.isdir(host.path("memory", "migrate"))  # parents stay
+    assert not os.path.exists(host.path("memory", "migrate"))  # our empty parent goes too
     assert host.files.sleeps == [0.01]  # one round of retries for all hierarchies
     m.destroy()  # idempotent
+
+
+def test_destroy_keeps_a_parent_another_container_uses(created):
+    host, m = created
+    host.files.mkdir(host.path("memory", "migrate", "other"))
+    m.destroy()
+    assert not m.exists() and os.path.isdir(host.path("memory", "migrate", "other"))
 
 
 def test_destroy_gives_up_on_a_populated_cgroup(created):

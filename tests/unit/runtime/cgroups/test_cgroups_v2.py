@@ -278,7 +278,16 @@ def test_destroy(created):
     host, m, d = created
     host.files.mkdir(os.path.join(d, "sub"))
     m.destroy()
-    assert not m.exists() and os.path.isdir(os.path.join(host.root, "migrate"))
+    # The runtime's own parent goes with its last container (it leaked
+    # after checkpoints and failed restores when only `delete` removed it).
+    assert not m.exists() and not os.path.exists(os.path.join(host.root, "migrate"))
+
+
+def test_destroy_keeps_a_parent_another_container_uses(created):
+    host, m, d = created
+    host.files.mkdir(os.path.join(host.root, "migrate", "other"))
+    m.destroy()
+    assert not m.exists() and os.path.isdir(os.path.join(host.root, "migrate", "other"))
 
 
 def test_state_round_trip_and_stats(created):
