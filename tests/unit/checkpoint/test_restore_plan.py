@@ -6,7 +6,7 @@ from migrate import oci
 from migrate.checkpoint.externals import Descriptor, ExternalMount
 from migrate.checkpoint.metadata import CheckpointMeta, load_meta, save_meta
 from migrate.checkpoint.options import RestoreOptions
-from migrate.checkpoint.restore import _cgroup_source, _relative_cgroup, plan_restore
+from migrate.checkpoint.restore_plan import cgroup_source, plan_restore, relative_cgroup
 from migrate.errors import NotFoundError, UsageError
 
 CGROUPS = {"cpu": "/sys/fs/cgroup/cpu/migrate/new", "memory": "/sys/fs/cgroup/memory/migrate/new",
@@ -30,13 +30,13 @@ def _meta(**kw):
 
 
 def test_cgroup_sources_and_relative_paths():
-    assert _cgroup_source("cpu", CGROUPS) == "/sys/fs/cgroup/cpu/migrate/new"
-    assert _cgroup_source("systemd", CGROUPS) == "/sys/fs/cgroup/systemd/migrate/new"
-    assert _cgroup_source("unified", CGROUPS) == "/sys/fs/cgroup/unified/migrate/new"
-    assert _cgroup_source("cpu,cpuacct", CGROUPS) == "/sys/fs/cgroup/cpu/migrate/new"
+    assert cgroup_source("cpu", CGROUPS) == "/sys/fs/cgroup/cpu/migrate/new"
+    assert cgroup_source("systemd", CGROUPS) == "/sys/fs/cgroup/systemd/migrate/new"
+    assert cgroup_source("unified", CGROUPS) == "/sys/fs/cgroup/unified/migrate/new"
+    assert cgroup_source("cpu,cpuacct", CGROUPS) == "/sys/fs/cgroup/cpu/migrate/new"
     with pytest.raises(NotFoundError, match="hugetlb"):
-        _cgroup_source("hugetlb", CGROUPS)
-    assert _relative_cgroup("/sys/fs/cgroup/memory/migrate/new") == "/migrate/new"
+        cgroup_source("hugetlb", CGROUPS)
+    assert relative_cgroup("/sys/fs/cgroup/memory/migrate/new") == "/migrate/new"
 
 
 def test_plan_maps_every_external(tmp_path):
@@ -110,7 +110,7 @@ def test_metadata_errors(tmp_path):
 def test_stdio_of_another_kind_is_refused_before_restore(tmp_path):
     import os
 
-    from migrate.checkpoint.restore import check_stdio
+    from migrate.checkpoint.restore_plan import check_stdio
 
     log = tmp_path / "log"
     log.write_text("")
@@ -131,6 +131,7 @@ def test_stdio_of_another_kind_is_refused_before_restore(tmp_path):
 
 def test_relative_cgroup_from_the_mount_point():
     # pure v2: the hierarchy is /sys/fs/cgroup itself, nothing more to drop
-    assert _relative_cgroup("/sys/fs/cgroup/migrate-1a2b/c1", "/sys/fs/cgroup") == "/migrate-1a2b/c1"
-    assert _relative_cgroup("/sys/fs/cgroup/unified/m/c1", "/sys/fs/cgroup/unified") == "/m/c1"
-    assert _relative_cgroup("/sys/fs/cgroup/cpu,cpuacct/m/c1", "/sys/fs/cgroup/cpu,cpuacct") == "/m/c1"
+    assert relative_cgroup("/sys/fs/cgroup/migrate-1a2b/c1", "/sys/fs/cgroup") == "/migrate-1a2b/c1"
+    assert relative_cgroup("/sys/fs/cgroup/unified/m/c1", "/sys/fs/cgroup/unified") == "/m/c1"
+    assert relative_cgroup("/sys/fs/cgroup/cpu,cpuacct/m/c1", "/sys/fs/cgroup/cpu,cpuacct") == "/m/c1"
+
