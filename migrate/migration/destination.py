@@ -27,12 +27,13 @@ def warm_up() -> None:
     first migration does not pay for it while its container is frozen.
     The agent calls it once, before it accepts anything."""
     import migrate.checkpoint.restore  # noqa: F401
+    import migrate.checkpoint.restore_prep  # noqa: F401
     import migrate.checkpoint.unprivileged  # noqa: F401
     import migrate.criu_rpc.client  # noqa: F401
     import migrate.criu_rpc.lazy_pages  # noqa: F401
     import migrate.runtime.cgroups  # noqa: F401
     import migrate.runtime.hooks  # noqa: F401
-    import migrate.runtime.lifecycle.create  # noqa: F401
+    import migrate.runtime.lifecycle.bringup  # noqa: F401
     import migrate.runtime.lifecycle.delete  # noqa: F401
     import migrate.runtime.lifecycle.query  # noqa: F401
     import migrate.runtime.rootless  # noqa: F401

@@ -68,7 +68,7 @@ def delete(ctx: RuntimeContext, container_id: str, *, force: bool = False) -> No
     if hooks:
         from migrate import oci
         from migrate.runtime.hooks import run_hooks
-        from migrate.runtime.lifecycle.create import oci_state
+        from migrate.runtime.lifecycle.bringup import oci_state
 
         spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
         run_hooks(spec.hooks.poststop, state=oci_state(container.state, "stopped"),

@@ -127,7 +127,7 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
         raise UsageError("--tty with --detach needs --console-socket")
     if opts.console_socket and not process.terminal:
         raise UsageError("--console-socket needs --tty")
-    from migrate.runtime.lifecycle.create import check_pid_file, write_pid_file
+    from migrate.runtime.lifecycle.bringup import check_pid_file, write_pid_file
 
     check_pid_file(opts.pid_file)
     if opts.console_socket:
@@ -150,7 +150,7 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
                      seccomp=seccomp)
 
     def on_seccomp(exec_pid: int, fd: int) -> None:
-        from migrate.runtime.lifecycle.create import oci_state
+        from migrate.runtime.lifecycle.bringup import oci_state
         from migrate.runtime.seccomp_agent import process_state, send_listener
 
         st = oci_state(container.state, "running")

@@ -3,7 +3,6 @@ the container's code, then delete it (as runc does)."""
 
 from __future__ import annotations
 
-import contextlib
 from migrate import _record
 
 from migrate.runtime.context import RuntimeContext
@@ -22,34 +21,16 @@ def run(ctx: RuntimeContext, opts: CreateOptions, *, detach: bool, keep: bool = 
         start(ctx, opts.id)
         return 0
     from migrate.runtime.foreground import Foreground
-    from migrate.runtime.lifecycle.delete import delete
+    from migrate.runtime.lifecycle.bringup import run_poststart, wait_and_delete
 
     fg = Foreground(ctx.syscalls)
     fg.install()
     try:
         container, launched = create(ctx, _record.replace(
             opts, foreground=True, wait_on_fifo=False))
-        _poststart(container)
-        try:
-            code = fg.wait(launched.pid, launched.console_fd, launched.notify)
-        finally:
-            if launched.notify is not None:
-                launched.notify.close()
-    finally:
+        run_poststart(container.state)
+    except BaseException:
         fg.restore()
-    if keep:
-        return code
-    with contextlib.suppress(Exception):
-        delete(ctx, opts.id, force=True)
-    return code
-
-
-def _poststart(container) -> None:
-    if container.state.config.get("hooks", {}).get("poststart"):
-        from migrate import oci
-        from migrate.runtime.hooks import run_hooks
-        from migrate.runtime.lifecycle.create import oci_state
-
-        spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
-        run_hooks(spec.hooks.poststart, state=oci_state(container.state, "running"),
-                  name="poststart", warn_only=True)
+        raise
+    return wait_and_delete(ctx, opts.id, fg, launched.pid, launched.console_fd, launched.notify,
+                           keep=keep)

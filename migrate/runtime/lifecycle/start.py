@@ -72,13 +72,7 @@ def start(ctx: RuntimeContext, container_id: str) -> Container:
         finally:
             if notify is not None:
                 notify.close()
-    hooks = container.state.config.get("hooks", {}).get("poststart")
-    if hooks:
-        from migrate import oci
-        from migrate.runtime.hooks import run_hooks
-        from migrate.runtime.lifecycle.create import oci_state
+    from migrate.runtime.lifecycle.bringup import run_poststart
 
-        spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
-        run_hooks(spec.hooks.poststart, state=oci_state(container.state, "running"),
-                  name="poststart", warn_only=True)
+    run_poststart(container.state)
     return container

@@ -10,7 +10,7 @@ from migrate.checkpoint.dump import image_key, plan_dump
 from migrate.checkpoint.externals import ExternalMount
 from migrate.checkpoint.options import (CRIU_CONFIG_DEFAULT, CheckpointOptions, RestoreOptions,
                                         criu_config_file)
-from migrate.checkpoint.restore import plan_restore
+from migrate.checkpoint.restore_plan import plan_restore
 from migrate.checkpoint.metadata import CheckpointMeta
 from migrate.criu_rpc import CgroupMode, NetworkLock
 from migrate.runtime.state import ContainerState

@@ -6,7 +6,7 @@ from migrate import oci
 from migrate.checkpoint.externals import Descriptor, ExternalMount
 from migrate.checkpoint.metadata import CheckpointMeta, load_meta, save_meta
 from migrate.checkpoint.options import RestoreOptions
-from migrate.checkpoint.restore import _cgroup_source, _relative_cgroup, plan_restore
+from migrate.checkpoint.restore_plan import cgroup_source, plan_restore, relative_cgroup
 from migrate.errors import NotFoundError, UsageError
 
 CGROUPS = {"cpu": "/sys/fs/cgroup/cpu/migrate/new", "memory": "/sys/fs/cgroup/memory/migrate/new",
@@ -30,13 +30,13 @@ def _meta(**kw):
 
 
 def test_cgroup_sources_and_relative_paths():
-    assert _cgroup_source("cpu", CGROUPS) == "/sys/fs/cgroup/cpu/migrate/new"
-    assert _cgroup_source("systemd", CGROUPS) == "/sys/fs/cgroup/systemd/migrate/new"
-    assert _cgroup_source("unified", CGROUPS) == "/sys/fs/cgroup/unified/migrate/new"
-    assert _cgroup_source("cpu,cpuacct", CGROUPS) == "/sys/fs/cgroup/cpu/migrate/new"
+    assert cgroup_source("cpu", CGROUPS) == "/sys/fs/cgroup/cpu/migrate/new"
+    assert cgroup_source("systemd", CGROUPS) == "/sys/fs/cgroup/systemd/migrate/new"
+    assert cgroup_source("unified", CGROUPS) == "/sys/fs/cgroup/unified/migrate/new"
+    assert cgroup_source("cpu,cpuacct", CGROUPS) == "/sys/fs/cgroup/cpu/migrate/new"
     with pytest.raises(NotFoundError, match="hugetlb"):
-        _cgroup_source("hugetlb", CGROUPS)
-    assert _relative_cgroup("/sys/fs/cgroup/memory/migrate/new") == "/migrate/new"
+        cgroup_source("hugetlb", CGROUPS)
+    assert relative_cgroup("/sys/fs/cgroup/memory/migrate/new") == "/migrate/new"
 
 
 def test_plan_maps_every_external(tmp_path):
@@ -110,7 +110,7 @@ def test_metadata_errors(tmp_path):
 def test_stdio_of_another_kind_is_refused_before_restore(tmp_path):
     import os
 
-    from migrate.checkpoint.restore import check_stdio
+    from migrate.checkpoint.restore_plan import check_stdio
 
     log = tmp_path / "log"
     log.write_text("")
@@ -131,6 +131,137 @@ def test_stdio_of_another_kind_is_refused_before_restore(tmp_path):
 
 def test_relative_cgroup_from_the_mount_point():
     # pure v2: the hierarchy is /sys/fs/cgroup itself, nothing more to drop
-    assert _relative_cgroup("/sys/fs/cgroup/migrate-1a2b/c1", "/sys/fs/cgroup") == "/migrate-1a2b/c1"
-    assert _relative_cgroup("/sys/fs/cgroup/unified/m/c1", "/sys/fs/cgroup/unified") == "/m/c1"
-    assert _relative_cgroup("/sys/fs/cgroup/cpu,cpuacct/m/c1", "/sys/fs/cgroup/cpu,cpuacct") == "/m/c1"
+    assert relative_cgroup("/sys/fs/cgroup/migrate-1a2b/c1", "/sys/fs/cgroup") == "/migrate-1a2b/c1"
+    assert relative_cgroup("/sys/fs/cgroup/unified/m/c1", "/sys/fs/cgroup/unified") == "/m/c1"
+    assert relative_cgroup("/sys/fs/cgroup/cpu,cpuacct/m/c1", "/sys/fs/cgroup/cpu,cpuacct") == "/m/c1"
+
+
+def _plan(tmp_path, opts=None, meta=None, **kw):
+    args = dict(images_dir="/i", work_dir="/w", criu_root="/r", cgroup_paths=CGROUPS, ns_fds={},
+                notify_dir=None)
+    args.update(kw)
+    spec = args.pop("spec", None) or _spec(tmp_path)
+    return plan_restore(spec, meta or _meta(), opts or RestoreOptions(id="x"), **args)
+
+
+def test_plan_defaults(tmp_path):
+    from migrate.criu_rpc import LogLevel
+
+    opts = _plan(tmp_path)
+    assert (opts.images_dir, opts.work_dir, opts.root) == ("/i", "/w", "/r")
+    assert (opts.log_file, opts.log_level) == ("restore.log", LogLevel.DEBUG)
+    assert opts.rst_sibling and opts.manage_cgroups
+    assert opts.manage_cgroups_mode is None
+    # runc's default CRIU configuration file, as runc 1.1 passes it
+    assert opts.config_file == "/etc/criu/runc.conf"
+    assert not (opts.tcp_established or opts.tcp_close or opts.ext_unix_sk or opts.shell_job
+                or opts.file_locks or opts.auto_dedup or opts.lazy_pages or opts.leave_stopped
+                or opts.orphan_pts_master)
+    assert opts.join_ns == () and opts.inherit_fd == ()
+    assert ("/dev/null", "/dev/null") in {(m.key, m.val) for m in opts.ext_mnt}
+
+
+def test_every_flag_reaches_its_criu_option(tmp_path):
+    from migrate.criu_rpc.options import CgroupMode
+
+    opts = _plan(tmp_path, RestoreOptions(
+        id="x", tcp_established=True, tcp_close=True, ext_unix_sk=True, shell_job=True,
+        file_locks=True, manage_cgroups_mode=CgroupMode.SOFT, empty_ns=frozenset({"net"}),
+        auto_dedup=True, lazy_pages=True, leave_stopped=True, lsm_profile="apparmor:p",
+        lsm_mount_context="system_u:object_r:c:s0"))
+    assert opts.tcp_established and opts.tcp_close and opts.ext_unix_sk and opts.shell_job
+    assert opts.file_locks and opts.auto_dedup and opts.lazy_pages and opts.leave_stopped
+    assert opts.manage_cgroups_mode is CgroupMode.SOFT
+    assert set(opts.empty_ns) == {"net"}
+    assert (opts.lsm_profile, opts.lsm_mount_context) == ("apparmor:p", "system_u:object_r:c:s0")
+
+
+@pytest.mark.parametrize("annotation,config_file", [
+    (None, "/etc/criu/runc.conf"), ("", None), ("/etc/criu/mine.conf", "/etc/criu/mine.conf")])
+def test_criu_config_file_from_the_annotation(tmp_path, annotation, config_file):
+    data = oci.default_spec()
+    if annotation is not None:
+        data["annotations"] = {"org.criu.config": annotation}
+    (tmp_path / "rootfs").mkdir()
+    spec = oci.parse_config(data, bundle=str(tmp_path))
+    assert _plan(tmp_path, spec=spec).config_file == config_file
+
+
+def test_a_checkpointed_terminal_asks_for_the_new_master(tmp_path):
+    assert _plan(tmp_path, meta=_meta(terminal=True)).orphan_pts_master
+    assert not _plan(tmp_path, meta=_meta(terminal=False)).orphan_pts_master
+
+
+def test_cg_root_skips_named_hierarchies_and_uses_mount_points(tmp_path):
+    opts = _plan(tmp_path, cgroup_mounts={"cpu": "/sys/fs/cgroup/cpu",
+                                         "": "/sys/fs/cgroup/unified"})
+    assert {(r.ctrl, r.path) for r in opts.cg_root} == {
+        ("cpu", "/migrate/new"), ("memory", "/migrate/new"), (None, "/migrate/new")}
+
+
+def test_pure_v2_cgroup_mount_is_keyed_by_its_destination(tmp_path):
+    spec = _spec(tmp_path, mounts=[{"destination": "/sys/fs/cgroup", "type": "cgroup2",
+                                    "source": "cgroup"}])
+    opts = _plan(tmp_path, spec=spec, cgroup_paths={"": "/sys/fs/cgroup/migrate-1/c"},
+                 cgroup_mounts={"": "/sys/fs/cgroup"})
+    assert ("/sys/fs/cgroup", "/sys/fs/cgroup/migrate-1/c") in {(m.key, m.val)
+                                                                for m in opts.ext_mnt}
+    assert [(r.ctrl, r.path) for r in opts.cg_root] == [(None, "/migrate-1/c")]
+
+
+def test_v1_cgroup_mount_gives_one_key_per_hierarchy(tmp_path):
+    spec = _spec(tmp_path)
+    keys = {(m.key, m.val) for m in _plan(tmp_path, spec=spec).ext_mnt}
+    assert ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/memory/migrate/new") in keys
+    assert ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/unified/migrate/new") in keys
+
+
+def test_network_and_pid_namespaces_are_inherited_ipc_and_uts_joined(tmp_path):
+    spec = _spec(tmp_path, namespaces=[{"type": "pid", "path": "/proc/7/ns/pid"},
+                                       {"type": "mount"},
+                                       {"type": "network", "path": "/proc/7/ns/net"},
+                                       {"type": "uts", "path": "/proc/7/ns/uts"}])
+    meta = _meta(external_keys={"network": "extRootNetNS", "pid": "extRootPidNS"})
+    opts = _plan(tmp_path, spec=spec, meta=meta, ns_fds={"network": 30, "pid": 31})
+    assert {(i.key, i.fd) for i in opts.inherit_fd} == {("extRootNetNS", 30),
+                                                         ("extRootPidNS", 31)}
+    assert [(j.ns, j.ns_file) for j in opts.join_ns] == [("uts", "/proc/7/ns/uts")]
+
+
+def test_a_proxied_notify_socket_needs_one_at_restore(tmp_path):
+    meta = _meta(mounts=(ExternalMount(mountpoint="/run/notify", kind="notify"),))
+    with pytest.raises(UsageError, match="NOTIFY_SOCKET"):
+        _plan(tmp_path, meta=meta)
+    opts = _plan(tmp_path, meta=meta, notify_dir="/state/notify")
+    assert ("/run/notify", "/state/notify") in {(m.key, m.val) for m in opts.ext_mnt}
+
+
+def test_an_image_key_the_bundle_cannot_provide_is_named(tmp_path):
+    with pytest.raises(NotFoundError, match="/srv/data"):
+        _plan(tmp_path, image_keys={"/srv/data": "/srv/data"})
+    src = tmp_path / "src"
+    src.mkdir()
+    spec = _spec(tmp_path, mounts=[{"destination": "/srv/data", "type": "bind",
+                                    "source": str(src), "options": ["bind"]}])
+    opts = _plan(tmp_path, spec=spec, image_keys={"/srv/data": "/srv/data"})
+    assert ("/srv/data", str(src)) in {(m.key, m.val) for m in opts.ext_mnt}
+
+
+def test_resolved_destinations_key_bind_mounts_by_their_real_path(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    spec = _spec(tmp_path, mounts=[{"destination": "/link/data", "type": "bind",
+                                    "source": "src", "options": ["rbind"]}])
+    opts = _plan(tmp_path, RestoreOptions(id="x", bundle=str(tmp_path)), spec=spec,
+                 resolved={"/link/data": "/real/data"})
+    keys = {(m.key, m.val) for m in opts.ext_mnt}
+    # relative sources are in --bundle; the config's path is kept as a key too
+    assert {("/real/data", str(src)), ("/link/data", str(src))} <= keys
+
+
+def test_stdio_goes_through_the_copies(tmp_path):
+    meta = _meta(descriptors=(Descriptor(fd=0, path="/dev/null", external=None),
+                              Descriptor(fd=1, path="pipe:[5]", external="pipe:[5]"),
+                              Descriptor(fd=2, path="pipe:[5]", external="pipe:[5]")))
+    opts = _plan(tmp_path, meta=meta, stdio_fds=(20, 21, 22))
+    assert [(i.key, i.fd) for i in opts.inherit_fd] == [("pipe:[5]", 21), ("pipe:[5]", 22)]

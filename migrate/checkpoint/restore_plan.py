@@ -1,0 +1,204 @@
+"""The restore plan: which CRIU options restore a checkpoint here.
+
+Pure logic over config.json, the checkpoint's metadata (what was external
+at dump time) and the new container's cgroups, namespace fds and stdio:
+tested without CRIU in tests/unit/checkpoint/test_restore_plan.py. The
+restore itself (checkpoint/restore.py) makes what the plan refers to and
+runs CRIU with it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from migrate.checkpoint.metadata import CheckpointMeta
+from migrate.checkpoint.options import RestoreOptions, criu_config_file
+from migrate.errors import NotFoundError, UsageError
+
+__all__ = ["plan_restore", "mount_sources", "check_stdio", "cgroup_source", "relative_cgroup",
+           "is_bind_mount", "bind_source"]
+
+
+def is_bind_mount(m) -> bool:
+    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
+
+
+def bind_source(m, bundle: str) -> str:
+    src = m.source or ""
+    return src if os.path.isabs(src) else os.path.normpath(os.path.join(bundle, src))
+
+
+def _cgroup_keys(dest: str, cgroup_paths: dict[str, str]) -> dict[str, str]:
+    """The external keys of the cgroup mounts at ``dest``: one bind per v1
+    hierarchy at dest/<hierarchy dir> (runc's and our key), or dest itself
+    on a pure v2 host."""
+    out = {}
+    for ctrl, path in cgroup_paths.items():
+        parts = path.split("/")
+        if len(parts) > 4 and parts[1:4] == ["sys", "fs", "cgroup"]:
+            if ctrl == "" and len(cgroup_paths) == 1 and parts[4] != "unified":
+                out[dest] = path                 # pure v2: one mount, no hierarchy dir
+            else:
+                out.setdefault(os.path.join(dest, parts[4]), path)
+    return out
+
+
+def mount_sources(spec, meta: CheckpointMeta, *, bundle: str, cgroup_paths: dict[str, str],
+                  notify_dir: str | None, resolved: dict[str, str] | None = None,
+                  image_keys: dict[str, str] | None = None) -> dict[str, str]:
+    """External mount key -> its source on this host.
+
+    Keys are the ones runc uses too (bind and cgroup mounts by where they
+    are in the container, symlinks resolved: ``resolved`` maps config
+    destinations to that path; "/dev/null" for masked files; device nodes
+    by path), so runc's checkpoints restore here. ``meta.mounts`` adds what
+    our own checkpoints recorded. ``image_keys`` (key -> mount point, from
+    CRIU's mountpoints image) lets us name a mount this bundle cannot
+    provide before CRIU does.
+
+    Raises NotFoundError, UsageError.
+    """
+    resolved = resolved or {}
+    out = {"/dev/null": "/dev/null"}
+    binds = {}
+    for m in spec.mounts:
+        if m.type in ("cgroup", "cgroup2"):
+            out.update(_cgroup_keys(resolved.get(m.destination, m.destination.rstrip("/")),
+                                    cgroup_paths))
+        elif is_bind_mount(m):
+            key = resolved.get(m.destination) or m.destination.rstrip("/") or "/"
+            binds[key] = bind_source(m, bundle)
+            binds.setdefault(m.destination.rstrip("/") or "/", binds[key])
+    for dev in spec.linux.devices:
+        if os.path.exists(dev.path):
+            out[dev.path] = dev.path
+    for em in meta.mounts:
+        if em.kind == "bind":
+            if em.mountpoint not in binds:
+                raise NotFoundError(f"the checkpoint has a bind mount at {em.mountpoint}, but "
+                                    f"config.json has no bind mount there")
+            if not os.path.exists(binds[em.mountpoint]):
+                raise NotFoundError(f"bind mount source {binds[em.mountpoint]} "
+                                    f"(for {em.mountpoint}) does not exist")
+        elif em.kind == "cgroup":
+            out[em.mountpoint] = cgroup_source(em.detail, cgroup_paths)
+        elif em.kind == "mask":
+            out[em.mountpoint] = "/dev/null"    # checkpoints that keyed it by mount point
+        elif em.kind == "device":
+            out[em.mountpoint] = em.detail
+        elif em.kind == "notify":
+            if notify_dir is None:
+                raise UsageError("the checkpoint proxied NOTIFY_SOCKET; restore it with "
+                                 "NOTIFY_SOCKET set too")
+            out[em.mountpoint] = notify_dir
+        else:
+            raise UsageError(f"external mount {em.mountpoint} of unknown kind {em.kind!r}")
+    out.update(binds)
+    for key, mountpoint in (image_keys or {}).items():
+        if key not in out:
+            raise NotFoundError(f"the checkpoint has an external mount at {mountpoint} "
+                                f"(key {key!r}) that this bundle does not provide: config.json "
+                                f"has no bind mount there")
+        if key in binds and not os.path.exists(binds[key]):
+            raise NotFoundError(f"bind mount source {binds[key]} (for {mountpoint}) does not exist")
+    return out
+
+
+def cgroup_source(hierarchy: str, cgroup_paths: dict[str, str]) -> str:
+    """The new container's cgroup dir in the hierarchy mounted as ``hierarchy``
+    ("memory", "cpu,cpuacct", "systemd", "unified", "" for pure v2)."""
+    names = hierarchy.split(",") if hierarchy else [""]
+    aliases = {"systemd": "name=systemd", "unified": ""}
+    for name in names:
+        key = aliases.get(name, name)
+        if key in cgroup_paths:
+            return cgroup_paths[key]
+    raise NotFoundError(f"no cgroup for hierarchy {hierarchy!r} on this host "
+                        f"(have: {', '.join(sorted(k or 'unified' for k in cgroup_paths))})")
+
+
+def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir: str,
+                 work_dir: str, criu_root: str, cgroup_paths: dict[str, str],
+                 ns_fds: dict[str, int], notify_dir: str | None, stdio_fds=(0, 1, 2),
+                 resolved: dict[str, str] | None = None,
+                 image_keys: dict[str, str] | None = None,
+                 cgroup_mounts: dict[str, str] | None = None):
+    """CRIU options for restoring ``meta``'s container from ``spec``
+    (``resolved`` and ``image_keys``: see ``mount_sources``; ``cgroup_mounts``
+    maps a controller, "" for the unified hierarchy, to where it is mounted)."""
+    from migrate.criu_rpc import (CgroupRoot, CriuOptions, ExtMount, InheritFd,
+                                  JoinNamespace, LogLevel)
+
+    sources = mount_sources(spec, meta, bundle=os.path.abspath(opts.bundle),
+                            cgroup_paths=cgroup_paths, notify_dir=notify_dir,
+                            resolved=resolved, image_keys=image_keys)
+    inherit = [InheritFd(key=d.external, fd=stdio_fds[d.fd]) for d in meta.descriptors
+               if d.external]
+    for oci_type, key in (meta.external_keys or {}).items():
+        if oci_type not in ns_fds:
+            raise UsageError(f"the checkpointed container joined a {oci_type} namespace: "
+                             f"config.json must give one to join (linux.namespaces path)")
+        inherit.append(InheritFd(key=key, fd=ns_fds[oci_type]))
+    join = []
+    for ns in spec.linux.namespaces:
+        if ns.path and ns.type in ("ipc", "uts"):
+            join.append(JoinNamespace(ns=ns.type, ns_file=ns.path))
+    from migrate.checkpoint.unprivileged import criu_unprivileged_options
+
+    return CriuOptions(
+        **criu_unprivileged_options(),
+        images_dir=images_dir, work_dir=work_dir, log_file="restore.log",
+        log_level=LogLevel.DEBUG, root=criu_root, rst_sibling=True,
+        leave_stopped=opts.leave_stopped,
+        manage_cgroups=True, manage_cgroups_mode=opts.manage_cgroups_mode,
+        cg_root=tuple(CgroupRoot(path=relative_cgroup(p, (cgroup_mounts or {}).get(c)),
+                                 ctrl=c or None)
+                      for c, p in sorted(cgroup_paths.items()) if not c.startswith("name=")),
+        tcp_established=opts.tcp_established, tcp_close=opts.tcp_close,
+        ext_unix_sk=opts.ext_unix_sk, shell_job=opts.shell_job, file_locks=opts.file_locks,
+        empty_ns=opts.empty_ns, auto_dedup=opts.auto_dedup,
+        lazy_pages=opts.lazy_pages,
+        ext_mnt=tuple(ExtMount(key=k, val=v) for k, v in sources.items()),
+        inherit_fd=tuple(inherit), join_ns=tuple(join),
+        orphan_pts_master=meta.terminal, config_file=criu_config_file(spec.annotations),
+        lsm_profile=opts.lsm_profile, lsm_mount_context=opts.lsm_mount_context)
+
+
+def relative_cgroup(path: str, mount_point: str | None = None) -> str:
+    """CRIU's cg_root wants the path inside the hierarchy, not the host path.
+
+    With the mount point known this is exact. Without it the layout is
+    guessed from the path: a pure v2 host mounts the hierarchy at
+    /sys/fs/cgroup itself, so dropping one more component there would put
+    the tasks into a cgroup CRIU makes up (/<id>), outside the container's.
+    """
+    if mount_point:
+        rel = os.path.relpath(path, mount_point)
+        if not rel.startswith(".."):
+            return "/" if rel == "." else "/" + rel
+    parts = path.split("/")
+    # /sys/fs/cgroup/<hierarchy>/<path...> or /sys/fs/cgroup/<path...> (pure v2)
+    if len(parts) > 4 and parts[1:4] == ["sys", "fs", "cgroup"]:
+        return "/" + "/".join(parts[5:])
+    return path
+
+
+def check_stdio(meta: CheckpointMeta, fds=(0, 1, 2)) -> None:
+    """CRIU reopens a container's stdio files through the fds we give it and
+    refuses another file type or mode: say so before anything is made.
+    Raises UsageError."""
+    import stat
+
+    names = ("stdin", "stdout", "stderr")
+    for d in meta.descriptors:
+        if not (d.external and d.external.startswith("file[") and d.mode):
+            continue
+        try:
+            mode = os.fstat(fds[d.fd]).st_mode
+        except OSError:
+            continue
+        if stat.S_IFMT(mode) != stat.S_IFMT(d.mode) or (
+                stat.S_ISREG(mode) and stat.S_IMODE(mode) != stat.S_IMODE(d.mode)):
+            raise UsageError(
+                f"the container's {names[d.fd]} was {d.path} (mode {d.mode:o}) at checkpoint "
+                f"time; restore needs the same kind of file there (got mode {mode:o})")
