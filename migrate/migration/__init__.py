@@ -10,8 +10,9 @@
     source.py     connect and negotiate, checks, rollback
     report.py     the migration report (JSON and a rich table)
     progress.py   progress callbacks (silent, or rich bars from the CLI)
-    strategy.py   which strategy, and when pre-copy stops
-    pipeline.py   the source's pipelines: migrate_container(ctx, MigrateOptions)
+    strategy.py   Strategy (the enum), which one, and when pre-copy stops
+    pipeline.py   the source's frame: migrate_container(ctx, MigrateOptions)
+    strategies/   one module per strategy, each a Pipeline
     destination.py the agent's restore and page servers
 
 Scripted use::
@@ -64,6 +65,7 @@ __all__ = [
     "MigrateOptions",
     "migrate_container",
     "PreCopyPolicy",
+    "Strategy",
     "HostFeatures",
     "choose",
 ]
@@ -82,7 +84,8 @@ _WHERE = {
     "MigrationReport": "report", "Iteration": "report", "Timeline": "report",
     "Progress": "progress", "SilentProgress": "progress", "RichProgress": "progress",
     "MigrateOptions": "pipeline", "migrate_container": "pipeline",
-    "PreCopyPolicy": "strategy", "HostFeatures": "strategy", "choose": "strategy",
+    "PreCopyPolicy": "strategy", "Strategy": "strategy", "HostFeatures": "strategy",
+    "choose": "strategy",
 }
 
 
