@@ -4,7 +4,7 @@
     transport.py  Connection: messages, streams, files, trees
     endpoints.py  connect() and Listener: TLS and the handshake
     tree.py       directory trees as a stream; the escape-proof writer
-    messages.py   PREPARE and RESTORE bodies shared by both ends
+    messages.py   every control message's body (PREPARE ... RESTORED), typed
     hostfacts.py  CRIU version, features and cpuinfo of a host
     agent.py      the destination agent
     source.py     connect and negotiate, checks, rollback
@@ -44,6 +44,10 @@ __all__ = [
     "TreeStats",
     "PrepareRequest",
     "SharedMarker",
+    "Ready",
+    "Control",
+    "RestoreRequest",
+    "LazySource",
     "Restored",
     "HostFacts",
     "CriuHostFacts",
@@ -77,6 +81,8 @@ _WHERE = {
     "connect": "endpoints", "Timeouts": "_sockets", "TlsConfig": "_sockets",
     "TreeSnapshot": "tree", "TreeStats": "tree",
     "PrepareRequest": "messages", "SharedMarker": "messages", "Restored": "messages",
+    "Ready": "messages", "Control": "messages", "RestoreRequest": "messages",
+    "LazySource": "messages",
     "HostFacts": "hostfacts", "CriuHostFacts": "hostfacts",
     "Agent": "agent", "AgentEvent": "agent", "Incoming": "agent", "Outcome": "agent",
     "ConnectOptions": "source", "SourceSession": "source",

@@ -181,20 +181,25 @@ class Migration:
         self.conn.set_phase(name)
         self.progress.phase(name, total)
 
-    def control(self, op: str, **body) -> dict:
-        """A CONTROL operation on the agent (``destination.controls``); its REPLY."""
+    def control(self, request):
+        """Send a CONTROL request record (``OP``, ``to_header()``: see
+        messages.py) to the agent's hook; returns its REPLY decoded by the
+        request's ``Reply`` record. Raises MigrationError, ProtocolError."""
         from migrate.migration.protocol import Kind
 
-        self.conn.send(Kind.CONTROL, {"op": op, **body})
-        return self.conn.recv(Kind.REPLY, timeout=self.conn.timeouts.wait).header
+        self.conn.send(Kind.CONTROL, request.to_header())
+        header = self.conn.recv(Kind.REPLY, timeout=self.conn.timeouts.wait).header
+        return request.Reply.from_header(header, phase=self.conn.current_phase)
 
-    def request(self, lazy: dict | None = None) -> dict:
-        return {"container_id": self.opts.container_id,
-                "bundle": None if self.opts.rootfs == "copy" else self.bundle,
-                "lazy": lazy, "tcp_established": self.opts.tcp_established,
-                "file_locks": self.opts.file_locks, "ext_unix_sk": self.opts.ext_unix_sk,
-                "leave_stopped": True,
-                "empty_ns": ["network"] if "net" in self.empty_ns else []}
+    def restore_request(self, lazy=None):
+        """RESTORE's body (``lazy``: a ``LazySource``, for post-copy)."""
+        from migrate.migration.messages import RestoreRequest
+
+        return RestoreRequest(
+            container_id=self.opts.container_id,
+            bundle=None if self.opts.rootfs == "copy" else self.bundle, lazy=lazy,
+            tcp_established=self.opts.tcp_established, file_locks=self.opts.file_locks,
+            ext_unix_sk=self.opts.ext_unix_sk, leave_stopped=True, empty_ns=self.empty_ns)
 
     def send_images(self, images_dir: str) -> None:
         """The images (and, with --rootfs copy, what the container wrote
@@ -206,13 +211,16 @@ class Migration:
             self.conn.send_tree(self.bundle, only_changed_since=self._snapshot, label="bundle")
         self.timeline.mark("images sent")
 
-    def restore_and_commit(self, lazy: dict | None = None) -> None:
-        """Ask the destination to restore, then to run it; commit."""
+    def restore_and_commit(self, lazy=None) -> None:
+        """Ask the destination to restore (``lazy``: a ``LazySource``), then
+        to run it; commit."""
+        from migrate.migration.messages import Restored
         from migrate.migration.protocol import Kind
 
         self.step("restore")
-        self.conn.send(Kind.RESTORE, {"request": self.request(lazy)})
-        self.conn.recv(Kind.RESTORED, timeout=self.conn.timeouts.wait)
+        self.conn.send(Kind.RESTORE, self.restore_request(lazy).to_header())
+        header = self.conn.recv(Kind.RESTORED, timeout=self.conn.timeouts.wait).header
+        Restored.from_header(header, phase=self.conn.current_phase)
         self.timeline.mark("restored")
         self.step("resume")
         self.conn.send(Kind.DONE, {})
@@ -234,7 +242,7 @@ class Migration:
         """Where the final dump writes its images (pre-dump rounds: ``pre/N``)."""
         return os.path.join(self.workdir, "images")
 
-    def page_server_socket(self, ps: dict) -> socket.socket:
+    def page_server_socket(self, ps) -> socket.socket:
         """Connect to the destination's page server ourselves and hand CRIU
         the socket: with keepalive and a user timeout a cut link fails
         CRIU's writes within seconds (CRIU then resumes the tree), where
@@ -242,11 +250,11 @@ class Migration:
         from migrate.migration._sockets import configure_socket
 
         try:
-            sock = socket.create_connection((ps["address"], ps["port"]),
+            sock = socket.create_connection((ps.address, ps.port),
                                             timeout=self.conn.timeouts.connect)
         except OSError as err:
             raise MigrationError("memory", f"cannot reach the destination's page server "
-                                 f"{ps['address']}:{ps['port']}: {err.strerror or err}",
+                                 f"{ps.address}:{ps.port}: {err.strerror or err}",
                                  source_state="running") from err
         sock.settimeout(None)
         configure_socket(sock, self.conn.timeouts)

@@ -45,6 +45,7 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     through a relay until the last page. ``parent``/``session``: the last
     pre-dump round and the swrk session of the rounds (hybrid)."""
     from migrate.criu_rpc import Client, PageServer, SwrkOptions
+    from migrate.migration.messages import LazySource
     from migrate.migration.pipeline import memory_usage
 
     address = m.conn.local_address
@@ -86,7 +87,7 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
                     os.read(ready_r, 1) != b"\0":
                 raise MigrationError("memory", "the lazy page server never got ready",
                                      source_state="frozen")
-            m.restore_and_commit(lazy={"address": address, "port": relay_port})
+            m.restore_and_commit(lazy=LazySource(address=address, port=relay_port))
             # The container runs at the destination; what is left is
             # its memory, pulled through the relay until the last page.
             m.step("memory (lazy)", memory or None)

@@ -45,6 +45,7 @@ def rounds(m: Migration, job: DumpJob, session: Session, *, local: bool) -> str:
     as a tree to the destination's ``pre/N``."""
     from migrate.checkpoint.dump import read_dump_stats
     from migrate.criu_rpc import PageServer
+    from migrate.migration.messages import PageServerStart, PageServerWait
     from migrate.migration.pipeline import pages_moved
     from migrate.migration.report import Iteration
     from migrate.migration.strategy import PreCopyController
@@ -62,8 +63,8 @@ def rounds(m: Migration, job: DumpJob, session: Session, *, local: bool) -> str:
                             parent_img=parent, log_file=f"pre-dump-{round_}.log")
         with m.conn.in_phase("pre-copy"):
             if not local:
-                ps = m.control("page_server", dir=f"pre/{round_}", parent=parent)
-                opts = opts.replace(ps=PageServer(address=ps["address"], port=ps["port"]))
+                ps = m.control(PageServerStart(dir=f"pre/{round_}", parent=parent))
+                opts = opts.replace(ps=PageServer(address=ps.address, port=ps.port))
             started = time.monotonic()
             try:
                 session.pre_dump(opts)
@@ -78,7 +79,7 @@ def rounds(m: Migration, job: DumpJob, session: Session, *, local: bool) -> str:
                 # its rounds are written here and streamed.
                 m.conn.send_tree(here, label=f"pre/{round_}")
             else:
-                m.control("page_server_wait")
+                m.control(PageServerWait())
         written = pages_moved(read_dump_stats(here))
         pages, m.written_before = written - m.written_before, written
         controller.record(pages)

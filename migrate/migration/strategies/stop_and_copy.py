@@ -41,17 +41,18 @@ def final_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     lives there)."""
     from migrate.criu_rpc import Client, PageServer, SwrkOptions
     from migrate.migration._relay import Relay
+    from migrate.migration.messages import PageServerStart, PageServerWait
     from migrate.migration.pipeline import memory_usage
 
     # Freeze, dump, and the memory through the page server: one phase,
     # CRIU does them together.
     m.step("memory", memory_usage(m.container) or None)
-    ps = m.control("page_server", dir="images", parent=f"../pre/{parent}" if parent else None)
+    ps = m.control(PageServerStart(dir="images", parent=f"../pre/{parent}" if parent else None))
     images = job.images_dir
     relay = None
 
     def post_dump(_note) -> bool:
-        m.control("page_server_wait")
+        m.control(PageServerWait())
         m.send_images(images)
         m.restore_and_commit()
         return True
@@ -60,7 +61,7 @@ def final_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     if session is not None:
         # An existing swrk cannot inherit our socket: CRIU connects
         # (and its bytes go uncounted).
-        ps_opt = PageServer(address=ps["address"], port=ps["port"])
+        ps_opt = PageServer(address=ps.address, port=ps.port)
         s = contextlib.nullcontext(session)
     else:
         # CRIU writes to its end of a socketpair; the relay moves
