@@ -6,9 +6,13 @@ import os
 
 import click
 
+from migrate.migration.strategy import AUTO, Strategy
+
 __all__ = ["migrate_cmd", "receive", "parse_hostport", "read_token"]
 
 TOKEN_ENV = "MIGRATE_TOKEN"
+# --strategy's spellings, from the enum (parse_strategy turns one into it).
+STRATEGY_NAMES = [AUTO, *(s.value for s in Strategy)]
 
 
 def parse_hostport(text: str, what: str) -> tuple[str, int]:
@@ -81,8 +85,7 @@ def _with_token_options(f):
                "`migrate receive` runs.")
 @click.argument("container_id")
 @click.option("--to", "to", required=True, metavar="HOST:PORT", help="the destination agent")
-@click.option("--strategy", type=click.Choice(["auto", "stop-and-copy", "pre-copy", "post-copy",
-                                               "hybrid"]), default="auto", show_default=True)
+@click.option("--strategy", type=click.Choice(STRATEGY_NAMES), default=AUTO, show_default=True)
 @click.option("--rootfs", type=click.Choice(["shared", "copy"]), default="shared",
               show_default=True, help="the destination sees the same path, or gets a copy")
 @click.option("--compress/--no-compress", default=True, show_default=True,
@@ -111,12 +114,12 @@ def migrate_cmd(ctx, container_id, to, strategy, rootfs, compress, keep_source, 
                 tls_server_name, report_path,
                 quiet, token, token_file, tls_cert, tls_key, tls_ca, criu_policy) -> int:
     from migrate.migration.pipeline import MigrateOptions, migrate_container
-    from migrate.migration.strategy import PreCopyPolicy
+    from migrate.migration.strategy import PreCopyPolicy, parse_strategy
 
     host, port = parse_hostport(to, "--to")
     opts = MigrateOptions(
         container_id=container_id, host=host, port=port, token=read_token(token, token_file),
-        strategy=strategy, rootfs=rootfs, compress=compress, keep_source=keep_source,
+        strategy=parse_strategy(strategy), rootfs=rootfs, compress=compress, keep_source=keep_source,
         tls=_tls(tls_cert, tls_key, tls_ca, tls_server_name), criu_policy=_policy(criu_policy),
         precopy=PreCopyPolicy(max_iterations=max_iterations, min_pages=min_pages,
                               min_shrink_percent=min_shrink),

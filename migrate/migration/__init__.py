@@ -4,14 +4,15 @@
     transport.py  Connection: messages, streams, files, trees
     endpoints.py  connect() and Listener: TLS and the handshake
     tree.py       directory trees as a stream; the escape-proof writer
-    messages.py   PREPARE and RESTORE bodies shared by both ends
+    messages.py   every control message's body (PREPARE ... RESTORED), typed
     hostfacts.py  CRIU version, features and cpuinfo of a host
     agent.py      the destination agent
     source.py     connect and negotiate, checks, rollback
     report.py     the migration report (JSON and a rich table)
     progress.py   progress callbacks (silent, or rich bars from the CLI)
-    strategy.py   which strategy, and when pre-copy stops
-    pipeline.py   the source's pipelines: migrate_container(ctx, MigrateOptions)
+    strategy.py   Strategy (the enum), which one, and when pre-copy stops
+    pipeline.py   the source's frame: migrate_container(ctx, MigrateOptions)
+    strategies/   one module per strategy, each a Pipeline
     destination.py the agent's restore and page servers
 
 Scripted use::
@@ -43,6 +44,10 @@ __all__ = [
     "TreeStats",
     "PrepareRequest",
     "SharedMarker",
+    "Ready",
+    "Control",
+    "RestoreRequest",
+    "LazySource",
     "Restored",
     "HostFacts",
     "CriuHostFacts",
@@ -64,6 +69,7 @@ __all__ = [
     "MigrateOptions",
     "migrate_container",
     "PreCopyPolicy",
+    "Strategy",
     "HostFeatures",
     "choose",
 ]
@@ -75,6 +81,8 @@ _WHERE = {
     "connect": "endpoints", "Timeouts": "_sockets", "TlsConfig": "_sockets",
     "TreeSnapshot": "tree", "TreeStats": "tree",
     "PrepareRequest": "messages", "SharedMarker": "messages", "Restored": "messages",
+    "Ready": "messages", "Control": "messages", "RestoreRequest": "messages",
+    "LazySource": "messages",
     "HostFacts": "hostfacts", "CriuHostFacts": "hostfacts",
     "Agent": "agent", "AgentEvent": "agent", "Incoming": "agent", "Outcome": "agent",
     "ConnectOptions": "source", "SourceSession": "source",
@@ -82,7 +90,8 @@ _WHERE = {
     "MigrationReport": "report", "Iteration": "report", "Timeline": "report",
     "Progress": "progress", "SilentProgress": "progress", "RichProgress": "progress",
     "MigrateOptions": "pipeline", "migrate_container": "pipeline",
-    "PreCopyPolicy": "strategy", "HostFeatures": "strategy", "choose": "strategy",
+    "PreCopyPolicy": "strategy", "Strategy": "strategy", "HostFeatures": "strategy",
+    "choose": "strategy",
 }
 
 

@@ -14,7 +14,8 @@ import os
 import signal
 
 from migrate.errors import MigrationError
-from migrate.migration.messages import Restored
+from migrate.migration.messages import (PageServerAddress, PageServerExit, PageServerStart,
+                                        RestoreRequest, Restored)
 from migrate.runtime.context import RuntimeContext
 
 __all__ = ["restore_for_migration", "controls", "continue_container", "reap_when_done",
@@ -143,7 +144,7 @@ def _descendants(pid: int, proc_root: str) -> list[int]:
     return found
 
 
-def restore_for_migration(ctx: RuntimeContext, workdir: str, request: dict) -> Restored:
+def restore_for_migration(ctx: RuntimeContext, workdir: str, request: RestoreRequest) -> Restored:
     """Restore the container the source sent into ``workdir``. Raises
     MigrationError (phase "restore") with the reason."""
     from migrate.checkpoint.options import RestoreOptions
@@ -152,25 +153,19 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: dict) -> R
     from migrate.runtime.lifecycle.delete import delete
     from migrate.runtime.lifecycle.query import state
 
-    cid = request.get("container_id")
-    if not isinstance(cid, str):
-        raise MigrationError("restore", "RESTORE without a container_id", source_state="frozen")
-    bundle = request.get("bundle") or os.path.join(workdir, "bundle")
-    lazy = request.get("lazy")
-    page_server = f"{lazy['address']}:{lazy['port']}" if lazy else None
+    cid = request.container_id
+    bundle = request.bundle or os.path.join(workdir, "bundle")
+    lazy = request.lazy
+    page_server = f"{lazy.address}:{lazy.port}" if lazy else None
     stdio = _stdio(workdir)
     try:
         restore(ctx, RestoreOptions(
             id=cid, image_path=os.path.join(workdir, "images"),
             work_path=os.path.join(workdir, "criu"), bundle=bundle, detach=True,
             lazy_pages=bool(lazy), page_server=page_server,
-            tcp_established=bool(request.get("tcp_established")),
-            file_locks=bool(request.get("file_locks")),
-            ext_unix_sk=bool(request.get("ext_unix_sk")),
-            # CRIU's name; "network" from agents of before the flags were typed
-            empty_ns=frozenset("net" for ns in request.get("empty_ns") or ()
-                               if ns in ("net", "network")),
-            leave_stopped=bool(request.get("leave_stopped", True)), stdio=stdio))
+            tcp_established=request.tcp_established, file_locks=request.file_locks,
+            ext_unix_sk=request.ext_unix_sk, empty_ns=request.empty_ns,
+            leave_stopped=request.leave_stopped, stdio=stdio))
     except MigrateError as err:
         raise MigrationError("restore", str(err), source_state="frozen") from err
     finally:
@@ -185,7 +180,7 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: dict) -> R
         delete(ctx, cid, force=True)
 
     def commit() -> None:
-        if request.get("leave_stopped", True):
+        if request.leave_stopped:
             continue_container(ctx, cid)
         if not lazy:
             remove_images(workdir)
@@ -195,14 +190,14 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: dict) -> R
 
 
 def _page_server(ctx: RuntimeContext):
-    def start(incoming, header: dict) -> dict:
-        """Start a CRIU page server receiving pages into ``header["dir"]``."""
+    def start(incoming, control) -> PageServerAddress:
+        """Start a CRIU page server receiving pages into the request's ``dir``."""
         from migrate.criu_rpc import Client, CriuOptions, PageServer, SwrkOptions
 
-        label = header.get("dir") or "images"
-        target = incoming.path(label)
+        request = PageServerStart.from_control(control, phase=incoming.conn.current_phase)
+        target = incoming.path(request.dir)
         os.makedirs(target, mode=0o700, exist_ok=True)
-        parent = header.get("parent")
+        parent = request.parent
         address = incoming.conn.local_address
         session = Client(SwrkOptions(criu=ctx.criu)).session()
         incoming.cleanups.append(session.close)
@@ -211,9 +206,9 @@ def _page_server(ctx: RuntimeContext):
             ps=PageServer(address=address, port=0), parent_img=parent,
             auto_dedup=bool(parent)))
         incoming.state["page_server"] = (session, info)
-        return {"address": address, "port": info.port}
+        return PageServerAddress(address=address, port=info.port)
 
-    def wait(incoming, header: dict) -> dict:
+    def wait(incoming, _control) -> PageServerExit:
         """Wait until the page server got everything (it exits after one dump)."""
         session, info = incoming.state.pop("page_server", (None, None))
         if session is None:
@@ -223,11 +218,14 @@ def _page_server(ctx: RuntimeContext):
             raise MigrationError("memory", f"the page server exited with {code} "
                                  f"(see page-server logs in {incoming.workdir})",
                                  source_state="frozen")
-        return {"exit": code}
+        return PageServerExit(exit=code)
 
     return start, wait
 
 
 def controls(ctx: RuntimeContext) -> dict:
+    """The agent's CONTROL hooks, by the request records' ``OP``."""
+    from migrate.migration.messages import PageServerWait
+
     start, wait = _page_server(ctx)
-    return {"page_server": start, "page_server_wait": wait}
+    return {PageServerStart.OP: start, PageServerWait.OP: wait}

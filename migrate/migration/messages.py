@@ -1,19 +1,33 @@
 """The JSON bodies of the control messages the source and the agent share.
 
 Each has ``to_header()`` (what the sender puts in the frame) and
-``from_header()`` (what the receiver accepts: unknown keys are kept in
-``extra`` for strategies; a wrong type raises ``ProtocolError``).
+``from_header()`` (what the receiver accepts; a wrong type raises
+``ProtocolError``)::
+
+    PREPARE   PrepareRequest     source -> agent   what is coming, for the checks
+    READY     Ready              agent -> source   checks passed
+    CONTROL   Control            source -> agent   a strategy's request to a hook
+    REPLY     (the request's ``Reply``)            its answer
+    RESTORE   RestoreRequest     source -> agent   restore now
+    RESTORED  Restored           agent -> source   restored (held until DONE)
+
+A strategy's CONTROL requests are records with ``OP`` (the agent's hook)
+and ``Reply`` (the answer's record): ``PageServerStart`` and
+``PageServerWait`` here; a strategy module may define its own the same way.
+Unknown keys of PREPARE and RESTORE are kept in ``extra`` for strategies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from migrate.errors import ProtocolError
 
-__all__ = ["PrepareRequest", "SharedMarker", "Restored", "ROOTFS_MODES"]
+__all__ = ["PrepareRequest", "SharedMarker", "Ready", "Control", "PageServerStart",
+           "PageServerAddress", "PageServerWait", "PageServerExit", "LazySource",
+           "RestoreRequest", "Restored", "ROOTFS_MODES"]
 
 ROOTFS_MODES = ("shared", "copy")
 
@@ -22,6 +36,38 @@ def _int(header: Mapping[str, Any], key: str, phase: str) -> int:
     value = header.get(key, 0)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ProtocolError(phase, f"{key} is not a byte count: {value!r}")
+    return value
+
+
+def _port(header: Mapping[str, Any], what: str, phase: str) -> int:
+    value = header.get("port")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise ProtocolError(phase, f"{what} port is not a port number: {value!r}")
+    return value
+
+
+def _str(header: Mapping[str, Any], key: str, what: str, phase: str, *,
+         optional: bool = False) -> str | None:
+    value = header.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(phase, f"{what} has no {key}: {value!r}")
+    return value
+
+
+def _flag(header: Mapping[str, Any], key: str, what: str, phase: str,
+          default: bool = False) -> bool:
+    value = header.get(key, default)
+    if not isinstance(value, bool):
+        raise ProtocolError(phase, f"{what} {key} is not true or false: {value!r}")
+    return value
+
+
+def _object(header: Mapping[str, Any], key: str, what: str, phase: str) -> dict[str, Any]:
+    value = header.get(key, {})
+    if not isinstance(value, dict):
+        raise ProtocolError(phase, f"{what} {key} is not a JSON object")
     return value
 
 
@@ -86,6 +132,186 @@ class PrepareRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    """READY: the agent's checks passed. ``workdir`` is the name of the
+    migration's work directory there, ``free_bytes`` the room it has."""
+
+    workdir: str
+    free_bytes: int = 0
+
+    def to_header(self) -> dict[str, Any]:
+        return {"workdir": self.workdir, "free_bytes": self.free_bytes}
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], *, phase: str = "checks") -> "Ready":
+        return cls(workdir=_str(header, "workdir", "READY", phase),
+                   free_bytes=_int(header, "free_bytes", phase))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Control:
+    """CONTROL as the agent reads it: ``op`` names the hook (the agent's
+    ``controls``), ``args`` the rest, which the hook decodes with its own
+    request record (``PageServerStart.from_control``...)."""
+
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def to_header(self) -> dict[str, Any]:
+        return {**self.args, "op": self.op}
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], *, phase: str = "control") -> "Control":
+        op = _str(header, "op", "CONTROL", phase)
+        return cls(op=op, args={k: v for k, v in header.items() if k != "op"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageServerAddress:
+    """REPLY to ``PageServerStart``: where the page server listens."""
+
+    address: str
+    port: int
+
+    def to_header(self) -> dict[str, Any]:
+        return {"address": self.address, "port": self.port}
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], *,
+                    phase: str = "memory") -> "PageServerAddress":
+        return cls(address=_str(header, "address", "the page server", phase),
+                   port=_port(header, "the page server", phase))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageServerStart:
+    """CONTROL ``page_server``: start a CRIU page server that writes the
+    pages it receives under ``dir`` (a path in the work directory), with
+    ``parent`` (relative to it) as the parent images of a pre-dump chain."""
+
+    OP: ClassVar[str] = "page_server"
+    Reply: ClassVar[type] = PageServerAddress
+
+    dir: str = "images"
+    parent: str | None = None
+
+    def to_header(self) -> dict[str, Any]:
+        return {"op": self.OP, "dir": self.dir, "parent": self.parent}
+
+    @classmethod
+    def from_control(cls, control: Control, *, phase: str = "memory") -> "PageServerStart":
+        return cls(dir=_str(control.args, "dir", "page_server", phase, optional=True) or "images",
+                   parent=_str(control.args, "parent", "page_server", phase, optional=True))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageServerExit:
+    """REPLY to ``PageServerWait``: how the page server exited (0)."""
+
+    exit: int
+
+    def to_header(self) -> dict[str, Any]:
+        return {"exit": self.exit}
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], *, phase: str = "memory") -> "PageServerExit":
+        return cls(exit=_int(header, "exit", phase))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageServerWait:
+    """CONTROL ``page_server_wait``: wait until the page server started
+    last has received everything (it exits after one dump)."""
+
+    OP: ClassVar[str] = "page_server_wait"
+    Reply: ClassVar[type] = PageServerExit
+
+    def to_header(self) -> dict[str, Any]:
+        return {"op": self.OP}
+
+    @classmethod
+    def from_control(cls, control: Control, *, phase: str = "memory") -> "PageServerWait":
+        return cls()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LazySource:
+    """Where the destination's lazy-pages daemon pulls pages from (post-copy)."""
+
+    address: str
+    port: int
+
+    def to_header(self) -> dict[str, Any]:
+        return {"address": self.address, "port": self.port}
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], *, phase: str = "restore") -> "LazySource":
+        return cls(address=_str(header, "address", "RESTORE lazy", phase),
+                   port=_port(header, "RESTORE lazy", phase))
+
+
+# ``empty_ns`` on the wire -> CRIU's name; "network" is what sources send
+# (and agents of before the flags were typed understand).
+_EMPTY_NS = {"net": "net", "network": "net"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreRequest:
+    """RESTORE: restore the container now, from what was sent.
+
+    ``bundle`` is the shared bundle path (``None``: the copy sent under
+    ``bundle/``); ``lazy``: post-copy, pages come from there;
+    ``empty_ns``: CRIU's names of namespaces to create empty instead of
+    restoring (``{"net"}``); ``leave_stopped``: restore it stopped, to be
+    resumed on DONE.
+    """
+
+    container_id: str
+    bundle: str | None = None
+    lazy: LazySource | None = None
+    tcp_established: bool = False
+    file_locks: bool = False
+    ext_unix_sk: bool = False
+    leave_stopped: bool = True
+    empty_ns: frozenset[str] = frozenset()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_header(self) -> dict[str, Any]:
+        request = {**self.extra, "container_id": self.container_id, "bundle": self.bundle,
+                   "lazy": self.lazy.to_header() if self.lazy else None,
+                   "tcp_established": self.tcp_established, "file_locks": self.file_locks,
+                   "ext_unix_sk": self.ext_unix_sk, "leave_stopped": self.leave_stopped,
+                   "empty_ns": ["network" for ns in sorted(self.empty_ns) if ns == "net"]}
+        return {"request": request}
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], *,
+                    phase: str = "restore") -> "RestoreRequest":
+        request = header.get("request")
+        if not isinstance(request, dict):
+            raise ProtocolError(phase, "RESTORE request is not a JSON object")
+        what = "RESTORE"
+        lazy = request.get("lazy")
+        if lazy is not None and not isinstance(lazy, dict):
+            raise ProtocolError(phase, "RESTORE lazy is not a JSON object")
+        empty = request.get("empty_ns") or []
+        if not isinstance(empty, list) or not all(ns in _EMPTY_NS for ns in empty):
+            raise ProtocolError(phase, f"RESTORE empty_ns is not a list of namespaces "
+                                       f"({', '.join(_EMPTY_NS)}): {empty!r}")
+        known = {"container_id", "bundle", "lazy", "tcp_established", "file_locks",
+                 "ext_unix_sk", "leave_stopped", "empty_ns"}
+        return cls(container_id=_str(request, "container_id", what, phase),
+                   bundle=_str(request, "bundle", what, phase, optional=True),
+                   lazy=LazySource.from_header(lazy, phase=phase) if lazy is not None else None,
+                   tcp_established=_flag(request, "tcp_established", what, phase),
+                   file_locks=_flag(request, "file_locks", what, phase),
+                   ext_unix_sk=_flag(request, "ext_unix_sk", what, phase),
+                   leave_stopped=_flag(request, "leave_stopped", what, phase, default=True),
+                   empty_ns=frozenset(_EMPTY_NS[ns] for ns in empty),
+                   extra={k: v for k, v in request.items() if k not in known})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Restored:
     """What a ``restore_fn`` returns to the agent.
 
@@ -99,3 +325,11 @@ class Restored:
     info: dict[str, Any] = field(default_factory=dict)
     commit: Callable[[], None] | None = None
     abort: Callable[[], None] | None = None
+
+    def to_header(self) -> dict[str, Any]:
+        """RESTORED's body: the info only (the hooks stay here)."""
+        return {"info": self.info}
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], *, phase: str = "restore") -> "Restored":
+        return cls(info=_object(header, "info", "RESTORED", phase))

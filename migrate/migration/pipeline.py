@@ -1,9 +1,12 @@
-"""The source's pipelines: stop-and-copy, pre-copy, post-copy and hybrid.
+"""The source's frame around every strategy, and the ``Migration`` object.
 
-Every pipeline runs the same frame (``migrate_container``): negotiate,
+Every strategy runs in the same frame (``migrate_container``): negotiate,
 choose the strategy, let the agent check everything, stream the rootfs
-(``--rootfs copy``), then move memory, and roll back on any failure before
-the destination confirms. Until then the source container is frozen, not
+(``--rootfs copy``), lock and plan the dump once, then let the strategy's
+``Pipeline`` (``strategies/``) move memory, and roll back on any failure
+before the destination confirms. The container's lock is held from the
+first pre-dump round to the commit, so no other command can checkpoint,
+pause or delete it between rounds. Until then the source container is frozen, not
 killed: CRIU's post-dump notification is held while the destination
 restores, and answering failure makes CRIU resume it.
 
@@ -21,18 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shutil
 import socket
 import tempfile
 import threading
-import time
 
 from migrate._record import field, record
 from migrate.errors import MigrateError, MigrationError, UsageError
-from migrate.migration.strategy import HostFeatures, PreCopyController, PreCopyPolicy, choose
+from migrate.migration.strategy import HostFeatures, PreCopyPolicy, Strategy, choose
 
-__all__ = ["MigrateOptions", "migrate_container"]
+__all__ = ["MigrateOptions", "Migration", "migrate_container", "pages_moved", "memory_usage"]
 
 
 @record
@@ -41,7 +42,7 @@ class MigrateOptions:
     host: str
     port: int
     token: bytes
-    strategy: str = "auto"
+    strategy: Strategy | None = None     # None: auto (``strategy.choose`` picks)
     rootfs: str = "shared"            # "shared" | "copy"
     compress: bool = True
     keep_source: bool = False         # leave the source running too (a live copy)
@@ -72,39 +73,100 @@ def _dir_size(path: str) -> int:
     return total
 
 
-class _Run:
-    """One migration on the source: the pieces every pipeline shares."""
+class Migration:
+    """One migration on the source, built whole by ``migrate_container``:
+    the negotiated session, the chosen strategy's ``Pipeline``, and what
+    every strategy shares (phases and progress, the agent's controls, the
+    images, the restore and the commit, the final iteration's count).
 
-    def __init__(self, ctx, opts: MigrateOptions, container, session, report, timeline, progress):
+    ``run()`` is the frame; the pipeline moves memory inside it.
+    """
+
+    def __init__(self, ctx, opts: MigrateOptions, container, session, strategy: Strategy,
+                 report, timeline, progress) -> None:
+        import importlib
+
+        from migrate.checkpoint.netns import why_netns_not_plain
+        from migrate.criu_rpc import NetworkLock
+
         self.ctx, self.opts, self.session = ctx, opts, session
         self.conn = session.conn
         self.report, self.timeline, self.progress = report, timeline, progress
         self.container = container
         self.bundle = container.state.bundle
-        self.rb = None
-        self.snapshot = None
+        self.strategy = strategy
+        # The strategy's module, by the enum's name for it: no string
+        # dispatch (see strategy.Strategy.module).
+        self.pipeline = importlib.import_module(strategy.module).PIPELINE()
         # CRIU's dump statistics add up over the requests of one swrk
         # session: pre-copy's rounds and its final dump share one, so each
         # round's pages are the difference from what was written before.
         self.written_before = 0
-        self.workdir = tempfile.mkdtemp(prefix=f"migrate-{opts.container_id}-",
-                                        dir=opts.work_dir or None)
         # Page-server bytes by phase: CRIU's memory stream runs through a
         # Relay of ours (see _relay.py), not through the control connection.
         self.memory_bytes: dict[str, int] = {}
         self._lock = threading.Lock()
-        # {"net"} when the container's netns holds only lo: CRIU then
-        # neither dumps nor restores it while the container is frozen.
-        self.empty_ns: frozenset[str] = frozenset()
         # nftables when both CRIUs can: the restore then unlocks the network
         # in-process instead of running iptables-restore while frozen.
         both = (session.local_features, session.peer_features)
-        from migrate.criu_rpc import NetworkLock
-
         self.network_lock = (NetworkLock.NFTABLES if all(f.get("nftables_lock") for f in both)
                              else None)
+        # {"net"} (CRIU's name) when the container's netns holds only lo:
+        # CRIU then neither dumps nor restores it while the container is
+        # frozen. Asked before anything is frozen.
+        why = why_netns_not_plain(container.state.pid, container.state.config or {},
+                                  proc_root=ctx.proc_root)
+        self.empty_ns: frozenset[str] = frozenset({"net"}) if why is None else frozenset()
+        self.rootfs_size = _dir_size(self.bundle) if opts.rootfs == "copy" else 0
+        self._snapshot = None       # the rootfs as first sent (--rootfs copy)
+        self._rollback = None
+        self.workdir = tempfile.mkdtemp(prefix=f"migrate-{opts.container_id}-",
+                                        dir=opts.work_dir or None)
+
+    # -- the frame ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Prepare, send the rootfs, then lock and plan the dump once and
+        let the pipeline move the memory, under a rollback that resumes the
+        source on any failure before the commit."""
+        from migrate.checkpoint.dump import dump_job
+        from migrate.migration.messages import PrepareRequest
+        from migrate.migration.source import rollback, shared_marker
+
+        opts, session = self.opts, self.session
+        mem = memory_usage(self.container)
+        markers = (shared_marker(self.bundle) if opts.rootfs == "shared"
+                   else contextlib.nullcontext())
+        with markers as marker:
+            session.prepare(PrepareRequest(
+                container_id=opts.container_id, strategy=self.strategy.value, rootfs=opts.rootfs,
+                images_size=mem + (16 << 20), rootfs_size=self.rootfs_size, cpuinfo=True,
+                shared_markers=(marker,) if marker else ()))
+        if opts.rootfs == "copy":
+            self.step("rootfs", self.rootfs_size)
+            self._snapshot, _, _ = self.conn.send_tree(self.bundle, label="bundle")
+        if self.empty_ns:
+            self.report.reason += ("; the network namespace holds only lo: recreated at the "
+                                   "destination instead of dumped and restored")
+
+        container = self.container
+
+        def resume(err) -> str:
+            # dump_job already asked CRIU and the freezer to resume it.
+            return "resumed" if container.is_alive() else "lost"
+
+        with rollback(resume, session=session) as rb:
+            self._rollback = rb
+            # Locked and planned once: every pre-dump round and the final
+            # dump derive their CRIU options from this one plan.
+            with dump_job(self.ctx, self.checkpoint_options(lazy_pages=self.pipeline.lazy)) as job:
+                self.pipeline.run(self, job)
+
+    # -- what strategies share ------------------------------------------------------
 
     def count_memory(self, direction: str, n: int) -> None:
+        """A ``Relay``'s ``on_bytes``: book page-server bytes under the
+        current phase; pages sent up move the progress bar."""
         from migrate.migration._relay import UP
 
         with self._lock:
@@ -119,55 +181,68 @@ class _Run:
         self.conn.set_phase(name)
         self.progress.phase(name, total)
 
-    # -- talking to the agent ----------------------------------------------------
-
-    def control(self, op: str, **body) -> dict:
+    def control(self, request):
+        """Send a CONTROL request record (``OP``, ``to_header()``: see
+        messages.py) to the agent's hook; returns its REPLY decoded by the
+        request's ``Reply`` record. Raises MigrationError, ProtocolError."""
         from migrate.migration.protocol import Kind
 
-        self.conn.send(Kind.CONTROL, {"op": op, **body})
-        return self.conn.recv(Kind.REPLY, timeout=self.conn.timeouts.wait).header
+        self.conn.send(Kind.CONTROL, request.to_header())
+        header = self.conn.recv(Kind.REPLY, timeout=self.conn.timeouts.wait).header
+        return request.Reply.from_header(header, phase=self.conn.current_phase)
 
-    def request(self, lazy: dict | None = None) -> dict:
-        return {"container_id": self.opts.container_id,
-                "bundle": None if self.opts.rootfs == "copy" else self.bundle,
-                "lazy": lazy, "tcp_established": self.opts.tcp_established,
-                "file_locks": self.opts.file_locks, "ext_unix_sk": self.opts.ext_unix_sk,
-                "leave_stopped": True,
-                "empty_ns": ["network"] if "net" in self.empty_ns else []}
+    def restore_request(self, lazy=None):
+        """RESTORE's body (``lazy``: a ``LazySource``, for post-copy)."""
+        from migrate.migration.messages import RestoreRequest
+
+        return RestoreRequest(
+            container_id=self.opts.container_id,
+            bundle=None if self.opts.rootfs == "copy" else self.bundle, lazy=lazy,
+            tcp_established=self.opts.tcp_established, file_locks=self.opts.file_locks,
+            ext_unix_sk=self.opts.ext_unix_sk, leave_stopped=True, empty_ns=self.empty_ns)
 
     def send_images(self, images_dir: str) -> None:
+        """The images (and, with --rootfs copy, what the container wrote
+        since the first pass) to the destination; the container is frozen."""
         self.step("images", _dir_size(images_dir))
         self.conn.send_tree(images_dir, label="images")
         if self.opts.rootfs == "copy":
-            # What the container wrote since the first pass; it is frozen now.
             self.step("rootfs-diff")
-            self.conn.send_tree(self.bundle, only_changed_since=self.snapshot, label="bundle")
+            self.conn.send_tree(self.bundle, only_changed_since=self._snapshot, label="bundle")
         self.timeline.mark("images sent")
 
-    def restore_and_commit(self, lazy: dict | None = None) -> None:
-        """Ask the destination to restore, then to run it; commit."""
+    def restore_and_commit(self, lazy=None) -> None:
+        """Ask the destination to restore (``lazy``: a ``LazySource``), then
+        to run it; commit."""
+        from migrate.migration.messages import Restored
         from migrate.migration.protocol import Kind
 
         self.step("restore")
-        self.conn.send(Kind.RESTORE, {"request": self.request(lazy)})
-        self.conn.recv(Kind.RESTORED, timeout=self.conn.timeouts.wait)
+        self.conn.send(Kind.RESTORE, self.restore_request(lazy).to_header())
+        header = self.conn.recv(Kind.RESTORED, timeout=self.conn.timeouts.wait).header
+        Restored.from_header(header, phase=self.conn.current_phase)
         self.timeline.mark("restored")
         self.step("resume")
         self.conn.send(Kind.DONE, {})
         self.conn.recv(Kind.DONE, timeout=self.conn.timeouts.wait)
         self.timeline.mark_resumed()
-        self.rb.commit()
+        self._rollback.commit()
 
     def checkpoint_options(self, **kw):
         from migrate.checkpoint.options import CheckpointOptions
 
         return CheckpointOptions(
-            id=self.opts.container_id, image_path=os.path.join(self.workdir, "images"),
+            id=self.opts.container_id, image_path=self.images_dir,
             leave_running=self.opts.keep_source, tcp_established=self.opts.tcp_established,
             file_locks=self.opts.file_locks, ext_unix_sk=self.opts.ext_unix_sk,
             empty_ns=self.empty_ns, network_lock=self.network_lock, **kw)
 
-    def page_server_socket(self, ps: dict) -> socket.socket:
+    @property
+    def images_dir(self) -> str:
+        """Where the final dump writes its images (pre-dump rounds: ``pre/N``)."""
+        return os.path.join(self.workdir, "images")
+
+    def page_server_socket(self, ps) -> socket.socket:
         """Connect to the destination's page server ourselves and hand CRIU
         the socket: with keepalive and a user timeout a cut link fails
         CRIU's writes within seconds (CRIU then resumes the tree), where
@@ -175,11 +250,11 @@ class _Run:
         from migrate.migration._sockets import configure_socket
 
         try:
-            sock = socket.create_connection((ps["address"], ps["port"]),
+            sock = socket.create_connection((ps.address, ps.port),
                                             timeout=self.conn.timeouts.connect)
         except OSError as err:
             raise MigrationError("memory", f"cannot reach the destination's page server "
-                                 f"{ps['address']}:{ps['port']}: {err.strerror or err}",
+                                 f"{ps.address}:{ps.port}: {err.strerror or err}",
                                  source_state="running") from err
         sock.settimeout(None)
         configure_socket(sock, self.conn.timeouts)
@@ -187,6 +262,8 @@ class _Run:
         return sock
 
     def callbacks(self, post_dump) -> dict:
+        """CRIU notification callbacks for the final dump: mark and speed up
+        the freeze; ``post_dump(note)`` runs while CRIU holds the tree."""
         def frozen(_note) -> bool:
             # CRIU runs pre-dump right before freezing the tree.
             self.timeline.mark_frozen()
@@ -216,244 +293,25 @@ class _Run:
         except (MigrateError, OSError):
             pass        # CRIU freezes it then, the slow way
 
-    def final_iteration(self, images_dir: str, index: int, seconds: float) -> None:
+    def final_iteration(self, images_dir: str, seconds: float) -> None:
+        """Book the final dump in the report's iterations."""
         from migrate.checkpoint.dump import read_dump_stats
         from migrate.migration.report import Iteration
 
         stats = read_dump_stats(images_dir)
         # A lazy dump writes only what it must and leaves the rest to be pulled.
-        pages = _pages_moved(stats) - self.written_before
+        pages = pages_moved(stats) - self.written_before
         if pages <= 0:
             # A lazy dump writes no pages itself (they are pulled later) and
             # may not report them: count what its pagemaps describe.
             pages = _pagemap_pages(images_dir)
-        self.report.iterations.append(Iteration(index=index, pages_written=pages,
-                                                bytes=pages * 4096, seconds=seconds, final=True))
-
-    # -- strategies ------------------------------------------------------------------
-
-    def stop_and_copy(self, parent: str | None = None, session=None) -> None:
-        """Dump straight into the destination's page server (memory is
-        written once, over the network), send the other images, restore."""
-        from migrate.checkpoint.dump import dump_job
-        from migrate.criu_rpc import Client, PageServer, SwrkOptions
-        from migrate.migration._relay import Relay
-
-        # Freeze, dump, and the memory through the page server: one phase,
-        # CRIU does them together.
-        self.step("memory", _memory_usage(self.container) or None)
-        ps = self.control("page_server", dir="images",
-                          parent=f"../pre/{parent}" if parent else None)
-        images = os.path.join(self.workdir, "images")
-        relay = None
-
-        def post_dump(_note) -> bool:
-            self.control("page_server_wait")
-            self.send_images(images)
-            self.restore_and_commit()
-            return True
-
-        started = time.monotonic()
-        with dump_job(self.ctx, self.checkpoint_options()) as job:
-            if session is not None:
-                # An existing swrk cannot inherit our socket: CRIU connects
-                # (and its bytes go uncounted).
-                ps_opt = PageServer(address=ps["address"], port=ps["port"])
-                s = contextlib.nullcontext(session)
-            else:
-                # CRIU writes to its end of a socketpair; the relay moves
-                # (and counts) the stream to the destination's page server.
-                near, criu_end = socket.socketpair()
-                relay = Relay(near, self.page_server_socket(ps), self.count_memory,
-                              name="page-server").start()
-                os.set_inheritable(criu_end.fileno(), True)
-                ps_opt = PageServer(fd=criu_end.fileno())
-                s = Client(SwrkOptions(criu=self.ctx.criu)).session(pass_fds=(criu_end.fileno(),))
-                # swrk holds its own copy now; ours would keep the stream open
-                # after CRIU closes it.
-                criu_end.close()
-            criu_opts = job.criu_opts.replace(
-                ps=ps_opt, parent_img=f"../pre/{parent}" if parent else None,
-                track_mem=bool(parent))
-            try:
-                with s as swrk:
-                    swrk.dump(criu_opts, self.callbacks(post_dump))
-            except BaseException:
-                job.failed()
-                if relay is not None:
-                    relay.abort()
-                raise
-            finally:
-                if relay is not None:
-                    relay.join(timeout=self.conn.timeouts.io)
-            job.succeeded(still_running=self.opts.keep_source)
-        self.step("finish")
-        self.final_iteration(images, len(self.report.iterations) + 1, time.monotonic() - started)
-
-    def post_copy(self, parent: str | None = None, session=None) -> None:
-        """Lazy final dump: the destination runs the container at once and
-        pulls its memory from the source's page server."""
-        from migrate.checkpoint.dump import dump_job
-        from migrate.criu_rpc import Client, SwrkOptions
-
-        address = self.conn.local_address
-        # CRIU's lazy page server listens on ``port``; the destination's
-        # lazy-pages daemon connects to our relay's listener instead, so the
-        # pages it pulls are counted (see _relay.py).
-        port = _free_port(address)
-        listener = socket.create_server((address, 0), family=socket.AF_INET6 if ":" in address
-                                        else socket.AF_INET)
-        relay_port = listener.getsockname()[1]
-        relays: list = []
-        memory = _memory_usage(self.container)
-        images = os.path.join(self.workdir, "images")
-        ready_r, ready_w = os.pipe()
-        failure: list[BaseException] = []
-        swrk = {}
-
-        def post_dump(_note) -> bool:
-            self.send_images(images)
-            return True
-
-        def relay_pages() -> None:
-            from migrate.migration._relay import Relay
-            from migrate.migration._sockets import configure_socket
-
-            try:
-                listener.settimeout(self.conn.timeouts.wait)
-                far, _ = listener.accept()
-                configure_socket(far, self.conn.timeouts)
-                near = socket.create_connection((address, port), timeout=self.conn.timeouts.connect)
-            except OSError:
-                return      # no connection: the restore fails and says why
-            relays.append(Relay(near, far, self.count_memory, name="lazy-pages").start())
-
-        def finish() -> None:
-            # CRIU writes \0 to status_fd once its lazy page server listens.
-            try:
-                if not select.select([ready_r], [], [], self.conn.timeouts.wait)[0] or \
-                        os.read(ready_r, 1) != b"\0":
-                    raise MigrationError("memory", "the lazy page server never got ready",
-                                         source_state="frozen")
-                self.restore_and_commit(lazy={"address": address, "port": relay_port})
-                # The container runs at the destination; what is left is
-                # its memory, pulled through the relay until the last page.
-                self.step("memory (lazy)", memory or None)
-            except BaseException as err:  # noqa: BLE001 - handed to the main thread
-                failure.append(err)
-                # Stop CRIU's page server: the dump then fails and the frozen
-                # source is resumed by the rollback.
-                if swrk.get("pid"):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(swrk["pid"], 9)
-
-        started = time.monotonic()
-        opts = self.checkpoint_options(lazy_pages=True, page_server=f"{address}:{port}",
-                                       status_fd=ready_w)
-        waiter = threading.Thread(target=finish, name="post-copy-restore", daemon=True)
-        acceptor = threading.Thread(target=relay_pages, name="post-copy-accept", daemon=True)
-        self.step("dump")
-        try:
-            with dump_job(self.ctx, opts) as job:
-                criu_opts = job.criu_opts
-                if parent:
-                    criu_opts = criu_opts.replace(parent_img=f"../pre/{parent}", track_mem=True)
-                s = session or Client(SwrkOptions(criu=self.ctx.criu)).session(pass_fds=(ready_w,))
-                swrk["pid"] = s.pid
-                acceptor.start()
-                waiter.start()
-                try:
-                    with s if session is None else contextlib.nullcontext():
-                        s.dump(criu_opts, self.callbacks(post_dump))
-                except BaseException as err:
-                    job.failed()
-                    for r in relays:
-                        r.abort()
-                    from migrate.checkpoint.netns import unlock_network
-
-                    unlock_network(self.container.state.pid)
-                    if failure:
-                        raise failure[0] from err
-                    raise
-                if failure:                     # CRIU finished, our side did not
-                    job.failed()
-                    raise failure[0]
-                job.succeeded(still_running=self.opts.keep_source)
-        finally:
-            if waiter.ident is not None:
-                waiter.join(timeout=5)
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)     # wakes a blocked accept()
-            listener.close()
-            if acceptor.ident is not None:
-                acceptor.join(timeout=5)
-            for r in relays:
-                r.join(timeout=5)
-            os.close(ready_r)
-            os.close(ready_w)
-        self.step("finish")
-        self.final_iteration(images, len(self.report.iterations) + 1, time.monotonic() - started)
-
-    def pre_copy(self, lazy_tail: bool) -> None:
-        """Pre-dump rounds into the destination's page servers while the
-        container runs, each only what changed since the last; stop by the
-        policy; then the final dump (or a lazy one: hybrid)."""
-        from migrate.checkpoint.dump import dump_job, read_dump_stats
-        from migrate.criu_rpc import Client, PageServer, SwrkOptions
-        from migrate.migration.report import Iteration
-
-        controller = PreCopyController(self.opts.precopy)
-        client = Client(SwrkOptions(criu=self.ctx.criu))
-        with client.session() as session:
-            with dump_job(self.ctx, self.checkpoint_options(pre_dump=True)) as job:
-                base = job.criu_opts
-                round_ = 0
-                while controller.should_continue():
-                    round_ += 1
-                    local = os.path.join(self.workdir, "pre", str(round_))
-                    os.makedirs(local)
-                    parent = f"../{round_ - 1}" if round_ > 1 else None
-                    opts = base.replace(images_dir=local, work_dir=local, track_mem=True,
-                                        parent_img=parent, log_file=f"pre-dump-{round_}.log")
-                    with self.conn.in_phase("pre-copy"):
-                        if not lazy_tail:
-                            ps = self.control("page_server", dir=f"pre/{round_}", parent=parent)
-                            opts = opts.replace(ps=PageServer(address=ps["address"],
-                                                              port=ps["port"]))
-                        started = time.monotonic()
-                        try:
-                            session.pre_dump(opts)
-                        except BaseException:
-                            job.failed()
-                            raise
-                        if lazy_tail:
-                            # Hybrid's lazy final dump marks a page as "in the
-                            # parent" only against parent pagemaps it can open
-                            # here (CRIU opens them locally, never through a
-                            # page server); without them every page would be
-                            # lazy again and the rounds wasted. So its rounds
-                            # are written here and streamed.
-                            self.conn.send_tree(local, label=f"pre/{round_}")
-                        else:
-                            self.control("page_server_wait")
-                    written = _pages_moved(read_dump_stats(local))
-                    pages, self.written_before = written - self.written_before, written
-                    controller.record(pages)
-                    self.report.iterations.append(Iteration(
-                        index=round_, pages_written=pages, bytes=pages * 4096,
-                        seconds=time.monotonic() - started))
-                    self.progress.iteration(round_, pages)
-                job.succeeded(still_running=True)
-            # The rule that ended the rounds, on the last round and in the reason.
-            self.report.iterations[-1].stop_reason = controller.stop_reason
-            self.report.reason += f"; pre-copy stopped: {controller.stop_reason}"
-            if lazy_tail:
-                self.post_copy(parent=str(round_), session=session)
-            else:
-                self.stop_and_copy(parent=str(round_), session=session)
+        self.report.iterations.append(Iteration(index=len(self.report.iterations) + 1,
+                                                pages_written=pages, bytes=pages * 4096,
+                                                seconds=seconds, final=True))
 
 
-def _pages_moved(stats: dict) -> int:
+def pages_moved(stats: dict) -> int:
+    """Pages a dump moved (written, or left to be pulled lazily), from its stats."""
     return int(stats.get("pages_written", 0)) + int(stats.get("pages_lazy", 0))
 
 
@@ -475,19 +333,13 @@ def _pagemap_pages(images_dir: str) -> int:
     return total
 
 
-def _memory_usage(container) -> int:
+def memory_usage(container) -> int:
     """The container's memory use (its cgroup's), to announce the image size."""
     try:
         stats = container.cgroups.stats() if container.cgroups is not None else {}
         return int((stats.get("memory") or {}).get("usage") or 0)
     except (MigrateError, OSError, ValueError, TypeError):
         return 0
-
-
-def _free_port(address: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
 
 
 def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
@@ -529,10 +381,8 @@ def migrate_container(ctx, opts: MigrateOptions, *, progress=None, facts=None):
 
 def _migrate(ctx, opts: MigrateOptions, container, timeline, progress, facts, note: str):
     from migrate.migration.hostfacts import CriuHostFacts
-    from migrate.migration.messages import PrepareRequest
     from migrate.migration.report import MigrationReport
-    from migrate.migration.source import (ConnectOptions, connect_and_negotiate, rollback,
-                                          shared_marker)
+    from migrate.migration.source import ConnectOptions, connect_and_negotiate
 
     report = MigrationReport(container_id=opts.container_id, destination=f"{opts.host}:{opts.port}",
                              source=os.uname().nodename)
@@ -541,54 +391,20 @@ def _migrate(ctx, opts: MigrateOptions, container, timeline, progress, facts, no
                     "tls": opts.tls, "compress": opts.compress}
     if opts.criu_policy is not None:
         connect_opts["criu_policy"] = opts.criu_policy
-    run = None
+    migration = None
     try:
         with connect_and_negotiate(ConnectOptions(**connect_opts), facts=facts,
                                    progress=progress) as session:
             report.compression = session.compression
             choice = choose(opts.strategy, _features(session.local_features, source=True),
                             _features(session.peer_features, source=False))
-            report.strategy, report.reason = choice.strategy, choice.reason
+            report.strategy, report.reason = choice.strategy.value, choice.reason
             if note:
                 report.reason += f"; {note}"
             progress.phase("checks")
-            run = _Run(ctx, opts, container, session, report, timeline, progress)
-            mem = _memory_usage(container)
-            rootfs_size = _dir_size(run.bundle) if opts.rootfs == "copy" else 0
-            markers = shared_marker(run.bundle) if opts.rootfs == "shared" else contextlib.nullcontext()
-            with markers as marker:
-                session.prepare(PrepareRequest(
-                    container_id=opts.container_id, strategy=choice.strategy, rootfs=opts.rootfs,
-                    images_size=mem + (16 << 20), rootfs_size=rootfs_size, cpuinfo=True,
-                    shared_markers=(marker,) if marker else ()))
-            if opts.rootfs == "copy":
-                run.step("rootfs", rootfs_size)
-                run.snapshot, _, _ = session.conn.send_tree(run.bundle, label="bundle")
-
-            from migrate.checkpoint.netns import why_netns_not_plain
-
-            # Before the freeze: is the network namespace worth dumping?
-            why = why_netns_not_plain(container.state.pid, container.state.config or {},
-                                      proc_root=ctx.proc_root)
-            if why is None:
-                run.empty_ns = frozenset({"net"})   # CRIU's name
-                report.reason += ("; the network namespace holds only lo: recreated at the "
-                                  "destination instead of dumped and restored")
-
-            def resume(err) -> str:
-                # dump_job already asked CRIU and the freezer to resume it.
-                return "resumed" if container.is_alive() else "lost"
-
-            with rollback(resume, session=session) as rb:
-                run.rb = rb
-                if choice.strategy == "stop-and-copy":
-                    run.stop_and_copy()
-                elif choice.strategy == "post-copy":
-                    run.post_copy()
-                elif choice.strategy == "pre-copy":
-                    run.pre_copy(lazy_tail=False)
-                else:
-                    run.pre_copy(lazy_tail=True)
+            migration = Migration(ctx, opts, container, session, choice.strategy, report,
+                                  timeline, progress)
+            migration.run()
         report.succeeded = True
     except BaseException as err:
         report.error = str(err)
@@ -598,14 +414,15 @@ def _migrate(ctx, opts: MigrateOptions, container, timeline, progress, facts, no
         report.downtime_s = timeline.downtime
         report.total_s = timeline.total
         report.frozen_steps = timeline.frozen_steps()
-        if run is not None:
+        if migration is not None:
             from migrate.migration.report import PhaseReport
 
             # Before the connection: local CRIU checks, connecting.
-            report.phases.append(PhaseReport(name="start", seconds=run.conn.created - timeline.started))
+            report.phases.append(PhaseReport(name="start",
+                                             seconds=migration.conn.created - timeline.started))
             # The connection is closed by now: its last phase is timed.
-            report.add_phases(run.conn.counters)
-            report.add_bytes(run.memory_bytes)
-            shutil.rmtree(run.workdir, ignore_errors=True)
+            report.add_phases(migration.conn.counters)
+            report.add_bytes(migration.memory_bytes)
+            shutil.rmtree(migration.workdir, ignore_errors=True)
         progress.done()
     return report

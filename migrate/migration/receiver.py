@@ -4,17 +4,21 @@
 authenticated connection (``agent.py`` accepts and authenticates)::
 
     source                                          receiver
-    PREPARE {container_id, sizes, rootfs, ...}  ->
+    PREPARE {container_id, sizes, rootfs, ...}  ->                  (PrepareRequest)
     [file stream cpuinfo.img]                   ->  (when PREPARE says cpuinfo)
-                                                <-  READY {workdir, free_bytes}
+                                                <-  READY {workdir, free_bytes}  (Ready)
                                                     or ERROR {phase: "checks"}
     then, in whatever order the strategy needs:
     STREAM tree|file {label, phase, ack?}       ->  written under workdir/<label>
                                                 <-  REPLY {stats}           (if ack)
-    CONTROL {op, ...}                           <-  REPLY {...}  (a strategy's hook)
-    RESTORE {request}                           <-  RESTORED {info}   (restore_fn)
+    CONTROL {op, ...}                           ->  (Control: a strategy's hook)
+                                                <-  REPLY {...}   (the hook's reply)
+    RESTORE {request}                           ->  (RestoreRequest)
+                                                <-  RESTORED {info}   (restore_fn)
     DONE                                        <-  DONE          (Restored.commit)
     ABORT {reason}, at any point                    rollback, no answer
+
+The message bodies are the records of ``messages.py``.
 
 Every check runs before the source freezes anything: a restore is possible
 here at all, the container ID is free in the destination ``--root``, the
@@ -23,7 +27,7 @@ the CPU can run what the source's CPU ran (CRIU's cpuinfo check), and a
 "shared" rootfs really is shared (marker files). CRIU versions were
 checked by the handshake.
 
-The restore is ``restore_fn(workdir, request) -> Restored | dict``, passed
+The restore is ``restore_fn(workdir, RestoreRequest) -> Restored | dict``, passed
 in (``migrate.checkpoint`` provides the real one). On success the work
 directory belongs to the restored container and stays; on any failure it
 is removed and anything restored is rolled back (``Restored.abort``).
@@ -45,7 +49,7 @@ from typing import Any
 from migrate.errors import MigrateError, MigrationError, ProtocolError
 from migrate.migration._sockets import Timeouts
 from migrate.migration.hostfacts import CPUINFO_IMAGE, HostFacts
-from migrate.migration.messages import PrepareRequest, Restored
+from migrate.migration.messages import Control, PrepareRequest, Ready, RestoreRequest, Restored
 from migrate.migration.protocol import Frame, Kind
 from migrate.migration.transport import Connection
 from migrate.migration.tree import check_relpath
@@ -59,7 +63,7 @@ log = logging.getLogger(__name__)
 SPACE_MARGIN = 64 << 20
 MARKER_MAX = 4096
 
-RestoreFn = Callable[[str, dict[str, Any]], "Restored | dict[str, Any] | None"]
+RestoreFn = Callable[[str, RestoreRequest], "Restored | dict[str, Any] | None"]
 
 
 @dataclass(slots=True)
@@ -91,7 +95,9 @@ class Incoming:
         return os.path.join(self.workdir, *parts)
 
 
-ControlFn = Callable[[Incoming, dict[str, Any]], dict[str, Any]]
+# A CONTROL hook: gets the decoded Control (its own request record reads
+# ``control.args``); returns a reply record (``to_header()``) or a dict.
+ControlFn = Callable[[Incoming, Control], Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,7 +171,8 @@ class Receiver:
                     conn.recv_file(cpuinfo_dir)
             with conn.in_phase("checks"):
                 free = self._check(prep, cpuinfo_dir)
-                conn.send(Kind.READY, {"workdir": os.path.basename(workdir), "free_bytes": free})
+                conn.send(Kind.READY, Ready(workdir=os.path.basename(workdir),
+                                            free_bytes=free).to_header())
             incoming = Incoming(conn=conn, workdir=workdir, prepare=prep)
             self._converse(incoming)
         except BaseException as err:
@@ -327,22 +334,26 @@ class Receiver:
             conn.send(Kind.REPLY, reply)
 
     def _control(self, incoming: Incoming, h: dict[str, Any]) -> None:
-        op = h.get("op")
-        fn = self.controls.get(op) if isinstance(op, str) else None
+        control = Control.from_header(h, phase=incoming.conn.current_phase)
+        fn = self.controls.get(control.op)
         if fn is None:
             raise ProtocolError(incoming.conn.current_phase,
-                                f"this agent has no control operation {op!r}")
-        reply = fn(incoming, h)
-        incoming.conn.send(Kind.REPLY, dict(reply or {}))
+                                f"this agent has no control operation {control.op!r}")
+        reply = fn(incoming, control)
+        header = dict(reply or {}) if reply is None or isinstance(reply, Mapping) \
+            else reply.to_header()
+        incoming.conn.send(Kind.REPLY, header)
 
     def _restore(self, incoming: Incoming, h: dict[str, Any]) -> None:
         conn = incoming.conn
         if self.restore_fn is None:
             raise MigrationError(conn.current_phase, "this agent cannot restore containers "
                                  "(migrate.checkpoint provides no restore)", source_state="unknown")
-        request = h.get("request", {})
-        if not isinstance(request, dict):
-            raise ProtocolError(conn.current_phase, "RESTORE request is not a JSON object")
+        request = RestoreRequest.from_header(h, phase=conn.current_phase)
+        if request.container_id != incoming.prepare.container_id:
+            raise ProtocolError(conn.current_phase,
+                                f'RESTORE names container "{request.container_id}", PREPARE '
+                                f'"{incoming.prepare.container_id}"')
         try:
             result = self.restore_fn(incoming.workdir, request)
         except MigrationError:
@@ -351,7 +362,7 @@ class Receiver:
             raise MigrationError(conn.current_phase, str(err), source_state="unknown") from err
         restored = result if isinstance(result, Restored) else Restored(info=dict(result or {}))
         incoming.restored = restored
-        conn.send(Kind.RESTORED, {"info": restored.info})
+        conn.send(Kind.RESTORED, restored.to_header())
 
     def _commit(self, incoming: Incoming) -> None:
         conn = incoming.conn

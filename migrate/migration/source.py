@@ -11,7 +11,7 @@ A strategy (stop-and-copy, pre-copy, post-copy, hybrid) runs like this::
         session.conn.source_state = "frozen"
         session.conn.send_tree(bundle, only_changed_since=snap, label="rootfs")
         session.conn.send_tree(images_dir, label="images")
-        session.conn.send(Kind.RESTORE, {"request": {...}})
+        session.conn.send(Kind.RESTORE, RestoreRequest(container_id=...).to_header())
         restored = session.conn.recv(Kind.RESTORED, timeout=timeouts.wait)
         session.conn.send(Kind.DONE)
         session.conn.recv(Kind.DONE)     # the destination runs it now
@@ -38,7 +38,7 @@ from typing import Any
 from migrate.errors import MigrateError, MigrationError
 from migrate.migration._sockets import Timeouts, TlsConfig
 from migrate.migration.hostfacts import CPUINFO_IMAGE, HostFacts
-from migrate.migration.messages import PrepareRequest, SharedMarker
+from migrate.migration.messages import PrepareRequest, Ready, SharedMarker
 from migrate.migration.progress import Progress
 from migrate.migration.protocol import CriuPolicy, Kind, PeerInfo
 from migrate.migration.endpoints import connect
@@ -72,7 +72,7 @@ class SourceSession:
     peer: PeerInfo
     facts: HostFacts
     local_features: dict[str, Any]
-    ready: dict[str, Any] | None = None
+    ready: Ready | None = None
 
     @property
     def compression(self) -> str | None:
@@ -91,12 +91,12 @@ class SourceSession:
     def close(self) -> None:
         self.conn.close()
 
-    def prepare(self, request: PrepareRequest) -> dict[str, Any]:
+    def prepare(self, request: PrepareRequest) -> Ready:
         """Announce the migration and wait for the agent's checks (ID free,
         disk space, CPU, shared rootfs). With ``request.cpuinfo`` this
         host's CPU description goes along. Nothing is frozen yet; returns
-        READY's body. Raises ``MigrationError`` (phase "checks") with the
-        agent's reason."""
+        READY. Raises ``MigrationError`` (phase "checks") with the agent's
+        reason, ``ProtocolError`` for a malformed READY."""
         conn = self.conn
         with conn.in_phase("prepare"):
             cpu_dir = None
@@ -114,7 +114,8 @@ class SourceSession:
                 if cpu_dir is not None:
                     shutil.rmtree(cpu_dir, ignore_errors=True)
         with conn.in_phase("checks"):
-            self.ready = conn.recv(Kind.READY, timeout=conn.timeouts.wait).header
+            header = conn.recv(Kind.READY, timeout=conn.timeouts.wait).header
+            self.ready = Ready.from_header(header, phase="checks")
         return self.ready
 
     def abort(self, reason: str) -> None:

@@ -1,19 +1,65 @@
 """Which pipeline moves a container, and when pre-copy stops iterating.
 
-Pure decisions, unit-tested without CRIU: ``choose`` picks a strategy from
-what both hosts' CRIU can do; ``PreCopyController`` decides after each
+Pure decisions, unit-tested without CRIU: ``Strategy`` names the pipelines
+(``--strategy`` is parsed into it once, by the CLI); ``choose`` picks one
+from what both hosts' CRIU can do; ``PreCopyController`` decides after each
 pre-dump whether another round is worth it (the rules P.Haul and LXD use).
+
+A strategy is one enum member here and one sibling module under
+``migration/strategies/`` (named after the member's value, ``-`` -> ``_``)
+holding its ``Pipeline``: ``Strategy.module`` is that module's name.
 """
 
 from __future__ import annotations
 
+import enum
+
 from migrate._record import record
 from migrate.errors import UnsupportedError, UsageError
 
-__all__ = ["STRATEGIES", "HostFeatures", "Choice", "choose", "PreCopyPolicy",
-           "PreCopyController"]
+__all__ = ["AUTO", "Strategy", "HostFeatures", "Choice", "choose", "parse_strategy",
+           "PreCopyPolicy", "PreCopyController"]
 
-STRATEGIES = ("auto", "stop-and-copy", "pre-copy", "post-copy", "hybrid")
+# ``--strategy auto``: let ``choose`` decide (parsed to ``None``).
+AUTO = "auto"
+
+
+class Strategy(enum.Enum):
+    """A pipeline, by the name ``--strategy`` and the report use, with what
+    it needs from the kernels: memory dirty tracking on the source
+    (pre-dumps), lazy pages on both hosts (a lazy final dump)."""
+
+    STOP_AND_COPY = ("stop-and-copy", False, False)
+    PRE_COPY = ("pre-copy", True, False)
+    POST_COPY = ("post-copy", False, True)
+    HYBRID = ("hybrid", True, True)
+
+    def __new__(cls, name: str, mem_track: bool, lazy_pages: bool) -> "Strategy":
+        member = object.__new__(cls)
+        member._value_ = name
+        member.mem_track = mem_track
+        member.lazy_pages = lazy_pages
+        return member
+
+    @property
+    def module(self) -> str:
+        """The module holding this strategy's ``PIPELINE``."""
+        return f"migrate.migration.strategies.{self.value.replace('-', '_')}"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def parse_strategy(text: str) -> Strategy | None:
+    """``--strategy``'s value: a ``Strategy``, or ``None`` for ``auto``.
+    Raises UsageError for an unknown name."""
+    if text == AUTO:
+        return None
+    try:
+        return Strategy(text)
+    except ValueError:
+        names = ", ".join([AUTO, *(s.value for s in Strategy)])
+        raise UsageError(f"unknown strategy {text!r}: use {names}") from None
 
 
 @record
@@ -29,66 +75,57 @@ class HostFeatures:
 
 @record
 class Choice:
-    strategy: str
+    strategy: Strategy
     reason: str
 
 
-def _needs(strategy: str) -> tuple[bool, bool]:
-    """(memory tracking, lazy pages) a strategy needs."""
-    return {"stop-and-copy": (False, False), "pre-copy": (True, False),
-            "post-copy": (False, True), "hybrid": (True, True)}[strategy]
-
-
-def _missing(strategy: str, src: HostFeatures, dst: HostFeatures) -> str | None:
-    mem, lazy = _needs(strategy)
-    if mem and not src.mem_track:
+def _missing(strategy: Strategy, src: HostFeatures, dst: HostFeatures) -> str | None:
+    if strategy.mem_track and not src.mem_track:
         return ("the source kernel has no memory dirty tracking (soft-dirty, "
                 "CONFIG_MEM_SOFT_DIRTY): pre-dumps cannot find what changed")
-    if lazy and not dst.lazy_pages:
+    if strategy.lazy_pages and not dst.lazy_pages:
         return "the destination kernel lacks userfaultfd non-cooperative events (lazy pages)"
-    if lazy and not src.lazy_pages:
+    if strategy.lazy_pages and not src.lazy_pages:
         return "the source CRIU cannot serve lazy pages"
-    if lazy and not src.lazy_dump_ok:
+    if strategy.lazy_pages and not src.lazy_dump_ok:
         why = src.why_lazy_dump_not_ok or "a lazy dump cannot grow its pipes on the source"
         return (f"{why}; or pass --raise-pipe-max-size to raise it for this migration only "
                 "(while it runs, any process may grow its pipes that far)")
     return None
 
 
-def choose(requested: str, src: HostFeatures, dst: HostFeatures) -> Choice:
-    """The strategy to use and why. Raises UsageError for an unknown name,
-    UnsupportedError when the requested one cannot work on these hosts."""
-    if requested not in STRATEGIES:
-        raise UsageError(f"unknown strategy {requested!r}: use {', '.join(STRATEGIES)}")
-    if requested != "auto":
+# What ``auto`` tries, lowest downtime first, and why it takes each: hybrid
+# shrinks what the lazy phase must pull, post-copy's downtime does not grow
+# with memory, pre-copy only trims it. Stop-and-copy always works.
+_AUTO_ORDER = {
+    Strategy.HYBRID: "both hosts track dirty memory and support lazy pages: pre-copy rounds, "
+                     "then a lazy final dump",
+    Strategy.POST_COPY: "lazy pages work on both hosts: downtime does not grow with memory",
+    Strategy.PRE_COPY: "memory tracking works: iterate pre-dumps, then a short final dump",
+}
+
+
+def choose(requested: Strategy | None, src: HostFeatures, dst: HostFeatures) -> Choice:
+    """The strategy to use and why; ``requested`` ``None`` is ``auto``.
+    Raises UnsupportedError when the requested one cannot work on these
+    hosts."""
+    if requested is not None:
         why = _missing(requested, src, dst)
         if why:
-            raise UnsupportedError(f"strategy {requested} cannot run here: {why}")
+            raise UnsupportedError(f"strategy {requested.value} cannot run here: {why}")
         return Choice(strategy=requested, reason="asked for with --strategy")
     # What is missing -> the strategies it rules out: each reason said once.
     rejected: dict[str, list[str]] = {}
-    # Lowest downtime first: hybrid shrinks what the lazy phase must pull,
-    # post-copy's downtime does not grow with memory, pre-copy only trims it.
-    for strategy in ("hybrid", "post-copy", "pre-copy"):
+    for strategy, because in _AUTO_ORDER.items():
         why = _missing(strategy, src, dst)
         if why is None:
-            return Choice(strategy=strategy, reason=_why_chosen(strategy, _rejections(rejected)))
-        rejected.setdefault(why, []).append(strategy)
-    return Choice(strategy="stop-and-copy", reason="; ".join(_rejections(rejected)))
+            return Choice(strategy=strategy, reason="; ".join([because, *_rejections(rejected)]))
+        rejected.setdefault(why, []).append(strategy.value)
+    return Choice(strategy=Strategy.STOP_AND_COPY, reason="; ".join(_rejections(rejected)))
 
 
 def _rejections(rejected: dict[str, list[str]]) -> list[str]:
     return [f"not {' or '.join(names)}: {why}" for why, names in rejected.items()]
-
-
-def _why_chosen(strategy: str, rejected: list[str]) -> str:
-    base = {
-        "hybrid": "both hosts track dirty memory and support lazy pages: pre-copy rounds, "
-                  "then a lazy final dump",
-        "post-copy": "lazy pages work on both hosts: downtime does not grow with memory",
-        "pre-copy": "memory tracking works: iterate pre-dumps, then a short final dump",
-    }[strategy]
-    return "; ".join([base, *rejected])
 
 
 @record

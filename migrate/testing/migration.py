@@ -13,7 +13,7 @@ from typing import Any
 
 from migrate.errors import CriuError, MigrateError
 from migrate.migration.hostfacts import CPUINFO_IMAGE
-from migrate.migration.messages import Restored
+from migrate.migration.messages import RestoreRequest, Restored
 
 __all__ = ["FakeHostFacts", "FakeRestore"]
 
@@ -53,11 +53,11 @@ class FakeRestore:
 
     fail_on: frozenset[int] = frozenset()
     error: MigrateError = field(default_factory=lambda: CriuError("restore", "fake restore failed"))
-    calls: list[tuple[str, dict[str, Any], list[str]]] = field(default_factory=list)
+    calls: list[tuple[str, RestoreRequest, list[str]]] = field(default_factory=list)
     committed: int = 0
     aborted: int = 0
 
-    def __call__(self, workdir: str, request: dict[str, Any]) -> Restored:
+    def __call__(self, workdir: str, request: RestoreRequest) -> Restored:
         listing = sorted(os.path.relpath(os.path.join(d, n), workdir)
                          for d, dirs, files in os.walk(workdir) for n in dirs + files)
         self.calls.append((workdir, request, listing))

@@ -28,6 +28,7 @@ from migrate.migration import (
     Kind,
     Listener,
     PrepareRequest,
+    RestoreRequest,
     Timeouts,
     connect,
     connect_and_negotiate,
@@ -176,7 +177,7 @@ def migrate_once(hosts, port, tmp_path, cid):
         with conn.in_phase("rootfs"):
             conn.send_tree(str(rootfs), label="rootfs")
         with conn.in_phase("restore"):
-            conn.send(Kind.RESTORE, {"request": {"id": cid}})
+            conn.send(Kind.RESTORE, RestoreRequest(container_id=cid).to_header())
             info = conn.recv(Kind.RESTORED, timeout=30).header["info"]
             conn.send(Kind.DONE)
             conn.recv(Kind.DONE)
@@ -265,7 +266,7 @@ def test_link_down_while_waiting_for_an_answer(netns_hosts, tmp_path):
         session = negotiate(netns_hosts, running.port)
         session.prepare(PrepareRequest(container_id="c1"))
         with session.conn.in_phase("restore"):
-            session.conn.send(Kind.RESTORE, {"request": {}})
+            session.conn.send(Kind.RESTORE, RestoreRequest(container_id="c1").to_header())
             netns_hosts.b.link_down()
             cut = time.monotonic()
             # Nothing in flight: TCP keepalive finds out the agent is gone.
@@ -331,7 +332,7 @@ def test_real_cpuinfo_check_between_the_hosts(netns_hosts, tmp_path):
             assert session.peer.criu_version == session.facts.criu_version()
             assert "lazy_pages" in session.peer_features
             ready = session.prepare(PrepareRequest(container_id="c1", cpuinfo=True))
-            assert ready["free_bytes"] > 0
+            assert ready.free_bytes > 0
             session.abort("checks only")
     finally:
         running.close()
@@ -366,7 +367,7 @@ def test_receive_and_migrate_commands(netns_hosts, tmp_path):
         # The agent's checks pass (nothing is frozen by them); the source gives up.
         with negotiate(netns_hosts, port) as session:
             ready = session.prepare(PrepareRequest(container_id="c1"))
-            assert ready["free_bytes"] > 0
+            assert ready.free_bytes > 0
             session.abort("the source cannot migrate yet")
         # A container that is not running is refused before any connection.
         res = netns_hosts.a.run([*runtime_argv(), "--root", str(src_root), "migrate", "c1",

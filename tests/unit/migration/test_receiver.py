@@ -8,7 +8,8 @@ import os
 import pytest
 
 from migrate.errors import MigrationError
-from migrate.migration.messages import PrepareRequest, Restored, SharedMarker
+from migrate.migration.messages import (Control, PrepareRequest, RestoreRequest, Restored,
+                                        SharedMarker)
 from migrate.migration.protocol import Kind
 from migrate.migration.receiver import Receiver
 from migrate.migration.source import SourceSession, rollback, shared_marker
@@ -39,7 +40,7 @@ def test_a_whole_migration(pair, dirs, tmp_path):
     restore = FakeRestore()
     events = []
     session, served = start(pair, dirs, restore=restore, events=events,
-                            controls={"page-server": lambda inc, h: {"port": 1234, "asked": h["n"]}})
+                            controls={"page-server": lambda inc, c: {"port": 1234, "asked": c.args["n"]}})
     conn = session.conn
     rootfs = tmp_path / "rootfs"
     (rootfs / "etc").mkdir(parents=True)
@@ -52,21 +53,21 @@ def test_a_whole_migration(pair, dirs, tmp_path):
                                                rootfs="copy", images_size=100_000,
                                                rootfs_size=3, cpuinfo=True,
                                                shared_markers=(marker,)))
-    assert ready["workdir"].startswith("web-") and ready["free_bytes"] > 0
+    assert ready.workdir.startswith("web-") and ready.free_bytes > 0
     conn.send_tree(str(rootfs), label="rootfs")
     conn.send_file(str(images / "pages-1.img"), name="pages-1.img", label="images", ack=True)
     assert conn.recv(Kind.REPLY).header == {"label": "images", "path": "images/pages-1.img",
                                             "bytes": 100_000}
     conn.send(Kind.CONTROL, {"op": "page-server", "n": 3})
     assert conn.recv(Kind.REPLY).header == {"port": 1234, "asked": 3}
-    conn.send(Kind.RESTORE, {"request": {"bundle": "rootfs"}})
+    conn.send(Kind.RESTORE, RestoreRequest(container_id="web", bundle="rootfs").to_header())
     assert conn.recv(Kind.RESTORED).header["info"] == {"pid": 4242, "call": 1}
     conn.send(Kind.DONE)
     conn.recv(Kind.DONE)
     outcome = served.result()
     assert outcome.succeeded and outcome.container_id == "web"
     workdir, request, listing = restore.calls[0]
-    assert request == {"bundle": "rootfs"}
+    assert request == RestoreRequest(container_id="web", bundle="rootfs")
     assert {"rootfs/etc/hostname", "images/pages-1.img", "cpuinfo/cpuinfo.img"} <= set(listing)
     assert os.path.isdir(workdir)   # kept for the restored container
     assert (restore.committed, restore.aborted) == (1, 0)
@@ -147,7 +148,7 @@ def test_restore_failure_cleans_up_and_tells_the_source(pair, dirs, tmp_path):
     session.prepare(PrepareRequest(container_id="web"))
     (tmp_path / "r").mkdir()
     session.conn.send_tree(str(tmp_path / "r"), label="rootfs")
-    session.conn.send(Kind.RESTORE, {"request": {}})
+    session.conn.send(Kind.RESTORE, RestoreRequest(container_id="web").to_header())
     with pytest.raises(MigrationError) as info:
         session.conn.recv(Kind.RESTORED)
     assert "the destination failed (restore): criu restore failed: fake restore failed" in str(info.value)
@@ -159,7 +160,7 @@ def test_source_abort_after_restore_rolls_the_restore_back(pair, dirs):
     restore = FakeRestore()
     session, served = start(pair, dirs, restore=restore)
     session.prepare(PrepareRequest(container_id="web"))
-    session.conn.send(Kind.RESTORE, {"request": {}})
+    session.conn.send(Kind.RESTORE, RestoreRequest(container_id="web").to_header())
     session.conn.recv(Kind.RESTORED)
     session.abort("the source could not finish")
     outcome = served.result()
@@ -203,7 +204,7 @@ def test_label_cannot_escape_the_workdir(pair, dirs, tmp_path):
 def test_restore_fn_returning_a_dict(pair, dirs):
     session, served = start(pair, dirs, restore=lambda workdir, request: {"pid": 7})
     session.prepare(PrepareRequest(container_id="web"))
-    session.conn.send(Kind.RESTORE, {"request": {}})
+    session.conn.send(Kind.RESTORE, RestoreRequest(container_id="web").to_header())
     assert session.conn.recv(Kind.RESTORED).header == {"info": {"pid": 7}}
     session.conn.send(Kind.DONE)
     session.conn.recv(Kind.DONE)
@@ -271,3 +272,24 @@ def test_shared_marker_is_removed(tmp_path):
 
 def test_restored_defaults():
     assert Restored().info == {} and Restored().commit is None
+
+
+def test_restore_of_another_container_or_malformed_is_refused(pair, dirs):
+    restore = FakeRestore()
+    session, served = start(pair, dirs, restore=restore)
+    session.prepare(PrepareRequest(container_id="web"))
+    session.conn.send(Kind.RESTORE, RestoreRequest(container_id="db").to_header())
+    with pytest.raises(MigrationError, match='RESTORE names container "db", PREPARE "web"'):
+        session.conn.recv(Kind.RESTORED)
+    assert not served.result().succeeded and restore.calls == []
+
+
+def test_control_hooks_get_the_typed_control(pair, dirs):
+    seen = []
+    session, served = start(pair, dirs, controls={"probe": lambda inc, c: seen.append(c)})
+    session.prepare(PrepareRequest(container_id="web"))
+    session.conn.send(Kind.CONTROL, Control(op="probe", args={"n": 1}).to_header())
+    assert session.conn.recv(Kind.REPLY).header == {}
+    assert seen == [Control(op="probe", args={"n": 1})]
+    session.conn.send(Kind.CONTROL, {"op": 5})
+    assert "CONTROL has no op: 5" in served.result().error

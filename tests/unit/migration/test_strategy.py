@@ -2,7 +2,7 @@ import pytest
 
 from migrate.errors import UnsupportedError, UsageError
 from migrate.migration.strategy import (HostFeatures, PreCopyController, PreCopyPolicy,
-                                        choose)
+                                        Strategy, choose, parse_strategy)
 
 ALL = HostFeatures(mem_track=True, lazy_pages=True)
 LAZY = HostFeatures(mem_track=False, lazy_pages=True)       # these machines
@@ -12,32 +12,58 @@ NO_PIPES = HostFeatures(mem_track=False, lazy_pages=True, lazy_dump_ok=False,
                         why_lazy_dump_not_ok="fs.pipe-max-size is 1048576")
 
 
+S = Strategy
+
+
 @pytest.mark.parametrize("src,dst,want", [
-    (ALL, ALL, "hybrid"), (LAZY, LAZY, "post-copy"), (MEM, MEM, "pre-copy"),
-    (ALL, MEM, "pre-copy"), (MEM, ALL, "pre-copy"), (NONE, NONE, "stop-and-copy"),
-    (LAZY, NONE, "stop-and-copy"), (NO_PIPES, LAZY, "stop-and-copy"),
+    (ALL, ALL, S.HYBRID), (LAZY, LAZY, S.POST_COPY), (MEM, MEM, S.PRE_COPY),
+    (ALL, MEM, S.PRE_COPY), (MEM, ALL, S.PRE_COPY), (NONE, NONE, S.STOP_AND_COPY),
+    (LAZY, NONE, S.STOP_AND_COPY), (NO_PIPES, LAZY, S.STOP_AND_COPY),
 ])
 def test_auto_picks_the_best_that_works(src, dst, want):
-    choice = choose("auto", src, dst)
-    assert choice.strategy == want
+    choice = choose(None, src, dst)
+    assert choice.strategy is want
     assert choice.reason
 
 
 def test_auto_explains_what_it_rejected():
-    choice = choose("auto", LAZY, LAZY)
+    choice = choose(None, LAZY, LAZY)
     assert "not hybrid" in choice.reason and "soft-dirty" in choice.reason
-    choice = choose("auto", NO_PIPES, LAZY)
+    choice = choose(None, NO_PIPES, LAZY)
     assert "pipe-max-size" in choice.reason
 
 
 def test_explicit_strategy_that_cannot_work_is_refused():
     with pytest.raises(UnsupportedError, match="pre-copy.*dirty tracking"):
-        choose("pre-copy", LAZY, LAZY)
+        choose(S.PRE_COPY, LAZY, LAZY)
     with pytest.raises(UnsupportedError, match="post-copy.*lazy pages"):
-        choose("post-copy", MEM, MEM)
-    assert choose("stop-and-copy", NONE, NONE).strategy == "stop-and-copy"
+        choose(S.POST_COPY, MEM, MEM)
+    with pytest.raises(UnsupportedError, match="hybrid.*dirty tracking"):
+        choose(S.HYBRID, LAZY, LAZY)
+    assert choose(S.STOP_AND_COPY, NONE, NONE).strategy is S.STOP_AND_COPY
+
+
+def test_strategy_names_are_parsed_once_into_the_enum():
+    assert parse_strategy("auto") is None
+    assert [parse_strategy(s.value) for s in Strategy] == list(Strategy)
+    assert [s.value for s in Strategy] == ["stop-and-copy", "pre-copy", "post-copy", "hybrid"]
+    with pytest.raises(UsageError, match="unknown strategy 'teleport': use auto, stop-and-copy"):
+        parse_strategy("teleport")
     with pytest.raises(UsageError):
-        choose("teleport", ALL, ALL)
+        parse_strategy("STOP_AND_COPY")
+
+
+def test_every_strategy_has_its_module_and_pipeline():
+    """One enum member, one sibling module holding a Pipeline."""
+    import importlib
+
+    from migrate.migration.strategies import Pipeline
+
+    for s in Strategy:
+        pipeline = importlib.import_module(s.module).PIPELINE()
+        assert isinstance(pipeline, Pipeline)
+        # The plan is lazy exactly when the strategy needs lazy pages.
+        assert pipeline.lazy is s.lazy_pages
 
 
 def _run(pages, **policy):
@@ -77,8 +103,8 @@ def test_a_fresh_machine_hears_each_reason_once_and_the_fix():
     # No soft-dirty, lazy pages supported, fs.pipe-max-size at its 1 MiB default.
     src = HostFeatures(mem_track=False, lazy_pages=True, lazy_dump_ok=False,
                        why_lazy_dump_not_ok="lazy pages: fs.pipe-max-size is 1048576")
-    c = choose("auto", src, LAZY)
-    assert c.strategy == "stop-and-copy"
+    c = choose(None, src, LAZY)
+    assert c.strategy is S.STOP_AND_COPY
     assert c.reason.count("fs.pipe-max-size is 1048576") == 1
     assert c.reason.count("dirty tracking") == 1
     assert c.reason.count("--raise-pipe-max-size") == 1

@@ -1,0 +1,151 @@
+"""Post-copy: a lazy final dump. The destination restores and runs the
+container at once and pulls its memory from the source's lazy page
+server; the downtime does not grow with memory. Also hybrid's final step
+(``lazy_dump`` with a parent round).
+
+CRIU sends post-dump before it serves lazy pages, so post-dump cannot be
+held for rollback: the images go in post-dump, and the restore runs from
+another thread once CRIU's page server says it is ready (``status_fd``).
+Rollback works until the destination resumes the container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from migrate.errors import MigrationError
+
+if TYPE_CHECKING:
+    from migrate.checkpoint.dump import DumpJob
+    from migrate.criu_rpc import Session
+    from migrate.migration.pipeline import Migration
+
+__all__ = ["PIPELINE", "PostCopy", "lazy_dump"]
+
+
+class PostCopy:
+    lazy = True
+
+    def run(self, m: Migration, job: DumpJob) -> None:
+        lazy_dump(m, job)
+
+
+PIPELINE = PostCopy
+
+
+def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
+              session: Session | None = None) -> None:
+    """The lazy final dump, the restore and commit, then the memory pulled
+    through a relay until the last page. ``parent``/``session``: the last
+    pre-dump round and the swrk session of the rounds (hybrid)."""
+    from migrate.criu_rpc import Client, PageServer, SwrkOptions
+    from migrate.migration.messages import LazySource
+    from migrate.migration.pipeline import memory_usage
+
+    address = m.conn.local_address
+    # CRIU's lazy page server listens on ``port``; the destination's
+    # lazy-pages daemon connects to our relay's listener instead, so the
+    # pages it pulls are counted (see _relay.py).
+    port = _free_port(address)
+    listener = socket.create_server((address, 0), family=socket.AF_INET6 if ":" in address
+                                    else socket.AF_INET)
+    relay_port = listener.getsockname()[1]
+    relays: list = []
+    memory = memory_usage(m.container)
+    images = job.images_dir
+    ready_r, ready_w = os.pipe()
+    failure: list[BaseException] = []
+    swrk = {}
+
+    def post_dump(_note) -> bool:
+        m.send_images(images)
+        return True
+
+    def relay_pages() -> None:
+        from migrate.migration._relay import Relay
+        from migrate.migration._sockets import configure_socket
+
+        try:
+            listener.settimeout(m.conn.timeouts.wait)
+            far, _ = listener.accept()
+            configure_socket(far, m.conn.timeouts)
+            near = socket.create_connection((address, port), timeout=m.conn.timeouts.connect)
+        except OSError:
+            return      # no connection: the restore fails and says why
+        relays.append(Relay(near, far, m.count_memory, name="lazy-pages").start())
+
+    def finish() -> None:
+        # CRIU writes \0 to status_fd once its lazy page server listens.
+        try:
+            if not select.select([ready_r], [], [], m.conn.timeouts.wait)[0] or \
+                    os.read(ready_r, 1) != b"\0":
+                raise MigrationError("memory", "the lazy page server never got ready",
+                                     source_state="frozen")
+            m.restore_and_commit(lazy=LazySource(address=address, port=relay_port))
+            # The container runs at the destination; what is left is
+            # its memory, pulled through the relay until the last page.
+            m.step("memory (lazy)", memory or None)
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            failure.append(err)
+            # Stop CRIU's page server: the dump then fails and the frozen
+            # source is resumed by the rollback.
+            if swrk.get("pid"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(swrk["pid"], 9)
+
+    started = time.monotonic()
+    criu_opts = job.criu_opts.replace(ps=PageServer(address=address, port=port),
+                                      status_fd=ready_w)
+    if parent:
+        criu_opts = criu_opts.replace(parent_img=f"../pre/{parent}", track_mem=True)
+    waiter = threading.Thread(target=finish, name="post-copy-restore", daemon=True)
+    acceptor = threading.Thread(target=relay_pages, name="post-copy-accept", daemon=True)
+    m.step("dump")
+    try:
+        s = session or Client(SwrkOptions(criu=m.ctx.criu)).session(pass_fds=(ready_w,))
+        swrk["pid"] = s.pid
+        acceptor.start()
+        waiter.start()
+        try:
+            with s if session is None else contextlib.nullcontext():
+                s.dump(criu_opts, m.callbacks(post_dump))
+        except BaseException as err:
+            job.failed()
+            for r in relays:
+                r.abort()
+            from migrate.checkpoint.netns import unlock_network
+
+            unlock_network(m.container.state.pid)
+            if failure:
+                raise failure[0] from err
+            raise
+        if failure:                     # CRIU finished, our side did not
+            job.failed()
+            raise failure[0]
+        job.succeeded(still_running=m.opts.keep_source)
+    finally:
+        if waiter.ident is not None:
+            waiter.join(timeout=5)
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)     # wakes a blocked accept()
+        listener.close()
+        if acceptor.ident is not None:
+            acceptor.join(timeout=5)
+        for r in relays:
+            r.join(timeout=5)
+        os.close(ready_r)
+        os.close(ready_w)
+    m.step("finish")
+    m.final_iteration(images, time.monotonic() - started)
+
+
+def _free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
