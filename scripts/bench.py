@@ -19,6 +19,9 @@ ORDER = ["run_latency", "exec_latency", "criu_rpc", "checkpoint", "migration", "
 
 def main(argv: list[str]) -> int:
     available = [n for n in ORDER if os.path.exists(os.path.join(HERE, "benchmarks", f"{n}.py"))]
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\nbenchmarks: " + ", ".join(available))
+        return 0
     names = [argv[0]] if argv else available
     rc = 0
     for name in names:
@@ -26,6 +29,9 @@ def main(argv: list[str]) -> int:
             print(f"bench: unknown benchmark {name!r}; have: {', '.join(available)}", file=sys.stderr)
             return 2
         module = importlib.import_module(f"benchmarks.{name}")
+        if any(a in ("-h", "--help") for a in argv[1:]):
+            print((module.__doc__ or name).strip())
+            continue
         rc |= module.main(argv[1:] if argv else [])
     return rc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -21,6 +22,23 @@ def time_command(argv: list[str]) -> float:
     subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, timeout=60)
     return time.perf_counter() - t0
+
+
+
+def print_latency_table(title: str, samples: dict[str, list[float]]) -> None:
+    """Median, min and p90 in ms per runtime, and each median's ratio to runc's."""
+    from rich.console import Console
+    from rich.table import Table
+
+    med = {k: statistics.median(v) * 1000 for k, v in samples.items()}
+    table = Table(title=title)
+    for col in ("runtime", "median ms", "min ms", "p90 ms", "ratio vs runc"):
+        table.add_column(col, justify="right" if col != "runtime" else "left")
+    for name, vals in samples.items():
+        ms = sorted(v * 1000 for v in vals)
+        table.add_row(name, f"{med[name]:.1f}", f"{ms[0]:.1f}", f"{ms[int(len(ms) * 0.9) - 1]:.1f}",
+                      f"{med[name] / med['runc']:.2f}")
+    Console().print(table)
 
 
 def migrate_bin() -> str:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 
-from benchmarks._common import make_bundle, migrate_bin, time_command
+from benchmarks._common import make_bundle, migrate_bin, print_latency_table, time_command
 
 
 def main(argv: list[str]) -> int:
@@ -40,18 +39,7 @@ def main(argv: list[str]) -> int:
             for base, cid in started:
                 subprocess.run([*base, "delete", "-f", cid], stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-    from rich.console import Console
-    from rich.table import Table
-
-    med = {k: statistics.median(v) * 1000 for k, v in samples.items()}
-    table = Table(title=f"`exec` of `true` in a running container ({rounds} interleaved rounds)")
-    for col in ("runtime", "median ms", "min ms", "p90 ms", "ratio vs runc"):
-        table.add_column(col, justify="right" if col != "runtime" else "left")
-    for name, vals in samples.items():
-        ms = sorted(v * 1000 for v in vals)
-        table.add_row(name, f"{med[name]:.1f}", f"{ms[0]:.1f}", f"{ms[int(len(ms) * 0.9) - 1]:.1f}",
-                      f"{med[name] / med['runc']:.2f}")
-    Console().print(table)
+    print_latency_table(f"`exec` of `true` in a running container ({rounds} interleaved rounds)", samples)
     return 0
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 
-from benchmarks._common import make_bundle, migrate_bin, time_command
+from benchmarks._common import make_bundle, migrate_bin, print_latency_table, time_command
 
 
 def main(argv: list[str]) -> int:
@@ -30,18 +29,7 @@ def main(argv: list[str]) -> int:
                 dt = time_command([*argv_, f"b{name[0]}{i}"])
                 if i >= 2:
                     samples[name].append(dt)
-    from rich.console import Console
-    from rich.table import Table
-
-    med = {k: statistics.median(v) * 1000 for k, v in samples.items()}
-    table = Table(title=f"`run` of a `true` container ({rounds} interleaved rounds)")
-    for col in ("runtime", "median ms", "min ms", "p90 ms", "ratio vs runc"):
-        table.add_column(col, justify="right" if col != "runtime" else "left")
-    for name, vals in samples.items():
-        ms = sorted(v * 1000 for v in vals)
-        table.add_row(name, f"{med[name]:.1f}", f"{ms[0]:.1f}", f"{ms[int(len(ms) * 0.9) - 1]:.1f}",
-                      f"{med[name] / med['runc']:.2f}")
-    Console().print(table)
+    print_latency_table(f"`run` of a `true` container ({rounds} interleaved rounds)", samples)
     return 0
 
 

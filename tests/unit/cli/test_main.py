@@ -1,7 +1,6 @@
 """The entry point in-process: global flags, dispatch, and the one-line errors."""
 
 import json
-import logging
 import re
 
 import pytest
@@ -9,20 +8,6 @@ import pytest
 from migrate.cli import hot, main as main_mod
 from migrate.cli.main import COMMANDS, HOT, _Usage, main, parse_globals
 from migrate.errors import NotFoundError
-
-
-@pytest.fixture(autouse=True)
-def clean_logging():
-    """main() configures the "migrate" logger; undo it after each test."""
-    logger = logging.getLogger("migrate")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    for h in logger.handlers:
-        if h not in saved[0]:
-            h.close()
-    logger.handlers[:] = saved[0]
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Help pages, version and log lines in the shapes runc's tests and engines read."""
 
 import json
-import logging
 import re
 
 import pytest
@@ -14,19 +13,6 @@ from migrate.errors import UsageError
 # The commands runc 1.1.5's help.bats asks for, and one of ours.
 RUNC_COMMANDS = ["checkpoint", "delete", "events", "exec", "kill", "list", "pause", "restore",
                  "resume", "spec", "start", "run", "state", "update", "create", "ps"]
-
-
-@pytest.fixture(autouse=True)
-def clean_logging():
-    logger = logging.getLogger("migrate")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    for h in logger.handlers:
-        if h not in saved[0]:
-            h.close()
-    logger.handlers[:] = saved[0]
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
 
 
 @pytest.mark.parametrize("command", RUNC_COMMANDS + ["migrate", "inspect"])
