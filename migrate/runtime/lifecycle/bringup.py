@@ -117,16 +117,13 @@ class Bringup:
         self._tasks = True
 
     def _remove_cgroups(self) -> None:
-        from migrate.runtime.lifecycle.delete import remove_parent_cgroups
-
         cgroups = self.cgroups
         if self._tasks:
             cgroups.kill_all(signal.SIGKILL)
             deadline = time.monotonic() + 5
             while cgroups.pids() and time.monotonic() < deadline:
                 time.sleep(0.01)
-        cgroups.destroy()
-        remove_parent_cgroups(cgroups)
+        cgroups.destroy()              # and our empty parent cgroup
 
     def track(self, pid: int) -> None:
         """A process of ours that must die with a failed bring-up."""
