@@ -12,14 +12,14 @@ import datetime
 import os
 import signal
 
-from migrate.checkpoint.externals import (classify_mounts, describe_fd, external_namespaces,
-                                          parse_mountinfo)
+from migrate.checkpoint.externals import classify_mounts, describe_fd, external_namespaces
 from migrate.checkpoint.metadata import CheckpointMeta, save_meta
 from migrate.checkpoint.options import CheckpointOptions, criu_config_file
 from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint, criu_unprivileged_options
 from migrate.errors import CriuError, KernelError, NotFoundError, UnsupportedError, UsageError
 from migrate.runtime.container import Container, Status
 from migrate.runtime.context import RuntimeContext
+from migrate.runtime.mountinfo import parse_mountinfo
 from migrate.runtime.state import StateStore
 
 __all__ = ["checkpoint", "plan_dump", "parse_page_server", "check_parent_path", "bind_destinations",

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 
-from migrate.runtime.mounts import MountInfo, parse_mountinfo
+from migrate.runtime.mountinfo import MountInfo, parse_mountinfo
 from migrate._record import record
 from migrate.errors import UnsupportedError
 
-__all__ = ["ExternalMount", "parse_mountinfo", "classify_mounts",
+__all__ = ["ExternalMount", "classify_mounts",
            "Descriptor", "describe_fd", "external_namespaces"]
 
 

@@ -92,10 +92,9 @@ def _fstype(path: str) -> str:
                 mnt_id = next(line.split()[1] for line in f if line.startswith("mnt_id:"))
         finally:
             os.close(fd)
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                if line.split(" ", 1)[0] == mnt_id:
-                    return line.partition(" - ")[2].split()[0]
+        from migrate.runtime.mountinfo import read_mountinfo
+
+        return next(e.fstype for e in read_mountinfo() if e.mount_id == int(mnt_id))
     except (OSError, StopIteration):
         pass
     return "unknown type"

@@ -32,16 +32,15 @@ mount(2) "Remounting an existing mount"):
 
 from __future__ import annotations
 
-from migrate.runtime.mountinfo import unescape
 from migrate._record import record
 
 from migrate.errors import UsageError
 from migrate.runtime.syscalls import MS
 
-__all__ = ["MountOptions", "parse_options", "ATIME_MASK", "ATIME_GROUP", "LOCKABLE",
+__all__ = ["sb_flags_of", "MountOptions", "parse_options", "ATIME_MASK", "ATIME_GROUP", "LOCKABLE",
            "MOUNT_ATTR", "MNT_FLAGS", "SB_FLAGS", "SB_CHECKED", "flag_names", "PROPAGATION", "check_flags",
            "new_mount_flags", "plan_remount", "violates_locks", "keep_locked", "conflicts", "statvfs_flags",
-           "MountInfo", "parse_mountinfo", "descendants", "idmap_ranges",
+           "idmap_ranges",
            "rec_conflicts", "Conflict", "explain"]
 
 # Flags set / cleared by an option word (mount(8) vocabulary).
@@ -358,58 +357,12 @@ def rec_conflicts(opts: MountOptions, tree: list[int]) -> tuple[Conflict, ...]:
     return tuple(out)
 
 
-# -- /proc/self/mountinfo ------------------------------------------------------
-
-@record
-class MountInfo:
-    mount_id: int
-    parent_id: int
-    mount_point: str
-    options: str          # per-mount options
-    fstype: str
-    source: str
-    super_options: str
-    dev: str = ""         # "major:minor" of the file system
-    root: str = "/"       # the mount's root within its file system
-
-    @property
-    def sb_flags(self) -> int:
-        """The superblock flags named in ``super_options``."""
-        flags = 0
-        for word in self.super_options.split(","):
-            flags |= _SB_WORDS.get(word, 0)
-        return flags
-
-
-def parse_mountinfo(text: str) -> list[MountInfo]:
-    """proc(5) /proc/PID/mountinfo lines, in order."""
-    out = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        f = left.split()
-        r = right.split()
-        out.append(MountInfo(mount_id=int(f[0]), parent_id=int(f[1]),
-                             mount_point=unescape(f[4]), options=f[5], fstype=r[0],
-                             source=unescape(r[1]) if len(r) > 1 else "",
-                             super_options=r[2] if len(r) > 2 else "",
-                             dev=f[2], root=unescape(f[3])))
-    return out
-
-
-def descendants(entries: list[MountInfo], mount_id: int) -> list[MountInfo]:
-    """The mounts below ``mount_id`` (not itself), parents before children."""
-    children: dict[int, list[MountInfo]] = {}
-    for e in entries:
-        if e.mount_id != e.parent_id:
-            children.setdefault(e.parent_id, []).append(e)
-    out, todo = [], list(children.get(mount_id, ()))
-    while todo:
-        e = todo.pop(0)
-        out.append(e)
-        todo.extend(children.get(e.mount_id, ()))
-    return out
+def sb_flags_of(super_options: str) -> int:
+    """The superblock flags named in a mountinfo super-options field."""
+    flags = 0
+    for word in super_options.split(","):
+        flags |= _SB_WORDS.get(word, 0)
+    return flags
 
 
 # -- idmapped mounts -----------------------------------------------------------

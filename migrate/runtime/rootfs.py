@@ -20,9 +20,10 @@ import stat
 from migrate._record import field, record
 
 from migrate.errors import MountError, UsageError
-from migrate.runtime.mounts import (LOCKABLE, SB_CHECKED, MountInfo, MountOptions, conflicts,
-                                    descendants, explain, flag_names, keep_locked,
-                                    new_mount_flags, parse_mountinfo, parse_options,
+from migrate.runtime.mountinfo import descendants, parse_mountinfo, read_mountinfo
+from migrate.runtime.mounts import (LOCKABLE, SB_CHECKED, MountOptions, conflicts,
+                                    explain, flag_names, keep_locked,
+                                    new_mount_flags, parse_options,
                                     plan_remount, rec_conflicts, statvfs_flags,
                                     violates_locks)
 from migrate.runtime.paths import ensure_mountpoint, mkdir_all_in_root, secure_join
@@ -97,17 +98,12 @@ def _mount_id(path: str) -> int:
     raise OSError(errno.ENOENT, f"no mnt_id for {path}", path)
 
 
-def _mountinfo() -> list[MountInfo]:
-    with open("/proc/self/mountinfo") as f:
-        return parse_mountinfo(f.read())
-
-
 def _submounts(path: str) -> list[str]:
     """Mount points below the mount at ``path`` (what an rbind brought),
     parents first; a path stacked twice is listed once (a remount reaches
     only the top of a stack)."""
     seen: list[str] = []
-    for e in descendants(_mountinfo(), _mount_id(path)):
+    for e in descendants(read_mountinfo(), _mount_id(path)):
         if e.mount_point not in seen:
             seen.append(e.mount_point)
     return seen
@@ -115,7 +111,7 @@ def _submounts(path: str) -> list[str]:
 
 def _sb_flags(path: str) -> int:
     mnt_id = _mount_id(path)
-    return next((e.sb_flags for e in _mountinfo() if e.mount_id == mnt_id), 0)
+    return next((e.sb_flags for e in read_mountinfo() if e.mount_id == mnt_id), 0)
 
 
 def _err(op, source, target, opts_flags, err: OSError, detail=""):
@@ -435,14 +431,8 @@ def _mount_tmpfs_copy_up(sys: Syscalls, source: str, target: str, dest: str,
 
 def _cgroup_hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
     """(mount point, fstype) of every cgroup hierarchy we can see."""
-    out = []
-    with open(mountinfo) as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fstype = right.split()[0]
-            if fstype in ("cgroup", "cgroup2"):
-                out.append((left.split()[4], fstype))
-    return out
+    return [(e.mount_point, e.fstype) for e in read_mountinfo(mountinfo)
+            if e.fstype in ("cgroup", "cgroup2")]
 
 
 def _mount_cgroup(sys: Syscalls, m, plan: RootfsPlan, opts: MountOptions) -> None:
@@ -632,22 +622,10 @@ def host_pseudo_fs(mountinfo: str, rootfs: str) -> list[str]:
     MS_MOVE + chroot they are still there, reachable from outside the
     chroot, so they must go first (runc 1.1 msMoveRoot, CVE-2023-27561 era).
     """
-    from migrate.runtime.mountinfo import unescape
-
     prefix = rootfs.rstrip("/") + "/"
-    out = []
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if not sep or len(fields) < 5 or not tail:
-            continue
-        root, point = unescape(fields[3]), unescape(fields[4])
-        if root != "/" or tail[0] not in ("proc", "sysfs"):
-            continue
-        if point == rootfs or point.startswith(prefix):
-            continue
-        out.append(point)
-    return out
+    return [e.mount_point for e in parse_mountinfo(mountinfo)
+            if e.root == "/" and e.fstype in ("proc", "sysfs")
+            and e.mount_point != rootfs and not e.mount_point.startswith(prefix)]
 
 
 def _hide_host_pseudo_fs(sys: Syscalls, rootfs: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from migrate.errors import KernelError
 from migrate.runtime.cgroups import load_manager, open_manager
-from migrate.runtime.cgroups.base import parse_mountinfo
+from migrate.runtime.cgroups.base import cgroup_mounts
 
 requires = pytest.mark.requires
 PARENT = "/migrate-test"
@@ -23,7 +23,7 @@ PARENT = "/migrate-test"
 
 def _mounts():
     with open("/proc/self/mountinfo") as f:
-        return parse_mountinfo(f.read())
+        return cgroup_mounts(f.read())
 
 
 def _read(path):

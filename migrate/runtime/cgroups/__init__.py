@@ -64,7 +64,7 @@ def open_manager(*, container_id: str, cgroups_path: str | None, systemd: bool =
     """
     from migrate.errors import KernelError, UnsupportedError
 
-    from .base import log, normalize_cgroups_path, parse_mountinfo, parse_proc_cgroup
+    from .base import log, normalize_cgroups_path, cgroup_mounts, parse_proc_cgroup
     from .v1 import V1Manager
     from .v2 import V2Manager
 
@@ -79,7 +79,7 @@ def open_manager(*, container_id: str, cgroups_path: str | None, systemd: bool =
     kw = {"rootless": rootless, "files": files}
     try:
         with open(mountinfo_path, encoding="utf-8", errors="surrogateescape") as f:
-            mounts = parse_mountinfo(f.read())
+            mounts = cgroup_mounts(f.read())
         with open(self_cgroup_path, encoding="utf-8", errors="surrogateescape") as f:
             own = parse_proc_cgroup(f.read())
     except OSError as err:
@@ -115,11 +115,11 @@ def current_paths(*, cgroup_root: str = "/sys/fs/cgroup",
     get cgroups of its own and stays in ours. Hierarchies whose directory
     we cannot see are left out; unreadable files give ``{}``.
     """
-    from .base import cgroup_dir, parse_mountinfo, parse_proc_cgroup
+    from .base import cgroup_dir, cgroup_mounts, parse_proc_cgroup
 
     try:
         with open(mountinfo_path, encoding="utf-8", errors="surrogateescape") as f:
-            mounts = parse_mountinfo(f.read())
+            mounts = cgroup_mounts(f.read())
         with open(self_cgroup_path, encoding="utf-8", errors="surrogateescape") as f:
             own = parse_proc_cgroup(f.read())
     except OSError:

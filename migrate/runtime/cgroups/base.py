@@ -27,8 +27,9 @@ TYPE_CHECKING = False  # typing costs ~10 ms at start-up; annotations only
 if TYPE_CHECKING:
     from typing import Any, Iterator
 
-from migrate.runtime.mountinfo import unescape
 from migrate.errors import KernelError, MigrateError, UsageError
+from migrate.runtime.mountinfo import parse_mountinfo
+
 
 class _LazyLog:
     """``logging`` costs ~4 ms to import and most commands never log here."""
@@ -97,22 +98,19 @@ class CgroupFiles:
 
 # ---- parsing -------------------------------------------------------------
 
-def parse_mountinfo(text: str) -> list[Mount]:
-    """The cgroup and cgroup2 mounts in mountinfo text, in order (proc(5))."""
+def cgroup_mounts(text: str) -> list[Mount]:
+    """The cgroup and cgroup2 mounts in mountinfo text, in order, with the
+    controllers each v1 hierarchy carries (its super options)."""
     mounts = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
+    for e in parse_mountinfo(text):
+        if e.fstype not in ("cgroup", "cgroup2"):
             continue
         controllers: tuple[str, ...] = ()
-        if tail[0] == "cgroup":
+        if e.fstype == "cgroup":
             controllers = tuple(
-                o for o in tail[2].split(",")
+                o for o in e.super_options.split(",")
                 if o.startswith("name=") or ("=" not in o and o not in _V1_NON_CONTROLLER_OPTIONS))
-        mounts.append(Mount(unescape(fields[4]), unescape(fields[3]), tail[0], controllers))
+        mounts.append(Mount(e.mount_point, e.root, e.fstype, controllers))
     return mounts
 
 

@@ -3,8 +3,9 @@
 import pytest
 
 from migrate.checkpoint.externals import (ExternalMount, classify_mounts, describe_fd,
-                                          external_namespaces, parse_mountinfo)
+                                          external_namespaces)
 from migrate.errors import UnsupportedError
+from migrate.runtime.mountinfo import parse_mountinfo
 
 # Taken from a real container of ours (cgroup v1 hybrid host, one bind mount).
 MOUNTINFO = """\

@@ -6,10 +6,11 @@ import pytest
 
 from migrate.errors import UsageError
 from migrate.runtime.mounts import (ATIME_MASK, LOCKABLE, MOUNT_ATTR, PROPAGATION, check_flags,
-                                    conflicts, descendants, explain, flag_names, idmap_ranges,
-                                    keep_locked, new_mount_flags, parse_mountinfo,
+                                    conflicts, explain, flag_names, idmap_ranges,
+                                    keep_locked, new_mount_flags,
                                     parse_options, plan_remount, rec_conflicts, statvfs_flags,
                                     violates_locks)
+from migrate.runtime.mountinfo import descendants, parse_mountinfo
 from migrate.runtime.syscalls import MS
 
 

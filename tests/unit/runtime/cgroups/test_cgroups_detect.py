@@ -7,7 +7,7 @@ import pytest
 import migrate.runtime.cgroups as cgroups
 from migrate.errors import KernelError, UnsupportedError, UsageError
 from migrate.runtime.cgroups.base import (
-    Mount, cgroup_dir, normalize_cgroups_path, parse_mountinfo, parse_proc_cgroup,
+    Mount, cgroup_dir, normalize_cgroups_path, cgroup_mounts, parse_proc_cgroup,
 )
 
 # This machine's own lines (kernel 6.18, hybrid), verbatim.
@@ -29,7 +29,7 @@ def test_public_names():
 
 
 def test_parse_mountinfo_host_lines():
-    mounts = parse_mountinfo(HOST_MOUNTINFO)
+    mounts = cgroup_mounts(HOST_MOUNTINFO)
     assert [m.mount_point for m in mounts] == [
         "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/memory",
         "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"]
@@ -43,7 +43,7 @@ def test_parse_mountinfo_joined_options_escapes_and_optional_fields():
             "51 31 0:41 / /mnt/my\\040cg rw - cgroup2 none rw,nsdelegate\n"
             "52 31 0:42 / /x rw - cgroup cgroup rw,name=foo,none\n"
             "garbage\n")
-    a, b, c = parse_mountinfo(text)
+    a, b, c = cgroup_mounts(text)
     assert a == Mount("/sys/fs/cgroup/cpu,cpuacct", "/sub", "cgroup", ("cpu", "cpuacct"))
     assert b.mount_point == "/mnt/my cg"
     assert c.controllers == ("name=foo",)
