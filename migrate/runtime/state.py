@@ -34,7 +34,7 @@ from migrate._record import asdict, field, fields, record
 
 from migrate.errors import ExistsError, KernelError, NotFoundError, UsageError
 
-__all__ = ["ContainerState", "StateStore", "Claim", "validate_id", "atomic_write"]
+__all__ = ["ContainerState", "oci_state", "StateStore", "Claim", "validate_id", "atomic_write"]
 
 # \Z, not $: "$" also matches before a trailing newline.
 _ID_RE = re.compile(r"^[A-Za-z0-9_+\-.]{1,1024}\Z")
@@ -137,6 +137,21 @@ class ContainerState:
             raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
         known = set(fields(cls))
         return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def oci_state(state: ContainerState, status: str) -> dict:
+    """The runtime-spec state JSON, as `state` prints and hooks receive."""
+    return {
+        "ociVersion": state.config.get("ociVersion", "1.2.0"),
+        "id": state.id,
+        "pid": state.pid if status != "stopped" else 0,
+        "status": status,
+        "bundle": state.bundle,
+        "rootfs": state.rootfs,
+        "created": state.created,
+        "owner": state.owner,
+        "annotations": state.annotations,
+    }
 
 
 class StateStore:

@@ -32,9 +32,9 @@ from migrate import _record
 from migrate.errors import UsageError
 from migrate.runtime.container import Container, proc_start_time
 from migrate.runtime.context import RuntimeContext
-from migrate.runtime.state import ContainerState, StateStore, atomic_write
+from migrate.runtime.state import ContainerState, StateStore, atomic_write, oci_state
 
-__all__ = ["Bringup", "ConsoleHandoff", "check_handoff", "default_device_rules", "oci_state",
+__all__ = ["Bringup", "ConsoleHandoff", "check_handoff", "default_device_rules",
            "cgroups_path", "created_timestamp", "write_pid_file", "check_pid_file",
            "run_poststart", "wait_and_delete"]
 
@@ -105,8 +105,7 @@ class Bringup:
             # Before it is ours: a failure here must not remove someone else's cgroup.
             _check_cgroup_is_free(self.id, manager)
         self.cgroups = manager
-        self.claim.record(cgroup=manager.to_state(), rootless_cgroups=facts.cgroups,
-                          default_cgroups_path=not linux.cgroups_path, **intent)
+        self.claim.record(cgroup=manager.to_state(), rootless_cgroups=facts.cgroups, **intent)
         self.on_failure(self._remove_cgroups, "removing cgroups")
         manager.create()
         manager.apply_resources(default_device_rules(linux.resources))
@@ -276,21 +275,6 @@ def default_device_rules(resources):
     rules += [DeviceRule(allow=True, type="c", access="m"), DeviceRule(allow=True, type="b", access="m")]
     base = resources if resources is not None else Resources()
     return _record.replace(base, devices=tuple(rules))
-
-
-def oci_state(state: ContainerState, status: str) -> dict:
-    """The runtime-spec state JSON, as `state` prints and hooks receive."""
-    return {
-        "ociVersion": state.config.get("ociVersion", "1.2.0"),
-        "id": state.id,
-        "pid": state.pid if status != "stopped" else 0,
-        "status": status,
-        "bundle": state.bundle,
-        "rootfs": state.rootfs,
-        "created": state.created,
-        "owner": state.owner,
-        "annotations": state.annotations,
-    }
 
 
 def cgroups_path(ctx: RuntimeContext, configured: str | None, container_id: str,

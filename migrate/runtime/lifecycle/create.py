@@ -16,9 +16,9 @@ from migrate.runtime.context import RuntimeContext
 from migrate.runtime.launcher import Launched, LaunchSpec, launch
 from migrate.runtime.lifecycle.bringup import (  # noqa: F401  (re-exported)
     Bringup, ConsoleHandoff, cgroups_path, check_handoff, check_pid_file, created_timestamp,
-    default_device_rules, oci_state, write_pid_file)
+    default_device_rules, write_pid_file)
 from migrate.runtime.nsexec import NS_FLAGS, NsFlag
-from migrate.runtime.state import validate_id
+from migrate.runtime.state import oci_state, validate_id
 
 __all__ = ["CreateOptions", "create", "oci_state", "write_pid_file", "check_pid_file",
            "default_device_rules"]

@@ -60,15 +60,13 @@ def delete(ctx: RuntimeContext, container_id: str, *, force: bool = False) -> No
                 cg.kill_all(signal.SIGKILL)
         if cg is not None:
             with contextlib.suppress(Exception):
-                cg.destroy()
-            if not container.state.config.get("linux", {}).get("cgroupsPath"):
-                remove_parent_cgroups(cg)
+                cg.destroy()     # with our empty parent cgroup
         store.remove(container_id)
     hooks = container.state.config.get("hooks", {}).get("poststop")
     if hooks:
         from migrate import oci
         from migrate.runtime.hooks import run_hooks
-        from migrate.runtime.lifecycle.bringup import oci_state
+        from migrate.runtime.state import oci_state
 
         spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
         run_hooks(spec.hooks.poststop, state=oci_state(container.state, "stopped"),
@@ -120,8 +118,6 @@ def _undo_intent(ctx: RuntimeContext, store: StateStore, container_id: str, inte
             time.sleep(0.01)
         with contextlib.suppress(Exception):
             cg.destroy()
-        if intent.get("default_cgroups_path"):
-            remove_parent_cgroups(cg)
     from migrate.runtime.mountinfo import mounts_at_or_below
     from migrate.runtime.syscalls import MNT
 
@@ -187,15 +183,3 @@ def _kill_tagged(proc_root: str, cdir: str) -> None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
-
-
-def remove_parent_cgroups(cg) -> None:
-    """Our own parent cgroup (/migrate or /migrate-<hash of --root>) goes with
-    the last container under it: rmdir fails (EBUSY) while any is left."""
-    import re
-
-    for path in set(cg.paths().values()):
-        parent = os.path.dirname(path.rstrip("/"))
-        if re.fullmatch(r"migrate(-[0-9a-f]{8})?", os.path.basename(parent)):
-            with contextlib.suppress(OSError):
-                os.rmdir(parent)

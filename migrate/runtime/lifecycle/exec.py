@@ -150,7 +150,7 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
                      seccomp=seccomp)
 
     def on_seccomp(exec_pid: int, fd: int) -> None:
-        from migrate.runtime.lifecycle.bringup import oci_state
+        from migrate.runtime.state import oci_state
         from migrate.runtime.seccomp_agent import process_state, send_listener
 
         st = oci_state(container.state, "running")

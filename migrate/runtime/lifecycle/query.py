@@ -15,7 +15,7 @@ __all__ = ["state", "list_containers", "ps", "ContainerSummary"]
 
 def state(ctx: RuntimeContext, container_id: str) -> dict:
     """The OCI state of one container. Raises NotFoundError."""
-    from migrate.runtime.lifecycle.bringup import oci_state
+    from migrate.runtime.state import oci_state
 
     store = StateStore(ctx.root)
     container = Container.load(store, container_id, ctx.proc_root)
