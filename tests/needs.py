@@ -181,16 +181,20 @@ def check(need: str) -> str | None:
 
 
 def python_runtime() -> str | None:
-    """The runtime under test is migrate's Python entry script (tests that
+    """The runtime under test is migrate's compiled launcher with its
+    `migrate-py` entry script beside it, or that script itself (tests that
     run it with another interpreter need its virtualenv)."""
     import shlex
 
     argv = shlex.split(os.environ.get("MIGRATE_RUNTIME", "")) or [shutil.which("migrate") or ""]
-    try:
-        with open(argv[0], "rb") as f:
-            first = f.readline()
-    except OSError as err:
-        return f"cannot read the runtime {argv[0]!r}: {err.strerror}"
-    if not first.startswith(b"#!") or b"python" not in first:
-        return f"{argv[0]} is not a Python entry script"
+    bindir = os.path.dirname(argv[0])
+    for path, magic in ((os.path.join(bindir, "migrate"), b"\x7fELF"),
+                        (os.path.join(bindir, "migrate-py"), b"#!")):
+        try:
+            with open(path, "rb") as f:
+                first = f.readline()
+        except OSError as err:
+            return f"cannot read the runtime's {path!r}: {err.strerror}"
+        if not first.startswith(magic) or (magic == b"#!" and b"python" not in first):
+            return f"{path} is not migrate's {'launcher' if magic != b'#!' else 'entry script'}"
     return None

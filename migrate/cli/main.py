@@ -155,26 +155,29 @@ _JOINING = {"create", "run", "exec"}
 
 
 def _protect_executable() -> None:
-    """Re-execute from a protected interpreter, once (``MIGRATE_EXE_GUARD=memfd``
-    skips the overlay, for tests of the fallback).
+    """Run from a protected interpreter (runtime/exe_guard.py): the `migrate`
+    launcher (nsexec/launcher.c) already execs one and says so in MARK;
+    otherwise (the `migrate-py` script run directly, a launcher that could
+    not) re-execute from one, once (``MIGRATE_EXE_GUARD=memfd`` skips the
+    overlay, for tests of the fallback). A mark is believed only when
+    /proc/self/exe really is read-only or sealed.
 
     The second start skips ``site`` (-S): its .pth processing is most of an
     interpreter's start-up here (an editable install's finder alone imports
     pathlib and urllib); the path it computed is handed over in PYTHONPATH,
     and the caller's own PYTHONPATH is put back at once.
     """
-    from migrate.runtime.exe_guard import MARK, reexec_protected
+    from migrate.runtime.exe_guard import MARK, exe_is_protected, reexec_protected
 
     mark = os.environ.pop(MARK, None)
-    if mark:
-        saved = os.environ.pop(MARK + "_PYTHONPATH", None)
-        if saved is None:
-            return          # not ours (set by hand): nothing to restore
+    saved = os.environ.pop(MARK + "_PYTHONPATH", None)
+    if saved is not None:       # our own re-execution below
         if saved:
             os.environ["PYTHONPATH"] = saved[1:]
         else:
             os.environ.pop("PYTHONPATH", None)
-        return      # this is the re-executed runtime; the marks go no further
+    if mark and (saved is not None or exe_is_protected()):
+        return      # the marks go no further
     import migrate
 
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(migrate.__file__)))

@@ -50,7 +50,8 @@ import os
 
 from migrate.errors import KernelError
 
-__all__ = ["MARK", "protected_interpreter", "reexec_protected", "scrub_environ"]
+__all__ = ["MARK", "exe_is_protected", "protected_interpreter", "reexec_protected",
+           "scrub_environ"]
 
 # Set in the environment of the re-executed runtime (and removed from
 # os.environ at once by the CLI), so it re-executes only once.
@@ -115,6 +116,30 @@ def protected_interpreter(path: str, *, allow_overlay: bool = True) -> tuple[int
     except OSError as err:
         raise KernelError.from_oserror("protect the runtime's executable: memfd copy of",
                                        err, path) from None
+
+
+def exe_is_protected(exe: str = "/proc/self/exe") -> bool:
+    """Whether this process runs from an executable nobody can write: a
+    sealed memfd, or a file on a read-only mount (the overlay above, made
+    here or by the `migrate` launcher). Checks the running file itself, so
+    an environment mark alone is never trusted."""
+    import fcntl
+
+    try:
+        fd = os.open(exe, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        try:
+            if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_WRITE:
+                return True
+        except OSError:
+            pass        # EINVAL: not a memfd
+        return bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def reexec_protected(argv: list[str], environ, *, allow_overlay: bool = True) -> None:

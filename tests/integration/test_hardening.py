@@ -66,18 +66,22 @@ def test_unlimited_rlimits(runtime, bundle, cid):
     assert res.stdout.split() == ["unlimited"] * 4, res.stdout
 
 
-def _interpreter_copy(tmp_path):
+def _interpreter_copy(tmp_path, entry):
     """A private copy of the runtime's interpreter, set up as a virtualenv
     sharing the real one's packages: the attack below must never be aimed
-    at the real interpreter."""
+    at the real interpreter. ``entry``: "launcher" runs the compiled
+    `migrate` (which protects the interpreter itself), "script" the
+    `migrate-py` entry script (Python re-executes itself protected)."""
     import hashlib
     import shutil
 
     from runtime_helpers import runtime_argv
 
-    script = runtime_argv()[0]
+    launcher, script = _entry_points(runtime_argv()[0])
     with open(script, "rb") as f:
-        venv_python = f.readline()[2:].decode().split()[0]
+        shebang = f.readline()
+        rest = f.read()
+    venv_python = shebang[2:].decode().split()[0]
     venv = os.path.dirname(os.path.dirname(venv_python))
     real = os.path.realpath(venv_python)
     copy = tmp_path / "py"
@@ -86,17 +90,32 @@ def _interpreter_copy(tmp_path):
     shutil.copy2(os.path.join(venv, "pyvenv.cfg"), copy / "pyvenv.cfg")
     os.symlink(os.path.join(venv, "lib"), copy / "lib")
     exe = str(copy / "bin" / "python3")
+    # The launcher runs the script beside it with the script's interpreter:
+    # copies of both, the script naming the copied interpreter.
+    (copy / "bin" / "migrate-py").write_bytes(f"#!{exe}\n".encode() + rest)
+    (copy / "bin" / "migrate-py").chmod(0o755)
+    shutil.copy2(launcher, copy / "bin" / "migrate")
 
     def digest():
         with open(exe, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()
-    return [exe, script], digest
+    if entry == "launcher":
+        return [str(copy / "bin" / "migrate")], digest
+    return [exe, str(copy / "bin" / "migrate-py")], digest
+
+
+def _entry_points(runtime: str) -> tuple[str, str]:
+    """(launcher, entry script) of the installed runtime."""
+    bindir = os.path.dirname(runtime)
+    return os.path.join(bindir, "migrate"), os.path.join(bindir, "migrate-py")
 
 
 @pytest.mark.requires("python_runtime")
 @pytest.mark.parametrize("attacker", ["init", "exec"])
 @pytest.mark.parametrize("guard", ["overlay", "memfd"])
-def test_joining_processes_out_of_reach_with_cap_sys_ptrace(bundle, tmp_path, guard, attacker):
+@pytest.mark.parametrize("entry", ["launcher", "script"])
+def test_joining_processes_out_of_reach_with_cap_sys_ptrace(bundle, tmp_path, guard, attacker,
+                                                            entry):
     """CVE-2019-5736 with CAP_SYS_PTRACE in the container: a process inside
     (the container's init, or an exec'd one) watches /proc for the runtime's
     forks joining the container (exec's process) and tries to reopen their
@@ -108,7 +127,7 @@ def test_joining_processes_out_of_reach_with_cap_sys_ptrace(bundle, tmp_path, gu
 
     from runtime_helpers import Runtime
 
-    argv, digest = _interpreter_copy(tmp_path)
+    argv, digest = _interpreter_copy(tmp_path, entry)
     before = digest()
     rt = Runtime(f"/run/migrate-test/{uuid.uuid4().hex[:10]}", argv)
     cid = f"t-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,260 @@
+/*
+ * The `migrate` executable: a launcher for the Python runtime (issue 16).
+ *
+ * The commands that join a container (create, run, exec) must run from an
+ * interpreter the container cannot write (CVE-2019-5736, exe_guard.py).
+ * Done in Python, that costs a second interpreter start plus the imports
+ * needed to make the protected view, on every such command (~20 ms, more
+ * than a third of `runc run`). Here it costs a few syscalls: this program
+ * makes the same protected view of the interpreter and execs it once.
+ *
+ * The interpreter is the one pip wrote into the shebang of the
+ * `migrate-py` entry script installed beside this program (the virtualenv's
+ * or the system's python), and the script is what it runs: so this program
+ * knows nothing of Python's layout, and `migrate-py` alone behaves exactly
+ * like this program, only slower (the Python side re-executes itself when
+ * it finds no protection: exe_guard.py).
+ *
+ * The protected view, as in exe_guard.py (the Python side is the fallback
+ * and checks the result, `exe_is_protected`):
+ * 1. a read-only overlayfs made with fsopen(2)/fsmount(2) and never attached
+ *    to a path, whose first lower layer is the interpreter's directory
+ *    (sys_ro_overlay_open in syscalls.c): nobody can write through it and
+ *    no mount namespace holds it, so nothing can remount it;
+ * 2. else a sealed memfd copy of the interpreter.
+ * When neither works, or this program cannot make sense of the script, it
+ * runs the script unprotected and leaves the decision to Python (which
+ * re-executes itself protected or reports the error in one line).
+ *
+ * The environment mark `_MIGRATE_EXE_GUARD=overlay|memfd` tells the Python
+ * side which view it runs from; a mark inherited from our caller is dropped.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "nsexec.h"
+
+#define SCRIPT "migrate-py"
+#define MARK "_MIGRATE_EXE_GUARD"
+
+extern char **environ;
+
+static void die(const char *what, const char *path, int err)
+{
+	/* One line, like every other error of the runtime; exit 1. */
+	fprintf(stderr, "migrate: %s %s: %s\n", what, path, strerror(err));
+	exit(1);
+}
+
+/* Global flags that take a value (main.py's _VALUED). */
+static int takes_value(const char *name, size_t len)
+{
+	static const char *const valued[] = { "root", "log", "log-format", "rootless", "criu" };
+	for (size_t i = 0; i < sizeof(valued) / sizeof(valued[0]); i++)
+		if (strlen(valued[i]) == len && !strncmp(valued[i], name, len))
+			return 1;
+	return 0;
+}
+
+/*
+ * Whether the command joins a container: the first argument after the
+ * global flags (parsed as main.py's parse_globals does) is create, run or
+ * exec. A wrong guess costs time only: unprotected, Python re-executes
+ * itself; protected without need, the command runs the same.
+ */
+static int joins_container(int argc, char **argv)
+{
+	int i = 1;
+
+	while (i < argc && argv[i][0] == '-' && strcmp(argv[i], "-")) {
+		const char *name = argv[i] + strspn(argv[i], "-");
+		const char *eq = strchr(name, '=');
+
+		if (!eq && takes_value(name, strlen(name)))
+			i++;
+		i++;
+	}
+	if (i >= argc)
+		return 0;
+	return !strcmp(argv[i], "create") || !strcmp(argv[i], "run") || !strcmp(argv[i], "exec");
+}
+
+/*
+ * The interpreter named by the script's "#!" line, when that line is a
+ * plain absolute path (pip writes a /bin/sh trampoline instead when the
+ * path has spaces or is too long: then 0, and the script runs as it is).
+ */
+static int interpreter_of(const char *script, char *out, size_t size)
+{
+	char line[PATH_MAX + 3];
+	ssize_t n;
+	char *end;
+	int fd = open(script, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		die("cannot open the entry script", script, errno);
+	n = read(fd, line, sizeof(line) - 1);
+	close(fd);
+	if (n < 3)
+		return 0;
+	line[n] = '\0';
+	end = strchr(line, '\n');
+	if (!end || line[0] != '#' || line[1] != '!' || line[2] != '/')
+		return 0;
+	*end = '\0';
+	if (strpbrk(line + 2, " \t") || strstr(line, "/bin/sh") || (size_t)(end - line - 2) >= size)
+		return 0;
+	memcpy(out, line + 2, end - line - 1);
+	return 1;
+}
+
+static int is_within(const char *dir, const char *other)
+{
+	size_t n = strlen(dir);
+
+	if (!strcmp(dir, "/"))
+		return 1;
+	return !strncmp(dir, other, n) && (other[n] == '/' || other[n] == '\0');
+}
+
+/*
+ * overlayfs wants two lower layers when it has no upper one; the second is
+ * any directory that neither holds nor lies inside the first (the first
+ * wins for the interpreter's name).
+ */
+static int overlay_fd(const char *real)
+{
+	static const char *const seconds[] = { "/dev", "/run", "/tmp", "/etc" };
+	char dir[PATH_MAX], lower[2 * PATH_MAX + 2];
+	const char *slash = strrchr(real, '/');
+
+	if (!slash || slash == real || (size_t)(slash - real) >= sizeof(dir))
+		return -EINVAL;
+	memcpy(dir, real, slash - real);
+	dir[slash - real] = '\0';
+	for (size_t i = 0; i < sizeof(seconds) / sizeof(seconds[0]); i++) {
+		if (is_within(dir, seconds[i]) || is_within(seconds[i], dir))
+			continue;
+		snprintf(lower, sizeof(lower), "%s:%s", dir, seconds[i]);
+		return sys_ro_overlay_open(lower, slash + 1);
+	}
+	return -EINVAL;
+}
+
+static int memfd_fd(const char *real)
+{
+	struct stat st;
+	off_t done = 0;
+	int src, fd, err = 0;
+
+	src = open(real, O_RDONLY | O_CLOEXEC);
+	if (src < 0)
+		return -errno;
+	fd = memfd_create("migrate-python", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0 || fstat(src, &st) < 0) {
+		err = -errno;
+		goto out;
+	}
+	/* sendfile: copy_file_range refuses EXDEV into a memfd */
+	while (done < st.st_size) {
+		ssize_t n = sendfile(fd, src, NULL, st.st_size - done);
+		if (n <= 0) {
+			err = n < 0 ? -errno : -EIO;
+			goto out;
+		}
+		done += n;
+	}
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+		err = -errno;
+out:
+	close(src);
+	if (err && fd >= 0)
+		close(fd);
+	return err ? err : fd;
+}
+
+/* environ without any mark of ours, plus `mark` when not NULL. */
+static char **environment(const char *mark)
+{
+	size_t n = 0, j = 0;
+	char **env;
+
+	while (environ[n])
+		n++;
+	env = calloc(n + 2, sizeof(char *));
+	if (!env)
+		die("cannot start", "", ENOMEM);
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], MARK, strlen(MARK)))
+			env[j++] = environ[i];
+	if (mark)
+		env[j++] = (char *)mark;
+	env[j] = NULL;
+	return env;
+}
+
+int main(int argc, char **argv)
+{
+	char self[PATH_MAX], script[PATH_MAX + sizeof(SCRIPT) + 1], interp[PATH_MAX], real[PATH_MAX];
+	const char *how = NULL;
+	char **args;
+	int fd = -1;
+	ssize_t n;
+	char *slash;
+
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n < 0)
+		die("cannot read", "/proc/self/exe", errno);
+	self[n] = '\0';
+	slash = strrchr(self, '/');
+	if (!slash)
+		die("cannot locate myself:", self, EINVAL);
+	*slash = '\0';
+	snprintf(script, sizeof(script), "%s/%s", self, SCRIPT);
+
+	args = calloc(argc + 2, sizeof(char *));
+	if (!args)
+		die("cannot start", "", ENOMEM);
+	if (!interpreter_of(script, interp, sizeof(interp))) {
+		/* Not a plain shebang: the kernel runs it; Python protects itself. */
+		args[0] = script;
+		memcpy(args + 1, argv + 1, argc * sizeof(char *));
+		execve(script, args, environment(NULL));
+		die("cannot execute", script, errno);
+	}
+	/* argv[0] is the interpreter's path as pip wrote it: Python finds its
+	 * prefix (the virtualenv's pyvenv.cfg) from it, not from /proc/self/exe. */
+	args[0] = interp;
+	args[1] = script;
+	memcpy(args + 2, argv + 1, argc * sizeof(char *));
+
+	if (joins_container(argc, argv) && realpath(interp, real)) {
+		const char *want = getenv("MIGRATE_EXE_GUARD");   /* "memfd": tests of the fallback */
+
+		if (!want || strcmp(want, "memfd")) {
+			fd = overlay_fd(real);
+			how = MARK "=overlay";
+		}
+		if (fd < 0) {
+			fd = memfd_fd(real);
+			how = MARK "=memfd";
+		}
+	}
+	if (fd >= 0) {
+		syscall(SYS_execveat, fd, "", args, environment(how), AT_EMPTY_PATH);
+		close(fd);  /* e.g. noexec: run unprotected, Python protects itself */
+	}
+	execve(interp, args, environment(NULL));
+	die("cannot execute", interp, errno);
+	return 1;
+}
