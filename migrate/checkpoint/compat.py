@@ -26,11 +26,17 @@ def check_bundle_fits(images_dir: str, spec, *, empty_ns: frozenset[str] = froze
     ``images_dir`` in a way CRIU cannot handle. ``empty_ns`` ({"net"}): the
     restore creates that namespace empty, so its image holds nothing."""
     for oci_type, pattern in _NS_IMAGES.items():
-        dumped = _own_namespace_dumped(glob.glob(os.path.join(images_dir, pattern)))
         ns = spec.linux.namespace(oci_type)
         # IPC and UTS joined by path are joined by CRIU (join_ns) whatever it
         # dumped; a dumped network namespace would be recreated instead.
-        if dumped and (ns is None or (ns.path and oci_type == "network")):
+        if not (ns is None or (ns.path and oci_type == "network")):
+            continue        # fits whatever was dumped (and no image is read)
+        files = glob.glob(os.path.join(images_dir, pattern))
+        dumped = _own_namespace_dumped(files)
+        if not files and oci_type == "network":
+            # Dumped empty (empty_ns) leaves no netns image at all.
+            dumped = _own_netns_in_ids(images_dir)
+        if dumped:
             how = "joins one by path" if ns is not None else "has none"
             raise UsageError(f"the checkpoint has its own {oci_type} namespace but config.json "
                              f"{how}: CRIU restores the namespace it dumped")
@@ -48,6 +54,24 @@ def check_bundle_fits(images_dir: str, spec, *, empty_ns: frozenset[str] = froze
             raise UsageError(f"config.json mounts {m.destination} ({m.type or 'bind'} from "
                              f"{m.source or 'none'}), which the checkpointed container did not "
                              f"have: CRIU restores only the mounts it dumped")
+
+
+def _own_netns_in_ids(images_dir: str) -> bool:
+    """Whether the checkpointed tree's root had a network namespace other
+    than CRIU's own at dump time (ids of the root task against the
+    inventory's root_ids). False when that cannot be read."""
+    try:
+        from pycriu import images
+
+        def entries(name):
+            with open(os.path.join(images_dir, name), "rb") as f:
+                return images.load(f)["entries"]
+
+        root = entries("pstree.img")[0]["pid"]
+        ours = entries("inventory.img")[0]["root_ids"]["net_ns_id"]
+        return entries(f"ids-{root}.img")[0]["net_ns_id"] != ours
+    except Exception:  # noqa: BLE001 - pycriu raises its own and protobuf's errors
+        return False
 
 
 def _own_namespace_dumped(files: list[str]) -> bool:

@@ -106,6 +106,15 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
                                            and d.external.startswith("file["))
     cg = container.cgroups
     usable = cg is not None and (not hasattr(cg, "is_usable") or cg.is_usable())
+    empty_ns = opts.empty_ns
+    if opts.skip_plain_netns and "net" not in empty_ns and not opts.pre_dump:
+        from migrate.checkpoint.netns import why_netns_not_plain
+
+        # ip addr/route/rule and iptables/nft save run as programs while the
+        # container is frozen (~0.3 s), and their restore again: not for a
+        # namespace that a fresh one with lo up recreates exactly.
+        if why_netns_not_plain(pid, st.config or {}, proc_root=proc_root) is None:
+            empty_ns = empty_ns | {"net"}
     criu = CriuOptions(
         images_dir=images_dir, work_dir=work_dir,
         log_file="pre-dump.log" if opts.pre_dump else "dump.log", log_level=LogLevel.DEBUG,
@@ -121,7 +130,7 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
         parent_img=opts.parent_path,
         ps=parse_page_server(opts.page_server) if opts.page_server else None,
         lazy_pages=opts.lazy_pages, status_fd=opts.status_fd,
-        empty_ns=opts.empty_ns,
+        empty_ns=empty_ns,
         external=externals,
         ext_mnt=tuple(ExtMount(key=m.mountpoint, val=image_key(m)) for m in mounts),
         config_file=criu_config_file(spec.annotations),
@@ -134,7 +143,7 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
         descriptors=tuple(descriptors), joined_namespaces=tuple(sorted(joined)),
         external_keys=ns_keys, terminal=st.terminal,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z"),
-        pre_dump=opts.pre_dump, lazy_pages=opts.lazy_pages)
+        pre_dump=opts.pre_dump, lazy_pages=opts.lazy_pages, empty_ns=tuple(sorted(empty_ns)))
     return criu, meta
 
 

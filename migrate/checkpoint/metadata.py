@@ -34,6 +34,9 @@ class CheckpointMeta:
     created: str = ""
     pre_dump: bool = False
     lazy_pages: bool = False
+    # CRIU's names of the namespaces dumped empty ("net": a network namespace
+    # holding only lo, recreated on restore): the restore must ask the same.
+    empty_ns: tuple[str, ...] = ()
 
 
 def save_meta(images_dir: str, meta: CheckpointMeta) -> None:
@@ -74,7 +77,8 @@ def load_meta(images_dir: str) -> CheckpointMeta:
             joined_namespaces=tuple(data.get("joined_namespaces", ())),
             external_keys=dict(data.get("external_keys") or {}),
             terminal=bool(data.get("terminal")), created=data.get("created", ""),
-            pre_dump=bool(data.get("pre_dump")), lazy_pages=bool(data.get("lazy_pages")))
+            pre_dump=bool(data.get("pre_dump")), lazy_pages=bool(data.get("lazy_pages")),
+            empty_ns=tuple(ns for ns in data.get("empty_ns") or () if ns == "net"))
     except (KeyError, TypeError) as err:
         raise UsageError(f"{path} is corrupt: {err}") from None
 
@@ -101,4 +105,6 @@ def _from_runc(images_dir: str, desc: str) -> CheckpointMeta:
     paths = _check_descriptors(images_dir)
     descriptors = tuple(Descriptor(fd=i, path=p, external=p if p.startswith("pipe:") else None)
                         for i, p in enumerate(paths))
-    return CheckpointMeta(container_id="", bundle="", descriptors=descriptors, external_keys={})
+    # runc 1.1 always dumps the network namespace empty (EmptyNs |= CLONE_NEWNET).
+    return CheckpointMeta(container_id="", bundle="", descriptors=descriptors, external_keys={},
+                          empty_ns=("net",))

@@ -78,6 +78,11 @@ def why_netns_not_plain(pid: int, config: dict, *, proc_root: str = "/proc",
         return "the network namespace is not the container's own"
     if any(k.startswith("net.") for k in linux.get("sysctl") or {}):
         return "net.* sysctls are set in the namespace"
+    caps = ((config.get("process") or {}).get("capabilities") or {}).get("bounding") or ()
+    if "CAP_NET_ADMIN" in caps:
+        # It may have changed what is not read here (net.* sysctls, lo's
+        # settings) and may change anything until the freeze.
+        return "the container may configure its network (CAP_NET_ADMIN)"
     net = f"{proc_root}/{pid}/net"
     try:
         with open(f"{net}/dev") as f:

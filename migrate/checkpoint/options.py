@@ -35,6 +35,9 @@ class CheckpointOptions:
     pre_dump: bool = False
     manage_cgroups_mode: CgroupMode | None = None
     empty_ns: frozenset[str] = frozenset()   # CRIU's names: "net"
+    # Dump a network namespace that holds only lo empty (CRIU empty_ns), as
+    # runc always does; checked before the freeze (netns.why_netns_not_plain).
+    skip_plain_netns: bool = False
     auto_dedup: bool = False
     network_lock: NetworkLock | None = None
     callbacks: dict | None = None      # extra CRIU notification callbacks (migration)

@@ -60,7 +60,7 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
     spec = oci.load_config(bundle)
     if not os.path.isdir(spec.root.path):
         raise NotFoundError(f"rootfs {spec.root.path} does not exist")
-    check_bundle_fits(images_dir, spec, empty_ns=opts.empty_ns)
+    check_bundle_fits(images_dir, spec, empty_ns=opts.empty_ns | frozenset(meta.empty_ns))
     if meta.terminal and not opts.console_socket and opts.detach:
         raise UsageError("the checkpointed container has a terminal: restore --detach "
                          "needs --console-socket")
@@ -111,14 +111,21 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions) -> int:
 
     spec, claim = up.spec, up.claim
 
+    lo_up = []
+
     def setup_namespaces(note) -> bool:
+        if "net" in criu_opts.empty_ns and note.pid:
+            # CRIU made the network namespace empty, lo down: up before it
+            # restores sockets, which may be bound to 127.0.0.1.
+            _after_restore(spec, note.pid)
+            lo_up.append(note.pid)
         if spec.hooks.prestart or spec.hooks.create_runtime:
             up.creating_hooks(note.pid or 0)
         return True
 
     def post_restore(note) -> bool:
         # Before the tasks resume, so a restored TCP connection can flow at once.
-        if note.pid:
+        if note.pid and note.pid not in lo_up:
             _after_restore(spec, note.pid)
         return True
 

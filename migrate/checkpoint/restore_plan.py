@@ -156,7 +156,8 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
                       for c, p in sorted(cgroup_paths.items()) if not c.startswith("name=")),
         tcp_established=opts.tcp_established, tcp_close=opts.tcp_close,
         ext_unix_sk=opts.ext_unix_sk, shell_job=opts.shell_job, file_locks=opts.file_locks,
-        empty_ns=opts.empty_ns, auto_dedup=opts.auto_dedup,
+        # The checkpoint's own (a netns dumped empty) or asked for (--empty-ns).
+        empty_ns=opts.empty_ns | frozenset(meta.empty_ns), auto_dedup=opts.auto_dedup,
         lazy_pages=opts.lazy_pages,
         ext_mnt=tuple(ExtMount(key=k, val=v) for k, v in sources.items()),
         inherit_fd=tuple(inherit), join_ns=tuple(join),

@@ -122,7 +122,7 @@ def checkpoint_cmd(ctx, argv: list[str]) -> int:
         status_fd=_int_flag(a.status_fd, "status-fd") if a.status_fd is not None else None,
         page_server=a.page_server, file_locks=a.file_locks, pre_dump=a.pre_dump,
         manage_cgroups_mode=cgroup_mode(a.manage_cgroups_mode),
-        empty_ns=empty_ns(a.empty_ns), auto_dedup=a.auto_dedup,
+        empty_ns=empty_ns(a.empty_ns), skip_plain_netns=True, auto_dedup=a.auto_dedup,
         network_lock=network_lock(a.network_lock)))
     if a.print_stats:
         from migrate.checkpoint.dump import read_dump_stats

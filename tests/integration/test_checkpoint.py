@@ -272,6 +272,46 @@ def test_tcp_established(runtime, rw_bundle, cid, tmp_path):
     assert progress()[1], "the connection lost or repeated data"
 
 
+@pytest.mark.parametrize("net_admin", [False, True], ids=["plain", "net_admin"])
+def test_loopback_only_netns_is_recreated_not_dumped(runtime, rw_bundle, cid, tmp_path, net_admin):
+    """A network namespace with nothing but lo is dumped empty (CRIU
+    empty_ns, as runc always does) and the restore brings lo up before CRIU
+    restores sockets: a connection over 127.0.0.1 goes on, with no hook of
+    the user's at restore. A container that may configure its network is
+    dumped whole."""
+    rw_bundle.config["hooks"] = _lo_up_hook(tmp_path)   # for the first start only
+    if net_admin:
+        caps = rw_bundle.config["process"]["capabilities"]
+        for kind in ("bounding", "effective", "permitted"):
+            caps[kind] = sorted(set(caps[kind]) | {"CAP_NET_ADMIN"})
+    rw_bundle.set_args("ctrhelper", "tcppair", "7000", "/tmp/tcp")
+    _run_detached(runtime, rw_bundle, cid)
+    status = os.path.join(rw_bundle.rootfs, "tmp/tcp")
+
+    def progress():
+        try:
+            n, ok = open(status).read().split()
+        except (FileNotFoundError, ValueError):
+            return 0, False
+        return int(n), ok == "1"
+
+    _wait_for(lambda: progress()[0] > 3, what="tcp traffic")
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--tcp-established", "--image-path", images, cid).check()
+    with open(os.path.join(images, "dump.log")) as f:
+        saved_addresses = "Running ip addr save" in f.read()
+    assert saved_addresses == net_admin
+    del rw_bundle.config["hooks"]
+    rw_bundle.write()
+    n0 = progress()[0]
+    runtime("restore", "-d", "--tcp-established", "--image-path", images, "--bundle",
+            rw_bundle.path, cid).check()
+    _wait_for(lambda: progress()[0] > n0 + 5, what="tcp traffic after restore")
+    assert progress()[1], "the connection lost or repeated data"
+    with open(f"/proc/{runtime.state(cid)['pid']}/net/dev") as f:
+        assert [line.split(":")[0].strip() for line in f.readlines()[2:]] == ["lo"]
+
+
 def test_pre_dump_needs_memory_tracking(runtime, rw_bundle, cid, tmp_path):
     import needs
 

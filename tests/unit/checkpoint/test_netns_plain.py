@@ -32,6 +32,7 @@ def _proc(tmp_path, **files):
     ({"if_inet6": "fe800000000000000000000000000001 02 40 20 80 lo\n"}, CONFIG, "IPv6 addresses"),
     ({"ipv6_route": "20010db8000000000000000000000000 40 0 00 0 00000000 1 0 1 eth0\n"}, CONFIG, "IPv6 routes"),
     ({"ip_tables_names": "filter\n"}, CONFIG, "iptables"),
+    ({}, {**CONFIG, "process": {"capabilities": {"bounding": ["CAP_NET_ADMIN"]}}}, "CAP_NET_ADMIN"),
 ])
 def test_what_makes_a_namespace_worth_dumping(tmp_path, files, config, why):
     assert why in why_netns_not_plain(7, config, proc_root=_proc(tmp_path, **files))
