@@ -153,6 +153,10 @@ make_venv() {
     site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     rm -rf "$site/pycriu"
     cp -r "$PREFIX/pycriu-$CRIU_VERSION/pycriu" "$site/pycriu"
+    # Compiled now, as pip does for what it installs: restore and checkpoint
+    # import ~80 of its modules, ~50 ms more per command when compiled on
+    # every start (a caller with PYTHONDONTWRITEBYTECODE, or not root).
+    "$venv/bin/python" -m compileall -q "$site/pycriu" >/dev/null
     log "installing migrate into $venv"
     "$venv/bin/pip" install -q "$HERE[test]"
     ln -sf "$venv/bin/migrate" /usr/local/bin/migrate
