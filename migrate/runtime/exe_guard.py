@@ -8,8 +8,12 @@ CAP_SYS_PTRACE gets past non-dumpable and can open that link (O_PATH) and,
 once no host process runs the interpreter any more ("Text file busy" is the
 only thing in the way), reopen it for writing through /proc/self/fd/N.
 
-So the commands that join a container re-execute themselves, once, at
-start, from an interpreter file that cannot be written by anybody:
+So the commands that join a container run from an interpreter file that
+cannot be written by anybody. The `migrate` executable, a small C launcher
+(nsexec/launcher.c), makes that view and execs Python from it, once; when
+Python finds itself started otherwise (the `migrate-py` entry script run
+directly, a launcher that could not), it re-executes itself the same way
+(cli/main.py ``_protect_executable``, ~20 ms more). The view is
 
 1. a read-only overlayfs whose lower layer is the interpreter's directory,
    made with fsopen(2)/fsmount(2) and never attached to any path

@@ -1,0 +1,88 @@
+"""The compiled `migrate` launcher (nsexec/launcher.c, issue 16): the
+commands that join a container start Python once, from the protected view
+of the interpreter; the `migrate-py` entry script alone re-executes itself
+into the same view (two starts)."""
+
+import os
+import subprocess
+
+import pytest
+
+from runtime_helpers import runtime_argv, wait_for
+
+pytestmark = pytest.mark.requires("root", "busybox", "python_runtime")
+
+
+def _entries():
+    bindir = os.path.dirname(runtime_argv()[0])
+    return os.path.join(bindir, "migrate"), os.path.join(bindir, "migrate-py")
+
+
+def _exec_argv(process):
+    """How the runtime of a running `exec` was started: its argv and where
+    /proc says its executable is."""
+    with open(f"/proc/{process.pid}/cmdline", "rb") as f:
+        argv = f.read().rstrip(b"\0").decode().split("\0")
+    return argv, os.readlink(f"/proc/{process.pid}/exe")
+
+
+@pytest.mark.parametrize("entry,flags", [
+    ("launcher", ["--root", "{root}"]),
+    ("launcher", ["--root={root}", "--debug", "--log", "{log}", "--log-format=json"]),
+    ("script", ["--root", "{root}"]),
+])
+def test_exec_runs_from_the_protected_interpreter(runtime, bundle, cid, tmp_path, entry, flags):
+    launcher, script = _entries()
+    bundle.set_args("sleep", "300")
+    runtime("run", "-d", "--bundle", bundle.path, cid).check()
+    flags = [f.format(root=runtime.root, log=tmp_path / "log") for f in flags]
+    proc = subprocess.Popen([launcher if entry == "launcher" else script, *flags,
+                             "exec", cid, "sleep", "30"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        # The runtime waits for its exec'd sleep: by then it is Python.
+        wait_for(lambda: "sleep 30" in runtime("exec", cid, "ps", "-o", "args").stdout,
+                 what="the exec'd sleep")
+        argv, exe = _exec_argv(proc)
+        # A detached overlay names the interpreter from its own root; the
+        # host's interpreter (what an unprotected start shows) is elsewhere.
+        assert os.path.dirname(exe) == "/" and "python" in exe, exe
+        # One start (the script right after the interpreter), or the
+        # script's own re-execution (-S: see cli/main.py).
+        want = ["-S", script] if entry == "script" else [script]
+        assert argv[1:1 + len(want)] == want, argv
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_other_commands_answer_as_the_script_does(runtime, bundle, cid):
+    launcher, script = _entries()
+    bundle.set_args("sleep", "300")
+    runtime("run", "-d", "--bundle", bundle.path, cid).check()
+    # `state` joins nothing: started without overlay or memfd.
+    out = [subprocess.run([exe, "--root", runtime.root, "state", cid], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+           for exe in (launcher, script)]
+    assert out[0].returncode == out[1].returncode == 0, out
+    assert out[0].stdout == out[1].stdout
+
+
+def test_an_inherited_mark_is_not_believed(runtime, bundle, cid):
+    """A caller's _MIGRATE_EXE_GUARD does not switch the protection off:
+    the launcher drops it, and the script checks /proc/self/exe itself."""
+    launcher, script = _entries()
+    bundle.set_args("sleep", "300")
+    runtime("run", "-d", "--bundle", bundle.path, cid).check()
+    env = {**os.environ, "_MIGRATE_EXE_GUARD": "overlay"}
+    proc = subprocess.Popen([script, "--root", runtime.root, "exec", cid, "sleep", "31"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+    try:
+        wait_for(lambda: "sleep 31" in runtime("exec", cid, "ps", "-o", "args").stdout,
+                 what="the exec'd sleep")
+        argv, exe = _exec_argv(proc)
+        assert os.path.dirname(exe) == "/" and argv[1] == "-S", (argv, exe)
+    finally:
+        proc.terminate()
+        proc.wait(10)
