@@ -13,6 +13,7 @@ so every mountpoint the runtime made at create time is missing again.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -106,6 +107,13 @@ class Containerd:
         # The runc shim keeps the runtime's --root per namespace here.
         with contextlib.suppress(OSError):
             os.rmdir(f"/run/containerd/runc/{self.namespace}")
+        # The shim names cgroups /<namespace>/<id>; the runtime removes the
+        # container's, the namespace's parent is containerd's (runc leaves
+        # it too): 10 directories per run otherwise.
+        for parent in glob.glob(f"/sys/fs/cgroup/*/{self.namespace}") + \
+                glob.glob(f"/sys/fs/cgroup/{self.namespace}"):
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
 
 
 @pytest.fixture(scope="module")
