@@ -57,6 +57,12 @@ class MigrateOptions:
     # and root here lacks CAP_SYS_RESOURCE); the old value is put back after.
     raise_pipe_max_size: bool = False
 
+    def __post_init__(self) -> None:
+        if self.strategy is not None and not isinstance(self.strategy, Strategy):
+            # Names are parsed once, at the edge (strategy.parse_strategy).
+            raise UsageError(f"strategy {self.strategy!r} is not a Strategy "
+                             "(strategy.parse_strategy parses --strategy)")
+
 
 def _features(d: dict, *, source: bool) -> HostFeatures:
     return HostFeatures(mem_track=bool(d.get("mem_track")), lazy_pages=bool(d.get("lazy_pages")),

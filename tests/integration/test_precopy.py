@@ -242,3 +242,48 @@ def test_agent_killed_between_rounds_leaves_the_source_running(two_hosts, cid):
     two_hosts.start_agent("b")
     wait_for(lambda: not any(n.startswith(cid + "-") for n in os.listdir(work)),
              timeout=20, what="the destination's leftovers removed")
+
+
+def _lock_states(state_dir, stop, seen):
+    """Sample the container's lock (flock on its state directory) until
+    ``stop``: "free", "held" or "gone", consecutive repeats collapsed."""
+    import fcntl
+
+    while not stop.is_set():
+        try:
+            fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            state = "gone"
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                state = "free"
+            except BlockingIOError:
+                state = "held"
+            finally:
+                os.close(fd)        # releases it at once if we got it
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        time.sleep(0.002)
+
+
+@pytest.mark.requires("netns")
+def test_the_container_stays_locked_from_the_first_round_to_the_commit(two_hosts, cid):
+    """No other command (pause, checkpoint, delete) can slip in between the
+    pre-dump rounds and the final dump: the lock is taken once. (It used to
+    be released between them, while the agent started the next page server.)"""
+    two_hosts.run(cid)
+    two_hosts.start_agent("b")
+    stop, seen = threading.Event(), []
+    sampler = threading.Thread(target=_lock_states, daemon=True,
+                               args=(os.path.join(two_hosts.rt["a"].root, cid), stop, seen))
+    sampler.start()
+    try:
+        code, out, report = two_hosts.migrate(cid, "a", "b", "--strategy", "pre-copy",
+                                              "--min-pages", "0", "--min-shrink", "0")
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
+    assert code == 0, out
+    assert len([i for i in report["iterations"] if not i["final"]]) >= 2, report["iterations"]
+    assert seen == ["free", "held", "gone"], seen
