@@ -26,6 +26,7 @@ from migrate.migration.protocol import (
     HandshakeConfig,
     Kind,
     PeerInfo,
+    Reject,
     client_handshake,
     encode_frame,
     server_handshake,
@@ -199,7 +200,7 @@ class Listener:
             sock.settimeout(2.0)
             if self._tls is not None:
                 sock = self._tls.wrap_socket(sock, server_side=True)
-            sock.sendall(encode_frame(Kind.REJECT, {"reason": reason}))
+            sock.sendall(encode_frame(Kind.REJECT, Reject(reason=reason).to_header()))
         with contextlib.suppress(OSError):
             sock.close()
 

@@ -70,6 +70,14 @@ __all__ = [
     "parse_criu_version",
     "client_handshake",
     "server_handshake",
+    "Hello",
+    "Challenge",
+    "Auth",
+    "Welcome",
+    "Reject",
+    "Failure",
+    "Abort",
+    "StreamEnd",
 ]
 
 PROTOCOL_VERSION = 1
@@ -278,19 +286,196 @@ class FrameIO(Protocol):
     def recv_frame(self) -> Frame: ...
 
 
-def _peer_info(header: dict[str, Any], version: int) -> PeerInfo:
-    features = header.get("features", {})
-    if not isinstance(features, dict):
+# The handshake's messages, typed as the control messages are
+# (messages.py): ``to_header()`` is what goes on the wire, ``from_header()``
+# what a receiver accepts; a malformed one raises ProtocolError, which the
+# receiver sends back as REJECT.
+
+NONCE_MIN = 32
+
+
+def _nonce(header: dict[str, Any], what: str) -> str:
+    value = header.get("nonce")
+    if not isinstance(value, str) or len(value) < NONCE_MIN:
+        raise ProtocolError(PHASE, f"{what} carries no usable nonce")
+    return value
+
+
+def _features(header: dict[str, Any]) -> dict[str, Any]:
+    value = header.get("features", {})
+    if not isinstance(value, dict):
         raise ProtocolError(PHASE, "the peer's features are not a JSON object")
-    return PeerInfo(host=str(header.get("host", "?")),
-                    migrate_version=str(header.get("migrate", "?")),
-                    criu_version=header.get("criu") if isinstance(header.get("criu"), str) else None,
-                    features=features, protocol=version)
+    return value
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello:
+    """HELLO, client -> server: who it is, what it offers, its nonce."""
+
+    protocol: Any
+    migrate: str
+    criu: str | None
+    features: dict[str, Any]
+    host: str
+    compression: tuple[str, ...]
+    nonce: str
+
+    def to_header(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "migrate": self.migrate, "criu": self.criu,
+                "features": self.features, "host": self.host,
+                "compression": list(self.compression), "nonce": self.nonce}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> "Hello":
+        offered = header.get("compression") or []
+        if not isinstance(offered, list):
+            raise ProtocolError(PHASE, "HELLO compression is not a list")
+        return cls(protocol=header.get("protocol"), migrate=str(header.get("migrate", "?")),
+                   criu=_optional_str(header.get("criu")), features=_features(header),
+                   host=str(header.get("host", "?")),
+                   compression=tuple(c for c in offered if isinstance(c, str)),
+                   nonce=_nonce(header, "HELLO"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Challenge:
+    """CHALLENGE, server -> client: the nonce the client's proof covers."""
+
+    nonce: str
+
+    def to_header(self) -> dict[str, Any]:
+        return {"nonce": self.nonce}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> "Challenge":
+        return cls(nonce=_nonce(header, "the challenge"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Auth:
+    """AUTH, client -> server: its proof that it knows the token."""
+
+    hmac: str | None
+
+    def to_header(self) -> dict[str, Any]:
+        return {"hmac": self.hmac}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> "Auth":
+        # A missing or non-string proof is a wrong one (checked in constant time).
+        return cls(hmac=_optional_str(header.get("hmac")))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Welcome:
+    """WELCOME, server -> client: who it is, the compression it chose, and
+    its proof that it knows the token."""
+
+    protocol: Any
+    migrate: str
+    criu: str | None
+    features: dict[str, Any]
+    host: str
+    compression: str | None
+    hmac: str | None
+
+    def to_header(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "migrate": self.migrate, "criu": self.criu,
+                "features": self.features, "host": self.host,
+                "compression": self.compression, "hmac": self.hmac}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> "Welcome":
+        compression = header.get("compression")
+        if compression is not None and not isinstance(compression, str):
+            raise ProtocolError(PHASE, f"WELCOME compression is not a name: {compression!r}")
+        return cls(protocol=header.get("protocol"), migrate=str(header.get("migrate", "?")),
+                   criu=_optional_str(header.get("criu")), features=_features(header),
+                   host=str(header.get("host", "?")), compression=compression,
+                   hmac=_optional_str(header.get("hmac")))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reject:
+    """REJECT, either way: why this side will not go on."""
+
+    reason: str
+
+    def to_header(self) -> dict[str, Any]:
+        return {"reason": self.reason}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> "Reject":
+        reason = header.get("reason")
+        return cls(reason=reason if isinstance(reason, str) and reason else "no reason given")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """ERROR, either way: this side failed in ``phase``."""
+
+    phase: str | None
+    message: str
+
+    def to_header(self) -> dict[str, Any]:
+        return {"phase": self.phase, "message": self.message}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> "Failure":
+        phase, message = header.get("phase"), header.get("message")
+        return cls(phase=phase if isinstance(phase, str) and phase else None,
+                   message=message if isinstance(message, str) and message else "no reason given")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Abort:
+    """ABORT, either way: roll back, and why."""
+
+    reason: str
+    phase: str | None = None
+
+    def to_header(self) -> dict[str, Any]:
+        return {"reason": self.reason, "phase": self.phase}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> "Abort":
+        reason, phase = header.get("reason"), header.get("phase")
+        return cls(reason=reason if isinstance(reason, str) and reason else "no reason given",
+                   phase=phase if isinstance(phase, str) and phase else None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamEnd:
+    """END: a stream is complete; ``raw`` bytes before compression (the
+    receiver checks it against what it decoded), ``wire`` after."""
+
+    raw: int
+    wire: int
+
+    def to_header(self) -> dict[str, Any]:
+        return {"raw": self.raw, "wire": self.wire}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> "StreamEnd":
+        raw, wire = header.get("raw"), header.get("wire", 0)
+        for key, value in (("raw", raw), ("wire", wire)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ProtocolError("transfer", f"END {key} is not a byte count: {value!r}")
+        return cls(raw=raw, wire=wire)
+
+
+def _peer_info(msg: Hello | Welcome, version: int) -> PeerInfo:
+    return PeerInfo(host=msg.host, migrate_version=msg.migrate, criu_version=msg.criu,
+                    features=msg.features, protocol=version)
 
 
 def _refuse(io: FrameIO, peer: str, reason: str) -> ProtocolError:
     try:
-        io.send(Kind.REJECT, {"reason": reason})
+        io.send(Kind.REJECT, Reject(reason=reason).to_header())
     except Exception:  # noqa: BLE001 - the peer may be gone; the reason is raised anyway
         pass
     return ProtocolError(PHASE, f"refused the {peer}: {reason}")
@@ -299,16 +484,23 @@ def _refuse(io: FrameIO, peer: str, reason: str) -> ProtocolError:
 def _expect(io: FrameIO, peer: str, *kinds: Kind) -> Frame:
     frame = io.recv_frame()
     if frame.kind == Kind.REJECT:
-        reason = frame.header.get("reason", "no reason given")
-        raise ProtocolError(PHASE, f"the {peer} refused: {reason}")
+        raise ProtocolError(PHASE, f"the {peer} refused: {Reject.from_header(frame.header).reason}")
     if frame.kind not in kinds:
         names = " or ".join(k.name for k in kinds)
         raise ProtocolError(PHASE, f"expected {names} from the {peer}, got {frame.kind.name}")
     return frame
 
 
-def _version_reason(version: int, header: dict[str, Any]) -> str | None:
-    announced = header.get("protocol")
+def _decode(io: FrameIO, peer: str, decode: Callable[[dict[str, Any]], Any],
+            header: dict[str, Any]):
+    """``decode(header)``, or REJECT with its reason and raise."""
+    try:
+        return decode(header)
+    except ProtocolError as err:
+        raise _refuse(io, peer, err.message) from None
+
+
+def _version_reason(version: int, announced: Any) -> str | None:
     if version != PROTOCOL_VERSION or announced != PROTOCOL_VERSION:
         return (f"protocol version {announced if announced is not None else version} is not "
                 f"supported (this side speaks {PROTOCOL_VERSION})")
@@ -322,32 +514,29 @@ def client_handshake(io: FrameIO, config: HandshakeConfig) -> tuple[PeerInfo, st
     Raises ``ProtocolError`` saying who refused whom and why.
     """
     nonce = secrets.token_hex(32)
-    io.send(Kind.HELLO, {"protocol": PROTOCOL_VERSION, "migrate": config.migrate_version,
-                         "criu": config.criu_version, "features": config.features,
-                         "host": config.host, "compression": list(config.compression),
-                         "nonce": nonce})
+    io.send(Kind.HELLO, Hello(protocol=PROTOCOL_VERSION, migrate=config.migrate_version,
+                              criu=config.criu_version, features=config.features,
+                              host=config.host, compression=config.compression,
+                              nonce=nonce).to_header())
     peer_name = "destination"
-    challenge = _expect(io, peer_name, Kind.CHALLENGE)
-    server_nonce = challenge.header.get("nonce")
-    if not isinstance(server_nonce, str) or len(server_nonce) < 32:
-        raise _refuse(io, peer_name, "the challenge carries no usable nonce")
-    io.send(Kind.AUTH, {"hmac": auth_proof(config.token, server_nonce, "client")})
-    welcome = _expect(io, peer_name, Kind.WELCOME)
-    header = welcome.header
-    if not _proof_matches(auth_proof(config.token, nonce, "server"), header.get("hmac")):
+    frame = _expect(io, peer_name, Kind.CHALLENGE)
+    challenge = _decode(io, peer_name, Challenge.from_header, frame.header)
+    io.send(Kind.AUTH, Auth(hmac=auth_proof(config.token, challenge.nonce, "client")).to_header())
+    frame = _expect(io, peer_name, Kind.WELCOME)
+    welcome = _decode(io, peer_name, Welcome.from_header, frame.header)
+    if not _proof_matches(auth_proof(config.token, nonce, "server"), welcome.hmac):
         raise _refuse(io, peer_name, "the destination could not prove it knows the token")
-    reason = _version_reason(welcome.version, header)
+    reason = _version_reason(frame.version, welcome.protocol)
     if reason is not None:
         raise _refuse(io, peer_name, reason)
-    peer = _peer_info(header, welcome.version)
+    peer = _peer_info(welcome, frame.version)
     reason = check_criu(config.criu_version, peer.criu_version, config.criu_policy)
     if reason is not None:
         raise _refuse(io, peer_name, reason)
-    compression = header.get("compression")
-    if compression is not None and compression not in config.compression:
-        raise _refuse(io, peer_name, f"the destination chose compression {compression!r}, "
+    if welcome.compression is not None and welcome.compression not in config.compression:
+        raise _refuse(io, peer_name, f"the destination chose compression {welcome.compression!r}, "
                           "which was not offered")
-    return peer, compression
+    return peer, welcome.compression
 
 
 def server_handshake(io: FrameIO, config: HandshakeConfig, *,
@@ -361,18 +550,18 @@ def server_handshake(io: FrameIO, config: HandshakeConfig, *,
     Raises ``ProtocolError`` (after sending REJECT with the same reason).
     """
     peer_name = "source"
-    hello = _expect(io, peer_name, Kind.HELLO)
-    reason = _version_reason(hello.version, hello.header)
+    frame = _expect(io, peer_name, Kind.HELLO)
+    # The version first: a peer of another version is told so, whatever
+    # else its HELLO holds.
+    reason = _version_reason(frame.version, frame.header.get("protocol"))
     if reason is not None:
         raise _refuse(io, peer_name, reason)
-    client_nonce = hello.header.get("nonce")
-    if not isinstance(client_nonce, str) or len(client_nonce) < 32:
-        raise _refuse(io, peer_name, "HELLO carries no usable nonce")
-    peer = _peer_info(hello.header, hello.version)
+    hello = _decode(io, peer_name, Hello.from_header, frame.header)
+    peer = _peer_info(hello, frame.version)
     nonce = secrets.token_hex(32)
-    io.send(Kind.CHALLENGE, {"nonce": nonce})
-    auth = _expect(io, peer_name, Kind.AUTH)
-    if not _proof_matches(auth_proof(config.token, nonce, "client"), auth.header.get("hmac")):
+    io.send(Kind.CHALLENGE, Challenge(nonce=nonce).to_header())
+    auth = Auth.from_header(_expect(io, peer_name, Kind.AUTH).header)
+    if not _proof_matches(auth_proof(config.token, nonce, "client"), auth.hmac):
         raise _refuse(io, peer_name, "authentication failed (wrong token)")
     reason = check_criu(peer.criu_version, config.criu_version, config.criu_policy)
     if reason is not None:
@@ -381,12 +570,9 @@ def server_handshake(io: FrameIO, config: HandshakeConfig, *,
         reason = admit(peer)
         if reason is not None:
             raise _refuse(io, peer_name, reason)
-    offered = hello.header.get("compression") or []
-    if not isinstance(offered, list):
-        raise _refuse(io, peer_name, "HELLO compression is not a list")
-    compression = next((c for c in offered if c in config.compression), None)
-    io.send(Kind.WELCOME, {"protocol": PROTOCOL_VERSION, "migrate": config.migrate_version,
-                           "criu": config.criu_version, "features": config.features,
-                           "host": config.host, "compression": compression,
-                           "hmac": auth_proof(config.token, client_nonce, "server")})
+    compression = next((c for c in hello.compression if c in config.compression), None)
+    io.send(Kind.WELCOME, Welcome(protocol=PROTOCOL_VERSION, migrate=config.migrate_version,
+                                  criu=config.criu_version, features=config.features,
+                                  host=config.host, compression=compression,
+                                  hmac=auth_proof(config.token, hello.nonce, "server")).to_header())
     return peer, compression

@@ -43,9 +43,13 @@ from migrate.migration.protocol import (
     HEADER,
     MAX_CHUNK,
     PROTOCOL_VERSION,
+    Abort,
+    Failure,
     Frame,
     Kind,
     PeerInfo,
+    Reject,
+    StreamEnd,
     decode_header,
     decode_payload,
     encode_frame,
@@ -349,7 +353,8 @@ class Connection:
         if self._dead or self._closed:
             return
         with contextlib.suppress(MigrationError):
-            self._send_frame(Kind.ERROR, {"phase": phase or self.current_phase, "message": message},
+            self._send_frame(Kind.ERROR, Failure(phase=phase or self.current_phase,
+                                                 message=message).to_header(),
                              timeout=min(5.0, self.timeouts.io), last=True)
         self._dead = True
 
@@ -359,7 +364,7 @@ class Connection:
         if self._dead or self._closed:
             return
         with contextlib.suppress(MigrationError):
-            self._send_frame(Kind.ABORT, {"reason": reason, "phase": self.current_phase},
+            self._send_frame(Kind.ABORT, Abort(reason=reason, phase=self.current_phase).to_header(),
                              timeout=min(5.0, self.timeouts.io), last=True)
         self._dead = True
 
@@ -385,16 +390,16 @@ class Connection:
         return frame
 
     def _unexpected(self, frame: Frame, kinds: tuple[Kind, ...]) -> MigrationError:
-        h = frame.header
         if frame.kind == Kind.ERROR:
-            phase = h.get("phase") or self.current_phase
-            return self._fail(f"the {self.peer_role} failed ({phase}): "
-                              f"{h.get('message', 'no reason given')}")
+            failure = Failure.from_header(frame.header)
+            return self._fail(f"the {self.peer_role} failed "
+                              f"({failure.phase or self.current_phase}): {failure.message}")
         if frame.kind == Kind.ABORT:
-            return self._fail(f"the {self.peer_role} aborted: {h.get('reason', 'no reason given')}")
+            return self._fail(f"the {self.peer_role} aborted: "
+                              f"{Abort.from_header(frame.header).reason}")
         if frame.kind == Kind.REJECT:
-            return self._fail(f"the {self.peer_role} refused: {h.get('reason', 'no reason given')}",
-                              cls=ProtocolError)
+            return self._fail(f"the {self.peer_role} refused: "
+                              f"{Reject.from_header(frame.header).reason}", cls=ProtocolError)
         wanted = " or ".join(k.name for k in kinds) or "a control message"
         return self._fail(f"expected {wanted} from the {self.peer_role}, got {frame.kind.name}",
                           cls=ProtocolError, dead=False)
@@ -469,7 +474,7 @@ class Connection:
         except BaseException as err:
             self.send_error(f"reading the data to send failed: {err}")
             raise
-        self._send_frame(Kind.END, {"raw": raw, "wire": wire}, timeout=timeout)
+        self._send_frame(Kind.END, StreamEnd(raw=raw, wire=wire).to_header(), timeout=timeout)
         return StreamStats(raw=raw, wire=wire)
 
     def recv_stream(self, *, what: str | None = None, timeout: float | None = None) -> "IncomingStream":
@@ -634,9 +639,13 @@ class IncomingStream:
                 elif frame.kind == Kind.END:
                     self.finished = True
                     conn._stream_open = False
-                    if frame.header.get("raw") != self.raw:
+                    try:
+                        sent = StreamEnd.from_header(frame.header).raw
+                    except ProtocolError as err:
+                        raise conn._fail(err.message, cls=ProtocolError, dead=False) from None
+                    if sent != self.raw:
                         raise conn._fail(f"stream ended after {self.raw} bytes, the "
-                                         f"{conn.peer_role} sent {frame.header.get('raw')}",
+                                         f"{conn.peer_role} sent {sent}",
                                          cls=ProtocolError, dead=False)
                 else:
                     conn._stream_open = False
