@@ -14,7 +14,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-ORDER = ["run_latency", "exec_latency", "criu_rpc", "checkpoint", "migration", "precopy"]
+ORDER = ["run_latency", "exec_latency", "criu_rpc", "checkpoint", "migration", "precopy",
+         "content_scan"]
 
 
 def main(argv: list[str]) -> int:
