@@ -73,7 +73,7 @@ def _stdio(workdir: str) -> tuple[int, int, int]:
 # container runs here: CRIU images, pre-dump rounds, the source's CPU
 # description. The bundle (a copied rootfs), container.log (the container's
 # stdio) and criu/ (the restore log) stay with the container.
-IMAGE_DIRS = ("images", "pre", "cpuinfo")
+IMAGE_DIRS = ("images", "pre", "cpuinfo", "content")
 
 
 def remove_images(workdir: str) -> None:
@@ -225,7 +225,8 @@ def _page_server(ctx: RuntimeContext):
 
 def controls(ctx: RuntimeContext) -> dict:
     """The agent's CONTROL hooks, by the request records' ``OP``."""
+    from migrate.migration.content.destination import controls as content_controls
     from migrate.migration.messages import PageServerWait
 
     start, wait = _page_server(ctx)
-    return {PageServerStart.OP: start, PageServerWait.OP: wait}
+    return {PageServerStart.OP: start, PageServerWait.OP: wait, **content_controls()}
