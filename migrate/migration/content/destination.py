@@ -2,7 +2,8 @@
 
 ``content_pages`` reads one page stream (records.py) into the migration's
 page store (``workdir/content``); ``content_build`` writes CRIU's
-``pages-<id>.img`` files from it next to the pagemaps the source sent. The
+``pages-<id>.img`` files from it next to the pagemaps the source sent
+(``content_compact`` prepares that while the container still runs). The
 store is removed with the images once the container runs (or with the
 whole work directory on failure).
 """
@@ -41,11 +42,18 @@ def pages(incoming, header: dict[str, Any]) -> dict[str, Any]:
     return {"pages": reader.pages, "zero_pages": reader.zero_pages, "held": len(store)}
 
 
+def compact(incoming, header: dict[str, Any]) -> dict[str, Any]:
+    """After the last live round: lay the store out as CRIU's pages images
+    will be (store.PageStore.compact), while the container still runs."""
+    return {"pages": _store(incoming).compact()}
+
+
 def build(incoming, header: dict[str, Any]) -> dict[str, Any]:
     store = _store(incoming)
     target = incoming.path(header.get("dir") or "images")
-    return {"pages": store.build_pages_images(target)}
+    copied = store.build_pages_images(target)
+    return {"copied": copied, "in_parent": store.pages_in_parent}
 
 
 def controls() -> dict:
-    return {"content_pages": pages, "content_build": build}
+    return {"content_pages": pages, "content_compact": compact, "content_build": build}

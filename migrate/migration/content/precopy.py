@@ -6,14 +6,16 @@ final dump of which only what the destination lacks crosses the link.
       scan + hash every dumpable page (scan.py)
       CONTROL content_pages, STREAM pages  ->  page store (store.py)
                                            <-  REPLY {pages}
+    CONTROL content_compact                ->  store files in vaddr order
     final round, frozen:
       CRIU dumps everything into a local images dir (tmpfs when it fits)
       post-dump held:
       CONTROL content_pages, STREAM pages  ->  (only pages whose hash the
                                                mirror does not have)
       STREAM tree images (no pages-*.img)  ->  workdir/images
-      CONTROL content_build                ->  pages-<id>.img rebuilt from
-                                               the store per pagemap-N.img
+      CONTROL content_build                ->  pages-<id>.img: the store file
+                                               renamed when it holds exactly
+                                               the dumped pages, else copied
       RESTORE, DONE as every strategy     <->
       post-dump answered: the source CRIU ends, the container is deleted
 
@@ -125,6 +127,10 @@ class ContentPreCopy:
             m.progress.iteration(index, pages)
         m.report.iterations[-1].stop_reason = controller.stop_reason
         m.report.reason += f"; {METHOD}; pre-copy stopped: {controller.stop_reason}"
+        with m.conn.in_phase("pre-copy"):
+            # The destination lays its store out in CRIU's order now, so
+            # that the frozen part renames files instead of copying memory.
+            m.control("content_compact")
 
     # -- the final round, frozen -------------------------------------------------------
 

@@ -13,7 +13,6 @@ only while the migration goes on (any failure ends the migration).
 from __future__ import annotations
 
 import glob
-import mmap
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -113,26 +112,21 @@ def image_round(images_dir: str, mirror: Mirror, stats: RoundStats) -> Iterator[
         pages_id, entries = pagemap_entries(path)
         stats.processes += 1
         pages_path = os.path.join(images_dir, f"pages-{pages_id}.img")
-        with open(pages_path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if not size:
-                continue
-            with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as m:
-                view = memoryview(m)
-                try:
-                    offset = 0
-                    for vaddr, nr, flags in entries:
-                        if not flags & PE_PRESENT:
-                            continue
-                        for at in range(0, nr, 256):       # 1 MiB at a time
-                            n = min(256, nr - at)
-                            piece = view[offset:offset + n * PAGE_SIZE]
-                            yield from _records(pid, vaddr + at * PAGE_SIZE, piece, mirror,
-                                                stats, zero_hash)
-                            piece.release()
-                            offset += n * PAGE_SIZE
-                finally:
-                    view.release()
+        # read() into one reused buffer: an mmap of the tmpfs file would
+        # take a page fault per page, slower than the copy.
+        buf = bytearray(256 * PAGE_SIZE)
+        view = memoryview(buf)
+        with open(pages_path, "rb", buffering=0) as f:
+            for vaddr, nr, flags in entries:
+                if not flags & PE_PRESENT:
+                    continue
+                for at in range(0, nr, 256):       # 1 MiB at a time
+                    n = min(256, nr - at) * PAGE_SIZE
+                    got = f.readinto(view[:n])
+                    if got != n:
+                        raise EOFError(f"{pages_path} is shorter than its pagemap")
+                    yield from _records(pid, vaddr + at * PAGE_SIZE, view[:n], mirror, stats,
+                                        zero_hash)
 
 
 def shipped_files(images_dir: str) -> list[str]:

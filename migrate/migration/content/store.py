@@ -10,6 +10,18 @@ each process has, in the order CRIU wants them) and only the pages whose
 content the store does not hold yet; ``build_pages_images`` then writes the
 ``pages-<id>.img`` files CRIU restores from, copying slot runs with
 ``copy_file_range(2)`` (in the kernel, no trip through Python).
+
+That copy would run while the container is frozen, at first-touch speed
+(~1 GB/s here). So after the last live round ``compact()`` rewrites each
+process's file in vaddr order (while it still runs), and the final build
+uses CRIU's own incremental images: the store directory becomes the
+``parent`` of the final images (``pagemap-N.img`` there describes the
+compacted file, which is ``pages-N.img`` there), and the final pagemaps are
+rewritten so that every page the compacted file holds is ``PE_PARENT``
+(restore reads it from the parent, criu/pagemap.c ``read_parent_page``)
+and only the pages that came after compacting are copied into the final
+``pages-<id>.img``. Frozen, the destination then writes metadata and a few
+pages instead of the memory.
 """
 
 from __future__ import annotations
@@ -27,6 +39,29 @@ PE_PARENT = 1 << 0
 PE_LAZY = 1 << 1
 PE_PRESENT = 1 << 2
 _ZEROS = bytes(PAGE_SIZE * 256)
+
+
+def _runs(pages: list[int]) -> list[tuple[int, int]]:
+    """(vaddr, nr_pages) runs of consecutive page numbers (sorted)."""
+    out: list[tuple[int, int]] = []
+    for page in pages:
+        if out and out[-1][0] // PAGE_SIZE + out[-1][1] == page:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((page * PAGE_SIZE, 1))
+    return out
+
+
+def _write_pagemap(path: str, pages_id: int, entries: list[tuple[int, int, int]]) -> None:
+    """A ``pagemap-N.img`` (pycriu), replacing ``path`` atomically."""
+    from pycriu import images
+
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        images.dump({"magic": "PAGEMAP", "entries": [{"pages_id": pages_id}] + [
+            {"vaddr": v, "compat_nr_pages": min(n, 0xffffffff), "nr_pages": n, "flags": fl}
+            for v, n, fl in entries]}, f)
+    os.rename(tmp, path)
 
 
 def pagemap_entries(path: str) -> tuple[int, list[tuple[int, int, int]]]:
@@ -49,12 +84,14 @@ def pagemap_entries(path: str) -> tuple[int, list[tuple[int, int, int]]]:
 
 
 class _Process:
-    __slots__ = ("fd", "slots", "next")
+    __slots__ = ("fd", "slots", "next", "compacted", "layout")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.slots: dict[int, int] = {}
         self.next = 0
+        self.compacted = 0          # slots below this are in vaddr order (compact())
+        self.layout: list[tuple[int, int]] = []     # their (vaddr, nr_pages) runs
 
 
 class PageStore:
@@ -66,14 +103,21 @@ class PageStore:
         os.makedirs(path, mode=0o700, exist_ok=True)
         self._procs: dict[int, _Process] = {}
         self.pages_written = 0
+        self.pages_copied = 0       # by the last build: into the final pages images
+        self.pages_in_parent = 0    # by the last build: left in the store (the parent)
 
     def _proc(self, pid: int) -> _Process:
         p = self._procs.get(pid)
         if p is None:
-            fd = os.open(os.path.join(self.path, f"{pid}.pages"),
+            fd = os.open(self._file(pid),
                          os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             p = self._procs[pid] = _Process(fd)
         return p
+
+    def _file(self, pid: int) -> str:
+        # Named as CRIU names a pages image: the store directory is the
+        # final images' parent (see the module docstring).
+        return os.path.join(self.path, f"pages-{pid}.img")
 
     def write(self, pid: int, vaddr: int, data: memoryview | None, npages: int) -> None:
         """Store ``npages`` pages from ``vaddr`` (``data`` None: zero pages)."""
@@ -112,6 +156,38 @@ class PageStore:
             n = os.pwrite(fd, piece, offset)
             piece, offset = piece[n:], offset + n
 
+    def compact(self) -> int:
+        """Rewrite every process's file in vaddr order (see the module
+        docstring); returns the pages rewritten."""
+        total = 0
+        for pid, p in self._procs.items():
+            path = self._file(pid)
+            tmp = path + ".vaddr-order"
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                order = sorted(p.slots)
+                run_slot, run_len = -1, 0
+                for page in order:
+                    slot = p.slots[page]
+                    if run_len and slot == run_slot + run_len:
+                        run_len += 1
+                        continue
+                    if run_len:
+                        self._copy(p.fd, run_slot, run_len, out)
+                    run_slot, run_len = slot, 1
+                if run_len:
+                    self._copy(p.fd, run_slot, run_len, out)
+            finally:
+                os.close(out)
+            os.rename(tmp, path)
+            os.close(p.fd)
+            p.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            p.slots = {page: i for i, page in enumerate(order)}
+            p.next = p.compacted = len(order)
+            p.layout = _runs(order)
+            total += len(order)
+        return total
+
     def holds(self, pid: int, vaddr: int) -> bool:
         p = self._procs.get(pid)
         return p is not None and vaddr // PAGE_SIZE in p.slots
@@ -120,26 +196,83 @@ class PageStore:
         return sum(len(p.slots) for p in self._procs.values())
 
     def build_pages_images(self, images_dir: str) -> int:
-        """Write ``pages-<id>.img`` for every ``pagemap-N.img`` in
-        ``images_dir`` from the store; returns the pages written. Raises
-        MigrationError (phase "memory") if a page CRIU dumped is missing."""
-        total = 0
+        """Make ``images_dir`` restorable from the store: for every
+        ``pagemap-N.img`` there, the pages the compacted store holds become
+        PE_PARENT entries (the store directory is linked as ``parent``) and
+        the others are copied into ``pages-<id>.img``. Returns the pages
+        copied. Raises MigrationError (phase "memory") if a page CRIU dumped
+        is missing."""
+        copied = 0
+        parents = []
         for path in sorted(glob.glob(os.path.join(images_dir, "pagemap-*.img"))):
             name = os.path.basename(path)[len("pagemap-"):-len(".img")]
             if not name.isdigit():
                 continue        # pagemap-shmem-*.img: sent whole by the source
             pid = int(name)
             pages_id, entries = pagemap_entries(path)
+            p = self._procs.get(pid)
+            out_entries = []
             out = os.open(os.path.join(images_dir, f"pages-{pages_id}.img"),
                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 for vaddr, nr, flags in entries:
+                    if flags & PE_PARENT:
+                        # The final dump has no parent: the parent link is ours.
+                        raise MigrationError("memory", f"{path}: the final dump has pages in a "
+                                             "parent", source_state="frozen")
                     if not flags & PE_PRESENT:
+                        out_entries.append((vaddr, nr, flags))
                         continue
-                    total += self._copy_out(pid, vaddr, nr, out)
+                    for start, count, in_parent in self._split(pid, p, vaddr, nr):
+                        if in_parent:
+                            out_entries.append((start, count, PE_PARENT))
+                        else:
+                            copied += self._copy_out(pid, start, count, out)
+                            out_entries.append((start, count, PE_PRESENT))
             finally:
                 os.close(out)
-        return total
+            parents.append(pid)
+            _write_pagemap(path, pages_id, out_entries)
+        # Every process gets a parent pagemap (empty for one the store does
+        # not hold), and its pages image exists, so CRIU's restore finds
+        # each parent it looks for.
+        for pid in parents:
+            p = self._procs.get(pid)
+            if p is None:
+                p = self._proc(pid)
+            _write_pagemap(os.path.join(self.path, f"pagemap-{pid}.img"), pid,
+                           [(v, n, PE_PRESENT) for v, n in p.layout])
+        if parents:
+            link = os.path.join(images_dir, "parent")
+            if os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(os.path.relpath(self.path, images_dir), link)
+        self.pages_copied = copied
+        self.pages_in_parent = sum(self._procs[pid].compacted for pid in parents)
+        return copied
+
+    @staticmethod
+    def _split(pid: int, p: "_Process | None", vaddr: int, nr: int):
+        """(vaddr, nr, in_parent) runs of one present entry: pages in the
+        compacted part of the store, or not."""
+        first = vaddr // PAGE_SIZE
+        compacted = p.compacted if p is not None else 0
+        slots = p.slots if p is not None else {}
+        run_start, run_parent = first, None
+        for page in range(first, first + nr):
+            slot = slots.get(page)
+            if slot is None:
+                raise MigrationError("memory", f"the page store lacks page {page * PAGE_SIZE:#x} "
+                                     f"of process {pid}, which CRIU dumped",
+                                     source_state="frozen")
+            parent = slot < compacted
+            if run_parent is None:
+                run_parent = parent
+            elif parent != run_parent:
+                yield run_start * PAGE_SIZE, page - run_start, run_parent
+                run_start, run_parent = page, parent
+        if run_parent is not None:
+            yield run_start * PAGE_SIZE, first + nr - run_start, run_parent
 
     def _copy_out(self, pid: int, vaddr: int, nr: int, out: int) -> int:
         p = self._procs.get(pid)

@@ -80,6 +80,39 @@ def _pagemap(path, pages_id, entries):
             {"vaddr": v, "nr_pages": n, "compat_nr_pages": n, "flags": fl} for v, n, fl in entries]}, f)
 
 
+def _restored_pages(images_dir, pid):
+    """{vaddr: content} as CRIU's restore reads them: PE_PRESENT pages from
+    pages-<id>.img in order, PE_PARENT ones from the parent's images."""
+    from migrate.migration.content.store import pagemap_entries
+
+    def read(directory):
+        pages_id, entries = pagemap_entries(os.path.join(directory, f"pagemap-{pid}.img"))
+        with open(os.path.join(directory, f"pages-{pages_id}.img"), "rb") as f:
+            data = f.read()
+        return entries, data
+
+    entries, data = read(images_dir)
+    parent = {}
+    if any(flags & PE_PARENT for _, _, flags in entries):
+        p_entries, p_data = read(os.path.join(images_dir, "parent"))
+        at = 0
+        for vaddr, n, flags in p_entries:
+            assert flags == PE_PRESENT
+            for i in range(n):
+                parent[vaddr + i * PAGE_SIZE] = p_data[at:at + PAGE_SIZE]
+                at += PAGE_SIZE
+    out, at = {}, 0
+    for vaddr, n, flags in entries:
+        for i in range(n):
+            if flags & PE_PRESENT:
+                out[vaddr + i * PAGE_SIZE] = data[at:at + PAGE_SIZE]
+                at += PAGE_SIZE
+            elif flags & PE_PARENT:
+                out[vaddr + i * PAGE_SIZE] = parent[vaddr + i * PAGE_SIZE]
+    assert at == len(data)
+    return out
+
+
 def test_store_rebuilds_the_pages_image_criu_asks_for(tmp_path):
     store = PageStore(str(tmp_path / "store"))
     rng = random.Random(4)
@@ -96,12 +129,12 @@ def test_store_rebuilds_the_pages_image_criu_asks_for(tmp_path):
     store.write(5, 0x8000, None, 1)
     images = tmp_path / "images"
     images.mkdir()
-    # A parent/lazy entry is not in pages-N.img; the present ones are, in order.
-    _pagemap(images / "pagemap-5.img", 3, [(0x8000, 1, PE_PRESENT), (0x9000, 2, PE_PARENT),
-                                           (0x10000, 16, PE_PRESENT), (0x30000, 1, PE_LAZY)])
-    assert store.build_pages_images(str(images)) == 17
-    want = content[0x8000] + b"".join(content[v] for v in range(0x10000, 0x20000, PAGE_SIZE))
-    assert (images / "pages-3.img").read_bytes() == want
+    # A lazy entry is not in pages-N.img; the present ones are, in order.
+    _pagemap(images / "pagemap-5.img", 3, [(0x8000, 1, PE_PRESENT), (0x9000, 2, PE_LAZY),
+                                           (0x10000, 16, PE_PRESENT)])
+    assert store.build_pages_images(str(images)) == 17      # not compacted: all copied
+    got = _restored_pages(str(images), 5)
+    assert got == {v: content[v] for v in [0x8000, *range(0x10000, 0x20000, PAGE_SIZE)]}
     store.close()
 
 
@@ -161,6 +194,7 @@ def test_final_round_ships_only_what_the_destination_lacks_and_rebuilds_the_imag
     reply, _ = ship(m, image_round(str(images), mirror, first), label="round-1")
     assert agent.result() == ["content_pages"]
     assert reply["pages"] == 64 and reply["zero_pages"] == 1 and first.pages_changed == 65
+    assert controls["content_compact"](incoming, {}) == {"pages": 65}
     # Three pages change before the final dump.
     for v in (0x401000, 0x402000, 0x43f000):
         pages[v] = rng.randbytes(PAGE_SIZE)
@@ -175,6 +209,46 @@ def test_final_round_ships_only_what_the_destination_lacks_and_rebuilds_the_imag
     # The destination gets the pagemap (as send_images would), rebuilds.
     (workdir / "images" / "pagemap-1.img").write_bytes((images / "pagemap-1.img").read_bytes())
     built = controls["content_build"](incoming, {"dir": "images"})
-    assert built == {"pages": 65}
-    assert (workdir / "images" / "pages-2.img").read_bytes() == (images / "pages-2.img").read_bytes()
+    assert built == {"copied": 0, "in_parent": 65}      # nothing copied while frozen
+    assert _restored_pages(str(workdir / "images"), 1) == pages
     assert incoming.cleanup() == []
+
+
+def test_a_compacted_store_is_the_parent_and_only_new_pages_are_copied(tmp_path):
+    store = PageStore(str(tmp_path / "store"))
+    rng = random.Random(5)
+    content = {v: rng.randbytes(PAGE_SIZE) for v in range(0x10000, 0x18000, PAGE_SIZE)}
+    # Sent out of order (a later round brought the low pages).
+    for v in sorted(content, reverse=True):
+        store.write(2, v, memoryview(content[v]), 1)
+    assert store.compact() == 8
+    # The final round: a changed page (rewritten in place) and a new one
+    # between two runs (like the text page CRIU's parasite injection COWs).
+    content[0x12000] = rng.randbytes(PAGE_SIZE)
+    store.write(2, 0x12000, memoryview(content[0x12000]), 1)
+    content[0x9000] = rng.randbytes(PAGE_SIZE)
+    store.write(2, 0x9000, memoryview(content[0x9000]), 1)
+    images = tmp_path / "images"
+    images.mkdir()
+    _pagemap(images / "pagemap-2.img", 4, [(0x9000, 1, PE_PRESENT), (0x10000, 3, PE_PRESENT),
+                                           (0x13000, 5, PE_PRESENT)])
+    assert store.build_pages_images(str(images)) == 1 and store.pages_in_parent == 8
+    assert os.readlink(images / "parent") == "../store"
+    assert (images / "pages-4.img").read_bytes() == content[0x9000]
+    assert _restored_pages(str(images), 2) == content
+    store.close()
+
+
+def test_a_new_process_is_copied_whole(tmp_path):
+    store = PageStore(str(tmp_path / "store"))
+    store.write(1, 0x1000, memoryview(_page(1)), 1)
+    store.compact()
+    store.write(7, 0x5000, memoryview(_page(5) + _page(6)), 2)     # came in the final round
+    images = tmp_path / "images"
+    images.mkdir()
+    _pagemap(images / "pagemap-1.img", 1, [(0x1000, 1, PE_PRESENT)])
+    _pagemap(images / "pagemap-7.img", 2, [(0x5000, 2, PE_PRESENT)])
+    assert store.build_pages_images(str(images)) == 2
+    assert _restored_pages(str(images), 7) == {0x5000: _page(5), 0x6000: _page(6)}
+    assert _restored_pages(str(images), 1) == {0x1000: _page(1)}
+    store.close()
