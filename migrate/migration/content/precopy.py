@@ -8,14 +8,16 @@ final dump of which only what the destination lacks crosses the link.
                                            <-  REPLY {pages}
     CONTROL content_compact                ->  store files in vaddr order
     final round, frozen:
-      CRIU dumps everything into a local images dir (tmpfs when it fits)
+      CRIU dumps, its page-server stream going to migrate's own page
+      server (pageserver.py) over a socketpair: every page is hashed as it
+      arrives, only the changed ones kept; the pagemaps are written here
       post-dump held:
-      CONTROL content_pages, STREAM pages  ->  (only pages whose hash the
-                                               mirror does not have)
-      STREAM tree images (no pages-*.img)  ->  workdir/images
-      CONTROL content_build                ->  pages-<id>.img: the store file
-                                               renamed when it holds exactly
-                                               the dumped pages, else copied
+      CONTROL content_pages, STREAM pages  ->  (the changed pages)
+      STREAM tree images (pagemaps, no     ->  workdir/images
+        process pages)
+      CONTROL content_build                ->  pagemaps rewritten: pages the
+                                               store holds are PE_PARENT, the
+                                               store linked as the parent
       RESTORE, DONE as every strategy     <->
       post-dump answered: the source CRIU ends, the container is deleted
 
@@ -24,10 +26,10 @@ any failure before DONE answers post-dump with failure and CRIU resumes the
 tree (``job.failed()``), as for stop-and-copy. A failure in a live round
 never froze anything.
 
-Why a local dump and not CRIU's page-server stream with deduplication in
-the relay: the image files can be read with pycriu and the result restored
-by an unmodified CRIU, so it was the first to be made correct; it costs one
-local write of the memory (tmpfs: memcpy speed) while frozen.
+The memory is never written to a file on the source, and nothing the
+destination already holds is copied there while frozen: the frozen time is
+CRIU's dump (its pages streamed through a socket and hashed), the changed
+pages and the other images over the link, and the restore.
 
 ``run(m, job)`` follows the frame's pipeline contract: ``m`` gives
 ``control``, ``step``, ``callbacks``, ``send_images``,
@@ -38,21 +40,18 @@ local write of the memory (tmpfs: memcpy speed) while frozen.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+import socket
 import time
 from typing import Any
 
+from migrate.errors import MigrateError, MigrationError
 from migrate.migration.content.mirror import Mirror
-from migrate.migration.content.rounds import RoundStats, image_round, live_round, shipped_files
+from migrate.migration.content.rounds import RoundStats, live_round
 
 __all__ = ["ContentPreCopy", "METHOD"]
 
 METHOD = ("content rounds: pages hashed while the container runs, only changed pages "
           "shipped, the final dump deduplicated against what the destination holds")
-TMPFS = "/dev/shm"
-# Left free on the tmpfs beyond the memory the dump writes.
-TMPFS_MARGIN = 256 << 20
 
 
 def ship(m: Any, records, *, label: str) -> tuple[dict, Any]:
@@ -78,18 +77,6 @@ def container_processes(m: Any) -> dict[int, int]:
         pass
     pids.add(m.container.state.pid)
     return processes_of(sorted(pids), m.ctx.proc_root)
-
-
-def local_images_dir(m: Any, memory: int) -> str:
-    """Where CRIU writes the final dump: a tmpfs when it has room (the
-    dump is read back at once and then deleted), else the work directory."""
-    try:
-        st = os.statvfs(TMPFS)
-        if st.f_bavail * st.f_frsize > memory + TMPFS_MARGIN and not m.opts.work_dir:
-            return tempfile.mkdtemp(prefix=f"migrate-{m.opts.container_id}-", dir=TMPFS)
-    except OSError:
-        pass
-    return tempfile.mkdtemp(prefix="final-", dir=m.workdir)
 
 
 class ContentPreCopy:
@@ -135,43 +122,57 @@ class ContentPreCopy:
     # -- the final round, frozen -------------------------------------------------------
 
     def final(self, m: Any, job: Any) -> None:
-        from migrate.criu_rpc import Client, SwrkOptions
+        """Freeze; CRIU streams every page into our page server, which
+        keeps the changed ones; with post-dump held, ship them and the
+        images, have the destination build its pages images, restore."""
+        from migrate.criu_rpc import Client, PageServer, SwrkOptions
+        from migrate.migration.content.pageserver import DedupPageServer
         from migrate.migration.report import Iteration
 
         memory = _memory_usage(m.container)
-        local = local_images_dir(m, memory)
-        images = os.path.join(local, "images") if local.startswith(TMPFS) else local
-        # The dump plan wrote its metadata (restore needs it) into the
-        # planned images dir: the final dump's images go with it.
-        shutil.copytree(job.images_dir, images, dirs_exist_ok=True)
+        images = job.images_dir
         stats = RoundStats()
         shipped: dict[str, int] = {}
+        near, criu_end = socket.socketpair()
+        server = DedupPageServer(near, images, self.mirror, stats).start()
 
         def post_dump(_note) -> bool:
-            m.step("memory (final)", memory or None)
-            _reply, sent = ship(m, image_round(images, self.mirror, stats), label="final")
+            # CRIU ended the page-server session before post-dump: every
+            # page has been hashed by now.
+            if not server.join(timeout=m.conn.timeouts.io) or not server.closed:
+                raise server.error or RuntimeError("the page server did not finish")
+            m.step("memory (final)", None)
+            _reply, sent = ship(m, iter(server.records), label="final")
             shipped["wire"] = sent.wire
-            for name in shipped_files(images):
-                os.unlink(os.path.join(images, name))
+            server.records.clear()
             m.send_images(images)
             m.control("content_build", dir="images")
             m.restore_and_commit()
             return True
 
-        m.step("memory (final)", memory or None)
+        m.step("dump", memory or None)
         started = time.monotonic()
-        criu_opts = job.criu_opts.replace(images_dir=images, ps=None, parent_img=None,
+        criu_opts = job.criu_opts.replace(ps=PageServer(fd=criu_end.fileno()), parent_img=None,
                                           track_mem=False, lazy_pages=False, status_fd=None)
+        os.set_inheritable(criu_end.fileno(), True)
         try:
-            try:
-                with Client(SwrkOptions(criu=m.ctx.criu)).session() as swrk:
-                    swrk.dump(criu_opts, m.callbacks(post_dump))
-            except BaseException:
-                job.failed()
-                raise
-            job.succeeded(still_running=m.opts.keep_source)
+            session = Client(SwrkOptions(criu=m.ctx.criu)).session(pass_fds=(criu_end.fileno(),))
         finally:
-            shutil.rmtree(local, ignore_errors=True)
+            # swrk holds its own copy now; ours would keep the stream open.
+            criu_end.close()
+        try:
+            with session as swrk:
+                swrk.dump(criu_opts, m.callbacks(post_dump))
+        except BaseException as err:
+            job.failed()
+            server.abort()
+            if server.error is not None and not isinstance(err, MigrateError):
+                raise MigrationError("memory", f"the final dump's page stream failed: "
+                                     f"{server.error}", source_state="frozen") from err
+            raise
+        finally:
+            server.join(timeout=5)
+        job.succeeded(still_running=m.opts.keep_source)
         m.step("finish")
         m.report.iterations.append(Iteration(
             index=len(m.report.iterations) + 1, pages_written=stats.pages_changed,

@@ -32,7 +32,7 @@ import os
 from migrate.errors import MigrationError
 from migrate.migration.content.records import PAGE_SIZE
 
-__all__ = ["PageStore", "pagemap_entries", "PE_PARENT", "PE_LAZY", "PE_PRESENT"]
+__all__ = ["PageStore", "pagemap_entries", "write_pagemap", "PE_PARENT", "PE_LAZY", "PE_PRESENT"]
 
 # criu/include/pagemap.h
 PE_PARENT = 1 << 0
@@ -52,7 +52,7 @@ def _runs(pages: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def _write_pagemap(path: str, pages_id: int, entries: list[tuple[int, int, int]]) -> None:
+def write_pagemap(path: str, pages_id: int, entries: list[tuple[int, int, int]]) -> None:
     """A ``pagemap-N.img`` (pycriu), replacing ``path`` atomically."""
     from pycriu import images
 
@@ -232,7 +232,7 @@ class PageStore:
             finally:
                 os.close(out)
             parents.append(pid)
-            _write_pagemap(path, pages_id, out_entries)
+            write_pagemap(path, pages_id, out_entries)
         # Every process gets a parent pagemap (empty for one the store does
         # not hold), and its pages image exists, so CRIU's restore finds
         # each parent it looks for.
@@ -240,7 +240,7 @@ class PageStore:
             p = self._procs.get(pid)
             if p is None:
                 p = self._proc(pid)
-            _write_pagemap(os.path.join(self.path, f"pagemap-{pid}.img"), pid,
+            write_pagemap(os.path.join(self.path, f"pagemap-{pid}.img"), pid,
                            [(v, n, PE_PRESENT) for v, n in p.layout])
         if parents:
             link = os.path.join(images_dir, "parent")

@@ -252,3 +252,69 @@ def test_a_new_process_is_copied_whole(tmp_path):
     assert _restored_pages(str(images), 7) == {0x5000: _page(5), 0x6000: _page(6)}
     assert _restored_pages(str(images), 1) == {0x1000: _page(1)}
     store.close()
+
+
+def test_the_page_server_keeps_only_changed_pages_and_writes_criu_s_pagemaps(tmp_path):
+    """CRIU's side of the protocol played by hand (criu/page-xfer.c)."""
+    import socket
+    import struct
+
+    from migrate.migration.content import pageserver as ps
+    from migrate.migration.content.rounds import RoundStats
+    from migrate.migration.content.store import pagemap_entries
+
+    def iov(cmd, nr=0, vaddr=0, dst_id=0, flags=0):
+        return ps.IOV.pack(flags << ps.PS_CMD_BITS | cmd, nr, vaddr, dst_id)
+
+    mirror = Mirror()
+    old = [_page(1), _page(2), _page(3)]
+    from xxhash import xxh3_64_intdigest
+
+    list(mirror.changed(7, 0x10000, [xxh3_64_intdigest(p) for p in old]))
+    criu, ours = socket.socketpair()
+    stats = RoundStats()
+    server = ps.DedupPageServer(ours, str(tmp_path), mirror, stats).start()
+    pid7 = 7 << ps.PS_TYPE_BITS | ps.PS_TYPE_PID
+    shm = 9 << ps.PS_TYPE_BITS | ps.PS_TYPE_SHMEM
+    criu.sendall(iov(ps.PS_IOV_OPEN2, dst_id=pid7))
+    assert criu.recv(1) == b"\0"
+    # pages 1 and 3 as the destination has them, page 2 changed
+    criu.sendall(iov(ps.PS_IOV_ADD_F, 3, 0x10000, pid7, ps.PE_PRESENT)
+                 + _page(1) + _page(20) + _page(3))
+    criu.sendall(iov(ps.PS_IOV_ADD_F, 2, 0x20000, pid7, ps.PE_LAZY))
+    criu.sendall(iov(ps.PS_IOV_OPEN2, dst_id=shm))
+    assert criu.recv(1) == b"\0"
+    criu.sendall(iov(ps.PS_IOV_ADD_F, 1, 0x0, shm, ps.PE_PRESENT) + _page(5))
+    criu.sendall(iov(ps.PS_IOV_CLOSE))
+    assert struct.unpack("=i", criu.recv(4)) == (0,)
+    assert server.join(5) and server.error is None and server.closed
+    got, sink = _collect()
+    reader = RecordReader(sink)
+    for rec in server.records:
+        reader.feed(rec)
+    reader.finish()
+    assert got == [(7, 0x11000, _page(20), 1)]
+    assert stats.pages_scanned == 3 and stats.pages_changed == 1
+    assert pagemap_entries(str(tmp_path / "pagemap-7.img")) == (
+        1, [(0x10000, 3, ps.PE_PRESENT), (0x20000, 2, ps.PE_LAZY)])
+    assert pagemap_entries(str(tmp_path / "pagemap-shmem-9.img")) == (2, [(0, 1, ps.PE_PRESENT)])
+    assert (tmp_path / "pages-2.img").read_bytes() == _page(5)
+    assert not (tmp_path / "pages-1.img").exists()      # process pages stay out
+    criu.close()
+
+
+def test_the_page_server_fails_the_dump_when_the_stream_breaks(tmp_path):
+    import socket
+
+    from migrate.migration.content import pageserver as ps
+    from migrate.migration.content.rounds import RoundStats
+
+    criu, ours = socket.socketpair()
+    server = ps.DedupPageServer(ours, str(tmp_path), Mirror(), RoundStats()).start()
+    pid = 1 << ps.PS_TYPE_BITS | ps.PS_TYPE_PID
+    criu.sendall(ps.IOV.pack(ps.PS_IOV_ADD_F | ps.PE_PRESENT << ps.PS_CMD_BITS, 2, 0x1000, pid)
+                 + _page(1))
+    criu.shutdown(socket.SHUT_WR)
+    assert server.join(5) and not server.closed
+    assert "ended inside a command" in str(server.error)
+    criu.close()
