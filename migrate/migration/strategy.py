@@ -33,6 +33,9 @@ class Strategy(enum.Enum):
     PRE_COPY = ("pre-copy", True, False)
     POST_COPY = ("post-copy", False, True)
     HYBRID = ("hybrid", True, True)
+    # Pre-copy that finds what changed by hashing pages, on any kernel
+    # (issue 14): what ``pre-copy`` becomes on a source without soft-dirty.
+    CONTENT_PRE_COPY = ("content-pre-copy", False, False)
 
     def __new__(cls, name: str, mem_track: bool, lazy_pages: bool) -> "Strategy":
         member = object.__new__(cls)
@@ -105,10 +108,21 @@ _AUTO_ORDER = {
 }
 
 
+_CONTENT_INSTEAD = (
+    "pre-copy asked for with --strategy; the source kernel has no memory dirty tracking "
+    "(soft-dirty, CONFIG_MEM_SOFT_DIRTY), so CRIU's pre-dumps cannot find what changed: "
+    "content pre-copy instead, which hashes every page each round and ships the ones whose "
+    "hash changed, and sends the final dump's pages only where the destination lacks them "
+    "(the source stays frozen and resumable until the destination restored)")
+
+
 def choose(requested: Strategy | None, src: HostFeatures, dst: HostFeatures) -> Choice:
     """The strategy to use and why; ``requested`` ``None`` is ``auto``.
     Raises UnsupportedError when the requested one cannot work on these
     hosts."""
+    if requested is Strategy.PRE_COPY and not src.mem_track:
+        # Pre-copy works without the kernel's dirty tracking: by content.
+        return Choice(strategy=Strategy.CONTENT_PRE_COPY, reason=_CONTENT_INSTEAD)
     if requested is not None:
         why = _missing(requested, src, dst)
         if why:

@@ -1,8 +1,8 @@
 """Live migration between two network-namespace hosts, migrate against
 runc's three manual pipelines, in one run, on the same container and link.
 
-    bench.py migration [--rate MBIT] [--reps N] [--before MIGRATE_BINARY] [MIB ...]
-                                                        (default 64 256 1024, 3 reps)
+    bench.py migration [--rate MBIT] [--reps N] [--before MIGRATE_BINARY]
+                       [--only NAME,...] [MIB ...]      (default 64 256 1024, 3 reps)
 
 Pipelines, each on the same bundle (memhold: MIB MiB touched, a writer
 dirtying pages at a fixed rate) over the same veth:
@@ -15,7 +15,11 @@ dirtying pages at a fixed rate) over the same veth:
   source, the images tarred over once it is ready, ``criu lazy-pages`` on the
   destination, ``runc restore --lazy-pages``; the checkpoint command ends when
   the last page has been pulled;
-* migrate stop-and-copy and migrate post-copy (``migrate migrate``).
+* migrate stop-and-copy, post-copy and pre-copy (``migrate migrate``); on a
+  kernel without soft-dirty pre-copy is content pre-copy (hashed rounds,
+  deduplicated final dump: issue 14), its per-round MiB in the last column.
+
+``--only`` keeps the pipelines whose name contains one of the words.
 
 The tar receivers and page servers are started before the clock starts.
 runc's downtime runs from ``runc checkpoint``'s start to ``runc restore``'s
@@ -278,6 +282,8 @@ def _migrate(strategy: str, binary: str | None = None):
             log.close()
         return {"downtime": data["downtime_s"], "total": data["total_s"], "wire": wire, "ok": ok,
                 "reported": data.get("bytes_on_wire", 0),
+                "rounds": [round(i.get("bytes", 0) / (1 << 20), 2)
+                           for i in data.get("iterations", [])] if strategy == "pre-copy" else [],
                 "steps": {s["step"]: s["seconds"] for s in data.get("frozen_steps", [])}}
     return run
 
@@ -288,15 +294,17 @@ PIPELINES = {
     "runc lazy": runc_lazy,
     "migrate stop-and-copy": _migrate("stop-and-copy"),
     "migrate post-copy": _migrate("post-copy"),
+    "migrate pre-copy": _migrate("pre-copy"),
 }
 
 
-def _parse(argv: list[str]) -> tuple[list[int], int | None, int, str | None]:
-    sizes, rate, reps, before = [], None, 3, None
+def _parse(argv: list[str]) -> tuple[list[int], int | None, int, str | None, list[str]]:
+    sizes, rate, reps, before, only = [], None, 3, None, []
     it = iter(argv)
     for arg in it:
         if arg in ("-h", "--help"):
-            print("usage: bench.py migration [MIB ...] [--rate MBIT] [--reps N] [--before BINARY]")
+            print("usage: bench.py migration [MIB ...] [--rate MBIT] [--reps N] [--before BINARY] "
+                  "[--only NAME,...]")
             raise SystemExit(0)
         if arg == "--rate":
             rate = int(next(it))
@@ -304,15 +312,17 @@ def _parse(argv: list[str]) -> tuple[list[int], int | None, int, str | None]:
             before = next(it)
         elif arg == "--reps":
             reps = int(next(it))
+        elif arg == "--only":
+            only = next(it).split(",")
         elif arg.isdigit():
             sizes.append(int(arg))
         else:
             raise SystemExit(f"bench.py migration: unknown argument {arg!r} (--help)")
-    return sizes or [64, 256, 1024], rate, reps, before
+    return sizes or [64, 256, 1024], rate, reps, before, only
 
 
 def main(argv: list[str]) -> int:
-    sizes, rate, reps, before = _parse(argv)
+    sizes, rate, reps, before, only = _parse(argv)
     from netns_hosts import NetnsHosts
 
     import needs
@@ -329,6 +339,11 @@ def main(argv: list[str]) -> int:
               "fs.pipe-max-size < 4 MiB (sysctl fs.pipe-max-size=16777216)")
         for name in ("runc lazy", "migrate post-copy", "before: post-copy"):
             pipelines.pop(name, None)
+    if needs.criu_feature("mem_dirty_track") is not None:
+        # No soft-dirty: pre-copy runs content rounds (issue 14).
+        pipelines["migrate pre-copy (content)"] = pipelines.pop("migrate pre-copy")
+    if only:
+        pipelines = {n: fn for n, fn in pipelines.items() if any(w in n for w in only)}
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     results: dict[tuple[int, str], list[dict]] = {}
@@ -342,7 +357,8 @@ def main(argv: list[str]) -> int:
                                  writable=True)
             for rep in range(reps):
                 for name, fn in pipelines.items():
-                    tag = f"{mib}-{rep}-{name.split()[-1]}{'-b' if name.startswith('before') else ''}"
+                    slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
+                    tag = f"{mib}-{rep}-{slug}"
                     try:
                         results.setdefault((mib, name), []).append(fn(hosts, bundle, work, tag))
                     except Exception as err:  # noqa: BLE001 - one failed round, the rest go on
@@ -355,6 +371,12 @@ def _median(rounds: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rounds)
 
 
+def _median_run(rounds: list[dict]) -> list:
+    """The per-round MiB of the run with the median downtime."""
+    ranked = sorted(rounds, key=lambda r: r["downtime"])
+    return ranked[len(ranked) // 2].get("rounds") or []
+
+
 def _print(results, sizes, pipelines, rate, reps, load) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -364,17 +386,19 @@ def _print(results, sizes, pipelines, rate, reps, load) -> None:
                     f"{DIRTY_PAGES_PER_S} pages/s; medians of {reps} interleaved rounds; "
                     f"load average at start {' '.join(load)}")
     for col in ("MiB", "pipeline", "downtime s", "total s", "downtime / runc ps",
-                "downtime / runc lazy", "total / runc lazy", "wire MiB", "report / wire",
-                "frozen steps (median s)", "state ok"):
-        t.add_column(col, justify="left" if col in ("pipeline", "frozen steps (median s)")
-                     else "right")
+                "downtime / runc lazy", "downtime / migrate s&c", "total / runc lazy",
+                "wire MiB", "report / wire", "frozen steps (median s)", "state ok",
+                "rounds MiB (median run)"):
+        t.add_column(col, justify="left" if col in ("pipeline", "frozen steps (median s)",
+                                                      "rounds MiB (median run)") else "right")
     for mib in sizes:
         ps = results.get((mib, "runc page server"))
         lazy = results.get((mib, "runc lazy"))
+        sc = results.get((mib, "migrate stop-and-copy"))
         for name in pipelines:
             rounds = results.get((mib, name))
             if not rounds:
-                t.add_row(str(mib), name, "failed", *[""] * 8)
+                t.add_row(str(mib), name, "failed", *[""] * 10)
                 continue
             down, total = _median(rounds, "downtime"), _median(rounds, "total")
             steps = ""
@@ -386,9 +410,11 @@ def _print(results, sizes, pipelines, rate, reps, load) -> None:
             t.add_row(str(mib), name, f"{down:.3f}", f"{total:.3f}",
                       f"{down / _median(ps, 'downtime'):.2f}" if ps else "-",
                       f"{down / _median(lazy, 'downtime'):.2f}" if lazy else "-",
+                      f"{down / _median(sc, 'downtime'):.2f}" if sc else "-",
                       f"{total / _median(lazy, 'total'):.2f}" if lazy else "-",
                       f"{_median(rounds, 'wire') / (1 << 20):.1f}", reported, steps,
-                      "yes" if all(r["ok"] for r in rounds) else "NO")
+                      "yes" if all(r["ok"] for r in rounds) else "NO",
+                      " ".join(str(x) for x in _median_run(rounds)))
     Console(width=220).print(t)
     print("runc's downtime includes runc and CRIU starting before the freeze; migrate's is freeze "
           "to resumed from its report. First-touch memory here: about 1 GB/s to fault in fresh "

@@ -11,7 +11,9 @@ whole work directory on failure).
 from __future__ import annotations
 
 import os
-from typing import Any
+
+from migrate.migration.content.messages import (Built, Compacted, ContentBuild, ContentCompact,
+                                                ContentPages, PagesStored)
 
 __all__ = ["controls", "STORE_DIR"]
 
@@ -29,31 +31,37 @@ def _store(incoming):
     return store
 
 
-def pages(incoming, header: dict[str, Any]) -> dict[str, Any]:
+def pages(incoming, control) -> PagesStored:
+    """CONTROL content_pages: read the pages stream that follows into the store."""
     from migrate.migration.content.records import RecordReader
 
-    store = _store(incoming)
     conn = incoming.conn
+    ContentPages.from_control(control, phase=conn.current_phase)
+    store = _store(incoming)
     stream = conn.recv_stream(what="pages", timeout=conn.timeouts.io)
     reader = RecordReader(store.write, phase=conn.current_phase)
     for data in stream:
         reader.feed(data)
     reader.finish()
-    return {"pages": reader.pages, "zero_pages": reader.zero_pages, "held": len(store)}
+    return PagesStored(pages=reader.pages, zero_pages=reader.zero_pages, held=len(store))
 
 
-def compact(incoming, header: dict[str, Any]) -> dict[str, Any]:
-    """After the last live round: lay the store out as CRIU's pages images
-    will be (store.PageStore.compact), while the container still runs."""
-    return {"pages": _store(incoming).compact()}
+def compact(incoming, control) -> Compacted:
+    """CONTROL content_compact: after the last live round, lay the store out
+    as CRIU's images will read it (store.PageStore.compact), while the
+    container still runs."""
+    ContentCompact.from_control(control, phase=incoming.conn.current_phase)
+    return Compacted(pages=_store(incoming).compact())
 
 
-def build(incoming, header: dict[str, Any]) -> dict[str, Any]:
+def build(incoming, control) -> Built:
+    """CONTROL content_build: the final images restorable from the store."""
+    request = ContentBuild.from_control(control, phase=incoming.conn.current_phase)
     store = _store(incoming)
-    target = incoming.path(header.get("dir") or "images")
-    copied = store.build_pages_images(target)
-    return {"copied": copied, "in_parent": store.pages_in_parent}
+    copied = store.build_pages_images(incoming.path(request.dir))
+    return Built(copied=copied, in_parent=store.pages_in_parent)
 
 
 def controls() -> dict:
-    return {"content_pages": pages, "content_compact": compact, "content_build": build}
+    """The agent's hooks for content pre-copy, by their requests' ``OP``."""
+    return {ContentPages.OP: pages, ContentCompact.OP: compact, ContentBuild.OP: build}

@@ -54,14 +54,18 @@ METHOD = ("content rounds: pages hashed while the container runs, only changed p
           "shipped, the final dump deduplicated against what the destination holds")
 
 
-def ship(m: Any, records, *, label: str) -> tuple[dict, Any]:
-    """Send one page stream to the destination's store; (its reply, stream stats)."""
+def ship(m: Any, records, *, label: str):
+    """Send one page stream to the destination's store; returns
+    (``PagesStored``, the stream's byte counts). Not ``m.control``: the
+    stream goes between the request and its reply."""
+    from migrate.migration.content.messages import ContentPages
     from migrate.migration.protocol import Kind
 
-    m.conn.send(Kind.CONTROL, {"op": "content_pages", "label": label})
+    request = ContentPages(label=label)
+    m.conn.send(Kind.CONTROL, request.to_header())
     sent = m.conn.send_stream({"what": "pages", "label": label}, records)
-    reply = m.conn.recv(Kind.REPLY, timeout=m.conn.timeouts.wait).header
-    return reply, sent
+    header = m.conn.recv(Kind.REPLY, timeout=m.conn.timeouts.wait).header
+    return request.Reply.from_header(header, phase=m.conn.current_phase), sent
 
 
 def container_processes(m: Any) -> dict[int, int]:
@@ -117,7 +121,9 @@ class ContentPreCopy:
         with m.conn.in_phase("pre-copy"):
             # The destination lays its store out in CRIU's order now, so
             # that the frozen part renames files instead of copying memory.
-            m.control("content_compact")
+            from migrate.migration.content.messages import ContentCompact
+
+            m.control(ContentCompact())
 
     # -- the final round, frozen -------------------------------------------------------
 
@@ -126,6 +132,7 @@ class ContentPreCopy:
         keeps the changed ones; with post-dump held, ship them and the
         images, have the destination build its pages images, restore."""
         from migrate.criu_rpc import Client, PageServer, SwrkOptions
+        from migrate.migration.content.messages import ContentBuild
         from migrate.migration.content.pageserver import DedupPageServer
         from migrate.migration.report import Iteration
 
@@ -146,7 +153,7 @@ class ContentPreCopy:
             shipped["wire"] = sent.wire
             server.records.clear()
             m.send_images(images)
-            m.control("content_build", dir="images")
+            m.control(ContentBuild(dir="images"))      # where send_images put them
             m.restore_and_commit()
             return True
 

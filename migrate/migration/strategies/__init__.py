@@ -4,6 +4,8 @@
     pre_copy.py       pre-dump rounds while it runs, then a short stop-and-copy
     post_copy.py      lazy dump: resume at once at the destination, pages pulled
     hybrid.py         pre-copy rounds, then a lazy (post-copy) final dump
+    content_pre_copy.py  pre-copy by page hashes, no soft-dirty needed
+                      (its parts: migration/content/)
 
 Each module holds one class that implements ``Pipeline`` and names it
 ``PIPELINE``; ``strategy.Strategy.module`` maps an enum member to its

@@ -160,6 +160,7 @@ def test_final_round_ships_only_what_the_destination_lacks_and_rebuilds_the_imag
     from migrate.migration.content import destination
     from migrate.migration.content.precopy import ship
     from migrate.migration.content.rounds import RoundStats, image_round, shipped_files
+    from migrate.migration.messages import Control
     from migrate.migration.protocol import Kind
     from migrate.migration.receiver import Incoming
     from migration_helpers import Background
@@ -181,9 +182,9 @@ def test_final_round_ships_only_what_the_destination_lacks_and_rebuilds_the_imag
     def serve(n):
         out = []
         for _ in range(n):
-            h = dst_conn.recv(Kind.CONTROL).header
-            dst_conn.send(Kind.REPLY, controls[h["op"]](incoming, h))
-            out.append(h["op"])
+            control = Control.from_header(dst_conn.recv(Kind.CONTROL).header)
+            dst_conn.send(Kind.REPLY, controls[control.op](incoming, control).to_header())
+            out.append(control.op)
         return out
 
     m = SimpleNamespace(conn=src_conn)
@@ -193,8 +194,8 @@ def test_final_round_ships_only_what_the_destination_lacks_and_rebuilds_the_imag
     first = RoundStats()
     reply, _ = ship(m, image_round(str(images), mirror, first), label="round-1")
     assert agent.result() == ["content_pages"]
-    assert reply["pages"] == 64 and reply["zero_pages"] == 1 and first.pages_changed == 65
-    assert controls["content_compact"](incoming, {}) == {"pages": 65}
+    assert reply.pages == 64 and reply.zero_pages == 1 and first.pages_changed == 65
+    assert controls["content_compact"](incoming, Control(op="content_compact")).pages == 65
     # Three pages change before the final dump.
     for v in (0x401000, 0x402000, 0x43f000):
         pages[v] = rng.randbytes(PAGE_SIZE)
@@ -203,13 +204,13 @@ def test_final_round_ships_only_what_the_destination_lacks_and_rebuilds_the_imag
     agent = Background(lambda: serve(1))
     reply, sent = ship(m, image_round(str(images), mirror, final), label="final")
     agent.result()
-    assert final.pages_scanned == 65 and final.pages_changed == 3 == reply["pages"]
+    assert final.pages_scanned == 65 and final.pages_changed == 3 == reply.pages
     assert sent.raw < 4 * PAGE_SIZE
     assert shipped_files(str(images)) == ["pages-2.img"]
     # The destination gets the pagemap (as send_images would), rebuilds.
     (workdir / "images" / "pagemap-1.img").write_bytes((images / "pagemap-1.img").read_bytes())
-    built = controls["content_build"](incoming, {"dir": "images"})
-    assert built == {"copied": 0, "in_parent": 65}      # nothing copied while frozen
+    built = controls["content_build"](incoming, Control(op="content_build", args={"dir": "images"}))
+    assert (built.copied, built.in_parent) == (0, 65)       # nothing copied while frozen
     assert _restored_pages(str(workdir / "images"), 1) == pages
     assert incoming.cleanup() == []
 

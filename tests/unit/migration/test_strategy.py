@@ -33,9 +33,18 @@ def test_auto_explains_what_it_rejected():
     assert "pipe-max-size" in choice.reason
 
 
+def test_pre_copy_without_soft_dirty_is_content_pre_copy_and_says_why():
+    choice = choose(S.PRE_COPY, LAZY, LAZY)
+    assert choice.strategy is S.CONTENT_PRE_COPY
+    assert "soft-dirty" in choice.reason and "hashes every page" in choice.reason
+    assert choose(S.PRE_COPY, MEM, MEM).strategy is S.PRE_COPY         # CRIU's pre-dumps
+    assert choose(S.CONTENT_PRE_COPY, MEM, MEM).strategy is S.CONTENT_PRE_COPY
+    assert choose(S.CONTENT_PRE_COPY, NONE, NONE).strategy is S.CONTENT_PRE_COPY
+    # auto is unchanged: it never picks content pre-copy by itself
+    assert choose(None, NONE, NONE).strategy is S.STOP_AND_COPY
+
+
 def test_explicit_strategy_that_cannot_work_is_refused():
-    with pytest.raises(UnsupportedError, match="pre-copy.*dirty tracking"):
-        choose(S.PRE_COPY, LAZY, LAZY)
     with pytest.raises(UnsupportedError, match="post-copy.*lazy pages"):
         choose(S.POST_COPY, MEM, MEM)
     with pytest.raises(UnsupportedError, match="hybrid.*dirty tracking"):
@@ -46,7 +55,8 @@ def test_explicit_strategy_that_cannot_work_is_refused():
 def test_strategy_names_are_parsed_once_into_the_enum():
     assert parse_strategy("auto") is None
     assert [parse_strategy(s.value) for s in Strategy] == list(Strategy)
-    assert [s.value for s in Strategy] == ["stop-and-copy", "pre-copy", "post-copy", "hybrid"]
+    assert [s.value for s in Strategy] == ["stop-and-copy", "pre-copy", "post-copy", "hybrid",
+                                           "content-pre-copy"]
     with pytest.raises(UsageError, match="unknown strategy 'teleport': use auto, stop-and-copy"):
         parse_strategy("teleport")
     with pytest.raises(UsageError):

@@ -1,0 +1,95 @@
+"""Content pre-copy between two netns hosts (issue 14): rounds that hash
+memory instead of asking the kernel's soft-dirty bit."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from test_migration import _listdir, _soft_dirty, pair  # noqa: F401 - the fixture
+
+# What becomes content pre-copy here: pre-copy without soft-dirty; with it,
+# content pre-copy must be asked for by name.
+
+
+def _strategy():
+    return "content-pre-copy" if _soft_dirty() else "pre-copy"
+
+
+def _when(pair, cid, seen, action):
+    """Run ``action`` once ``seen(workdir)`` holds for the destination's work
+    directory of this migration."""
+    def watch():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for name in _listdir(pair.work):
+                if name.startswith(cid + "-") and seen(os.path.join(pair.work, name)):
+                    action()
+                    return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _in_a_round(workdir):
+    # the page store exists: the first round's pages are arriving
+    return any(n.startswith("pages-") for n in _listdir(os.path.join(workdir, "content")))
+
+
+def _in_the_final_round(workdir):
+    # the final dump's images are arriving (the container is frozen)
+    return any(n.startswith("pagemap-") for n in _listdir(os.path.join(workdir, "images")))
+
+
+def test_content_pre_copy_moves_the_container(pair, cid):  # noqa: F811
+    pair.start_agent()
+    pair.run_container(cid)
+    before = pair.mem()
+    code, out, report = pair.migrate(cid, "--strategy", _strategy())
+    assert code == 0, out
+    assert report["succeeded"] and report["strategy"] == "content-pre-copy"
+    assert "content rounds" in report["reason"]
+    if not _soft_dirty():
+        assert "pre-copy asked for" in report["reason"] and "soft-dirty" in report["reason"]
+    rounds = [i for i in report["iterations"] if not i["final"]]
+    assert len(rounds) >= 2 and rounds[-1]["stop_reason"]
+    assert rounds[0]["pages_written"] * 4096 >= 64 << 20       # the buffer, in round 1
+    final = report["iterations"][-1]
+    assert final["final"] and final["pages_written"] < rounds[0]["pages_written"] // 4
+    assert pair.a.status(cid) == "gone"
+    pair.assert_running_on(pair.b, cid)
+    assert pair.mem()[1] == before[1]
+
+
+
+@pytest.mark.parametrize("when", [_in_a_round, _in_the_final_round], ids=["round", "final"])
+def test_agent_killed(pair, cid, when):  # noqa: F811
+    pair.start_agent()
+    pair.run_container(cid)
+    watcher = _when(pair, cid, when, pair.stop_agent)
+    code, out, report = pair.migrate(cid, "--strategy", _strategy())
+    watcher.join(timeout=5)
+    # Never frozen (a round), or frozen and resumed (the final round): the
+    # source runs on either way.
+    assert code != 0 and "resumed" in out, out
+    pair.assert_running_on(pair.a, cid)
+    assert pair.b.status(cid) == "gone"
+    pair.start_agent()            # a new agent clears what the dead one left
+    pair.assert_nothing_at_destination(cid)
+
+
+def test_link_down_in_the_final_round(pair, cid):  # noqa: F811
+    pair.start_agent()
+    pair.run_container(cid)
+    watcher = _when(pair, cid, _in_the_final_round, pair.hosts.a.link_down)
+    try:
+        code, out, _ = pair.migrate(cid, "--strategy", _strategy(), timeout=120)
+    finally:
+        watcher.join(timeout=5)
+        pair.hosts.a.link_up()
+    assert code != 0 and "resumed" in out, out
+    pair.assert_running_on(pair.a, cid)
+    pair.assert_nothing_at_destination(cid)
