@@ -35,7 +35,7 @@ import threading
 
 from migrate.migration.content.mirror import Mirror
 from migrate.migration.content.records import PAGE_SIZE
-from migrate.migration.content.rounds import RoundStats, _records, _zero_hash
+from migrate.migration.content.rounds import RoundStats, changed_records, zero_hash
 
 __all__ = ["DedupPageServer"]
 
@@ -79,7 +79,7 @@ class DedupPageServer:
         self.bytes_received = 0
         self._pages_id = 0
         self._buf = bytearray(CHUNK_PAGES * PAGE_SIZE)
-        self._zero_hash = _zero_hash()
+        self._zero_hash = zero_hash()
         self._thread = threading.Thread(target=self._serve, name="content-page-server",
                                         daemon=True)
 
@@ -174,8 +174,8 @@ class DedupPageServer:
             piece = view[:n]
             self._read_into(piece)
             if current.kind == PS_TYPE_PID:
-                self.records.extend(_records(current.id, vaddr + at * PAGE_SIZE, piece,
-                                             self.mirror, self.stats, self._zero_hash))
+                self.records.extend(changed_records(current.id, vaddr + at * PAGE_SIZE, piece,
+                                                    self.mirror, self.stats, self._zero_hash))
             else:
                 while piece:
                     piece = piece[os.write(current.pages_fd, piece):]

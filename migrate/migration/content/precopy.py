@@ -77,8 +77,8 @@ def container_processes(m: Any) -> dict[int, int]:
     try:
         if cg is not None and cg.is_usable():
             pids.update(cg.pids())
-    except OSError:
-        pass
+    except (OSError, MigrateError):
+        pass        # the init and what CRIU finds below it: the final dump decides
     pids.add(m.container.state.pid)
     return processes_of(sorted(pids), m.ctx.proc_root)
 
@@ -136,7 +136,9 @@ class ContentPreCopy:
         from migrate.migration.content.pageserver import DedupPageServer
         from migrate.migration.report import Iteration
 
-        memory = _memory_usage(m.container)
+        from migrate.migration.pipeline import memory_usage
+
+        memory = memory_usage(m.container)
         images = job.images_dir
         stats = RoundStats()
         shipped: dict[str, int] = {}
@@ -184,11 +186,3 @@ class ContentPreCopy:
         m.report.iterations.append(Iteration(
             index=len(m.report.iterations) + 1, pages_written=stats.pages_changed,
             bytes=shipped.get("wire", 0), seconds=time.monotonic() - started, final=True))
-
-
-def _memory_usage(container) -> int:
-    try:
-        stats = container.cgroups.stats() if container.cgroups is not None else {}
-        return int((stats.get("memory") or {}).get("usage") or 0)
-    except (Exception,):  # noqa: BLE001 - only an announcement for the progress bar
-        return 0
