@@ -4,10 +4,13 @@
  * tests cannot read from outside:
  *
  *   ctrhelper notify MESSAGE          send MESSAGE to $NOTIFY_SOCKET
- *   ctrhelper memhold MIB FILE [DIRTY_PAGES_PER_SEC]
+ *   ctrhelper memhold MIB FILE [DIRTY_PAGES_PER_SEC [same|new]]
  *       fill MIB MiB with a known pattern, then every 100 ms write
  *       "<counter> <checksum> <pattern-ok>" to FILE; optionally dirty
- *       pages at a fixed rate (each rewrite keeps the pattern intact)
+ *       pages at a fixed rate: "same" (default) rewrites the same values
+ *       (dirty for soft-dirty, unchanged for a content hash), "new" writes
+ *       new values and keeps the running sum in step, so <pattern-ok> still
+ *       proves no page was lost or stale (the checksum then moves)
  *   ctrhelper tcppair PORT FILE
  *       connect to itself over 127.0.0.1:PORT and keep one connection
  *       established: every 100 ms the client sends a counter, the server
@@ -67,7 +70,7 @@ static uint64_t pattern(uint64_t i)
 	return z ^ (z >> 31);
 }
 
-static int memhold(long mib, const char *file, long dirty_per_sec)
+static int memhold(long mib, const char *file, long dirty_per_sec, int change)
 {
 	size_t n = (size_t)mib * 1024 * 1024 / 8, page_words = 4096 / 8, pages = n / page_words;
 	uint64_t *buf = malloc(n * 8), sum = 0, counter = 0;
@@ -87,10 +90,16 @@ static int memhold(long mib, const char *file, long dirty_per_sec)
 		char tmp[4096];
 		FILE *f;
 
-		/* dirty pages at the requested rate: rewrite the same values */
+		/* dirty pages at the requested rate: the same values, or new
+		 * ones with the sum kept in step */
 		for (long k = 0; k < dirty_per_sec / 10 && pages; k++) {
 			size_t p = next_dirty++ % pages;
-			buf[p * page_words] = pattern(p * page_words);
+			uint64_t v = pattern(p * page_words);
+
+			if (change)
+				v ^= counter + 1;
+			sum += v - buf[p * page_words];
+			buf[p * page_words] = v;
 		}
 		if (counter % 10 == 0) {
 			for (size_t i = 0; i < n; i++)
@@ -266,10 +275,12 @@ int main(int argc, char **argv)
 	if (argc >= 3 && !strcmp(argv[1], "notify"))
 		return notify(argv[2]);
 	if (argc >= 4 && !strcmp(argv[1], "memhold"))
-		return memhold(atol(argv[2]), argv[3], argc > 4 ? atol(argv[4]) : 0);
+		return memhold(atol(argv[2]), argv[3], argc > 4 ? atol(argv[4]) : 0,
+			       argc > 5 && !strcmp(argv[5], "new"));
 	if (argc >= 4 && !strcmp(argv[1], "tcppair"))
 		return tcppair(atoi(argv[2]), argv[3]);
-	fprintf(stderr, "usage: ctrhelper notify MSG | memhold MIB FILE [DIRTY_PAGES_PER_SEC] | "
+	fprintf(stderr, "usage: ctrhelper notify MSG | memhold MIB FILE [DIRTY_PAGES_PER_SEC "
+			"[same|new]] | "
 			"tcppair PORT FILE\n");
 	return 2;
 }
