@@ -2,7 +2,8 @@
 runc's three manual pipelines, in one run, on the same container and link.
 
     bench.py migration [--rate MBIT] [--reps N] [--before MIGRATE_BINARY]
-                       [--only NAME,...] [MIB ...]      (default 64 256 1024, 3 reps)
+                       [--only NAME,...] [--dirty same|new] [MIB ...]
+                                                        (default 64 256 1024, 3 reps)
 
 Pipelines, each on the same bundle (memhold: MIB MiB touched, a writer
 dirtying pages at a fixed rate) over the same veth:
@@ -20,6 +21,9 @@ dirtying pages at a fixed rate) over the same veth:
   deduplicated final dump: issue 14), its per-round MiB in the last column.
 
 ``--only`` keeps the pipelines whose name contains one of the words.
+``--dirty new``: the writer changes the values it writes (``same``, the
+default, rewrites identical ones: dirty pages to soft-dirty, but nothing
+changes for content pre-copy's hashes).
 
 The tar receivers and page servers are started before the clock starts.
 runc's downtime runs from ``runc checkpoint``'s start to ``runc restore``'s
@@ -298,13 +302,13 @@ PIPELINES = {
 }
 
 
-def _parse(argv: list[str]) -> tuple[list[int], int | None, int, str | None, list[str]]:
-    sizes, rate, reps, before, only = [], None, 3, None, []
+def _parse(argv: list[str]) -> tuple[list[int], int | None, int, str | None, list[str], str]:
+    sizes, rate, reps, before, only, dirty = [], None, 3, None, [], "same"
     it = iter(argv)
     for arg in it:
         if arg in ("-h", "--help"):
             print("usage: bench.py migration [MIB ...] [--rate MBIT] [--reps N] [--before BINARY] "
-                  "[--only NAME,...]")
+                  "[--only NAME,...] [--dirty same|new]")
             raise SystemExit(0)
         if arg == "--rate":
             rate = int(next(it))
@@ -314,15 +318,19 @@ def _parse(argv: list[str]) -> tuple[list[int], int | None, int, str | None, lis
             reps = int(next(it))
         elif arg == "--only":
             only = next(it).split(",")
+        elif arg == "--dirty":
+            dirty = next(it)
+            if dirty not in ("same", "new"):
+                raise SystemExit("bench.py migration: --dirty same|new")
         elif arg.isdigit():
             sizes.append(int(arg))
         else:
             raise SystemExit(f"bench.py migration: unknown argument {arg!r} (--help)")
-    return sizes or [64, 256, 1024], rate, reps, before, only
+    return sizes or [64, 256, 1024], rate, reps, before, only, dirty
 
 
 def main(argv: list[str]) -> int:
-    sizes, rate, reps, before, only = _parse(argv)
+    sizes, rate, reps, before, only, dirty = _parse(argv)
     from netns_hosts import NetnsHosts
 
     import needs
@@ -353,7 +361,7 @@ def main(argv: list[str]) -> int:
             _shape(hosts, rate)
         for mib in sizes:
             bundle = make_bundle(work, f"bundle-{mib}", ["ctrhelper", "memhold", str(mib),
-                                                         "/tmp/mem", str(DIRTY_PAGES_PER_S)],
+                                                         "/tmp/mem", str(DIRTY_PAGES_PER_S), dirty],
                                  writable=True)
             for rep in range(reps):
                 for name, fn in pipelines.items():
@@ -363,7 +371,7 @@ def main(argv: list[str]) -> int:
                         results.setdefault((mib, name), []).append(fn(hosts, bundle, work, tag))
                     except Exception as err:  # noqa: BLE001 - one failed round, the rest go on
                         print(f"migration: {mib} MiB {name} round {rep}: {err}", file=sys.stderr)
-    _print(results, sizes, pipelines, rate, reps, load)
+    _print(results, sizes, pipelines, rate, reps, load, dirty)
     return 0
 
 
@@ -377,13 +385,14 @@ def _median_run(rounds: list[dict]) -> list:
     return ranked[len(ranked) // 2].get("rounds") or []
 
 
-def _print(results, sizes, pipelines, rate, reps, load) -> None:
+def _print(results, sizes, pipelines, rate, reps, load, dirty="same") -> None:
     from rich.console import Console
     from rich.table import Table
 
     link = f"tc tbf {rate} Mbit/s" if rate else "unshaped"
     t = Table(title=f"live migration between two netns hosts over a veth ({link}); writer dirtying "
-                    f"{DIRTY_PAGES_PER_S} pages/s; medians of {reps} interleaved rounds; "
+                    f"{DIRTY_PAGES_PER_S} pages/s ({dirty} values); medians of {reps} interleaved "
+                    f"rounds; "
                     f"load average at start {' '.join(load)}")
     for col in ("MiB", "pipeline", "downtime s", "total s", "downtime / runc ps",
                 "downtime / runc lazy", "downtime / migrate s&c", "total / runc lazy",

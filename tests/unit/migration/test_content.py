@@ -77,7 +77,8 @@ def _pagemap(path, pages_id, entries):
 
     with open(path, "wb") as f:
         images.dump({"magic": "PAGEMAP", "entries": [{"pages_id": pages_id}] + [
-            {"vaddr": v, "nr_pages": n, "compat_nr_pages": n, "flags": fl} for v, n, fl in entries]}, f)
+            {"vaddr": v, "nr_pages": n, "compat_nr_pages": n, "flags": fl}
+            for v, n, fl in entries]}, f)
 
 
 def _restored_pages(images_dir, pid):
