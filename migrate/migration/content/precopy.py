@@ -7,6 +7,7 @@ final dump of which only what the destination lacks crosses the link.
       CONTROL content_pages, STREAM pages  ->  page store (store.py)
                                            <-  REPLY {pages}
     CONTROL content_compact                ->  store files in vaddr order
+    one more round (what changed while the destination compacted)
     final round, frozen:
       CRIU dumps, its page-server stream going to migrate's own page
       server (pageserver.py) over a socketpair: every page is hashed as it
@@ -96,34 +97,41 @@ class ContentPreCopy:
     # -- rounds while it runs --------------------------------------------------------
 
     def rounds(self, m: Any) -> None:
-        from migrate.migration.report import Iteration
+        from migrate.migration.content.messages import ContentCompact
         from migrate.migration.strategy import PreCopyController
 
         controller = PreCopyController(m.opts.precopy)
-        index = 0
         while controller.should_continue():
-            index += 1
-            stats = RoundStats()
-            started = time.monotonic()
-            with m.conn.in_phase("pre-copy"):
-                processes = container_processes(m)
-                _reply, sent = ship(m, live_round(processes, self.mirror, stats,
-                                                  proc_root=m.ctx.proc_root),
-                                    label=f"round-{index}")
-            pages = stats.pages_changed
-            controller.record(pages)
-            m.report.iterations.append(Iteration(index=index, pages_written=pages,
-                                                 bytes=sent.wire,
-                                                 seconds=time.monotonic() - started))
-            m.progress.iteration(index, pages)
+            controller.record(self.round(m))
         m.report.iterations[-1].stop_reason = controller.stop_reason
         m.report.reason += f"; {METHOD}; pre-copy stopped: {controller.stop_reason}"
         with m.conn.in_phase("pre-copy"):
             # The destination lays its store out in CRIU's order now, so
-            # that the frozen part renames files instead of copying memory.
-            from migrate.migration.content.messages import ContentCompact
-
+            # that the frozen part needs no copy of the memory there.
             m.control(ContentCompact())
+        # Compacting copies the whole store (about a second per GiB here):
+        # what changed meanwhile goes now, not while frozen. Pages this
+        # round adds come after the compacted ones; the final build copies
+        # them (few).
+        self.round(m)
+
+    def round(self, m: Any) -> int:
+        """One live round: scan, ship what changed; returns the pages shipped."""
+        from migrate.migration.report import Iteration
+
+        index = len(m.report.iterations) + 1
+        stats = RoundStats()
+        started = time.monotonic()
+        with m.conn.in_phase("pre-copy"):
+            processes = container_processes(m)
+            _reply, sent = ship(m, live_round(processes, self.mirror, stats,
+                                              proc_root=m.ctx.proc_root),
+                                label=f"round-{index}")
+        pages = stats.pages_changed
+        m.report.iterations.append(Iteration(index=index, pages_written=pages, bytes=sent.wire,
+                                             seconds=time.monotonic() - started))
+        m.progress.iteration(index, pages)
+        return pages
 
     # -- the final round, frozen -------------------------------------------------------
 
