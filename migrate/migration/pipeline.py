@@ -403,7 +403,8 @@ def _migrate(ctx, opts: MigrateOptions, container, timeline, progress, facts, no
                                    progress=progress) as session:
             report.compression = session.compression
             choice = choose(opts.strategy, _features(session.local_features, source=True),
-                            _features(session.peer_features, source=False))
+                            _features(session.peer_features, source=False),
+                            memory=memory_usage(container))
             report.strategy, report.reason = choice.strategy.value, choice.reason
             if note:
                 report.reason += f"; {note}"

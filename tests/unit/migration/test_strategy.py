@@ -8,6 +8,7 @@ ALL = HostFeatures(mem_track=True, lazy_pages=True)
 LAZY = HostFeatures(mem_track=False, lazy_pages=True)       # these machines
 MEM = HostFeatures(mem_track=True, lazy_pages=False)
 NONE = HostFeatures(mem_track=False, lazy_pages=False)
+MEM_LAZY_DST = HostFeatures(mem_track=True, lazy_pages=True)
 NO_PIPES = HostFeatures(mem_track=False, lazy_pages=True, lazy_dump_ok=False,
                         why_lazy_dump_not_ok="fs.pipe-max-size is 1048576")
 
@@ -17,8 +18,8 @@ S = Strategy
 
 @pytest.mark.parametrize("src,dst,want", [
     (ALL, ALL, S.HYBRID), (LAZY, LAZY, S.POST_COPY), (MEM, MEM, S.PRE_COPY),
-    (ALL, MEM, S.PRE_COPY), (MEM, ALL, S.PRE_COPY), (NONE, NONE, S.STOP_AND_COPY),
-    (LAZY, NONE, S.STOP_AND_COPY), (NO_PIPES, LAZY, S.STOP_AND_COPY),
+    (ALL, MEM, S.PRE_COPY), (MEM, ALL, S.PRE_COPY), (NONE, NONE, S.CONTENT_PRE_COPY),
+    (LAZY, NONE, S.CONTENT_PRE_COPY), (NO_PIPES, LAZY, S.CONTENT_PRE_COPY),
 ])
 def test_auto_picks_the_best_that_works(src, dst, want):
     choice = choose(None, src, dst)
@@ -40,8 +41,22 @@ def test_pre_copy_without_soft_dirty_is_content_pre_copy_and_says_why():
     assert choose(S.PRE_COPY, MEM, MEM).strategy is S.PRE_COPY         # CRIU's pre-dumps
     assert choose(S.CONTENT_PRE_COPY, MEM, MEM).strategy is S.CONTENT_PRE_COPY
     assert choose(S.CONTENT_PRE_COPY, NONE, NONE).strategy is S.CONTENT_PRE_COPY
-    # auto is unchanged: it never picks content pre-copy by itself
-    assert choose(None, NONE, NONE).strategy is S.STOP_AND_COPY
+    # auto's last resort is content pre-copy, not stop-and-copy
+    choice = choose(None, NONE, NONE)
+    assert choice.strategy is S.CONTENT_PRE_COPY and "hash the memory" in choice.reason
+
+
+def test_auto_weighs_post_copys_window_without_rollback():
+    mib = 1 << 20
+    small = choose(None, LAZY, LAZY, memory=64 * mib)
+    assert small.strategy is S.POST_COPY and "window without rollback is about 0.5 s" in small.reason
+    big = choose(None, LAZY, LAZY, memory=1024 * mib)
+    assert big.strategy is S.CONTENT_PRE_COPY
+    assert "not post-copy: its 1024 MiB would take about 9 s" in big.reason
+    assert "loses the container" in big.reason
+    # with soft-dirty, CRIU's pre-copy rather than content
+    assert choose(None, MEM_LAZY_DST, LAZY, memory=1024 * mib).strategy is S.HYBRID
+    assert choose(None, MEM, LAZY, memory=1024 * mib).strategy is S.PRE_COPY
 
 
 def test_explicit_strategy_that_cannot_work_is_refused():
@@ -114,7 +129,7 @@ def test_a_fresh_machine_hears_each_reason_once_and_the_fix():
     src = HostFeatures(mem_track=False, lazy_pages=True, lazy_dump_ok=False,
                        why_lazy_dump_not_ok="lazy pages: fs.pipe-max-size is 1048576")
     c = choose(None, src, LAZY)
-    assert c.strategy is S.STOP_AND_COPY
+    assert c.strategy is S.CONTENT_PRE_COPY
     assert c.reason.count("fs.pipe-max-size is 1048576") == 1
     assert c.reason.count("dirty tracking") == 1
     assert c.reason.count("--raise-pipe-max-size") == 1
