@@ -179,19 +179,27 @@ CREATE_FLAGS = [
 ]
 
 
-def _create_options(a: Args):
+def _create_options(a: Args, warmup=None):
     from migrate.runtime.lifecycle.create import CreateOptions
 
     return CreateOptions(id=a.positional[0], bundle=a.bundle, pid_file=a.pid_file,
                          console_socket=a.console_socket, no_pivot=a.no_pivot,
                          no_new_keyring=a.no_new_keyring,
-                         preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"))
+                         preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"),
+                         attach_warmup=warmup)
+
+
+def _attach_warmup(ctx):
+    """Started before the imports, which it overlaps (runtime/cgroups/warmup.py)."""
+    return ctx.syscalls.warm_cgroup_attach(ctx.cgroup_root, ctx.proc_root)
 
 
 def create_cmd(ctx, argv: list[str]) -> int:
+    warmup = _attach_warmup(ctx)
     from migrate.runtime.lifecycle.create import create
 
-    create(ctx, _create_options(parse("create", CREATE_FLAGS, argv, positional="CONTAINER_ID")))
+    a = parse("create", CREATE_FLAGS, argv, positional="CONTAINER_ID")
+    create(ctx, _create_options(a, warmup))
     return 0
 
 
@@ -207,10 +215,11 @@ RUN_FLAGS = [Flag("detach", "d", help="do not wait for the container"),
 
 
 def run_cmd(ctx, argv: list[str]) -> int:
+    warmup = _attach_warmup(ctx)
     from migrate.runtime.lifecycle.run import run
 
     a = parse("run", RUN_FLAGS, argv, positional="CONTAINER_ID")
-    return run(ctx, _create_options(a), detach=a.detach, keep=a.keep)
+    return run(ctx, _create_options(a, warmup), detach=a.detach, keep=a.keep)
 
 
 EXEC_FLAGS = [
