@@ -267,6 +267,7 @@ def sub_cgroup_paths(args: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def exec_cmd(ctx, argv: list[str]) -> int:
+    warmup = _attach_warmup(ctx)
     from migrate.runtime.lifecycle.exec import ExecOptions, exec_process
 
     a = parse("exec", EXEC_FLAGS, argv, positional="CONTAINER_ID [COMMAND [ARG...]]",
@@ -277,7 +278,8 @@ def exec_cmd(ctx, argv: list[str]) -> int:
                        detach=a.detach, pid_file=a.pid_file, process_file=a.process,
                        no_new_privs=a.no_new_privs,
                        preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"),
-                       ignore_paused=a.ignore_paused, sub_cgroups=sub_cgroup_paths(a.cgroup))
+                       ignore_paused=a.ignore_paused, sub_cgroups=sub_cgroup_paths(a.cgroup),
+                       attach_warmup=warmup)
     from migrate.errors import MigrateError
 
     try:

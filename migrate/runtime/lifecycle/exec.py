@@ -33,6 +33,8 @@ class ExecOptions:
     preserve_fds: int = 0
     ignore_paused: bool = False          # a paused container: the process waits for resume
     sub_cgroups: tuple[tuple[str, str], ...] = ()   # (controller or "", path below ours)
+    # cgroups.warmup.AttachWarmup started by the caller; waited for before the fork
+    attach_warmup: object | None = None
 
 
 def _int(text: str, what: str) -> int:
@@ -167,6 +169,8 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
 
         fg = Foreground(ctx.syscalls)
         fg.install()
+    if opts.attach_warmup is not None:
+        opts.attach_warmup.wait()       # no thread may run across the fork
     try:
         sys = ctx.syscalls
         launched = launch(LaunchSpec(

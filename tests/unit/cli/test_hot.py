@@ -30,7 +30,8 @@ def calls(monkeypatch):
         def fn(*args, **kwargs):
             # drop ctx, and the cgroup warm-up (checked on its own below)
             args = tuple(_record.replace(a, attach_warmup=None)
-                         if isinstance(a, create.CreateOptions) else a for a in args[1:])
+                         if isinstance(a, (create.CreateOptions, exec_.ExecOptions)) else a
+                         for a in args[1:])
             log.append((name, args, kwargs))
             return result
         return fn
@@ -58,14 +59,15 @@ def test_create_all_flags(ctx, calls):
                                         no_new_keyring=True, preserve_fds=2)
 
 
-@pytest.mark.parametrize("command", ["create", "run"])
-def test_create_and_run_warm_the_cgroup_attach(ctx, monkeypatch, command):
-    """The warm-up starts (before the imports) and reaches create, which
-    waits for it before forking."""
+@pytest.mark.parametrize("command", ["create", "run", "exec"])
+def test_create_run_and_exec_warm_the_cgroup_attach(ctx, monkeypatch, command):
+    """The warm-up starts (before the imports) and reaches create or exec,
+    which wait for it before forking."""
     seen = []
     monkeypatch.setattr(create, "create", lambda ctx, opts: seen.append(opts) or (None, None))
     monkeypatch.setattr(run, "run", lambda ctx, opts, **kw: seen.append(opts) or 0)
-    getattr(hot, f"{command}_cmd")(ctx, ["web"])
+    monkeypatch.setattr(exec_, "exec_process", lambda ctx, opts: seen.append(opts) or 0)
+    getattr(hot, f"{command}_cmd")(ctx, ["web", "true"] if command == "exec" else ["web"])
     assert ctx.syscalls.of(WarmCgroupAttach) == [
         WarmCgroupAttach(ctx.cgroup_root, ctx.proc_root)]
     assert seen[0].attach_warmup is not None
