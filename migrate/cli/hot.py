@@ -7,7 +7,6 @@ and renders the result.
 
 from __future__ import annotations
 
-import json
 import sys
 
 __all__ = ["create_cmd", "start_cmd", "run_cmd", "exec_cmd", "state_cmd", "kill_cmd",
@@ -43,8 +42,6 @@ def parse(command: str, flags: list[Flag], argv: list[str], *, positional: str,
     """getopt with urfave/cli's conventions (what runc and its callers use):
     flags before positional arguments, ``--flag=value`` or ``--flag value``,
     ``-flag`` as a long flag, repeated flags. Raises UsageError."""
-    import getopt
-
     from migrate.errors import UsageError
 
     takes_value = {f"--{f.name}" for f in flags if f.value} | \
@@ -67,8 +64,8 @@ def parse(command: str, flags: list[Flag], argv: list[str], *, positional: str,
     shorts = "".join(f.short + (":" if f.value else "") for f in flags if f.short)
     longs = [f.name + ("=" if f.value else "") for f in flags] + ["help"]
     try:
-        opts, rest = getopt.getopt(fixed, shorts + "h", longs)
-    except getopt.GetoptError as err:
+        opts, rest = _getopt(fixed, shorts + "h", longs)
+    except _GetoptError as err:
         if "requires argument" in err.msg:
             raise UsageError(f"migrate {command}: flag needs an argument: --{err.opt}") from None
         raise UsageError(f"migrate {command}: {err.msg}") from None
@@ -89,6 +86,66 @@ def parse(command: str, flags: list[Flag], argv: list[str], *, positional: str,
         raise UsageError(f"migrate {command}: expected {positional}, got "
                          f"{' '.join(rest) or 'nothing'}")
     return Args(values, rest)
+
+
+class _GetoptError(Exception):
+    def __init__(self, msg: str, opt: str):
+        super().__init__(msg)
+        self.msg, self.opt = msg, opt
+
+
+def _getopt(args: list[str], shortopts: str, longopts: list[str]):
+    """``getopt.getopt``, same results and messages, without its import:
+    getopt loads gettext, which loads re and enum (~5 ms per command,
+    migrate/_light.py)."""
+    opts = []
+    while args and args[0].startswith("-") and args[0] != "-":
+        if args[0] == "--":
+            args = args[1:]
+            break
+        if args[0].startswith("--"):
+            opt, eq, optarg = args[0][2:].partition("=")
+            args = args[1:]
+            has_arg, opt = _long_has_args(opt, longopts)
+            if has_arg:
+                if not eq:
+                    if not args:
+                        raise _GetoptError(f"option --{opt} requires argument", opt)
+                    optarg, args = args[0], args[1:]
+            elif eq:
+                raise _GetoptError(f"option --{opt} must not have an argument", opt)
+            opts.append(("--" + opt, optarg))
+            continue
+        optstring, args = args[0][1:], args[1:]
+        while optstring:
+            opt, optstring = optstring[0], optstring[1:]
+            i = shortopts.find(opt)
+            if opt == ":" or i < 0:
+                raise _GetoptError(f"option -{opt} not recognized", opt)
+            if shortopts.startswith(":", i + 1):
+                if not optstring:
+                    if not args:
+                        raise _GetoptError(f"option -{opt} requires argument", opt)
+                    optstring, args = args[0], args[1:]
+                optarg, optstring = optstring, ""
+            else:
+                optarg = ""
+            opts.append(("-" + opt, optarg))
+    return opts, args
+
+
+def _long_has_args(opt: str, longopts: list[str]) -> tuple[bool, str]:
+    possibilities = [o for o in longopts if o.startswith(opt)]
+    if not possibilities:
+        raise _GetoptError(f"option --{opt} not recognized", opt)
+    if opt in possibilities:
+        return False, opt
+    if opt + "=" in possibilities:
+        return True, opt
+    if len(possibilities) > 1:
+        raise _GetoptError(f"option --{opt} not a unique prefix", opt)
+    match = possibilities[0]
+    return (True, match[:-1]) if match.endswith("=") else (False, match)
 
 
 def usage(command: str, flags: list[Flag], positional: str = "") -> str:
@@ -122,19 +179,27 @@ CREATE_FLAGS = [
 ]
 
 
-def _create_options(a: Args):
+def _create_options(a: Args, warmup=None):
     from migrate.runtime.lifecycle.create import CreateOptions
 
     return CreateOptions(id=a.positional[0], bundle=a.bundle, pid_file=a.pid_file,
                          console_socket=a.console_socket, no_pivot=a.no_pivot,
                          no_new_keyring=a.no_new_keyring,
-                         preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"))
+                         preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"),
+                         attach_warmup=warmup)
+
+
+def _attach_warmup(ctx):
+    """Started before the imports, which it overlaps (runtime/cgroups/warmup.py)."""
+    return ctx.syscalls.warm_cgroup_attach(ctx.cgroup_root, ctx.proc_root)
 
 
 def create_cmd(ctx, argv: list[str]) -> int:
+    warmup = _attach_warmup(ctx)
     from migrate.runtime.lifecycle.create import create
 
-    create(ctx, _create_options(parse("create", CREATE_FLAGS, argv, positional="CONTAINER_ID")))
+    a = parse("create", CREATE_FLAGS, argv, positional="CONTAINER_ID")
+    create(ctx, _create_options(a, warmup))
     return 0
 
 
@@ -150,10 +215,11 @@ RUN_FLAGS = [Flag("detach", "d", help="do not wait for the container"),
 
 
 def run_cmd(ctx, argv: list[str]) -> int:
+    warmup = _attach_warmup(ctx)
     from migrate.runtime.lifecycle.run import run
 
     a = parse("run", RUN_FLAGS, argv, positional="CONTAINER_ID")
-    return run(ctx, _create_options(a), detach=a.detach, keep=a.keep)
+    return run(ctx, _create_options(a, warmup), detach=a.detach, keep=a.keep)
 
 
 EXEC_FLAGS = [
@@ -201,6 +267,7 @@ def sub_cgroup_paths(args: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def exec_cmd(ctx, argv: list[str]) -> int:
+    warmup = _attach_warmup(ctx)
     from migrate.runtime.lifecycle.exec import ExecOptions, exec_process
 
     a = parse("exec", EXEC_FLAGS, argv, positional="CONTAINER_ID [COMMAND [ARG...]]",
@@ -211,7 +278,8 @@ def exec_cmd(ctx, argv: list[str]) -> int:
                        detach=a.detach, pid_file=a.pid_file, process_file=a.process,
                        no_new_privs=a.no_new_privs,
                        preserve_fds=_int_flag(a.preserve_fds, "preserve-fds"),
-                       ignore_paused=a.ignore_paused, sub_cgroups=sub_cgroup_paths(a.cgroup))
+                       ignore_paused=a.ignore_paused, sub_cgroups=sub_cgroup_paths(a.cgroup),
+                       attach_warmup=warmup)
     from migrate.errors import MigrateError
 
     try:
@@ -229,7 +297,10 @@ def state_cmd(ctx, argv: list[str]) -> int:
     from migrate.runtime.lifecycle.query import state
 
     cid = parse("state", [], argv, positional="CONTAINER_ID").positional[0]
-    sys.stdout.write(json.dumps(state(ctx, cid), indent=2) + "\n")
+    result = state(ctx, cid)
+    import json     # indent: the pure-Python encoder (migrate/_light.py)
+
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -207,10 +207,9 @@ def _check_root(root: str) -> None:
 
 
 def _load(ref: str):
-    import importlib
-
     module, _, func = ref.partition(":")
-    return getattr(importlib.import_module(module), func)
+    # __import__ with a fromlist returns the module itself (no importlib import)
+    return getattr(__import__(module, fromlist=[func]), func)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,6 @@ methods), which commands that never read a config (``state``, ``kill``,
 ``list``) should not pay. ``from migrate.oci import Spec`` works as usual.
 """
 
-import importlib
 
 # public name -> submodule that defines it
 _EXPORTS = {
@@ -79,7 +78,9 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    # __import__, not importlib (its import costs start-up time): with a
+    # fromlist it returns the submodule itself.
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
     globals()[name] = value  # later look-ups skip this function
     return value
 

@@ -12,7 +12,7 @@ a string``.
 
 from __future__ import annotations
 
-import json
+from migrate._light import loads as _json_loads
 import os
 
 from migrate.errors import KernelError, NotFoundError, UsageError
@@ -85,7 +85,7 @@ def load_config(bundle: str) -> Spec:
     except OSError as err:
         raise KernelError.from_oserror("read", err, path) from err
     try:
-        data = json.loads(raw)
+        data = _json_loads(raw)
     except (ValueError, RecursionError) as err:
         raise UsageError(f"config.json: invalid json: {_json_reason(err)}") from None
     return parse_config(data, bundle=bundle)
@@ -172,6 +172,8 @@ def parse_resources(data: dict, *, source: str = "resources") -> Resources:
 
 
 def _json_reason(err: Exception) -> str:
+    import json     # loaded by the failed parse already (migrate/_light.py)
+
     if isinstance(err, json.JSONDecodeError):
         return f"{err.msg[0].lower()}{err.msg[1:]} at line {err.lineno} column {err.colno}"
     if isinstance(err, RecursionError):

@@ -8,11 +8,11 @@ installed *before* the child starts, so a fast child's SIGCHLD is never lost.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import selectors
-import signal
+import select
+import _signal as signal  # not signal.py: its enums cost start-up time (migrate/_light.py)
+from migrate._light import suppress
 
 from migrate.runtime.syscalls import PR, Syscalls
 
@@ -42,7 +42,7 @@ class Foreground:
         for sig in signal.valid_signals():
             if sig in _NOT_FORWARDED and sig != signal.SIGCHLD:
                 continue
-            with contextlib.suppress(OSError, ValueError, RuntimeError):
+            with suppress(OSError, ValueError, RuntimeError):
                 self._old[sig] = signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum, _frame) -> None:
@@ -50,7 +50,7 @@ class Foreground:
 
     def restore(self) -> None:
         for sig, handler in self._old.items():
-            with contextlib.suppress(OSError, ValueError, RuntimeError, TypeError):
+            with suppress(OSError, ValueError, RuntimeError, TypeError):
                 signal.signal(sig, handler)
         signal.set_wakeup_fd(self._old_wakeup)
         for fd in (self._wake_r, self._wake_w):
@@ -76,14 +76,19 @@ class Foreground:
         if pid <= 0:
             # kill(0 or -1, sig) would reach our own process group or everyone.
             raise ValueError(f"Foreground.wait needs a process id, got {pid}")
-        sel = selectors.DefaultSelector()
-        sel.register(self._wake_r, selectors.EVENT_READ, "signal")
         proxy = None
-        if notify is not None:
-            sel.register(notify.fileno(), selectors.EVENT_READ, "notify")
         if console_fd is not None:
+            import selectors
+
             from migrate.runtime.console_proxy import ConsoleProxy
 
+            sel = selectors.DefaultSelector()
+        else:
+            sel = _PollSelector()
+        sel.register(self._wake_r, 1, "signal")         # 1: selectors.EVENT_READ
+        if notify is not None:
+            sel.register(notify.fileno(), 1, "notify")
+        if console_fd is not None:
             proxy = ConsoleProxy(console_fd, sel)
         status = None
         try:
@@ -93,7 +98,7 @@ class Foreground:
                     break
                 for key, _ in sel.select(timeout=1.0):
                     if key.data == "signal":
-                        with contextlib.suppress(BlockingIOError):
+                        with suppress(BlockingIOError):
                             while os.read(self._wake_r, 512):
                                 pass
                     elif key.data == "notify":
@@ -132,6 +137,42 @@ class Foreground:
         if status is not None and status < 0:
             return 0
         return status
+
+
+class _Key:
+    __slots__ = ("fd", "data")
+
+    def __init__(self, fd: int, data):
+        self.fd, self.data = fd, data
+
+
+class _PollSelector:
+    """What ``wait`` uses of selectors.DefaultSelector, for reading only:
+    ``selectors`` imports ``collections`` and more (start-up cost,
+    migrate/_light.py), and a foreground `run` without a terminal needs
+    nothing else."""
+
+    def __init__(self):
+        self._poll = select.poll()
+        self._keys: dict[int, _Key] = {}
+
+    def register(self, fd: int, events: int, data=None) -> None:
+        self._poll.register(fd, select.POLLIN)
+        self._keys[fd] = _Key(fd, data)
+
+    def unregister(self, fd: int) -> None:
+        self._poll.unregister(fd)
+        del self._keys[fd]
+
+    def select(self, timeout: float | None = None) -> list:
+        try:
+            ready = self._poll.poll(None if timeout is None else timeout * 1000)
+        except InterruptedError:
+            return []
+        return [(self._keys[fd], 1) for fd, _ in ready if fd in self._keys]
+
+    def close(self) -> None:
+        self._keys.clear()
 
 
 def _exists(pid: int) -> bool:

@@ -8,10 +8,10 @@ join and the function the child runs as the container's init.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
+import _signal as signal  # not signal.py: its enums cost start-up time (migrate/_light.py)
 import sys
+from migrate._light import suppress
 from migrate._record import field, record
 
 from migrate.errors import MigrateError
@@ -91,7 +91,7 @@ def _child_main(spec: LaunchSpec, sock: SyncSocket, log_w: int) -> NoReturn:
         except Exception:   # noqa: BLE001
             # After "ready" the parent is gone (execve failed after start):
             # the container's stderr (Podman's container log) is all that is left.
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.write(2, f"migrate: {text}\n".encode())
     os._exit(1)
 
@@ -104,7 +104,7 @@ def _debug(message: str) -> None:
 
 
 def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
+    with suppress(ChildProcessError):
         os.waitpid(pid, 0)
 
 
@@ -128,7 +128,7 @@ def launch(spec: LaunchSpec) -> Launched:
         _drive(spec, parent, pid1, result)
     except BaseException as err:
         for pid in {pid1, result.pid} - {0}:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         _reap(pid1)
         if result.console_fd is not None:
@@ -222,7 +222,7 @@ def _drive(spec: LaunchSpec, sock: SyncSocket, pid1: int, result: Launched) -> N
 def _drain(fd: int) -> list[str]:
     os.set_blocking(fd, False)
     chunks = []
-    with contextlib.suppress(BlockingIOError, OSError):
+    with suppress(BlockingIOError, OSError):
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
     os.close(fd)

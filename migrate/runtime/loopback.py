@@ -17,11 +17,19 @@ def bring_lo_up() -> None:
     import. Raises OSError.
     """
     import fcntl
-    import socket
-    import struct
+    import sys
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
+    # _socket and int.to_bytes, not socket and struct: this runs in every
+    # new container's init, where socket.py's enums cost ~3 ms (migrate/_light.py).
+    import _socket
+
+    def ifreq(flags: int) -> bytes:       # struct ifreq: name[16], short flags, padding
+        return b"lo".ljust(16, b"\0") + flags.to_bytes(2, sys.byteorder) + bytes(14)
+
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        flags = int.from_bytes(fcntl.ioctl(s, _SIOCGIFFLAGS, ifreq(0))[16:18], sys.byteorder)
         if not flags & _IFF_UP:
-            fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+            fcntl.ioctl(s, _SIOCSIFFLAGS, ifreq(flags | _IFF_UP))
+    finally:
+        s.close()

@@ -33,12 +33,12 @@ notified syscall would block for good.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import resource
-import signal
+import _signal as signal  # not signal.py: its enums cost start-up time (migrate/_light.py)
 import stat
+from migrate._light import suppress
 
 from migrate.errors import KernelError, NotFoundError, UsageError
 # Imported here, not lazily: these run after pivot_root, when our own
@@ -204,7 +204,7 @@ def apply_user_and_caps(sys: Syscalls, process, *, setgroups_allowed: bool = Tru
             # permitted and inheritable (capabilities(7)). runc 1.1 tries
             # each one and ignores the refusal, so a config from `runc
             # spec` (ambient, but no inheritable set) runs: so do we.
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 sys.prctl(PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, CAP_NUMBERS[name])
     if process.no_new_privileges:
         sys.prctl(PR.SET_NO_NEW_PRIVS, 1)

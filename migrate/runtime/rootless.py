@@ -23,7 +23,6 @@ child that unshares its user namespace reads them afresh).
 
 from __future__ import annotations
 
-import functools
 import os
 
 from migrate._record import record
@@ -45,16 +44,28 @@ def parse_id_map(text: str) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=4)
+# (pid, proc_root) -> maps: functools.lru_cache(maxsize=4) without the
+# functools import (start-up cost, migrate/_light.py).
+_MAPS_CACHE: dict = {}
+
+
 def _read_maps(pid: "int | str", proc_root: str) -> tuple[tuple, tuple] | None:
+    key = (pid, proc_root)
+    if key in _MAPS_CACHE:
+        return _MAPS_CACHE[key]
     try:
         with open(f"{proc_root}/{pid}/uid_map") as f:
             uid_map = parse_id_map(f.read())
         with open(f"{proc_root}/{pid}/gid_map") as f:
             gid_map = parse_id_map(f.read())
     except OSError:
-        return None
-    return uid_map, gid_map
+        maps = None
+    else:
+        maps = uid_map, gid_map
+    if len(_MAPS_CACHE) >= 4:
+        del _MAPS_CACHE[next(iter(_MAPS_CACHE))]
+    _MAPS_CACHE[key] = maps
+    return maps
 
 
 def own_id_maps(proc_root: str = "/proc") -> tuple[tuple, tuple]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import signal
+# _signal, not signal: signal.py's enums cost start-up time (migrate/_light.py)
+import _signal as signal
 
 from migrate.errors import UsageError
 
@@ -32,7 +33,9 @@ def parse_signal(text: str) -> int:
             if signal.SIGRTMIN <= num <= signal.SIGRTMAX:
                 return num
             break
-    try:
-        return int(getattr(signal.Signals, name))
-    except AttributeError:
-        raise UsageError(f"unknown signal {text!r}") from None
+    # Signal names are SIG plus letters and digits; the module's other
+    # SIG_* names (SIG_DFL, SIG_BLOCK...) are not signals.
+    value = getattr(signal, name, None) if name[3:].isalnum() else None
+    if not isinstance(value, int):
+        raise UsageError(f"unknown signal {text!r}")
+    return value

@@ -34,13 +34,19 @@ parent sees end-of-file if the child dies silently.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
+import sys
+
+# _socket, not socket: socket.py's enum conversions cost ~3 ms per command
+# (migrate/_light.py); the C objects have everything used here.
+import _socket
+
+from migrate._light import dumps, loads
 
 __all__ = ["SyncSocket", "SyncError", "socketpair"]
 
 _MAX = 65536
+_INT = 4      # sizeof(int): SCM_RIGHTS carries C ints
 
 
 class SyncError(Exception):
@@ -50,17 +56,18 @@ class SyncError(Exception):
 class SyncSocket:
     __slots__ = ("sock",)
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: _socket.socket):
         self.sock = sock
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def send(self, msg: dict, fds: tuple[int, ...] = ()) -> None:
-        data = json.dumps(msg).encode()
+        data = dumps(msg).encode()
         try:
             if fds:
-                socket.send_fds(self.sock, [data], list(fds))
+                rights = b"".join(fd.to_bytes(_INT, sys.byteorder) for fd in fds)
+                self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
             else:
                 # write(2), not sendto(2): after a seccomp filter is loaded
                 # ("ready"), write is what profiles allow (runc's init
@@ -72,7 +79,7 @@ class SyncSocket:
     def recv(self, timeout: float | None = None) -> tuple[dict, list[int]]:
         self.sock.settimeout(timeout)
         try:
-            data, fds, _flags, _addr = socket.recv_fds(self.sock, _MAX, 4)
+            data, fds = _recv_fds(self.sock)
         except TimeoutError:
             raise SyncError("timed out waiting for the container init") from None
         except OSError as err:
@@ -84,7 +91,7 @@ class SyncSocket:
                 os.close(fd)
             raise SyncError("the container init exited before it was ready")
         try:
-            msg = json.loads(data)
+            msg = loads(data)
         except ValueError:
             raise SyncError(f"malformed message from the container init: {data[:80]!r}") from None
         return msg, fds
@@ -109,5 +116,17 @@ class SyncSocket:
 
 def socketpair() -> tuple[SyncSocket, SyncSocket]:
     """(parent end, child end); both close-on-exec so nothing leaks into the container."""
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     return SyncSocket(a), SyncSocket(b)
+
+
+def _recv_fds(sock) -> tuple[bytes, list[int]]:
+    """One packet and up to 4 fds passed with it (socket.recv_fds; C ints
+    decoded by hand: the ``array`` module imports ``collections``)."""
+    data, ancdata, _flags, _addr = sock.recvmsg(_MAX, _socket.CMSG_LEN(4 * _INT))
+    fds = []
+    for level, kind, cdata in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += (int.from_bytes(cdata[i:i + _INT], sys.byteorder, signed=True)
+                    for i in range(0, len(cdata) - len(cdata) % _INT, _INT))
+    return data, fds

@@ -80,6 +80,9 @@ class Syscalls(Protocol):
     def chown(self, path: str, uid: int, gid: int) -> None: ...
     def kill(self, pid: int, sig: int) -> None: ...
     def write_file(self, path: str, data: str) -> None: ...
+    # Starts paying the first cgroup attach's RCU grace period in the
+    # background; returns an object whose wait() ends it (cgroups/warmup.py).
+    def warm_cgroup_attach(self, cgroup_root: str, proc_root: str): ...
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
               arg5: int = 0) -> int: ...
     def capset(self, effective: int, permitted: int, inheritable: int) -> None: ...
@@ -162,6 +165,11 @@ class LinuxSyscalls:
             raise OSError(err.errno, f"write {path}: {os.strerror(err.errno)}", path) from None
         finally:
             os.close(fd)
+
+    def warm_cgroup_attach(self, cgroup_root, proc_root):
+        from migrate.runtime.cgroups.warmup import AttachWarmup
+
+        return AttachWarmup(cgroup_root, proc_root)
 
     def prctl(self, option, arg2=0, arg3=0, arg4=0, arg5=0):
         return nsexec.check(self._c().sys_prctl(option, arg2, arg3, arg4, arg5),

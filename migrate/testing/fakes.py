@@ -33,6 +33,7 @@ from typing import Iterable
 __all__ = [
     "FakeSyscalls",
     "Call",
+    "WarmCgroupAttach",
     "Mount",
     "Umount",
     "PivotRoot",
@@ -138,6 +139,17 @@ class WriteFile(Call):
     path: str
     data: str
 
+
+
+@_call
+class WarmCgroupAttach(Call):
+    cgroup_root: str
+    proc_root: str
+
+
+class _Done:
+    def wait(self) -> None:
+        pass
 
 
 @_call
@@ -306,6 +318,10 @@ class FakeSyscalls:
         self._record(call)
         self._need_path(call)
         self._written[path] = data
+
+    def warm_cgroup_attach(self, cgroup_root, proc_root):
+        self._record(WarmCgroupAttach(cgroup_root, proc_root))
+        return _Done()
 
     def prctl(self, option, arg2=0, arg3=0, arg4=0, arg5=0):
         self._record(Prctl(option, arg2, arg3, arg4, arg5))

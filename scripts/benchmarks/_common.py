@@ -15,14 +15,29 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))
 
 
 def time_command(argv: list[str]) -> float:
-    """Wall seconds of one run of ``argv`` (quiet, must succeed)."""
+    """Wall seconds of one run of ``argv`` (quiet, must succeed).
+
+    ``wait()`` without a timeout: it blocks in waitpid(2). With a timeout,
+    Python polls with a sleep that doubles up to 50 ms, which rounded every
+    sample up to 31.5, 63.5 or 113.5 ms (what runc and migrate both showed
+    before); a watchdog enforces the 60 s instead.
+    """
+    import threading
     import time
 
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=60)
-    return time.perf_counter() - t0
-
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
+    try:
+        code = proc.wait()
+    finally:
+        watchdog.cancel()
+    elapsed = time.perf_counter() - t0
+    if code:
+        raise subprocess.CalledProcessError(code, argv)
+    return elapsed
 
 
 def print_latency_table(title: str, samples: dict[str, list[float]]) -> None:

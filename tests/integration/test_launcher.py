@@ -1,8 +1,11 @@
 """The compiled `migrate` launcher (nsexec/launcher.c, issue 16): the
 commands that join a container start Python once, from the protected view
 of the interpreter; the `migrate-py` entry script alone re-executes itself
-into the same view (two starts)."""
+into the same view (two starts). With the package installed in a
+virtualenv (not editable), hot commands start without `site` and without
+the entry script."""
 
+import glob
 import os
 import subprocess
 
@@ -16,6 +19,27 @@ pytestmark = pytest.mark.requires("root", "busybox", "python_runtime")
 def _entries():
     bindir = os.path.dirname(runtime_argv()[0])
     return os.path.join(bindir, "migrate"), os.path.join(bindir, "migrate-py")
+
+
+def _fast_site():
+    """The site-packages the launcher hands over for a start without
+    `site`: the virtualenv's, holding the package itself (launcher.c
+    venv_site_packages); None for an editable or system install."""
+    prefix = os.path.dirname(os.path.dirname(_entries()[0]))
+    found = glob.glob(os.path.join(prefix, "lib", "python3.*", "site-packages", "migrate",
+                                   "cli", "main.py"))
+    if not os.path.exists(os.path.join(prefix, "pyvenv.cfg")) or len(found) != 1:
+        return None
+    return os.path.dirname(os.path.dirname(os.path.dirname(found[0])))
+
+
+def _launcher_argv_head(script):
+    """What the launcher passes the interpreter before the command's own argv."""
+    site = _fast_site()
+    if site is None:
+        return [script]
+    return ["-S", "-P", "-c", "import sys; sys.path.append(sys.argv.pop(1)); "
+            "from migrate.cli.main import program; program()", site]
 
 
 def _exec_argv(process):
@@ -50,7 +74,7 @@ def test_exec_runs_from_the_protected_interpreter(runtime, bundle, cid, tmp_path
         assert os.path.dirname(exe) == "/" and "python" in exe, exe
         # One start (the script right after the interpreter), or the
         # script's own re-execution (-S: see cli/main.py).
-        want = ["-S", script] if entry == "script" else [script]
+        want = ["-S", script] if entry == "script" else _launcher_argv_head(script)
         assert argv[1:1 + len(want)] == want, argv
     finally:
         proc.terminate()
@@ -67,6 +91,20 @@ def test_other_commands_answer_as_the_script_does(runtime, bundle, cid):
            for exe in (launcher, script)]
     assert out[0].returncode == out[1].returncode == 0, out
     assert out[0].stdout == out[1].stdout
+
+
+def test_the_current_directory_is_not_on_the_path(runtime, bundle, cid, tmp_path):
+    """-c would put the current directory first on sys.path (-P keeps it
+    off): a `migrate` package there must not be what runs."""
+    launcher, _ = _entries()
+    bundle.set_args("sleep", "300")
+    runtime("run", "-d", "--bundle", bundle.path, cid).check()
+    fake = tmp_path / "migrate"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise SystemExit('the current directory was imported')\n")
+    res = subprocess.run([launcher, "--root", runtime.root, "state", cid], capture_output=True,
+                         text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert res.returncode == 0 and '"running"' in res.stdout, res
 
 
 def test_an_inherited_mark_is_not_believed(runtime, bundle, cid):

@@ -9,6 +9,7 @@ through ``main()`` until it fails early on a missing container or bundle
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -22,6 +23,14 @@ FORBIDDEN = ("click", "rich", "google.protobuf", "pycriu", "pyroute2", "cffi",
              # hashlib loads OpenSSL; datetime and subprocess are ~1 and ~3 ms
              "hashlib", "datetime", "subprocess")
 
+# Light stdlib only (issue 16): these pull in the re/enum/functools/
+# collections family, ~15-20 ms of every command together (migrate/_light.py
+# has the stand-ins). Checked among the modules the command itself imports:
+# an editable install's finder loads some of them at start-up already.
+HEAVY_STDLIB = ("re", "enum", "json", "socket", "selectors", "signal", "getopt", "gettext",
+                "contextlib", "functools", "collections", "array", "importlib", "typing",
+                "dataclasses", "logging", "struct", "locale")
+
 # hot command -> its lifecycle module
 HOT = {"create": "create", "start": "start", "state": "query", "kill": "kill",
        "delete": "delete", "exec": "exec", "run": "run"}
@@ -30,12 +39,25 @@ HOT = {"create": "create", "start": "start", "state": "query", "kill": "kill",
 def _modules_after(code: str) -> set[str]:
     # -I: the installed package (with its compiled nsexec extension), as the
     # `migrate` command runs it; the source tree has no compiled extension.
-    prog = (f"import sys, json\n{code}\n"
-            f"sys.stdout.write('\\n' + json.dumps(sorted(sys.modules)))\n")
+    return _imports(code)[1]
+
+
+def _imports(code: str) -> tuple[set[str], set[str]]:
+    """(modules loaded before ``code``, all modules after it)."""
+    prog = (f"import sys\n_before = sorted(sys.modules)\n{code}\n"
+            f"sys.stdout.write('\\n' + repr((_before, sorted(sys.modules))))\n")
     res = subprocess.run([sys.executable, "-I", "-c", prog], capture_output=True, text=True,
                          timeout=60, stdin=subprocess.DEVNULL, cwd=REPO)
     assert res.returncode == 0, res.stderr
-    return set(json.loads(res.stdout.rsplit("\n", 1)[-1]))
+    before, after = ast.literal_eval(res.stdout.rsplit("\n", 1)[-1])
+    return set(before), set(after)
+
+
+def _heavy(code: str) -> list[str]:
+    """Heavy stdlib modules that ``code`` imports (not the interpreter's start-up)."""
+    before, after = _imports(code)
+    return sorted(m for m in after - before for h in HEAVY_STDLIB
+                  if m == h or m.startswith(h + "."))
 
 
 def _forbidden(modules: set[str]) -> list[str]:
@@ -98,6 +120,23 @@ def test_hot_command_dispatch(command, bundle, tmp_path):
     if command in ("create", "run"):
         assert "migrate.oci.parse" in modules          # the config was read
     assert not _forbidden(modules)
+
+
+@pytest.mark.parametrize("command", sorted(HOT))
+def test_hot_command_imports_only_light_stdlib(command, bundle, tmp_path):
+    """Dispatched as in test_hot_command_dispatch (its error silenced at the
+    fd, so the harness imports nothing of its own)."""
+    argv = ["--root", str(tmp_path / "root"), *_argv(command, bundle)]
+    heavy = _heavy("import os\n"
+                   "os.dup2(os.open(os.devnull, os.O_WRONLY), 2)\n"
+                   "from migrate.cli.main import main\n"
+                   f"main({argv!r})\n")
+    assert not heavy, f"{command} imports {heavy}"
+
+
+def test_init_imports_only_light_stdlib():
+    assert not _heavy("import migrate.runtime.init.standard, migrate.runtime.init.setns, "
+                      "migrate.runtime.loopback")
 
 
 def test_init_modules_are_light():

@@ -16,12 +16,11 @@ Nothing here keeps state between calls; roots are parameters.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import signal
+import _signal as signal  # not signal.py: its enums cost start-up time (migrate/_light.py)
 import time
-from collections import namedtuple
+from migrate._light import contextmanager, suppress
 
 TYPE_CHECKING = False  # typing costs ~10 ms at start-up; annotations only
 if TYPE_CHECKING:
@@ -62,7 +61,23 @@ _RMDIR_DELAYS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
 # One cgroup line of mountinfo: where it is mounted, the hierarchy path
 # mounted there, "cgroup" or "cgroup2", and (v1) the controllers, such as
 # ("cpu", "cpuacct") or ("name=systemd",).
-Mount = namedtuple("Mount", "mount_point root fstype controllers")
+class Mount(tuple):
+    """(mount_point, root, fstype, controllers); a namedtuple, without the
+    ``collections`` import (start-up cost, migrate/_light.py)."""
+
+    __slots__ = ()
+
+    def __new__(cls, mount_point: str, root: str, fstype: str, controllers: tuple):
+        return tuple.__new__(cls, (mount_point, root, fstype, controllers))
+
+    mount_point = property(lambda self: self[0])
+    root = property(lambda self: self[1])
+    fstype = property(lambda self: self[2])
+    controllers = property(lambda self: self[3])
+
+    def __repr__(self) -> str:
+        return (f"Mount(mount_point={self[0]!r}, root={self[1]!r}, fstype={self[2]!r}, "
+                f"controllers={self[3]!r})")
 
 
 class CgroupFiles:
@@ -263,7 +278,7 @@ class ManagerBase:
             todo.pop(0)
         return created
 
-    @contextlib.contextmanager
+    @contextmanager
     def _tolerated(self, what: str, *, disables: bool = False) -> Iterator[None]:
         """In rootless mode, log a cgroup error instead of raising it."""
         try:
@@ -366,7 +381,7 @@ class ManagerBase:
             name = os.path.basename(parent)
             if name == "migrate" or (name.startswith("migrate-") and len(name) == 16
                                      and all(c in "0123456789abcdef" for c in name[8:])):
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     self._files.rmdir(parent)
 
     def _destroy_dirs(self) -> None:
@@ -422,7 +437,7 @@ def flat_keyed(text: str | None) -> dict[str, int]:
     out: dict[str, int] = {}
     for line in (text or "").splitlines():
         key, _, value = line.partition(" ")
-        with contextlib.suppress(ValueError):
+        with suppress(ValueError):
             out[key] = int(value)
     return out
 

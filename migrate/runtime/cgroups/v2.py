@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
+import _signal as signal  # not signal.py: its enums cost start-up time (migrate/_light.py)
 
 from migrate.errors import KernelError, UnsupportedError, UsageError
 

@@ -23,10 +23,10 @@ Every side effect is recorded in the claim's intent before it happens
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
+import _signal as signal  # not signal.py: its enums cost start-up time (migrate/_light.py)
 import time
+from migrate._light import suppress
 
 from migrate import _record
 from migrate.errors import UsageError
@@ -196,7 +196,7 @@ def _unwind(err, steps) -> None:
 
 def _signal(pid: int) -> None:
     # No wait: in a frozen cgroup it would not die before kill_all thaws it.
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -243,7 +243,7 @@ def wait_and_delete(ctx: RuntimeContext, container_id: str, fg, pid: int,
     if not keep:
         from migrate.runtime.lifecycle.delete import delete
 
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             delete(ctx, container_id, force=True)
     return code
 

@@ -35,6 +35,8 @@ class CreateOptions:
     preserve_fds: int = 0
     foreground: bool = False      # `run` without -d: the runtime stays and waits
     wait_on_fifo: bool = True     # False for `run`: no separate start
+    # cgroups.warmup.AttachWarmup started by the caller; waited for before the fork
+    attach_warmup: object | None = None
 
 
 def _timens_offsets(linux) -> str | None:
@@ -112,6 +114,8 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
             up.always(lambda: os.close(fifo_fd))
         state = up.new_state(spec, terminal=spec.process.terminal, no_pivot=opts.no_pivot)
         trees = _idmapped_trees(ctx, spec, bundle, create_ns)
+        if opts.attach_warmup is not None:
+            opts.attach_warmup.wait()       # no thread may run across the fork
         try:
             launched = launch(_launch_spec(ctx, opts, spec, state, cgroups, create_ns, join,
                                            idmap, facts, fifo_fd, bundle, trees, seccomp,

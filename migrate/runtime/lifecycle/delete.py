@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
+import _signal as signal  # not signal.py: its enums cost start-up time (migrate/_light.py)
 import time
+from migrate._light import suppress
 
 from migrate.runtime.container import Container, Status
 from migrate.runtime.context import RuntimeContext
@@ -40,26 +40,26 @@ def delete(ctx: RuntimeContext, container_id: str, *, force: bool = False) -> No
         if status is not Status.STOPPED:
             if status is Status.PAUSED and cg is not None:
                 # A frozen task cannot die: SIGKILL is queued until thaw.
-                with contextlib.suppress(Exception):
+                with suppress(Exception):
                     cg.thaw()
             if cg is not None and cg.is_usable():
-                with contextlib.suppress(Exception):
+                with suppress(Exception):
                     cg.kill_all(signal.SIGKILL)
             else:   # rootless without a delegated cgroup: walk its PID namespace
                 from migrate.runtime.pidns import processes
 
                 for pid in processes(container):
-                    with contextlib.suppress(OSError):
+                    with suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.kill(container.state.pid, signal.SIGKILL)
             _wait_gone(container)
         elif cg is not None:
             # The init is gone; stray processes (from exec) must go too.
-            with contextlib.suppress(Exception):
+            with suppress(Exception):
                 cg.kill_all(signal.SIGKILL)
         if cg is not None:
-            with contextlib.suppress(Exception):
+            with suppress(Exception):
                 cg.destroy()     # with our empty parent cgroup
         store.remove(container_id)
     hooks = container.state.config.get("hooks", {}).get("poststop")
@@ -95,7 +95,7 @@ def _undo_intent(ctx: RuntimeContext, store: StateStore, container_id: str, inte
     # CRIU (or a lazy-pages daemon) first, so nothing more gets placed.
     for pid, start in intent.get("processes", ()):
         if pid_alive(pid, start, ctx.proc_root):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
     if intent.get("op") == "restore":
         _kill_tagged(ctx.proc_root, store.dir(container_id))
@@ -103,10 +103,10 @@ def _undo_intent(ctx: RuntimeContext, store: StateStore, container_id: str, inte
     if intent.get("cgroup"):
         from migrate.runtime.cgroups import load_manager
 
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             cg = load_manager(intent["cgroup"], rootless=bool(intent.get("rootless_cgroups")))
     if cg is not None:
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             cg.kill_all(signal.SIGKILL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -116,7 +116,7 @@ def _undo_intent(ctx: RuntimeContext, store: StateStore, container_id: str, inte
             except Exception:   # noqa: BLE001 - gone is what we want
                 break
             time.sleep(0.01)
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             cg.destroy()
     from migrate.runtime.mountinfo import mounts_at_or_below
     from migrate.runtime.syscalls import MNT
@@ -130,7 +130,7 @@ def _undo_intent(ctx: RuntimeContext, store: StateStore, container_id: str, inte
         if os.path.dirname(path) != store.dir(container_id):
             continue
         for point in mounts_at_or_below(path):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 ctx.syscalls.umount(point, MNT.DETACH)
     store.remove(container_id)
 
@@ -150,10 +150,10 @@ def umount_criu_cgyards(ctx: RuntimeContext, work_dir: str) -> None:
             continue
         yard = os.path.join(work_dir, name)
         for point in mounts_at_or_below(yard):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 ctx.syscalls.umount(point, MNT.DETACH)
         if not mounts_at_or_below(yard):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.rmdir(yard)
 
 
@@ -180,6 +180,6 @@ def _kill_tagged(proc_root: str, cdir: str) -> None:
         if not found:
             return
         for pid in found:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from migrate import _record
-import json
 import os
 from migrate._record import record
 
@@ -34,6 +33,8 @@ class ExecOptions:
     preserve_fds: int = 0
     ignore_paused: bool = False          # a paused container: the process waits for resume
     sub_cgroups: tuple[tuple[str, str], ...] = ()   # (controller or "", path below ours)
+    # cgroups.warmup.AttachWarmup started by the caller; waited for before the fork
+    attach_warmup: object | None = None
 
 
 def _int(text: str, what: str) -> int:
@@ -50,11 +51,12 @@ def build_process(base, opts: ExecOptions):
     """The process to run: --process file, or the container's own process
     with the command-line overrides (runc's rules). Raises UsageError."""
     from migrate import oci
+    from migrate._light import loads
 
     if opts.process_file:
         try:
             with open(opts.process_file) as f:
-                data = json.load(f)
+                data = loads(f.read())
         except OSError as err:
             raise NotFoundError(f"--process {opts.process_file}: {err.strerror}") from None
         except ValueError as err:
@@ -167,6 +169,8 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
 
         fg = Foreground(ctx.syscalls)
         fg.install()
+    if opts.attach_warmup is not None:
+        opts.attach_warmup.wait()       # no thread may run across the fork
     try:
         sys = ctx.syscalls
         launched = launch(LaunchSpec(
@@ -216,12 +220,13 @@ class _Joining:
 
 
 def _kill_quietly(pid: int) -> None:
-    import contextlib
-    import signal
+    import _signal as signal
 
-    with contextlib.suppress(OSError):
+    from migrate._light import suppress
+
+    with suppress(OSError):
         os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
+    with suppress(ChildProcessError):
         os.waitpid(pid, 0)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import signal
+import _signal as signal  # not signal.py: its enums cost start-up time (migrate/_light.py)
 
 from migrate.errors import InvalidStateError, KernelError
 from migrate.runtime.container import NOT_RUNNING, Container, Status

@@ -12,7 +12,9 @@ from migrate.cli import hot
 from migrate.errors import UsageError
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.lifecycle import create, delete, exec as exec_, kill, query, run, start
+from migrate import _record
 from migrate.testing import FakeSyscalls
+from migrate.testing.fakes import WarmCgroupAttach
 
 
 @pytest.fixture
@@ -26,7 +28,11 @@ def calls(monkeypatch):
 
     def recorder(name, result=None):
         def fn(*args, **kwargs):
-            log.append((name, args[1:], kwargs))      # drop ctx
+            # drop ctx, and the cgroup warm-up (checked on its own below)
+            args = tuple(_record.replace(a, attach_warmup=None)
+                         if isinstance(a, (create.CreateOptions, exec_.ExecOptions)) else a
+                         for a in args[1:])
+            log.append((name, args, kwargs))
             return result
         return fn
 
@@ -51,6 +57,20 @@ def test_create_all_flags(ctx, calls):
     assert opts == create.CreateOptions(id="web", bundle="/b", pid_file="/p",
                                         console_socket="/s", no_pivot=True,
                                         no_new_keyring=True, preserve_fds=2)
+
+
+@pytest.mark.parametrize("command", ["create", "run", "exec"])
+def test_create_run_and_exec_warm_the_cgroup_attach(ctx, monkeypatch, command):
+    """The warm-up starts (before the imports) and reaches create or exec,
+    which wait for it before forking."""
+    seen = []
+    monkeypatch.setattr(create, "create", lambda ctx, opts: seen.append(opts) or (None, None))
+    monkeypatch.setattr(run, "run", lambda ctx, opts, **kw: seen.append(opts) or 0)
+    monkeypatch.setattr(exec_, "exec_process", lambda ctx, opts: seen.append(opts) or 0)
+    getattr(hot, f"{command}_cmd")(ctx, ["web", "true"] if command == "exec" else ["web"])
+    assert ctx.syscalls.of(WarmCgroupAttach) == [
+        WarmCgroupAttach(ctx.cgroup_root, ctx.proc_root)]
+    assert seen[0].attach_warmup is not None
 
 
 def test_create_defaults(ctx, calls):

@@ -1,0 +1,69 @@
+"""Pay the first cgroup attach's RCU grace period early, in the background.
+
+Moving a process into a cgroup (a write to ``cgroup.procs``, v1 or v2)
+takes the kernel's global ``cgroup_threadgroup_rwsem`` for writing; when
+nobody has taken it for a while, that first waits a whole RCU grace period
+(``rcu_sync_enter``), 10-15 ms on these machines, and the writes that follow
+within about one more grace period do not. `create` attaches its init only
+after reading the config and preparing the cgroups, so a thread started
+first moves this process into the cgroup it is already in (no change at
+all) and the grace period passes while the main thread works, instead of
+after (issue 16). Best effort: any error is ignored, and ``wait`` must be
+called before forking, so that no thread is left running across fork(2).
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+
+__all__ = ["AttachWarmup"]
+
+
+class AttachWarmup:
+    """Started on construction; ``wait()`` returns once the thread is done."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self, cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc"):
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        try:
+            _thread.start_new_thread(self._run, (cgroup_root, proc_root))
+        except RuntimeError:        # no thread: nothing to wait for
+            self._done.release()
+
+    def _run(self, cgroup_root: str, proc_root: str) -> None:
+        try:
+            path = own_procs_file(cgroup_root, proc_root)
+            if path is not None:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, str(os.getpid()).encode())
+                finally:
+                    os.close(fd)
+        except OSError:
+            pass
+        finally:
+            self._done.release()
+
+    def wait(self) -> None:
+        self._done.acquire()
+        self._done.release()
+
+
+def own_procs_file(cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc") -> str | None:
+    """The ``cgroup.procs`` of the cgroup this process is in, in the unified
+    hierarchy (pure v2 at the root, or the hybrid layout's ``unified``);
+    None when there is none."""
+    with open(f"{proc_root}/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                own = line[3:].strip()
+                break
+        else:
+            return None
+    for mount in (cgroup_root, os.path.join(cgroup_root, "unified")):
+        if os.path.exists(os.path.join(mount, "cgroup.controllers")):
+            return os.path.join(mount + own.rstrip("/"), "cgroup.procs")
+    return None
