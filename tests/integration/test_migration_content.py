@@ -109,7 +109,10 @@ def test_pages_that_change_during_the_rounds_arrive_changed(pair, cid):  # noqa:
     assert code == 0, out
     rounds = [i for i in report["iterations"] if not i["final"]]
     final = report["iterations"][-1]
-    assert len(rounds) >= 2 and all(r["pages_written"] > 0 for r in rounds), rounds
+    # Later rounds find the changes (one of them may find none when the
+    # writer was not scheduled during it, on a loaded machine).
+    assert len(rounds) >= 2 and rounds[0]["pages_written"] > 0, rounds
+    assert sum(r["pages_written"] for r in rounds[1:]) > 0, rounds
     assert final["final"] and final["pages_written"] > 0, final
     # On the wire: the memory once, plus what changed, plus a little.
     changed = sum(i["pages_written"] for i in report["iterations"][1:]) * 4096
