@@ -166,17 +166,7 @@ class PageStore:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 order = sorted(p.slots)
-                run_slot, run_len = -1, 0
-                for page in order:
-                    slot = p.slots[page]
-                    if run_len and slot == run_slot + run_len:
-                        run_len += 1
-                        continue
-                    if run_len:
-                        self._copy(p.fd, run_slot, run_len, out)
-                    run_slot, run_len = slot, 1
-                if run_len:
-                    self._copy(p.fd, run_slot, run_len, out)
+                self._copy_slots(p.fd, (p.slots[page] for page in order), out)
             finally:
                 os.close(out)
             os.rename(tmp, path)
@@ -278,22 +268,33 @@ class PageStore:
         p = self._procs.get(pid)
         slots = p.slots if p is not None else {}
         first = vaddr // PAGE_SIZE
+
+        def wanted():
+            for page in range(first, first + nr):
+                slot = slots.get(page)
+                if slot is None:
+                    raise MigrationError("memory", f"the page store lacks page "
+                                         f"{page * PAGE_SIZE:#x} of process {pid}, which CRIU "
+                                         f"dumped", source_state="frozen")
+                yield slot
+
+        self._copy_slots(p.fd if p is not None else -1, wanted(), out)
+        return nr
+
+    @classmethod
+    def _copy_slots(cls, fd: int, slots, out: int) -> None:
+        """Copy the pages at ``slots`` (in that order) to ``out``, one
+        copy_file_range per run of consecutive slots."""
         run_slot, run_len = -1, 0
-        for page in range(first, first + nr):
-            slot = slots.get(page)
-            if slot is None:
-                raise MigrationError("memory", f"the page store lacks page {page * PAGE_SIZE:#x} "
-                                     f"of process {pid}, which CRIU dumped",
-                                     source_state="frozen")
-            if run_slot >= 0 and slot == run_slot + run_len:
+        for slot in slots:
+            if run_len and slot == run_slot + run_len:
                 run_len += 1
                 continue
             if run_len:
-                self._copy(p.fd, run_slot, run_len, out)
+                cls._copy(fd, run_slot, run_len, out)
             run_slot, run_len = slot, 1
         if run_len:
-            self._copy(p.fd, run_slot, run_len, out)
-        return nr
+            cls._copy(fd, run_slot, run_len, out)
 
     @staticmethod
     def _copy(fd: int, slot: int, count: int, out: int) -> None:
