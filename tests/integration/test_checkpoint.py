@@ -245,20 +245,27 @@ def _lo_up_hook(tmp_path) -> dict:
     return {"createRuntime": [{"path": str(hook)}]}
 
 
-def test_tcp_established(runtime, rw_bundle, cid, tmp_path):
-    rw_bundle.config["hooks"] = _lo_up_hook(tmp_path)
-    rw_bundle.set_args("ctrhelper", "tcppair", "7000", "/tmp/tcp")
-    _run_detached(runtime, rw_bundle, cid)
-    status = os.path.join(rw_bundle.rootfs, "tmp/tcp")
+def _run_tcppair(runtime, bundle, cid, tmp_path):
+    """Run the helper's TCP pair over 127.0.0.1 (lo brought up by a hook)
+    until it has traffic; returns ``progress()``: (messages, all intact)."""
+    bundle.config["hooks"] = _lo_up_hook(tmp_path)
+    bundle.set_args("ctrhelper", "tcppair", "7000", "/tmp/tcp")
+    _run_detached(runtime, bundle, cid)
+    status = os.path.join(bundle.rootfs, "tmp/tcp")
 
     def progress():
         try:
             n, ok = open(status).read().split()
         except (FileNotFoundError, ValueError):
-            return None
+            return 0, False
         return int(n), ok == "1"
 
-    _wait_for(lambda: (progress() or (0, 0))[0] > 3, what="tcp traffic")
+    _wait_for(lambda: progress()[0] > 3, what="tcp traffic")
+    return progress
+
+
+def test_tcp_established(runtime, rw_bundle, cid, tmp_path):
+    progress = _run_tcppair(runtime, rw_bundle, cid, tmp_path)
     images = str(tmp_path / "img")
     refused = runtime("checkpoint", "--image-path", images, cid)
     assert refused.returncode != 0 and "--tcp-established" in refused.stderr + open(
@@ -279,23 +286,11 @@ def test_loopback_only_netns_is_recreated_not_dumped(runtime, rw_bundle, cid, tm
     restores sockets: a connection over 127.0.0.1 goes on, with no hook of
     the user's at restore. A container that may configure its network is
     dumped whole."""
-    rw_bundle.config["hooks"] = _lo_up_hook(tmp_path)   # for the first start only
     if net_admin:
         caps = rw_bundle.config["process"]["capabilities"]
         for kind in ("bounding", "effective", "permitted"):
             caps[kind] = sorted(set(caps[kind]) | {"CAP_NET_ADMIN"})
-    rw_bundle.set_args("ctrhelper", "tcppair", "7000", "/tmp/tcp")
-    _run_detached(runtime, rw_bundle, cid)
-    status = os.path.join(rw_bundle.rootfs, "tmp/tcp")
-
-    def progress():
-        try:
-            n, ok = open(status).read().split()
-        except (FileNotFoundError, ValueError):
-            return 0, False
-        return int(n), ok == "1"
-
-    _wait_for(lambda: progress()[0] > 3, what="tcp traffic")
+    progress = _run_tcppair(runtime, rw_bundle, cid, tmp_path)   # lo hook: first start only
     images = str(tmp_path / "img")
     runtime("checkpoint", "--tcp-established", "--image-path", images, cid).check()
     with open(os.path.join(images, "dump.log")) as f:

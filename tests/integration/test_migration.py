@@ -112,6 +112,17 @@ class Pair:
         _wait_for(lambda: self.mem(rootfs)[0] > first[0], what="memory holder running")
         assert self.mem(rootfs)[2], "the 64 MiB buffer's checksum changed"
 
+    def assert_rolled_back(self, cid, code, out, *, agent_died=False):
+        """The migration failed, the source was resumed and runs on, and
+        nothing is left at the destination (after a dead agent: once a new
+        one has cleared what it left)."""
+        assert code != 0 and "resumed" in out, out
+        self.assert_running_on(self.a, cid)
+        if agent_died:
+            assert self.b.status(cid) == "gone"
+            self.start_agent()
+        self.assert_nothing_at_destination(cid)
+
     def assert_nothing_at_destination(self, cid):
         assert self.b.status(cid) == "gone"
         _wait_for(lambda: not any(n.startswith(cid + "-") for n in _listdir(self.work)),
@@ -297,15 +308,14 @@ def test_restore_failing_at_destination(pair, cid, tmp_path):
     pair.assert_running_on(pair.b, cid)
 
 
-def _when_pages_arrive(pair, cid, action):
-    """Run ``action`` once the destination's page server writes pages."""
+def _when(pair, cid, seen, action):
+    """Run ``action`` once ``seen(workdir)`` holds for the destination's work
+    directory of this migration."""
     def watch():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for name in _listdir(pair.work):
-                if name.startswith(cid + "-") and any(
-                        n.startswith("pages-") for n in _listdir(os.path.join(pair.work, name,
-                                                                              "images"))):
+                if name.startswith(cid + "-") and seen(os.path.join(pair.work, name)):
                     action()
                     return
             time.sleep(0.002)
@@ -315,17 +325,19 @@ def _when_pages_arrive(pair, cid, action):
     return thread
 
 
+def _when_pages_arrive(pair, cid, action):
+    """Run ``action`` once the destination's page server writes pages."""
+    return _when(pair, cid, lambda workdir: any(
+        n.startswith("pages-") for n in _listdir(os.path.join(workdir, "images"))), action)
+
+
 def test_agent_killed_during_the_transfer(pair, cid):
     pair.start_agent()
     pair.run_container(cid)
     watcher = _when_pages_arrive(pair, cid, pair.stop_agent)
     code, out, _ = pair.migrate(cid, "--strategy", "stop-and-copy")
     watcher.join(timeout=5)
-    assert code != 0 and "resumed" in out, out
-    pair.assert_running_on(pair.a, cid)
-    assert pair.b.status(cid) == "gone"
-    pair.start_agent()            # a new agent clears what the dead one left
-    pair.assert_nothing_at_destination(cid)
+    pair.assert_rolled_back(cid, code, out, agent_died=True)
 
 
 def test_link_down_during_the_transfer(pair, cid):
@@ -337,9 +349,7 @@ def test_link_down_during_the_transfer(pair, cid):
     finally:
         watcher.join(timeout=5)
         pair.hosts.a.link_up()
-    assert code != 0 and "resumed" in out, out
-    pair.assert_running_on(pair.a, cid)
-    pair.assert_nothing_at_destination(cid)
+    pair.assert_rolled_back(cid, code, out)
 
 
 def _rx_bytes(host):
