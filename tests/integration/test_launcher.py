@@ -2,11 +2,13 @@
 commands that join a container start Python once, from the protected view
 of the interpreter; the `migrate-py` entry script alone re-executes itself
 into the same view (two starts). With the package installed in a
-virtualenv (not editable), hot commands start without `site` and without
-the entry script."""
+virtualenv (or installed editable there), hot commands start without
+`site` and without the entry script."""
 
+import ast
 import glob
 import os
+import re
 import subprocess
 
 import pytest
@@ -22,24 +24,36 @@ def _entries():
 
 
 def _fast_site():
-    """The site-packages the launcher hands over for a start without
-    `site`: the virtualenv's, holding the package itself (launcher.c
-    venv_site_packages); None for an editable or system install."""
+    """What the launcher hands over for a start without `site`: the
+    virtualenv's site-packages, holding the package itself or an editable
+    install's finder, and for the latter the directory above the package
+    (launcher.c venv_site_packages, editable_parent); None for a system
+    install."""
     prefix = os.path.dirname(os.path.dirname(_entries()[0]))
-    found = glob.glob(os.path.join(prefix, "lib", "python3.*", "site-packages", "migrate",
-                                   "cli", "main.py"))
-    if not os.path.exists(os.path.join(prefix, "pyvenv.cfg")) or len(found) != 1:
+    sites = glob.glob(os.path.join(prefix, "lib", "python3.*", "site-packages"))
+    if not os.path.exists(os.path.join(prefix, "pyvenv.cfg")) or len(sites) != 1:
         return None
-    return os.path.dirname(os.path.dirname(os.path.dirname(found[0])))
+    if os.path.exists(os.path.join(sites[0], "migrate", "cli", "main.py")):
+        return sites[0], None
+    finders = glob.glob(os.path.join(sites[0], "__editable___migrate_*_finder.py"))
+    if len(finders) != 1:
+        return None
+    with open(finders[0]) as f:
+        mapping = ast.literal_eval(re.search(r"^MAPPING[^=]*=\s*(\{.*\})$", f.read(), re.M)[1])
+    return sites[0], os.path.dirname(mapping["migrate"])
 
 
 def _launcher_argv_head(script):
     """What the launcher passes the interpreter before the command's own argv."""
-    site = _fast_site()
-    if site is None:
+    fast = _fast_site()
+    if fast is None:
         return [script]
-    return ["-S", "-P", "-c", "import sys; sys.path.append(sys.argv.pop(1)); "
-            "from migrate.cli.main import program; program()", site]
+    site, parent = fast
+    if parent is None:
+        return ["-S", "-P", "-c", "import sys; sys.path.append(sys.argv.pop(1)); "
+                "from migrate.cli.main import program; program()", site]
+    return ["-S", "-P", "-c", "import sys; sys.path += sys.argv[1:3]; del sys.argv[1:3]; "
+            "from migrate.cli.main import program; program()", site, parent]
 
 
 def _exec_argv(process):

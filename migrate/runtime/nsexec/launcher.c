@@ -149,12 +149,80 @@ static int is_hot(int argc, char **argv)
 }
 
 /*
+ * An editable install (`pip install -e`) puts no package in site-packages:
+ * a .pth file there installs a finder, __editable___migrate_*_finder.py,
+ * whose MAPPING names the package's directory, and `site` imports it with
+ * pathlib, re and urllib (~20 ms per start, more than `runc exec` takes).
+ * The directory above the package does the same as a sys.path entry. 1
+ * with that directory in `out` when the finder maps exactly `migrate` to a
+ * plain path (no escapes) that holds cli/main.py; 0 otherwise (`site`
+ * decides, as before).
+ */
+static int editable_parent(const char *sp, char *out, size_t size)
+{
+	static const char prefix[] = "__editable___migrate_", suffix[] = "_finder.py";
+	static const char key[] = "'migrate': '";
+	char path[PATH_MAX], text[65536], dir[PATH_MAX];
+	const char *map, *open_, *start, *end;
+	struct dirent *de;
+	struct stat st;
+	int found = 0, fd;
+	size_t len;
+	ssize_t n;
+	DIR *d = opendir(sp);
+
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		len = strlen(de->d_name);
+		if (strncmp(de->d_name, prefix, sizeof(prefix) - 1) || len < sizeof(suffix) ||
+		    strcmp(de->d_name + len - (sizeof(suffix) - 1), suffix))
+			continue;
+		if (found++)                    /* two finders: let `site` decide */
+			break;
+		if (snprintf(path, sizeof(path), "%s/%s", sp, de->d_name) >= (int)sizeof(path))
+			break;
+	}
+	closedir(d);
+	if (found != 1)
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	text[n] = '\0';
+	map = strstr(text, "\nMAPPING");
+	open_ = map ? strchr(map, '{') : NULL;
+	if (!open_ || strncmp(open_ + 1, key, sizeof(key) - 1))
+		return 0;
+	start = open_ + sizeof(key);
+	end = strchr(start, '\'');
+	if (!end || end[1] != '}' || end - start < 8 || (size_t)(end - start) >= sizeof(dir))
+		return 0;
+	memcpy(dir, start, end - start);
+	dir[end - start] = '\0';
+	/* repr() escapes what is not printable: then the text is not the path */
+	if (dir[0] != '/' || strpbrk(dir, "\\\n") || strcmp(dir + (end - start) - 8, "/migrate"))
+		return 0;
+	if (snprintf(path, sizeof(path), "%s/cli/main.py", dir) >= (int)sizeof(path) ||
+	    stat(path, &st) < 0)
+		return 0;
+	dir[end - start - 8] = '\0';
+	return snprintf(out, size, "%s", dir[0] ? dir : "/") < (int)size;
+}
+
+/*
  * <prefix>/lib/pythonX.Y/site-packages when the interpreter named by the
  * script is a virtualenv's (<prefix>/bin/NAME next to <prefix>/pyvenv.cfg)
- * and the `migrate` package is a plain directory there (not an editable
- * install, whose finder needs `site`). 1 when found.
+ * and the `migrate` package is a plain directory there, or an editable
+ * install's directory that editable_parent understands (then that
+ * directory's parent in `pkg`, else `pkg` is ""). 1 when found.
  */
-static int venv_site_packages(const char *interp, char *out, size_t size)
+static int venv_site_packages(const char *interp, char *out, size_t size, char *pkg,
+			      size_t pkg_size)
 {
 	char prefix[PATH_MAX], path[PATH_MAX];
 	const char *slash = strrchr(interp, '/');
@@ -186,12 +254,22 @@ static int venv_site_packages(const char *interp, char *out, size_t size)
 	while ((de = readdir(lib))) {
 		if (strncmp(de->d_name, "python3.", 8))
 			continue;
-		if (snprintf(path, sizeof(path), "%s/lib/%s/site-packages/migrate/cli/main.py",
-			     prefix, de->d_name) >= (int)sizeof(path) || stat(path, &st) < 0)
+		if (snprintf(path, sizeof(path), "%s/lib/%s/site-packages", prefix,
+			     de->d_name) >= (int)sizeof(path) - 16)
 			continue;
+		n = strlen(path);
+		strcpy(path + n, "/migrate/cli/main.py");
+		if (stat(path, &st) == 0) {
+			pkg[0] = '\0';
+		} else {
+			path[n] = '\0';
+			if (!editable_parent(path, pkg, pkg_size))
+				continue;
+		}
+		path[n] = '\0';
 		if (found)              /* two Python versions: let `site` decide */
 			return closedir(lib), 0;
-		found = snprintf(out, size, "%s/lib/%s/site-packages", prefix, de->d_name) < (int)size;
+		found = snprintf(out, size, "%s", path) < (int)size;
 	}
 	closedir(lib);
 	return found;
@@ -285,7 +363,7 @@ static char **environment(const char *mark)
 int main(int argc, char **argv)
 {
 	char self[PATH_MAX], script[PATH_MAX + sizeof(SCRIPT) + 1], interp[PATH_MAX], real[PATH_MAX];
-	char site[PATH_MAX];
+	char site[PATH_MAX], pkg[PATH_MAX];
 	const char *how = NULL;
 	char **args;
 	int fd = -1;
@@ -302,7 +380,7 @@ int main(int argc, char **argv)
 	*slash = '\0';
 	snprintf(script, sizeof(script), "%s/%s", self, SCRIPT);
 
-	args = calloc(argc + 6, sizeof(char *));
+	args = calloc(argc + 7, sizeof(char *));
 	if (!args)
 		die("cannot start", "", ENOMEM);
 	if (!interpreter_of(script, interp, sizeof(interp))) {
@@ -315,17 +393,26 @@ int main(int argc, char **argv)
 	/* argv[0] is the interpreter's path as pip wrote it: Python finds its
 	 * prefix (the virtualenv's pyvenv.cfg) from it, not from /proc/self/exe. */
 	args[0] = interp;
-	if (is_hot(argc, argv) && venv_site_packages(interp, site, sizeof(site))) {
+	if (is_hot(argc, argv) &&
+	    venv_site_packages(interp, site, sizeof(site), pkg, sizeof(pkg))) {
 		/* -S: no site; -P: nothing of the current directory on sys.path
-		 * (-c would put it first). The site directory travels as argv[1]
-		 * so that no path is ever quoted into code. */
+		 * (-c would put it first). The site directory (and an editable
+		 * install's package parent after it) travel as argv[1] (and
+		 * argv[2]) so that no path is ever quoted into code. */
 		args[1] = "-S";
 		args[2] = "-P";
 		args[3] = "-c";
-		args[4] = "import sys; sys.path.append(sys.argv.pop(1)); "
-			  "from migrate.cli.main import program; program()";
 		args[5] = site;
-		memcpy(args + 6, argv + 1, argc * sizeof(char *));
+		if (pkg[0]) {
+			args[4] = "import sys; sys.path += sys.argv[1:3]; del sys.argv[1:3]; "
+				  "from migrate.cli.main import program; program()";
+			args[6] = pkg;
+			memcpy(args + 7, argv + 1, argc * sizeof(char *));
+		} else {
+			args[4] = "import sys; sys.path.append(sys.argv.pop(1)); "
+				  "from migrate.cli.main import program; program()";
+			memcpy(args + 6, argv + 1, argc * sizeof(char *));
+		}
 	} else {
 		args[1] = script;
 		memcpy(args + 2, argv + 1, argc * sizeof(char *));
