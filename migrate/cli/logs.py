@@ -40,6 +40,6 @@ def report_error(message: str, log_path: str | None) -> None:
     sys.stderr.write(f"migrate: {message}\n")
     sys.stderr.flush()
     if log_path:
-        import logging      # set up by setup_logging already
+        from migrate._log import getLogger   # set up already (or logging is)
 
-        logging.getLogger("migrate").error("%s", message)
+        getLogger("migrate").error("%s", message)

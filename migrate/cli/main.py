@@ -40,6 +40,11 @@ CLICK = {
 }
 COMMANDS = {**HOT, **CLICK}
 
+# Commands whose --log/--debug records migrate/_log.py writes without the
+# `logging` package (engines pass --log on every call); the others log
+# through `logging` (cli/logformat.py), in the same shapes.
+_LIGHT_LOG = {"create", "start", "run", "exec", "state", "kill", "delete"}
+
 # Global flags that take a value (runc's, plus --criu for the CRIU binary).
 _VALUED = {"root", "log", "log-format", "rootless", "criu"}
 _BOOL = {"debug", "systemd-cgroup"}
@@ -245,10 +250,20 @@ def main(argv: list[str] | None = None) -> int:
         log_path = opts.get("log")
         debug = bool(opts.get("debug"))
         if log_path or debug:
-            from migrate.cli.logs import setup_logging
-
             fmt = opts.get("log-format", "text")
-            setup_logging(log_path, fmt if fmt in ("text", "json") else "text", debug)
+            fmt = fmt if fmt in ("text", "json") else "text"
+            try:
+                if rest[0] in _LIGHT_LOG:
+                    from migrate._log import setup   # same lines, without `logging`
+
+                    setup(log_path, fmt, debug)
+                else:
+                    from migrate.cli.logs import setup_logging
+
+                    setup_logging(log_path, fmt, debug)
+            except OSError as err:      # nothing was set up: the one line goes to stderr
+                path, log_path = log_path, None
+                raise _Usage(f"cannot open --log {path}: {err.strerror}") from None
         name, cmd_argv = rest[0], rest[1:]
         if name not in COMMANDS:
             from migrate.cli.help import no_help_topic

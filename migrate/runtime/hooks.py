@@ -9,14 +9,14 @@ says).
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 
+from migrate._log import getLogger
 from migrate.errors import MigrateError
 
 __all__ = ["HookError", "run_hooks"]
 
-log = logging.getLogger(__name__)
+log = getLogger(__name__)
 
 
 class HookError(MigrateError):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import _signal as signal  # not signal.py: its enums cost start-up time (migrate/_light.py)
-import sys
 from migrate._light import suppress
+from migrate._log import getLogger
 from migrate._record import field, record
 
 from migrate.errors import MigrateError
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from typing import Callable, NoReturn
 
 __all__ = ["LaunchSpec", "Launched", "launch", "LaunchError"]
+
+_log = getLogger("migrate.runtime.launcher")
 
 
 class LaunchError(MigrateError):
@@ -97,10 +99,8 @@ def _child_main(spec: LaunchSpec, sock: SyncSocket, log_w: int) -> NoReturn:
 
 
 def _debug(message: str) -> None:
-    """A debug line for --debug; free when logging was never set up (hot path)."""
-    logging = sys.modules.get("logging")
-    if logging is not None:
-        logging.getLogger("migrate.runtime.launcher").debug(message)
+    """A debug line for --debug (migrate/_log.py)."""
+    _log.debug(message)
 
 
 def _reap(pid: int) -> None:

@@ -134,6 +134,26 @@ def test_hot_command_imports_only_light_stdlib(command, bundle, tmp_path):
     assert not heavy, f"{command} imports {heavy}"
 
 
+@pytest.mark.parametrize("command", sorted(HOT))
+def test_engine_log_flags_stay_light(command, bundle, tmp_path):
+    """Engines pass --log FILE --log-format json on every call: the hot
+    commands write those lines without logging/json/datetime (migrate/_log.py),
+    and the error line still reaches the file."""
+    log = tmp_path / "log.json"
+    argv = ["--root", str(tmp_path / "root"), "--log", str(log), "--log-format", "json",
+            "--debug", *_argv(command, bundle)]
+    before, after = _imports("import os\n"
+                             "os.dup2(os.open(os.devnull, os.O_WRONLY), 2)\n"
+                             "from migrate.cli.main import main\n"
+                             f"main({argv!r})\n")
+    heavy = sorted(m for m in after - before for h in HEAVY_STDLIB
+                   if m == h or m.startswith(h + "."))
+    assert not heavy and not _forbidden(after), f"{command} imports {heavy}"
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["level"] == "error" and "does not exist" in last["msg"], last
+    assert last["time"].endswith("Z") and list(last) == ["level", "msg", "time"]
+
+
 def test_init_imports_only_light_stdlib():
     assert not _heavy("import migrate.runtime.init.standard, migrate.runtime.init.setns, "
                       "migrate.runtime.loopback")

@@ -21,6 +21,7 @@ import os
 import _signal as signal  # not signal.py: its enums cost start-up time (migrate/_light.py)
 import time
 from migrate._light import contextmanager, suppress
+from migrate._log import getLogger
 
 TYPE_CHECKING = False  # typing costs ~10 ms at start-up; annotations only
 if TYPE_CHECKING:
@@ -30,18 +31,7 @@ from migrate.errors import KernelError, MigrateError, UsageError
 from migrate.runtime.mountinfo import parse_mountinfo
 
 
-class _LazyLog:
-    """``logging`` costs ~4 ms to import and most commands never log here."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name):
-        import logging
-
-        return getattr(logging.getLogger("migrate.runtime.cgroups"), name)
-
-
-log = _LazyLog()
+log = getLogger("migrate.runtime.cgroups")
 
 STATE_VERSION = 1
 DEFAULT_PARENT = "/migrate"

@@ -357,9 +357,9 @@ def _check_cgroup_is_free(container_id: str, cgroups) -> None:
                                 f"{cgroups.freezer_path()} (thaw or remove it first)")
     pids = cgroups.pids()
     if pids:
-        import logging
+        from migrate._log import getLogger
 
-        logging.getLogger("migrate.runtime.lifecycle").warning(
+        getLogger("migrate.runtime.lifecycle").warning(
             "container's cgroup is not empty: %d process(es) found", len(pids))
 
 
