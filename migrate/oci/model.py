@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from migrate._record import field, record
 
-from migrate.oci.resources import Resources
+TYPE_CHECKING = False   # Resources is only annotated here: exec never loads it
+if TYPE_CHECKING:
+    from migrate.oci.resources import Resources
 
 __all__ = [
     "Root",

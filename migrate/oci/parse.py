@@ -18,25 +18,18 @@ import os
 from migrate.errors import KernelError, NotFoundError, UsageError
 from migrate.oci.constants import HOOK_NAMES
 from migrate.oci.model import (
-    Capabilities,
-    ConsoleSize,
-    CpuAffinity,
     Device,
     Hook,
     Hooks,
     IdMapping,
-    IOPriority,
     Linux,
     Mount,
     Namespace,
     NetDevice,
     Process,
-    Rlimit,
     Root,
-    Scheduler,
     Spec,
     TimeOffset,
-    User,
 )
 from migrate.oci.resources import (
     BlockIO,
@@ -52,16 +45,18 @@ from migrate.oci.resources import (
     ThrottleDevice,
     WeightDevice,
 )
-from migrate.oci.validate import Invalid, check_process, check_spec
+from migrate.oci.reader import I32 as _I32
+from migrate.oci.reader import I64 as _I64
+from migrate.oci.reader import U16 as _U16
+from migrate.oci.reader import U32 as _U32
+from migrate.oci.reader import U64 as _U64
+from migrate.oci.reader import Invalid
+from migrate.oci.reader import Obj as _Obj
+from migrate.oci.reader import check_int as _int
+from migrate.oci.reader import read_process as _process
+from migrate.oci.validate import check_process, check_spec
 
 __all__ = ["load_config", "parse_config", "parse_process", "parse_resources"]
-
-# Ranges of the Go field types in runtime-spec's specs-go/config.go.
-_U16 = (0, 2**16 - 1)
-_U32 = (0, 2**32 - 1)
-_U64 = (0, 2**64 - 1)
-_I32 = (-(2**31), 2**31 - 1)
-_I64 = (-(2**63), 2**63 - 1)
 
 
 # -- public entry points ------------------------------------------------------
@@ -181,117 +176,7 @@ def _json_reason(err: Exception) -> str:
     return str(err).lower()
 
 
-# -- reading ------------------------------------------------------------------
-
-
-class _Obj:
-    """Typed getters over one JSON object, each naming its key on error."""
-
-    __slots__ = ("d", "where")
-
-    def __init__(self, value, where: str):
-        if not isinstance(value, dict):
-            raise Invalid(where, "must be an object") if where else Invalid("", "must be a json object")
-        self.d = value
-        self.where = where
-
-    def at(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def _get(self, key: str, required: bool):
-        value = self.d.get(key)
-        if value is None and required:
-            raise Invalid(self.at(key), "is required")
-        return value
-
-    def str(self, key: str, *, required: bool = False) -> str | None:
-        """A string; "" counts as absent unless ``required`` (then it is kept)."""
-        value = self._get(key, required)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise Invalid(self.at(key), "must be a string")
-        return value if required else (value or None)
-
-    def bool(self, key: str) -> bool:
-        return bool(self.opt_bool(key))
-
-    def opt_bool(self, key: str) -> bool | None:
-        value = self.d.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, bool):
-            raise Invalid(self.at(key), "must be true or false")
-        return value
-
-    def int(self, key: str, bounds: tuple[int, int], *, required: bool = False) -> int | None:
-        return _int(self._get(key, required), bounds, self.at(key))
-
-    def strs(self, key: str) -> tuple[str, ...]:
-        items = self._list(key)
-        for i, item in enumerate(items):
-            if not isinstance(item, str):
-                raise Invalid(f"{self.at(key)}[{i}]", "must be a string")
-        return tuple(items)
-
-    def ints(self, key: str, bounds: tuple[int, int]) -> tuple[int, ...]:
-        at = self.at(key)
-        return tuple(_int(v, bounds, f"{at}[{i}]") for i, v in enumerate(self._list(key)))
-
-    def obj(self, key: str) -> _Obj | None:
-        value = self.d.get(key)
-        return None if value is None else _Obj(value, self.at(key))
-
-    def objs(self, key: str) -> list[_Obj]:
-        at = self.at(key)
-        return [_Obj(v, f"{at}[{i}]") for i, v in enumerate(self._list(key))]
-
-    def raw(self, key: str) -> dict | None:
-        """An object kept as JSON (seccomp, personality, ...): only its type is checked."""
-        value = self.d.get(key)
-        if value is not None and not isinstance(value, dict):
-            raise Invalid(self.at(key), "must be an object")
-        return value
-
-    def str_map(self, key: str) -> dict[str, str]:
-        value = self._map(key)
-        for k, v in value.items():
-            if not isinstance(v, str):
-                raise Invalid(f'{self.at(key)}["{k}"]', "must be a string")
-        return dict(value)
-
-    def obj_map(self, key: str) -> dict[str, _Obj]:
-        at = self.at(key)
-        return {k: _Obj(v, f'{at}["{k}"]') for k, v in self._map(key).items()}
-
-    def _list(self, key: str) -> list:
-        value = self.d.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise Invalid(self.at(key), "must be a list")
-        return value
-
-    def _map(self, key: str) -> dict:
-        value = self.d.get(key)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise Invalid(self.at(key), "must be an object")
-        return value
-
-
-def _int(value, bounds: tuple[int, int], where: str) -> int | None:
-    if value is None:
-        return None
-    # bool is an int in Python but not in JSON; 1.0 would not unmarshal
-    # into a Go integer either.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise Invalid(where, "must be an integer")
-    lo, hi = bounds
-    if not lo <= value <= hi:
-        raise Invalid(where, f"must be from {lo} to {hi}, got {value}")
-    return value
+# -- reading (the getters and the process: migrate/oci/reader.py) ---------------
 
 
 def _spec(o: _Obj, bundle: str) -> Spec:
@@ -320,68 +205,6 @@ def _spec(o: _Obj, bundle: str) -> Spec:
         hooks=Hooks() if hooks is None else _hooks(hooks),
         annotations=o.str_map("annotations"),
         linux=Linux() if linux is None else _linux(linux),
-    )
-
-
-def _process(o: _Obj) -> Process:
-    # Go decodes a missing "user" (or uid, gid) as zero, and runc runs it as root.
-    user = o.obj("user") or _Obj({}, o.at("user"))
-    console = o.obj("consoleSize")
-    caps = o.obj("capabilities")
-    sched = o.obj("scheduler")
-    iop = o.obj("ioPriority")
-    aff = o.obj("execCPUAffinity")
-    args = o.strs("args")
-    if not args:
-        raise Invalid(o.at("args"), "must be a non-empty list of strings")
-    return Process(
-        terminal=o.bool("terminal"),
-        console_size=None if console is None else ConsoleSize(
-            height=console.int("height", _U64, required=True),
-            width=console.int("width", _U64, required=True),
-        ),
-        user=User(
-            uid=user.int("uid", _U32) or 0,
-            gid=user.int("gid", _U32) or 0,
-            umask=user.int("umask", _U32),
-            additional_gids=user.ints("additionalGids", _U32),
-        ),
-        args=args,
-        env=o.strs("env"),
-        cwd=o.str("cwd", required=True),
-        capabilities=None if caps is None else Capabilities(
-            bounding=caps.strs("bounding"),
-            effective=caps.strs("effective"),
-            inheritable=caps.strs("inheritable"),
-            permitted=caps.strs("permitted"),
-            ambient=caps.strs("ambient"),
-        ),
-        rlimits=tuple(
-            Rlimit(type=r.str("type", required=True),
-                   hard=r.int("hard", _U64, required=True),
-                   soft=r.int("soft", _U64, required=True))
-            for r in o.objs("rlimits")
-        ),
-        no_new_privileges=o.bool("noNewPrivileges"),
-        apparmor_profile=o.str("apparmorProfile"),
-        oom_score_adj=o.int("oomScoreAdj", _I64),
-        scheduler=None if sched is None else Scheduler(
-            policy=sched.str("policy", required=True),
-            nice=sched.int("nice", _I32) or 0,
-            priority=sched.int("priority", _I32) or 0,
-            flags=sched.strs("flags"),
-            runtime=sched.int("runtime", _U64) or 0,
-            deadline=sched.int("deadline", _U64) or 0,
-            period=sched.int("period", _U64) or 0,
-        ),
-        selinux_label=o.str("selinuxLabel"),
-        io_priority=None if iop is None else IOPriority(
-            class_=iop.str("class", required=True),
-            priority=iop.int("priority", _I64) or 0,
-        ),
-        exec_cpu_affinity=None if aff is None else CpuAffinity(
-            initial=aff.str("initial"), final=aff.str("final"),
-        ),
     )
 
 

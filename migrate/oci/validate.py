@@ -15,7 +15,6 @@ for example ``config.json: process.cwd: must be an absolute path, got
 
 from __future__ import annotations
 
-from migrate.errors import UsageError
 from migrate.oci.constants import (
     CAP_NUMBERS,
     DEVICE_RULE_TYPES,
@@ -29,39 +28,10 @@ from migrate.oci.constants import (
     SCHED_POLICIES,
     TIME_OFFSET_CLOCKS,
 )
+# ConfigError and Invalid live with the reader that raises them too.
+from migrate.oci.reader import ConfigError, Invalid
 
 __all__ = ["ConfigError", "validate_spec", "validate_process"]
-
-
-class ConfigError(UsageError):
-    """config.json (or an exec process.json) is malformed or invalid.
-
-    ``source`` names the document, ``where`` the JSON path inside it
-    (``process.args``, ``mounts[2].destination``), ``reason`` what is wrong.
-    """
-
-    def __init__(self, source: str, where: str, reason: str):
-        self.source = source
-        self.where = where
-        self.reason = reason
-        parts = [p for p in (source, where) if p]
-        super().__init__(": ".join([*parts, reason]))
-
-
-class Invalid(Exception):
-    """Raised inside the package; public functions turn it into ConfigError.
-
-    Kept apart from ConfigError so that parsers and checks need not know
-    which document (config.json, process.json) they are reading.
-    """
-
-    def __init__(self, where: str, reason: str):
-        super().__init__(where, reason)
-        self.where = where
-        self.reason = reason
-
-    def to_error(self, source: str) -> ConfigError:
-        return ConfigError(source, self.where, self.reason)
 
 
 def validate_spec(spec, *, source: str = "config.json") -> None:

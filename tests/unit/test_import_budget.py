@@ -154,6 +154,20 @@ def test_engine_log_flags_stay_light(command, bundle, tmp_path):
     assert last["time"].endswith("Z") and list(last) == ["level", "msg", "time"]
 
 
+def test_exec_reads_the_process_without_the_config_parser():
+    """exec rebuilds the container's process with oci/reader.py: the
+    parser, its checks and the resources model stay unloaded."""
+    modules = _modules_after(
+        "import json\n"
+        "from migrate.oci.defaults import default_spec\n"
+        "data = json.loads(json.dumps(default_spec()['process']))\n"
+        "import migrate.runtime.lifecycle.exec\n"
+        "from migrate.oci.reader import Obj, read_process\n"
+        "assert read_process(Obj(data, 'process')).args == tuple(data['args'])\n")
+    loaded = {"migrate.oci.parse", "migrate.oci.validate", "migrate.oci.resources"} & modules
+    assert not loaded, loaded
+
+
 def test_init_imports_only_light_stdlib():
     assert not _heavy("import migrate.runtime.init.standard, migrate.runtime.init.setns, "
                       "migrate.runtime.loopback")
