@@ -148,9 +148,6 @@ def load_manager(state: dict, *, rootless: bool = False,
     """
     from migrate.errors import UsageError
 
-    from .v1 import V1Manager
-    from .v2 import V2Manager
-
     try:
         mode, paths, mounts = state["mode"], dict(state["paths"]), dict(state["mounts"])
         usable = bool(state.get("usable", True))
@@ -162,10 +159,16 @@ def load_manager(state: dict, *, rootless: bool = False,
     if not valid or mode not in ("v1", "hybrid", "v2", "none"):
         raise UsageError(f"invalid cgroup state in state.json: {state!r}")
     kw = {"rootless": rootless, "usable": usable, "files": files}
+    # Only the back end the state names: every exec, kill and delete loads
+    # a manager, and each back end is ~35 KB of bytecode (issue 16).
     if mode == "v2":
         if "" not in paths:
             raise UsageError(f"invalid cgroup state in state.json: {state!r}")
+        from .v2 import V2Manager
+
         return V2Manager(mount_point=mounts[""], path=paths[""], **kw)
+    from .v1 import V1Manager
+
     return V1Manager(paths=paths, mounts=mounts, **kw)
 
 

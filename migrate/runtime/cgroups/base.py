@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from typing import Any, Iterator
 
 from migrate.errors import KernelError, MigrateError, UsageError
-from migrate.runtime.mountinfo import parse_mountinfo
 
 
 log = getLogger("migrate.runtime.cgroups")
@@ -106,6 +105,8 @@ class CgroupFiles:
 def cgroup_mounts(text: str) -> list[Mount]:
     """The cgroup and cgroup2 mounts in mountinfo text, in order, with the
     controllers each v1 hierarchy carries (its super options)."""
+    from migrate.runtime.mountinfo import parse_mountinfo   # only to open a manager
+
     mounts = []
     for e in parse_mountinfo(text):
         if e.fstype not in ("cgroup", "cgroup2"):

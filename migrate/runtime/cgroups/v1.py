@@ -21,7 +21,6 @@ import _signal as signal  # not signal.py: its enums cost start-up time (migrate
 
 from migrate.errors import KernelError, MigrateError, UnsupportedError, UsageError
 
-from . import v2
 from .base import (
     STATE_VERSION, ManagerBase, Mount, attr, cgroup_dir, flat_keyed, levels, log, read_int,
     read_limit,
@@ -30,6 +29,8 @@ from .base import (
 TYPE_CHECKING = False  # annotations only: typing stays off the hot path
 if TYPE_CHECKING:
     from typing import Any
+
+    from . import v2
 
 # The hierarchy whose cgroup.procs lists the container's processes, by
 # preference (any of them would do; freezer is the one CRIU looks at).
@@ -166,6 +167,8 @@ class V1Manager(ManagerBase):
 
     def _target(self, v1_name: str, what: str, asked: bool) -> tuple[str, str] | None:
         """Where to write a controller's values: ("v1"|"v2", dir), or None to skip."""
+        from . import v2   # on use: joining and freezer checks need none of it
+
         if not asked:
             return None
         if v1_name in self._paths:
@@ -186,6 +189,8 @@ class V1Manager(ManagerBase):
             self._apply(resources)
 
     def _apply(self, r: Any) -> None:
+        from . import v2
+
         mem, cpu, pids, bio = (attr(r, n) for n in ("memory", "cpu", "pids", "block_io"))
         # 0 means "unset" for most values (runc), but not for burst and idle.
         cpu_asked = (_asks(cpu, "shares", "quota", "period", "realtime_runtime", "realtime_period")
@@ -416,6 +421,8 @@ class V1Manager(ManagerBase):
         super().kill_all(sig)
 
     def _unified(self) -> v2.V2Manager:
+        from . import v2
+
         m = v2.V2Manager(mount_point=self._mounts[""], path=self._paths[""],
                          rootless=self._rootless, usable=self._usable, files=self._files)
         m.freeze_retries = self.freeze_retries
@@ -436,6 +443,8 @@ class V1Manager(ManagerBase):
                 "paths": dict(self._paths), "mounts": dict(self._mounts)}
 
     def stats(self) -> dict:
+        from . import v2
+
         out = v2.v2_stats(self, self._paths[""]) if "" in self._paths else {}
         p = self._paths
         if "memory" in p:
