@@ -69,10 +69,31 @@ install_packages() {
     fi
 }
 
+# CRIU probes the kernel (tens of ms) at the start of every dump, restore and
+# lazy-pages run unless it finds its cache, criu.kdat in the build's RUNDIR,
+# which it writes only on a tmpfs (so that a reboot, a new kernel, drops it).
+# /run is that tmpfs on a systemd machine: there the cache lives in /run, as
+# upstream builds it. Where /run is a plain directory on disk (a VM booted
+# without systemd), the probes would run again for every CRIU run, a post-copy
+# restore's frozen time included: the cache then goes to /dev instead, the
+# other boot-lifetime tmpfs only root can write (/dev/shm is world-writable: a
+# user could plant a cache root's CRIU would trust). Nothing is mounted; the
+# one file is /dev/criu.kdat, written by CRIU itself.
+criu_rundir() {
+    if [ "$(stat -f -c %T /run 2>/dev/null)" = tmpfs ]; then
+        echo /run
+    elif [ "$(stat -f -c %T /dev 2>/dev/null)" = tmpfs ] && [ "$(stat -c %u /dev)" = 0 ]; then
+        echo /dev
+    else
+        echo /run       # no tmpfs for it: CRIU probes every time, as before
+    fi
+}
+
 criu_ok() {
     local v
     v=$(/usr/local/sbin/criu --version 2>/dev/null | awk '/^Version:/ {print $2}') || return 1
-    [ "$v" = "$CRIU_VERSION" ] && [ -f "$PREFIX/pycriu-$CRIU_VERSION/pycriu/rpc_pb2.py" ]
+    [ "$v" = "$CRIU_VERSION" ] && [ -f "$PREFIX/pycriu-$CRIU_VERSION/pycriu/rpc_pb2.py" ] \
+        && grep -qaF "$(criu_rundir)/criu.kdat" /usr/local/sbin/criu
 }
 
 # A deb-src-only entry for sid, derived from the machine's own binary source
@@ -124,8 +145,8 @@ build_criu() {
     local build="$CRIU_CACHE/criu-$CRIU_VERSION"
     rm -rf "$build"
     tar -C "$CRIU_CACHE" -xf "$tarball"
-    log "building criu $CRIU_VERSION (about a minute)"
-    make -C "$build" -j"$(nproc)" criu >"$CRIU_CACHE/build.log" 2>&1 \
+    log "building criu $CRIU_VERSION (about a minute; kernel probe cache in $(criu_rundir))"
+    make -C "$build" -j"$(nproc)" criu RUNDIR="$(criu_rundir)" >"$CRIU_CACHE/build.log" 2>&1 \
         || { tail -20 "$CRIU_CACHE/build.log" >&2; die "criu build failed"; }
     install -D -m 0755 "$build/criu/criu" /usr/local/sbin/criu
     # pycriu: the Python package of the same tarball, with its generated _pb2 modules.

@@ -30,7 +30,8 @@ from migrate.runtime.container import proc_start_time
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.state import validate_id
 
-__all__ = ["restore", "plan_restore", "mount_sources", "check_stdio"]
+__all__ = ["restore", "prepare_restore", "PreparedRestore", "plan_restore", "mount_sources",
+           "check_stdio"]
 
 
 def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
@@ -39,13 +40,20 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
 
     Raises NotFoundError, ExistsError, UsageError, UnsupportedError, CriuError.
     """
+    return prepare_restore(ctx, opts).run(opts)
+
+
+def prepare_restore(ctx: RuntimeContext, opts: RestoreOptions) -> "PreparedRestore":
+    """The first half of ``restore``: the checks that need only the
+    checkpoint's metadata (``migrate.json``) and the bundle, the claim of the
+    ID, the cgroups and the --root bind. CRIU's images need not be there
+    yet: a migration's destination prepares while the source still runs.
+    ``run()`` or ``abort()`` must follow. Raises what ``restore`` raises."""
     from migrate import oci
-    from migrate.checkpoint.compat import check_bundle_fits
-    from migrate.checkpoint.restore_prep import open_namespaces, prepare_root, stdio_copies
+    from migrate.checkpoint.restore_prep import prepare_root
     from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint
     from migrate.runtime import rootless
-    from migrate.runtime.lifecycle.bringup import (
-        Bringup, ConsoleHandoff, check_handoff, run_poststart, wait_and_delete)
+    from migrate.runtime.lifecycle.bringup import Bringup, check_handoff
     from migrate.runtime.lifecycle.delete import umount_criu_cgyards
 
     validate_id(opts.id)
@@ -60,7 +68,6 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
     spec = oci.load_config(bundle)
     if not os.path.isdir(spec.root.path):
         raise NotFoundError(f"rootfs {spec.root.path} does not exist")
-    check_bundle_fits(images_dir, spec, empty_ns=opts.empty_ns | frozenset(meta.empty_ns))
     if meta.terminal and not opts.console_socket and opts.detach:
         raise UsageError("the checkpointed container has a terminal: restore --detach "
                          "needs --console-socket")
@@ -68,26 +75,89 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
     facts = rootless.detect(ctx.rootless)
     check_unprivileged_checkpoint(ctx.criu, config=oci.spec_to_dict(spec), proc_root=ctx.proc_root)
     _makedirs(work_dir)
-    fg = None
-    with Bringup(ctx, opts.id, "restore", spec=spec, bundle=bundle, facts=facts) as up:
-        cgroups = up.open_cgroups(criu_work_dir=work_dir)
+    up = Bringup(ctx, opts.id, "restore", spec=spec, bundle=bundle, facts=facts).__enter__()
+    prepared = PreparedRestore(ctx, up, meta, images_dir, work_dir)
+    try:
+        prepared.cgroups = up.open_cgroups(criu_work_dir=work_dir)
         # A CRIU we killed (deadline, log limit) leaves its half-restored
         # tasks behind, still writing its log: they are in these cgroups.
         # It also leaves its cgroup yard mounted in our mount namespace.
         up.expect_tasks()
         up.on_failure(lambda: umount_criu_cgyards(ctx, work_dir))
-        criu_root, resolved = prepare_root(ctx, spec, meta, up.dir, bundle, up.always, up.claim)
-        notify_dir = None
+        prepared.criu_root, prepared.resolved = prepare_root(ctx, spec, meta, up.dir, bundle,
+                                                             up.always, up.claim)
         if any(m.kind == "notify" for m in meta.mounts) and ctx.notify_socket:
             from migrate.runtime.notify import prepare_notify_dir
 
-            notify_dir = prepare_notify_dir(up.dir)
-        criu_opts = plan_restore(spec, meta, opts, images_dir=images_dir, work_dir=work_dir,
-                                 criu_root=criu_root, cgroup_paths=cgroups.paths(),
+            prepared.notify_dir = prepare_notify_dir(up.dir)
+    except BaseException as err:
+        prepared.abort(err)
+        raise
+    return prepared
+
+
+class PreparedRestore:
+    """A restore whose bring-up is under way (see ``prepare_restore``): the
+    ID claimed, cgroups and --root made. ``run`` restores the tasks,
+    ``abort`` undoes it all; exactly one of them, once."""
+
+    def __init__(self, ctx: RuntimeContext, up, meta, images_dir: str, work_dir: str) -> None:
+        self.ctx, self.up, self.meta = ctx, up, meta
+        self.images_dir, self.work_dir = images_dir, work_dir
+        self.cgroups = None
+        self.criu_root = ""
+        self.resolved: dict[str, str] = {}
+        self.notify_dir = None
+        self.done = False
+
+    def abort(self, err: BaseException | None = None) -> None:
+        """Undo the bring-up (nothing if ``run`` was called)."""
+        if self.done:
+            return
+        self.done = True
+        from migrate.errors import MigrateError
+
+        self.up.__exit__(type(err), err or MigrateError("restore aborted"), None)
+
+    def run(self, opts: RestoreOptions) -> int:
+        """The second half of ``restore``: with the images in place, plan
+        CRIU's options, restore, commit. ``opts`` are those of the prepare
+        (same ID, images and bundle), with the run-time choices (lazy
+        pages, stdio) filled in. Undoes everything on failure."""
+        if self.done:
+            raise UsageError(f'the restore of "{opts.id}" has already run or was aborted')
+        self.done = True
+        up = self.up
+        try:
+            pid, fg, console = self._run(opts)
+        except BaseException as err:
+            up.__exit__(type(err), err, err.__traceback__)
+            raise
+        up.__exit__(None, None, None)
+        if fg is None:
+            return 0
+        from migrate.runtime.lifecycle.bringup import wait_and_delete
+
+        return wait_and_delete(self.ctx, opts.id, fg, pid, console.master)
+
+    def _run(self, opts: RestoreOptions):
+        from migrate.checkpoint.compat import check_bundle_fits
+        from migrate.checkpoint.restore_prep import open_namespaces, stdio_copies
+        from migrate.runtime.lifecycle.bringup import ConsoleHandoff, run_poststart
+
+        ctx, up, meta, images_dir = self.ctx, self.up, self.meta, self.images_dir
+        spec = up.spec
+        check_bundle_fits(images_dir, spec, empty_ns=opts.empty_ns | frozenset(meta.empty_ns))
+        cgroups = self.cgroups
+        criu_opts = plan_restore(spec, meta, opts, images_dir=images_dir, work_dir=self.work_dir,
+                                 criu_root=self.criu_root, cgroup_paths=cgroups.paths(),
                                  cgroup_mounts=cgroups.to_state().get("mounts") or {},
-                                 ns_fds=open_namespaces(spec, up.always), notify_dir=notify_dir,
+                                 ns_fds=open_namespaces(spec, up.always),
+                                 notify_dir=self.notify_dir,
                                  stdio_fds=stdio_copies(up.always, opts.stdio),
-                                 resolved=resolved, image_keys=external_mount_keys(images_dir))
+                                 resolved=self.resolved,
+                                 image_keys=external_mount_keys(images_dir))
+        fg = None
         if not opts.detach:
             from migrate.runtime.foreground import Foreground
 
@@ -100,9 +170,7 @@ def restore(ctx: RuntimeContext, opts: RestoreOptions) -> int:
         up.started(pid)
         up.commit(opts.pid_file)
         run_poststart(state, spec)
-    if fg is None:
-        return 0
-    return wait_and_delete(ctx, opts.id, fg, pid, console.master)
+        return pid, fg, console
 
 
 def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions) -> int:

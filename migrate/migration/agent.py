@@ -76,12 +76,14 @@ class Agent:
         except OSError as err:
             raise MigrationError("listen", f"cannot create the work directory {work_root}: "
                                  f"{err.strerror}", source_state="unknown") from err
-        clean_stale_workdirs(work_root, root)
+        clean_stale_workdirs(work_root, root, criu=criu)
         self.receiver = Receiver(root, work_root, restore_fn=restore_fn, facts=facts,
                                  controls=controls, timeouts=self.timeouts,
                                  space_margin=space_margin, on_event=on_event)
         self.listener = Listener(listen_addr, port, token, tls=tls,
-                                 criu_version=facts.criu_version(), features=facts.features(),
+                                 criu_version=facts.criu_version(),
+                                 # The CONTROL operations it serves, for the source to ask.
+                                 features={**facts.features(), "controls": sorted(controls or ())},
                                  compression=available_compression() if compression is None
                                  else compression, criu_policy=criu_policy,
                                  timeouts=self.timeouts, host_name=host_name)
@@ -187,10 +189,12 @@ class Agent:
                         self.outcomes.append(outcome)
 
 
-def clean_stale_workdirs(work_root: str, root: str) -> list[str]:
+def clean_stale_workdirs(work_root: str, root: str, *, criu: str = "criu") -> list[str]:
     """Remove work directories an earlier agent left behind when it died
     mid-migration: those whose container never became a container here
-    (a restored one keeps its work directory: it may hold its bundle)."""
+    (a restored one keeps its work directory: it may hold its bundle), and
+    finish the undo of a restore it had prepared for one (``restore_prepare``:
+    the claim of the ID, cgroups, the --root bind)."""
     import shutil
 
     removed = []
@@ -205,6 +209,19 @@ def clean_stale_workdirs(work_root: str, root: str) -> list[str]:
             continue
         state = os.path.join(root, cid, "state.json")
         if not os.path.exists(state):
+            if os.path.isdir(os.path.join(root, cid)):
+                _undo_half_made(root, cid, criu)
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+def _undo_half_made(root: str, cid: str, criu: str) -> None:
+    from migrate.errors import MigrateError
+    from migrate.runtime.context import RuntimeContext
+    from migrate.runtime.lifecycle.delete import delete
+
+    try:
+        delete(RuntimeContext(root=root, criu=criu), cid, force=True)
+    except (MigrateError, OSError) as err:
+        log.warning("cannot undo the restore an earlier agent prepared for %s: %s", cid, err)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 from migrate.errors import MigrationError
 from migrate.migration.messages import (PageServerAddress, PageServerExit, PageServerStart,
-                                        RestoreRequest, Restored)
+                                        RestorePrepare, RestorePrepared, RestoreRequest,
+                                        Restored)
 from migrate.runtime.context import RuntimeContext
 
 __all__ = ["restore_for_migration", "controls", "continue_container", "reap_when_done",
@@ -27,6 +29,8 @@ def warm_up() -> None:
     client, the restore and lifecycle code: ~50-100 ms here), so that the
     first migration does not pay for it while its container is frozen.
     The agent calls it once, before it accepts anything."""
+    import migrate.checkpoint.compat  # noqa: F401
+    import migrate.checkpoint.inspect  # noqa: F401
     import migrate.checkpoint.restore  # noqa: F401
     import migrate.checkpoint.restore_prep  # noqa: F401
     import migrate.checkpoint.unprivileged  # noqa: F401
@@ -41,6 +45,12 @@ def warm_up() -> None:
     from migrate.criu_rpc import CriuOptions, to_criu_opts
 
     to_criu_opts(CriuOptions(images_dir="/"), images_dir_fd=0)   # loads protobuf and rpc_pb2
+    try:
+        # Restore reads CRIU's images (mount points, namespaces) with
+        # pycriu: ~80 modules, 30-60 ms on first use.
+        import pycriu.images  # noqa: F401
+    except ImportError:
+        pass
 
 
 def _stdio(workdir: str) -> tuple[int, int, int]:
@@ -144,11 +154,75 @@ def _descendants(pid: int, proc_root: str) -> list[int]:
     return found
 
 
-def restore_for_migration(ctx: RuntimeContext, workdir: str, request: RestoreRequest) -> Restored:
-    """Restore the container the source sent into ``workdir``. Raises
-    MigrationError (phase "restore") with the reason."""
+def _restore_options(workdir: str, request: RestoreRequest, stdio):
     from migrate.checkpoint.options import RestoreOptions
-    from migrate.checkpoint.restore import restore
+
+    lazy = request.lazy
+    return RestoreOptions(
+        id=request.container_id, image_path=os.path.join(workdir, "images"),
+        work_path=os.path.join(workdir, "criu"),
+        bundle=request.bundle or os.path.join(workdir, "bundle"), detach=True,
+        lazy_pages=bool(lazy), page_server=f"{lazy.address}:{lazy.port}" if lazy else None,
+        tcp_established=request.tcp_established, file_locks=request.file_locks,
+        ext_unix_sk=request.ext_unix_sk, empty_ns=request.empty_ns,
+        leave_stopped=request.leave_stopped, stdio=stdio)
+
+
+# Restores prepared before the freeze (``restore_prepare``), by work
+# directory, until their RESTORE runs them or the migration ends.
+_prepared: dict[str, object] = {}
+_prepared_lock = threading.Lock()
+
+
+def _take_prepared(workdir: str):
+    with _prepared_lock:
+        return _prepared.pop(workdir, None)
+
+
+def _restore_prepare(ctx: RuntimeContext):
+    def prepare(incoming, control) -> RestorePrepared:
+        """The restore's bring-up while the source still runs (see
+        ``RestorePrepare``); undone when the migration ends without RESTORE."""
+        from migrate.checkpoint.restore import prepare_restore
+        from migrate.errors import MigrateError
+
+        request = RestorePrepare.from_control(control, phase=incoming.conn.current_phase).request
+        if request.container_id != incoming.prepare.container_id:
+            raise MigrationError(incoming.conn.current_phase,
+                                 f'restore_prepare names container "{request.container_id}", '
+                                 f'PREPARE "{incoming.prepare.container_id}"',
+                                 source_state="running")
+        workdir = incoming.workdir
+        stdio = _stdio(workdir)
+        try:
+            prepared = prepare_restore(ctx, _restore_options(workdir, request, stdio))
+        except MigrateError as err:
+            raise MigrationError("restore", str(err), source_state="running") from err
+        finally:
+            for fd in stdio:
+                os.close(fd)
+        with _prepared_lock:
+            old = _prepared.pop(workdir, None)
+            _prepared[workdir] = prepared
+        if old is not None:
+            old.abort()
+
+        def drop() -> None:
+            left = _take_prepared(workdir)
+            if left is not None:
+                left.abort()
+
+        incoming.cleanups.append(drop)
+        return RestorePrepared()
+
+    return prepare
+
+
+def restore_for_migration(ctx: RuntimeContext, workdir: str, request: RestoreRequest) -> Restored:
+    """Restore the container the source sent into ``workdir`` (through the
+    bring-up ``restore_prepare`` made, if it did). Raises MigrationError
+    (phase "restore") with the reason."""
+    from migrate.checkpoint.restore import prepare_restore
     from migrate.errors import MigrateError
     from migrate.runtime.lifecycle.delete import delete
     from migrate.runtime.lifecycle.query import state
@@ -156,16 +230,11 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: RestoreReq
     cid = request.container_id
     bundle = request.bundle or os.path.join(workdir, "bundle")
     lazy = request.lazy
-    page_server = f"{lazy.address}:{lazy.port}" if lazy else None
     stdio = _stdio(workdir)
     try:
-        restore(ctx, RestoreOptions(
-            id=cid, image_path=os.path.join(workdir, "images"),
-            work_path=os.path.join(workdir, "criu"), bundle=bundle, detach=True,
-            lazy_pages=bool(lazy), page_server=page_server,
-            tcp_established=request.tcp_established, file_locks=request.file_locks,
-            ext_unix_sk=request.ext_unix_sk, empty_ns=request.empty_ns,
-            leave_stopped=request.leave_stopped, stdio=stdio))
+        opts = _restore_options(workdir, request, stdio)
+        prepared = _take_prepared(workdir) or prepare_restore(ctx, opts)
+        prepared.run(opts)
     except MigrateError as err:
         raise MigrationError("restore", str(err), source_state="frozen") from err
     finally:
@@ -229,4 +298,5 @@ def controls(ctx: RuntimeContext) -> dict:
     from migrate.migration.messages import PageServerWait
 
     start, wait = _page_server(ctx)
-    return {PageServerStart.OP: start, PageServerWait.OP: wait, **content_controls()}
+    return {PageServerStart.OP: start, PageServerWait.OP: wait,
+            RestorePrepare.OP: _restore_prepare(ctx), **content_controls()}

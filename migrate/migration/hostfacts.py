@@ -67,6 +67,9 @@ class CriuHostFacts:
             from migrate.migration.transport import available_compression
 
             facts: dict[str, Any] = {"compression": list(available_compression())}
+            # `criu check` runs beside FEATURE_CHECK: each probes the kernel
+            # (~40-70 ms here), and both come before the connection.
+            nft = _nftables_lock_started(self.criu)
             try:
                 f = self._client().feature_check()
                 facts.update(mem_track=bool(f.mem_track), lazy_pages=bool(f.lazy_pages),
@@ -74,7 +77,7 @@ class CriuHostFacts:
             except MigrateError as err:
                 facts["criu_error"] = str(err)
             facts.update(_lazy_dump())
-            facts["nftables_lock"] = _nftables_lock(self.criu, self.timeout)
+            facts["nftables_lock"] = _nftables_lock_result(nft, self.timeout)
             self._features = facts
         return dict(self._features)
 
@@ -108,11 +111,31 @@ def _nftables_lock(criu: str, timeout: float) -> bool:
     in-process), which unlocks in milliseconds where the iptables method
     runs iptables-restore twice while the container is frozen (~0.1 s
     here). Not in FEATURE_CHECK: asked of ``criu check``."""
+    return _nftables_lock_result(_nftables_lock_started(criu), timeout)
+
+
+def _nftables_lock_started(criu: str):
+    """``criu check --feature network_lock_nftables`` started (None: it cannot)."""
     import subprocess
 
     try:
-        return subprocess.run([criu, "check", "--feature", "network_lock_nftables"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=timeout).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
+        return subprocess.Popen([criu, "check", "--feature", "network_lock_nftables"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+def _nftables_lock_result(proc, timeout: float) -> bool:
+    import threading
+
+    if proc is None:
         return False
+    # A blocking wait with a watchdog: wait(timeout=) polls with sleeps of
+    # up to 50 ms, which would round the answer up.
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        return proc.wait() == 0
+    finally:
+        watchdog.cancel()

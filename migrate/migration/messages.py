@@ -27,7 +27,7 @@ from migrate.errors import ProtocolError
 
 __all__ = ["PrepareRequest", "SharedMarker", "Ready", "Control", "PageServerStart",
            "PageServerAddress", "PageServerWait", "PageServerExit", "LazySource",
-           "RestoreRequest", "Restored", "ROOTFS_MODES"]
+           "RestoreRequest", "RestorePrepare", "RestorePrepared", "Restored", "ROOTFS_MODES"]
 
 ROOTFS_MODES = ("shared", "copy")
 
@@ -309,6 +309,42 @@ class RestoreRequest:
                    leave_stopped=_flag(request, "leave_stopped", what, phase, default=True),
                    empty_ns=frozenset(_EMPTY_NS[ns] for ns in empty),
                    extra={k: v for k, v in request.items() if k not in known})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestorePrepared:
+    """REPLY to ``RestorePrepare``: the bring-up is ready for RESTORE."""
+
+    def to_header(self) -> dict[str, Any]:
+        return {"prepared": True}
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], *,
+                    phase: str = "prepare") -> "RestorePrepared":
+        if header.get("prepared") is not True:
+            raise ProtocolError(phase, "the agent did not prepare the restore")
+        return cls()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestorePrepare:
+    """CONTROL ``restore_prepare``: do now, while the source still runs,
+    what the restore of ``request`` needs only the checkpoint's metadata
+    (``images/migrate.json``, sent before) and the bundle for: the checks,
+    the claim of the ID, cgroups, the --root bind. The RESTORE that follows
+    names the same container; an abort or a lost source undoes it."""
+
+    OP: ClassVar[str] = "restore_prepare"
+    Reply: ClassVar[type] = RestorePrepared
+
+    request: RestoreRequest
+
+    def to_header(self) -> dict[str, Any]:
+        return {"op": self.OP, **self.request.to_header()}
+
+    @classmethod
+    def from_control(cls, control: Control, *, phase: str = "prepare") -> "RestorePrepare":
+        return cls(request=RestoreRequest.from_header(control.args, phase=phase))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

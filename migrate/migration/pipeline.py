@@ -207,6 +207,21 @@ class Migration:
             tcp_established=self.opts.tcp_established, file_locks=self.opts.file_locks,
             ext_unix_sk=self.opts.ext_unix_sk, leave_stopped=True, empty_ns=self.empty_ns)
 
+    def prepare_restore(self, lazy=None) -> None:
+        """Before the freeze: send the checkpoint's metadata (what
+        ``dump_job`` wrote into the images directory) and have the agent do
+        what the restore needs no CRIU image for (checks, the claim of the
+        ID, cgroups, the --root bind), so that RESTORE has only CRIU left
+        to run while the container is frozen. Skipped for an agent that
+        does not offer it; a failure here leaves the source running."""
+        from migrate.migration.messages import RestorePrepare
+
+        if RestorePrepare.OP not in (self.session.peer_features.get("controls") or ()):
+            return
+        self.step("restore-prepare")
+        self.conn.send_tree(self.images_dir, label="images")
+        self.control(RestorePrepare(request=self.restore_request(lazy)))
+
     def send_images(self, images_dir: str) -> None:
         """The images (and, with --rootfs copy, what the container wrote
         since the first pass) to the destination; the container is frozen."""
@@ -217,9 +232,10 @@ class Migration:
             self.conn.send_tree(self.bundle, only_changed_since=self._snapshot, label="bundle")
         self.timeline.mark("images sent")
 
-    def restore_and_commit(self, lazy=None) -> None:
+    def restore_and_commit(self, lazy=None, before_resume=None) -> None:
         """Ask the destination to restore (``lazy``: a ``LazySource``), then
-        to run it; commit."""
+        to run it; commit. ``before_resume()`` may still refuse (raise)
+        between the two."""
         from migrate.migration.messages import Restored
         from migrate.migration.protocol import Kind
 
@@ -228,6 +244,8 @@ class Migration:
         header = self.conn.recv(Kind.RESTORED, timeout=self.conn.timeouts.wait).header
         Restored.from_header(header, phase=self.conn.current_phase)
         self.timeline.mark("restored")
+        if before_resume is not None:
+            before_resume()
         self.step("resume")
         self.conn.send(Kind.DONE, {})
         self.conn.recv(Kind.DONE, timeout=self.conn.timeouts.wait)

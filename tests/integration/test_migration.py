@@ -6,6 +6,7 @@ The agent runs on host b, the source command on host a; both through
 cgroup hierarchies CRIU needs). Each host has its own --root.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -338,6 +339,58 @@ def test_agent_killed_during_the_transfer(pair, cid):
     code, out, _ = pair.migrate(cid, "--strategy", "stop-and-copy")
     watcher.join(timeout=5)
     pair.assert_rolled_back(cid, code, out, agent_died=True)
+
+
+def _mounted_under(path):
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+
+
+@pytest.mark.parametrize("strategy", ["stop-and-copy", "post-copy"])
+def test_the_destination_is_prepared_before_the_freeze(pair, cid, strategy):
+    """The restore's bring-up (claim, cgroups, the --root bind) is made on
+    the restore_prepare CONTROL, before the source freezes: the report books
+    it in its own phase ahead of the dump, and the downtime's restore step
+    is the CRIU restore alone."""
+    if not _supported(strategy):
+        pytest.skip(f"{strategy} cannot run on this machine")
+    pair.start_agent()
+    pair.run_container(cid)
+    code, out, report = pair.migrate(cid, "--strategy", strategy)
+    assert code == 0, out
+    names = [p["name"] for p in report["phases"]]
+    assert "restore-prepare" in names, names
+    first_frozen = "dump" if strategy == "post-copy" else "memory"
+    assert names.index("restore-prepare") < names.index(first_frozen), names
+    pair.assert_running_on(pair.b, cid)
+
+
+@pytest.mark.parametrize("strategy", ["stop-and-copy", "post-copy"])
+def test_agent_killed_after_the_restore_was_prepared(pair, cid, strategy):
+    """The agent dies once it has claimed the ID for the restore it prepared
+    (whether the source has frozen by then or not): the source is resumed and
+    runs on, and the next agent undoes the half-made restore: no claim, no
+    cgroup, no --root bind left, and the same ID migrates again."""
+    if not _supported(strategy):
+        pytest.skip(f"{strategy} cannot run on this machine")
+    pair.start_agent()
+    pair.run_container(cid)
+    claimed = os.path.join(pair.b.root, cid)
+    watcher = _when(pair, cid, lambda _workdir: os.path.isdir(claimed), pair.stop_agent)
+    code, out, _ = pair.migrate(cid, "--strategy", strategy)
+    watcher.join(timeout=5)
+    assert code != 0 and "resumed" in out, out
+    pair.assert_running_on(pair.a, cid)
+    pair.start_agent()      # clears what the killed one left
+    pair.assert_nothing_at_destination(cid)
+    assert not os.path.exists(claimed)
+    assert _mounted_under(pair.b.root) == []
+    group = "migrate-" + hashlib.sha256(pair.b.root.encode()).hexdigest()[:8]
+    assert not [h for h in os.listdir("/sys/fs/cgroup")
+                if os.path.exists(os.path.join("/sys/fs/cgroup", h, group, cid))]
+    code, out, _ = pair.migrate(cid, "--strategy", strategy)
+    assert code == 0, out
+    pair.assert_running_on(pair.b, cid)
 
 
 def test_link_down_during_the_transfer(pair, cid):

@@ -63,8 +63,27 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     failure: list[BaseException] = []
     swrk = {}
 
+    ready_lock = threading.Lock()
+    ready: list[bool] = []
+
+    def page_server_ready() -> bool:
+        # CRIU writes \0 to status_fd once its lazy page server listens.
+        with ready_lock:
+            if not ready:
+                ready.append(bool(select.select([ready_r], [], [], m.conn.timeouts.wait)[0])
+                             and os.read(ready_r, 1) == b"\0")
+            return ready[0]
+
+    def check_ready() -> None:
+        if not page_server_ready():
+            raise MigrationError("memory", "the lazy page server never got ready",
+                                 source_state="frozen")
+
     def post_dump(_note) -> bool:
         m.send_images(images)
+        # RESTORE goes now, while CRIU starts its page server; the
+        # container resumes there only once that page server is ready.
+        waiter.start()
         return True
 
     def relay_pages() -> None:
@@ -75,19 +94,18 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
             listener.settimeout(m.conn.timeouts.wait)
             far, _ = listener.accept()
             configure_socket(far, m.conn.timeouts)
+            if not page_server_ready():
+                far.close()
+                return
             near = socket.create_connection((address, port), timeout=m.conn.timeouts.connect)
         except OSError:
             return      # no connection: the restore fails and says why
         relays.append(Relay(near, far, m.count_memory, name="lazy-pages").start())
 
     def finish() -> None:
-        # CRIU writes \0 to status_fd once its lazy page server listens.
         try:
-            if not select.select([ready_r], [], [], m.conn.timeouts.wait)[0] or \
-                    os.read(ready_r, 1) != b"\0":
-                raise MigrationError("memory", "the lazy page server never got ready",
-                                     source_state="frozen")
-            m.restore_and_commit(lazy=LazySource(address=address, port=relay_port))
+            m.restore_and_commit(lazy=LazySource(address=address, port=relay_port),
+                                 before_resume=check_ready)
             # The container runs at the destination; what is left is
             # its memory, pulled through the relay until the last page.
             m.step("memory (lazy)", memory or None)
@@ -106,12 +124,12 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
         criu_opts = criu_opts.replace(parent_img=f"../pre/{parent}", track_mem=True)
     waiter = threading.Thread(target=finish, name="post-copy-restore", daemon=True)
     acceptor = threading.Thread(target=relay_pages, name="post-copy-accept", daemon=True)
+    m.prepare_restore()
     m.step("dump")
     try:
         s = session or Client(SwrkOptions(criu=m.ctx.criu)).session(pass_fds=(ready_w,))
         swrk["pid"] = s.pid
         acceptor.start()
-        waiter.start()
         try:
             with s if session is None else contextlib.nullcontext():
                 s.dump(criu_opts, m.callbacks(post_dump))

@@ -44,6 +44,7 @@ def final_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     from migrate.migration.messages import PageServerStart, PageServerWait
     from migrate.migration.pipeline import memory_usage
 
+    m.prepare_restore()
     # Freeze, dump, and the memory through the page server: one phase,
     # CRIU does them together.
     m.step("memory", memory_usage(m.container) or None)

@@ -7,8 +7,8 @@ import pytest
 
 from migrate.errors import ProtocolError
 from migrate.migration.messages import (Control, LazySource, PageServerAddress, PageServerExit,
-                                        PageServerStart, PageServerWait, Ready, RestoreRequest,
-                                        Restored)
+                                        PageServerStart, PageServerWait, Ready, RestorePrepare,
+                                        RestorePrepared, RestoreRequest, Restored)
 
 
 def test_restore_request_on_the_wire():
@@ -89,6 +89,22 @@ def test_page_server_requests_and_replies():
     assert PageServerExit.from_header({"exit": 0}) == PageServerExit(exit=0)
     with pytest.raises(ProtocolError, match="exit is not a byte count"):
         PageServerExit.from_header({"exit": "0"})
+
+
+def test_restore_prepare_carries_the_restore_request():
+    """restore_prepare is the RESTORE request as a CONTROL: the agent
+    prepares exactly the restore that RESTORE will run."""
+    req = RestoreRequest(container_id="web", bundle="/b", empty_ns=frozenset({"net"}))
+    prep = RestorePrepare(request=req)
+    header = prep.to_header()
+    assert header["op"] == "restore_prepare" and header["request"] == req.to_header()["request"]
+    assert RestorePrepare.from_control(Control.from_header(header)) == prep
+    with pytest.raises(ProtocolError, match="RESTORE request is not a JSON object"):
+        RestorePrepare.from_control(Control(op="restore_prepare"))
+    assert RestorePrepare.Reply is RestorePrepared
+    assert RestorePrepared.from_header(RestorePrepared().to_header()) == RestorePrepared()
+    with pytest.raises(ProtocolError, match="did not prepare"):
+        RestorePrepared.from_header({})
 
 
 def test_ready_and_restored():
