@@ -64,6 +64,10 @@ class RestoreOptions:
     auto_dedup: bool = False
     lazy_pages: bool = False
     page_server: str | None = None     # with lazy_pages: start the lazy-pages daemon ourselves
+    # with lazy_pages: start the lazy-pages daemon ourselves, serving the
+    # images themselves (no page server: pages already here, copied in
+    # after the tasks resume)
+    lazy_pages_local: bool = False
     lsm_profile: str | None = None
     lsm_mount_context: str | None = None
     leave_stopped: bool = False        # SIGSTOP the tasks after restore (migration commits later)

@@ -209,11 +209,11 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions) -> int:
     if criu_opts.orphan_pts_master:
         callbacks["orphan-pts-master"] = orphan_pts_master
     daemon = None
-    if opts.lazy_pages and opts.page_server:
+    if opts.lazy_pages and (opts.page_server or opts.lazy_pages_local):
         from migrate.checkpoint.dump import parse_page_server
         from migrate.criu_rpc import LazyPagesOptions, start_lazy_pages
 
-        ps = parse_page_server(opts.page_server)
+        ps = parse_page_server(opts.page_server) if opts.page_server else None
         daemon = start_lazy_pages(LazyPagesOptions(
             images_dir=criu_opts.images_dir, work_dir=criu_opts.work_dir, page_server=ps),
             criu=ctx.criu)

@@ -158,11 +158,17 @@ def _restore_options(workdir: str, request: RestoreRequest, stdio):
     from migrate.checkpoint.options import RestoreOptions
 
     lazy = request.lazy
+    # Content pre-copy's store served by a lazy-pages daemon of ours: the
+    # memory is copied in here after the tasks resume, nothing is pulled
+    # over the link, so the images can go at commit (the daemon keeps them
+    # open).
+    local = request.lazy_local and not lazy
     return RestoreOptions(
         id=request.container_id, image_path=os.path.join(workdir, "images"),
         work_path=os.path.join(workdir, "criu"),
         bundle=request.bundle or os.path.join(workdir, "bundle"), detach=True,
-        lazy_pages=bool(lazy), page_server=f"{lazy.address}:{lazy.port}" if lazy else None,
+        lazy_pages=bool(lazy) or local,
+        page_server=f"{lazy.address}:{lazy.port}" if lazy else None, lazy_pages_local=local,
         tcp_established=request.tcp_established, file_locks=request.file_locks,
         ext_unix_sk=request.ext_unix_sk, empty_ns=request.empty_ns,
         leave_stopped=request.leave_stopped, stdio=stdio)

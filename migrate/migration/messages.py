@@ -261,6 +261,8 @@ class RestoreRequest:
 
     ``bundle`` is the shared bundle path (``None``: the copy sent under
     ``bundle/``); ``lazy``: post-copy, pages come from there;
+    ``lazy_local``: pages come lazily from the images sent (a lazy-pages
+    daemon of the destination serves them: content pre-copy's store);
     ``empty_ns``: CRIU's names of namespaces to create empty instead of
     restoring (``{"net"}``); ``leave_stopped``: restore it stopped, to be
     resumed on DONE.
@@ -269,6 +271,7 @@ class RestoreRequest:
     container_id: str
     bundle: str | None = None
     lazy: LazySource | None = None
+    lazy_local: bool = False
     tcp_established: bool = False
     file_locks: bool = False
     ext_unix_sk: bool = False
@@ -282,6 +285,9 @@ class RestoreRequest:
                    "tcp_established": self.tcp_established, "file_locks": self.file_locks,
                    "ext_unix_sk": self.ext_unix_sk, "leave_stopped": self.leave_stopped,
                    "empty_ns": ["network" for ns in sorted(self.empty_ns) if ns == "net"]}
+        if self.lazy_local:
+            # only when set: the JSON of every other restore stays as it was
+            request["lazy_local"] = True
         return {"request": request}
 
     @classmethod
@@ -298,11 +304,12 @@ class RestoreRequest:
         if not isinstance(empty, list) or not all(ns in _EMPTY_NS for ns in empty):
             raise ProtocolError(phase, f"RESTORE empty_ns is not a list of namespaces "
                                        f"({', '.join(_EMPTY_NS)}): {empty!r}")
-        known = {"container_id", "bundle", "lazy", "tcp_established", "file_locks",
+        known = {"container_id", "bundle", "lazy", "lazy_local", "tcp_established", "file_locks",
                  "ext_unix_sk", "leave_stopped", "empty_ns"}
         return cls(container_id=_str(request, "container_id", what, phase),
                    bundle=_str(request, "bundle", what, phase, optional=True),
                    lazy=LazySource.from_header(lazy, phase=phase) if lazy is not None else None,
+                   lazy_local=_flag(request, "lazy_local", what, phase),
                    tcp_established=_flag(request, "tcp_established", what, phase),
                    file_locks=_flag(request, "file_locks", what, phase),
                    ext_unix_sk=_flag(request, "ext_unix_sk", what, phase),

@@ -197,13 +197,15 @@ class Migration:
         header = self.conn.recv(Kind.REPLY, timeout=self.conn.timeouts.wait).header
         return request.Reply.from_header(header, phase=self.conn.current_phase)
 
-    def restore_request(self, lazy=None):
-        """RESTORE's body (``lazy``: a ``LazySource``, for post-copy)."""
+    def restore_request(self, lazy=None, *, lazy_local: bool = False):
+        """RESTORE's body (``lazy``: a ``LazySource``, for post-copy;
+        ``lazy_local``: lazy pages from the images at the destination)."""
         from migrate.migration.messages import RestoreRequest
 
         return RestoreRequest(
             container_id=self.opts.container_id,
             bundle=None if self.opts.rootfs == "copy" else self.bundle, lazy=lazy,
+            lazy_local=lazy_local,
             tcp_established=self.opts.tcp_established, file_locks=self.opts.file_locks,
             ext_unix_sk=self.opts.ext_unix_sk, leave_stopped=True, empty_ns=self.empty_ns)
 
@@ -232,15 +234,16 @@ class Migration:
             self.conn.send_tree(self.bundle, only_changed_since=self._snapshot, label="bundle")
         self.timeline.mark("images sent")
 
-    def restore_and_commit(self, lazy=None, before_resume=None) -> None:
-        """Ask the destination to restore (``lazy``: a ``LazySource``), then
-        to run it; commit. ``before_resume()`` may still refuse (raise)
-        between the two."""
+    def restore_and_commit(self, lazy=None, before_resume=None, *,
+                           lazy_local: bool = False) -> None:
+        """Ask the destination to restore (``lazy``: a ``LazySource``;
+        ``lazy_local``: see ``restore_request``), then to run it; commit.
+        ``before_resume()`` may still refuse (raise) between the two."""
         from migrate.migration.messages import Restored
         from migrate.migration.protocol import Kind
 
         self.step("restore")
-        self.conn.send(Kind.RESTORE, self.restore_request(lazy).to_header())
+        self.conn.send(Kind.RESTORE, self.restore_request(lazy, lazy_local=lazy_local).to_header())
         header = self.conn.recv(Kind.RESTORED, timeout=self.conn.timeouts.wait).header
         Restored.from_header(header, phase=self.conn.current_phase)
         self.timeline.mark("restored")

@@ -2,8 +2,11 @@
 memory instead of asking the kernel's soft-dirty bit."""
 
 import os
+import re
+import signal
 
 import pytest
+from runtime_helpers import wait_for
 
 from test_migration import _listdir, _soft_dirty, _when, pair  # noqa: F401 - the fixture
 
@@ -93,3 +96,81 @@ def test_pages_that_change_during_the_rounds_arrive_changed(pair, cid):  # noqa:
     changed = sum(i["pages_written"] for i in report["iterations"][1:]) * 4096
     assert report["bytes_on_wire"] <= (64 << 20) * 1.05 + changed, report["bytes_on_wire"]
     pair.assert_running_on(pair.b, cid)          # the sum check holds there
+
+
+def _workdir(pair, cid):
+    (name,) = [n for n in _listdir(pair.work) if n.startswith(cid + "-")]
+    return os.path.join(pair.work, name)
+
+
+def _lazy_pages_daemons(workdir):
+    """pids of the `criu lazy-pages` run for this work directory."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"lazy-pages" in argv and any(workdir.encode() in a for a in argv):
+            out.append(int(pid))
+    return out
+
+
+def test_the_destination_restores_lazily_from_its_store(pair, cid):  # noqa: F811
+    """The destination already holds every page: CRIU restores with lazy
+    pages served by a local lazy-pages daemon from the store's files, which
+    copies them all in after the tasks resume (nothing pulled over the
+    link). Every page arrives, and the buffer's checksum, verified by the
+    container after it resumed, holds."""
+    pair.start_agent()
+    pair.run_container(cid)
+    code, out, report = pair.migrate(cid, "--strategy", _strategy())
+    assert code == 0, out
+    assert "restored with lazy pages from the destination's page store" in report["reason"]
+    workdir = _workdir(pair, cid)
+    log = os.path.join(workdir, "criu", "lazy-pages.log")
+
+    def transferred():
+        with open(log) as f:
+            return re.findall(r"UFFD transferred pages: \((\d+)/(\d+)\)", f.read())
+
+    done = wait_for(lambda: not _lazy_pages_daemons(workdir) and transferred(), timeout=60,
+                    what="the lazy-pages daemon done")
+    # one line per process (the shell, memhold): each got all its pages
+    assert all(copied == total for copied, total in done), done
+    assert sum(int(total) for _, total in done) >= (64 << 20) // 4096, done
+    # the store and images went at commit (the daemon kept them open)
+    assert not os.path.exists(os.path.join(workdir, "content"))
+    # memhold sums its whole buffer every 10th iteration: wait for one made
+    # after the migration
+    first = pair.mem()
+    wait_for(lambda: pair.mem()[0] > first[0] + 11, what="a full checksum after resuming")
+    pair.assert_running_on(pair.b, cid)
+    assert pair.a.status(cid) == "gone"
+
+
+def test_lazy_pages_daemon_killed_during_the_restore(pair, cid):  # noqa: F811
+    """The destination's lazy-pages daemon dies as the restore starts: the
+    restore fails there, the source resumes and nothing is left behind."""
+    pair.start_agent()
+    pair.run_container(cid)
+
+    def daemon_started(workdir):
+        return os.path.exists(os.path.join(workdir, "criu", "lazy-pages.log")) and \
+            _lazy_pages_daemons(workdir)
+
+    killed = []
+
+    def kill():
+        for workdir in [os.path.join(pair.work, n) for n in _listdir(pair.work)
+                        if n.startswith(cid + "-")]:
+            for pid in _lazy_pages_daemons(workdir):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    watcher = _when(pair, cid, daemon_started, kill)
+    code, out, _ = pair.migrate(cid, "--strategy", _strategy())
+    watcher.join(timeout=5)
+    assert killed, "the lazy-pages daemon was never seen"
+    pair.assert_rolled_back(cid, code, out)

@@ -1,9 +1,12 @@
 """Content pre-copy on the destination: the agent's control operations.
 
 ``content_pages`` reads one page stream (records.py) into the migration's
-page store (``workdir/content``); ``content_build`` writes CRIU's
-``pages-<id>.img`` files from it next to the pagemaps the source sent
-(``content_compact`` prepares that while the container still runs). The
+page store (``workdir/content``); ``content_build`` makes the pagemaps the
+source sent restorable from it (``content_compact`` prepares that while the
+container still runs): when the restore can take lazy pages, the store's
+files become the ``pages-<id>.img`` files as they are and a local
+``criu lazy-pages`` copies the memory in after the tasks resume; otherwise
+the store is the images' CRIU parent and the restore reads it all at once. The
 store is removed with the images once the container runs (or with the
 whole work directory on failure).
 """
@@ -58,8 +61,8 @@ def build(incoming, control) -> Built:
     """CONTROL content_build: the final images restorable from the store."""
     request = ContentBuild.from_control(control, phase=incoming.conn.current_phase)
     store = _store(incoming)
-    copied = store.build_pages_images(incoming.path(request.dir))
-    return Built(copied=copied, in_parent=store.pages_in_parent)
+    copied = store.build_pages_images(incoming.path(request.dir), lazy=request.lazy)
+    return Built(copied=copied, in_parent=store.pages_in_parent, lazy=store.pages_lazy)
 
 
 def controls() -> dict:

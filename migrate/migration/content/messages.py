@@ -3,7 +3,7 @@
 
     ContentPages {label}   + a "pages" stream  ->  PagesStored {pages, zero_pages, held}
     ContentCompact                             ->  Compacted {pages}
-    ContentBuild {dir}                         ->  Built {copied, in_parent}
+    ContentBuild {dir, lazy}                   ->  Built {copied, in_parent, lazy}
 """
 
 from __future__ import annotations
@@ -100,29 +100,40 @@ class ContentCompact:
 class Built:
     copied: int         # pages copied into the final pages images (frozen)
     in_parent: int      # pages left in the store, the images' parent
+    # pages the store's own files serve to a local lazy-pages daemon (the
+    # restore then runs with lazy pages from these images); 0: none
+    lazy: int = 0
 
     def to_header(self) -> dict[str, Any]:
-        return {"copied": self.copied, "in_parent": self.in_parent}
+        return {"copied": self.copied, "in_parent": self.in_parent, "lazy": self.lazy}
 
     @classmethod
     def from_header(cls, header: Mapping[str, Any], *, phase: str = "memory") -> "Built":
         return cls(copied=_count(header, "copied", phase),
-                   in_parent=_count(header, "in_parent", phase))
+                   in_parent=_count(header, "in_parent", phase),
+                   # an agent of before lazy builds does not say
+                   lazy=_count(header, "lazy", phase) if "lazy" in header else 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContentBuild:
     """CONTROL ``content_build``: make the images under ``dir`` (the final
-    dump's, without process pages) restorable from the store."""
+    dump's, without process pages) restorable from the store; ``lazy``:
+    the destination can restore with lazy pages (userfaultfd), so the
+    store's files may be served to it as they are (``Built.lazy``)."""
 
     OP: ClassVar[str] = "content_build"
     Reply: ClassVar[type] = Built
 
     dir: str = "images"
+    lazy: bool = False
 
     def to_header(self) -> dict[str, Any]:
-        return {"op": self.OP, "dir": self.dir}
+        return {"op": self.OP, "dir": self.dir, "lazy": self.lazy}
 
     @classmethod
     def from_control(cls, control, *, phase: str = "memory") -> "ContentBuild":
-        return cls(dir=_text(control.args, "dir", "images", phase))
+        lazy = control.args.get("lazy", False)
+        if not isinstance(lazy, bool):
+            raise ProtocolError(phase, f"content pre-copy: lazy is {lazy!r}, not a boolean")
+        return cls(dir=_text(control.args, "dir", "images", phase), lazy=lazy)

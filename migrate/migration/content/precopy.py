@@ -16,10 +16,12 @@ final dump of which only what the destination lacks crosses the link.
       CONTROL content_pages, STREAM pages  ->  (the changed pages)
       STREAM tree images (pagemaps, no     ->  workdir/images
         process pages)
-      CONTROL content_build                ->  pagemaps rewritten: pages the
-                                               store holds are PE_PARENT, the
-                                               store linked as the parent
-      RESTORE, DONE as every strategy     <->
+      CONTROL content_build {lazy}         ->  the store's compacted files
+                                               become the pages images (lazy
+                                               pages), or the images' parent
+      RESTORE {lazy_local}, DONE          <->  with lazy pages, a local
+                                               `criu lazy-pages` copies the
+                                               memory in after resuming
       post-dump answered: the source CRIU ends, the container is deleted
 
 The source stays frozen and authoritative until the destination restored:
@@ -30,7 +32,11 @@ never froze anything.
 The memory is never written to a file on the source, and nothing the
 destination already holds is copied there while frozen: the frozen time is
 CRIU's dump (its pages streamed through a socket and hashed), the changed
-pages and the other images over the link, and the restore.
+pages and the other images over the link, and the restore, which with lazy
+pages (userfaultfd at the destination) does not read the memory either:
+a lazy-pages daemon there serves it from the store's files once the tasks
+run. No page comes over the link after the resume, so unlike post-copy a
+cut link then loses nothing.
 
 ``run(m, job)`` follows the frame's pipeline contract: ``m`` gives
 ``control``, ``step``, ``callbacks``, ``send_images``,
@@ -148,6 +154,10 @@ class ContentPreCopy:
 
         memory = memory_usage(m.container)
         images = job.images_dir
+        # The destination restores the pages its store holds lazily, from
+        # the store's own files (userfaultfd there; see store.py), when it
+        # can: CRIU's restore then does not read the memory while frozen.
+        lazy_ok = bool(m.session.peer_features.get("lazy_pages"))
         stats = RoundStats()
         shipped: dict[str, int] = {}
         near, criu_end = socket.socketpair()
@@ -163,8 +173,14 @@ class ContentPreCopy:
             shipped["wire"] = sent.wire
             server.records.clear()
             m.send_images(images)
-            m.control(ContentBuild(dir="images"))      # where send_images put them
-            m.restore_and_commit()
+            # where send_images put them
+            built = m.control(ContentBuild(dir="images", lazy=lazy_ok))
+            if built.lazy:
+                m.report.reason += (f"; restored with lazy pages from the destination's page "
+                                    f"store ({built.lazy} pages copied in after resuming, none "
+                                    f"over the link; {built.in_parent + built.copied} restored "
+                                    f"at once)")
+            m.restore_and_commit(lazy_local=built.lazy > 0)
             return True
 
         m.step("dump", memory or None)

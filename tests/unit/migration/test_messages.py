@@ -121,3 +121,25 @@ def test_ready_and_restored():
     assert Restored.from_header({"info": {"pid": 7}}).info == {"pid": 7}
     with pytest.raises(ProtocolError, match="RESTORED info is not a JSON object"):
         Restored.from_header({"info": [7]})
+
+
+def test_a_local_lazy_restore_is_asked_for_only_when_set():
+    req = RestoreRequest(container_id="web", lazy_local=True)
+    assert req.to_header()["request"]["lazy_local"] is True
+    assert RestoreRequest.from_header(req.to_header()) == req
+    assert "lazy_local" not in RestoreRequest(container_id="web").to_header()["request"]
+    with pytest.raises(ProtocolError):
+        RestoreRequest.from_header({"request": {"container_id": "web", "lazy_local": "yes"}})
+
+
+def test_content_build_lazy_and_an_agent_that_does_not_say():
+    from migrate.migration.content.messages import Built, ContentBuild
+
+    control = Control.from_header(ContentBuild(lazy=True).to_header())
+    assert ContentBuild.from_control(control) == ContentBuild(dir="images", lazy=True)
+    assert ContentBuild.from_control(Control(op="content_build", args={})).lazy is False
+    with pytest.raises(ProtocolError):
+        ContentBuild.from_control(Control(op="content_build", args={"lazy": 1}))
+    built = Built(copied=1, in_parent=0, lazy=8)
+    assert Built.from_header(built.to_header()) == built
+    assert Built.from_header({"copied": 0, "in_parent": 5}).lazy == 0
