@@ -39,9 +39,9 @@ def test_content_pre_copy_moves_the_container(pair, cid):  # noqa: F811
     if not _soft_dirty():
         assert "pre-copy asked for" in report["reason"] and "soft-dirty" in report["reason"]
     rounds = [i for i in report["iterations"] if not i["final"]]
-    # the rule that ended the rounds is on the last one it judged; one more
-    # round follows (what changed while the destination compacted its store)
-    assert len(rounds) >= 2 and rounds[-2]["stop_reason"]
+    # the rule that ended the rounds is on the last one it judged (one more
+    # round follows if the destination had to compact its store)
+    assert len(rounds) >= 2 and any(r["stop_reason"] for r in rounds[-2:])
     assert rounds[0]["pages_written"] * 4096 >= 64 << 20       # the buffer, in round 1
     final = report["iterations"][-1]
     assert final["final"] and final["pages_written"] < rounds[0]["pages_written"] // 4

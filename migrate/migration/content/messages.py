@@ -70,7 +70,7 @@ class ContentPages:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Compacted:
-    pages: int
+    pages: int          # pages rewritten (0: the store was in order already)
 
     def to_header(self) -> dict[str, Any]:
         return {"pages": self.pages}
