@@ -197,6 +197,8 @@ def clean_stale_workdirs(work_root: str, root: str, *, criu: str = "criu") -> li
     the claim of the ID, cgroups, the --root bind)."""
     import shutil
 
+    from migrate.migration.content.destination import memory_store_path
+
     removed = []
     try:
         names = os.listdir(work_root)
@@ -207,6 +209,13 @@ def clean_stale_workdirs(work_root: str, root: str, *, criu: str = "criu") -> li
         path = os.path.join(work_root, name)
         if not sep or not os.path.isdir(path) or os.path.islink(path):
             continue
+        # content pre-copy's page store, if it was in memory (before the
+        # work directory: once that is gone, all is); a restored container
+        # no longer needs it either
+        store = memory_store_path(path)
+        if os.path.isdir(store):
+            shutil.rmtree(store, ignore_errors=True)
+            removed.append(store)
         state = os.path.join(root, cid, "state.json")
         if not os.path.exists(state):
             if os.path.isdir(os.path.join(root, cid)):

@@ -18,9 +18,23 @@ def _strategy():
     return "content-pre-copy" if _soft_dirty() else "pre-copy"
 
 
+def _store(workdir):
+    """The destination's page store: in memory (a tmpfs) when it fits."""
+    from migrate.migration.content.destination import memory_store_path
+
+    memory = memory_store_path(workdir)
+    return memory if os.path.isdir(memory) else os.path.join(workdir, "content")
+
+
+def _memory_stores(cid):
+    from migrate.migration.content.destination import MEMORY_DIR
+
+    return [n for n in _listdir(MEMORY_DIR) if n.startswith(f"migrate-content-{cid}-")]
+
+
 def _in_a_round(workdir):
     # the page store exists: the first round's pages are arriving
-    return any(n.startswith("pages-") for n in _listdir(os.path.join(workdir, "content")))
+    return any(n.startswith("pages-") for n in _listdir(_store(workdir)))
 
 
 def _in_the_final_round(workdir):
@@ -61,6 +75,8 @@ def test_agent_killed(pair, cid, when):  # noqa: F811
     # Never frozen (a round), or frozen and resumed (the final round): the
     # source runs on either way.
     pair.assert_rolled_back(cid, code, out, agent_died=True)
+    # the new agent swept the dead one's page store too
+    assert not _memory_stores(cid)
 
 
 def test_link_down_in_the_final_round(pair, cid):  # noqa: F811
@@ -73,6 +89,7 @@ def test_link_down_in_the_final_round(pair, cid):  # noqa: F811
         watcher.join(timeout=5)
         pair.hosts.a.link_up()
     pair.assert_rolled_back(cid, code, out)
+    assert not _memory_stores(cid)
 
 
 def test_pages_that_change_during_the_rounds_arrive_changed(pair, cid):  # noqa: F811
@@ -140,8 +157,14 @@ def test_the_destination_restores_lazily_from_its_store(pair, cid):  # noqa: F81
     # one line per process (the shell, memhold): each got all its pages
     assert all(copied == total for copied, total in done), done
     assert sum(int(total) for _, total in done) >= (64 << 20) // 4096, done
-    # the store and images went at commit (the daemon kept them open)
+    # the store (in memory here) and the images went when the migration
+    # ended (the daemon kept them open)
+    from migrate.migration.content.destination import MEMORY_DIR
+
+    if os.path.isdir(MEMORY_DIR):
+        assert "the page store was in memory" in report["reason"]
     assert not os.path.exists(os.path.join(workdir, "content"))
+    assert not _memory_stores(cid)
     # memhold sums its whole buffer every 10th iteration: wait for one made
     # after the migration
     first = pair.mem()
@@ -174,3 +197,4 @@ def test_lazy_pages_daemon_killed_during_the_restore(pair, cid):  # noqa: F811
     watcher.join(timeout=5)
     assert killed, "the lazy-pages daemon was never seen"
     pair.assert_rolled_back(cid, code, out)
+    assert not _memory_stores(cid)

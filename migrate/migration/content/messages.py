@@ -3,7 +3,7 @@
 
     ContentPages {label}   + a "pages" stream  ->  PagesStored {pages, zero_pages, held}
     ContentCompact                             ->  Compacted {pages}
-    ContentBuild {dir, lazy}                   ->  Built {copied, in_parent, lazy}
+    ContentBuild {dir, lazy}                   ->  Built {copied, in_parent, lazy, in_memory}
 """
 
 from __future__ import annotations
@@ -103,16 +103,19 @@ class Built:
     # pages the store's own files serve to a local lazy-pages daemon (the
     # restore then runs with lazy pages from these images); 0: none
     lazy: int = 0
+    in_memory: bool = False     # the store was on a tmpfs, not the work directory's disk
 
     def to_header(self) -> dict[str, Any]:
-        return {"copied": self.copied, "in_parent": self.in_parent, "lazy": self.lazy}
+        return {"copied": self.copied, "in_parent": self.in_parent, "lazy": self.lazy,
+                "in_memory": self.in_memory}
 
     @classmethod
     def from_header(cls, header: Mapping[str, Any], *, phase: str = "memory") -> "Built":
         return cls(copied=_count(header, "copied", phase),
                    in_parent=_count(header, "in_parent", phase),
                    # an agent of before lazy builds does not say
-                   lazy=_count(header, "lazy", phase) if "lazy" in header else 0)
+                   lazy=_count(header, "lazy", phase) if "lazy" in header else 0,
+                   in_memory=header.get("in_memory") is True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -62,23 +62,67 @@ __all__ = ["ContentPreCopy", "METHOD"]
 # more while frozen (10 MiB per GiB: 85 ms at 1 Gbit/s) costs less than
 # another round's full scan adds to the total.
 SETTLED_PERCENT = 1
+# zstd costs ~1 s of CPU per GiB here (both ends), for nothing when the
+# memory does not compress: the first round compresses a sample of it
+# (sample_ratio), and the pages go raw when it did not shrink below this.
+COMPRESSION_WORTH = 0.9
 
 METHOD = ("content rounds: pages hashed while the container runs, only changed pages "
           "shipped, the final dump deduplicated against what the destination holds")
 
 
-def ship(m: Any, records, *, label: str):
+def ship(m: Any, records, *, label: str, compress: bool | None = None):
     """Send one page stream to the destination's store; returns
     (``PagesStored``, the stream's byte counts). Not ``m.control``: the
-    stream goes between the request and its reply."""
+    stream goes between the request and its reply. ``compress``: as
+    ``Connection.send_stream``'s (None: as negotiated)."""
     from migrate.migration.content.messages import ContentPages
     from migrate.migration.protocol import Kind
 
     request = ContentPages(label=label)
     m.conn.send(Kind.CONTROL, request.to_header())
-    sent = m.conn.send_stream({"what": "pages", "label": label}, records)
+    sent = m.conn.send_stream({"what": "pages", "label": label}, records, compress=compress)
     header = m.conn.recv(Kind.REPLY, timeout=m.conn.timeouts.wait).header
     return request.Reply.from_header(header, phase=m.conn.current_phase), sent
+
+
+def sample_ratio(processes: dict[int, int], *, proc_root: str = "/proc",
+                 pieces: int = 8, piece: int = 1 << 20) -> float:
+    """zstd's ratio on ``pieces`` pieces of the memory of ``processes``,
+    spread evenly over the bytes present (so the big mappings, which make
+    up the stream, weigh as they will in it); 1.0 if nothing was read."""
+    import zstandard
+
+    from migrate.migration.content.scan import ProcessMemory
+    from migrate.migration.transport import ZSTD_LEVEL
+
+    ranges = []
+    for host_pid in processes.values():
+        try:
+            memory = ProcessMemory(host_pid, proc_root=proc_root, chunk=piece)
+            ranges += [(memory, start, end) for start, end in memory.ranges()]
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+    total = sum(end - start for _, start, end in ranges)
+    if not total:
+        return 1.0
+    wanted = [total * (2 * i + 1) // (2 * pieces) for i in range(pieces)]
+    taken, at = [], 0
+    for memory, start, end in ranges:
+        while wanted and wanted[0] < at + (end - start):
+            offset = wanted.pop(0) - at
+            addr = start + offset - offset % 4096
+            try:
+                for _vaddr, view in memory.read(addr, min(end, addr + piece)):
+                    taken.append(bytes(view))
+                    break
+            except (ProcessLookupError, PermissionError):
+                pass
+        at += end - start
+    data = b"".join(taken)
+    if not data:
+        return 1.0
+    return len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)) / len(data)
 
 
 def container_processes(m: Any) -> dict[int, int]:
@@ -101,6 +145,7 @@ class ContentPreCopy:
 
     def __init__(self) -> None:
         self.mirror = Mirror()
+        self.compress: bool | None = None   # None: not decided yet (first round)
 
     def run(self, m: Any, job: Any) -> None:
         self.rounds(m)
@@ -144,9 +189,16 @@ class ContentPreCopy:
         started = time.monotonic()
         with m.conn.in_phase("pre-copy"):
             processes = container_processes(m)
-            _reply, sent = ship(m, live_round(processes, self.mirror, stats,
-                                              proc_root=m.ctx.proc_root),
-                                label=f"round-{index}")
+            if self.compress is None:
+                self.compress = False
+                if m.conn.compression == "zstd":
+                    ratio = sample_ratio(processes, proc_root=m.ctx.proc_root)
+                    self.compress = ratio < COMPRESSION_WORTH
+                    if not self.compress:
+                        m.report.reason += (f"; pages sent without compression (zstd left a "
+                                            f"sample at {ratio:.0%})")
+            records = live_round(processes, self.mirror, stats, proc_root=m.ctx.proc_root)
+            _reply, sent = ship(m, records, label=f"round-{index}", compress=self.compress)
         pages = stats.pages_changed
         m.report.iterations.append(Iteration(index=index, pages_written=pages, bytes=sent.wire,
                                              seconds=time.monotonic() - started))
@@ -187,7 +239,7 @@ class ContentPreCopy:
             if not server.join(timeout=m.conn.timeouts.io) or not server.closed:
                 raise server.error or RuntimeError("the page server did not finish")
             m.step("memory (final)", None)
-            _reply, sent = ship(m, iter(server.records), label="final")
+            _reply, sent = ship(m, iter(server.records), label="final", compress=self.compress)
             shipped["wire"] = sent.wire
             server.records.clear()
             m.send_images(images)
@@ -198,6 +250,8 @@ class ContentPreCopy:
                                     f"store ({built.lazy} pages copied in after resuming, none "
                                     f"over the link; {built.in_parent + built.copied} restored "
                                     f"at once)")
+            if built.in_memory:
+                m.report.reason += "; the page store was in memory (a tmpfs) at the destination"
             m.restore_and_commit(lazy_local=built.lazy > 0)
             return True
 

@@ -33,6 +33,7 @@ tasks resume (see ``build_pages_images``).
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 
@@ -126,6 +127,19 @@ def _pieces(layout: list[tuple[int, int]], vaddr: int, nr: int):
         stop = min(end, run_end)
         yield at, (stop - at) // PAGE_SIZE, True
         at = stop
+
+
+def _link(src: str, dst: str) -> None:
+    """``dst`` names ``src``: a hard link, or a symbolic one when the store
+    is on another file system (a tmpfs) than the images. Relative: CRIU's
+    restoring tasks open it from the images directory with the container's
+    root as theirs, where an absolute path means something else."""
+    try:
+        os.link(src, dst)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        os.symlink(os.path.relpath(src, os.path.dirname(dst)), dst)
 
 
 def _fresh(path: str) -> str:
@@ -287,7 +301,7 @@ class PageStore:
             plan = self._linked(p, entries) if lazy and p.compacted else None
             if plan is not None:
                 out_entries, top, below = plan
-                os.link(self._file(pid), _fresh(os.path.join(images_dir, f"pages-{pages_id}.img")))
+                _link(self._file(pid), _fresh(os.path.join(images_dir, f"pages-{pages_id}.img")))
                 linked += p.compacted
             else:
                 out_entries, top, below = self._parent_layout(pid, p, entries)
@@ -415,7 +429,14 @@ class PageStore:
     def _copy(fd: int, slot: int, count: int, out: int) -> None:
         offset, left = slot * PAGE_SIZE, count * PAGE_SIZE
         while left:
-            n = os.copy_file_range(fd, out, left, offset)
+            try:
+                n = os.copy_file_range(fd, out, left, offset)
+            except OSError as err:
+                # The store on a tmpfs, the images on disk: no
+                # copy_file_range between two file systems (EXDEV).
+                if err.errno != errno.EXDEV:
+                    raise
+                n = os.sendfile(out, fd, offset, left)
             if n == 0:
                 raise MigrationError("memory", "the page store file is shorter than its index",
                                      source_state="frozen")

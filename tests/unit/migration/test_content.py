@@ -186,7 +186,7 @@ def test_final_round_ships_only_what_the_destination_lacks_and_rebuilds_the_imag
     workdir = tmp_path / "dst"
     (workdir / "images").mkdir(parents=True)
     incoming = Incoming(conn=dst_conn, workdir=str(workdir), prepare=None)
-    controls = destination.controls()
+    controls = destination.controls(memory_dir=None)       # in the work directory
 
     def serve(n):
         out = []

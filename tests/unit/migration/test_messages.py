@@ -140,6 +140,6 @@ def test_content_build_lazy_and_an_agent_that_does_not_say():
     assert ContentBuild.from_control(Control(op="content_build", args={})).lazy is False
     with pytest.raises(ProtocolError):
         ContentBuild.from_control(Control(op="content_build", args={"lazy": 1}))
-    built = Built(copied=1, in_parent=0, lazy=8)
+    built = Built(copied=1, in_parent=0, lazy=8, in_memory=True)
     assert Built.from_header(built.to_header()) == built
     assert Built.from_header({"copied": 0, "in_parent": 5}).lazy == 0
