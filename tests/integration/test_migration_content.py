@@ -48,6 +48,8 @@ def test_content_pre_copy_moves_the_container(pair, cid):  # noqa: F811
     before = pair.mem()
     code, out, report = pair.migrate(cid, "--strategy", _strategy())
     assert code == 0, out
+    # 64 MiB: restored at once from the store (below LAZY_MIN_BYTES)
+    assert "restored with lazy pages" not in report["reason"]
     assert report["succeeded"] and report["strategy"] == "content-pre-copy"
     assert "content rounds" in report["reason"]
     if not _soft_dirty():
@@ -134,6 +136,11 @@ def _lazy_pages_daemons(workdir):
     return out
 
 
+# Lazy restores start from LAZY_MIN_BYTES (128 MiB) of memory.
+BIG = ("ctrhelper memhold 192 /tmp/mem & "
+       "i=0; while true; do i=$((i+1)); echo $i >> /tmp/log; sleep 0.05; done")
+
+
 def test_the_destination_restores_lazily_from_its_store(pair, cid):  # noqa: F811
     """The destination already holds every page: CRIU restores with lazy
     pages served by a local lazy-pages daemon from the store's files, which
@@ -141,7 +148,7 @@ def test_the_destination_restores_lazily_from_its_store(pair, cid):  # noqa: F81
     link). Every page arrives, and the buffer's checksum, verified by the
     container after it resumed, holds."""
     pair.start_agent()
-    pair.run_container(cid)
+    pair.run_container(cid, script=BIG)
     code, out, report = pair.migrate(cid, "--strategy", _strategy())
     assert code == 0, out
     assert "restored with lazy pages from the destination's page store" in report["reason"]
@@ -156,7 +163,7 @@ def test_the_destination_restores_lazily_from_its_store(pair, cid):  # noqa: F81
                     what="the lazy-pages daemon done")
     # one line per process (the shell, memhold): each got all its pages
     assert all(copied == total for copied, total in done), done
-    assert sum(int(total) for _, total in done) >= (64 << 20) // 4096, done
+    assert sum(int(total) for _, total in done) >= (192 << 20) // 4096, done
     # the store (in memory here) and the images went when the migration
     # ended (the daemon kept them open)
     from migrate.migration.content.destination import MEMORY_DIR
@@ -177,7 +184,7 @@ def test_lazy_pages_daemon_killed_during_the_restore(pair, cid):  # noqa: F811
     """The destination's lazy-pages daemon dies as the restore starts: the
     restore fails there, the source resumes and nothing is left behind."""
     pair.start_agent()
-    pair.run_container(cid)
+    pair.run_container(cid, script=BIG)
 
     def daemon_started(workdir):
         return os.path.exists(os.path.join(workdir, "criu", "lazy-pages.log")) and \

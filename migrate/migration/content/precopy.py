@@ -57,11 +57,17 @@ from migrate.migration.content.rounds import RoundStats, live_round
 
 __all__ = ["ContentPreCopy", "METHOD"]
 
-# Rounds stop once one changes less than this share of the memory read: the
-# final dump reads all of it anyway (~2 GB/s here), and shipping 1% of it
-# more while frozen (10 MiB per GiB: 85 ms at 1 Gbit/s) costs less than
-# another round's full scan adds to the total.
-SETTLED_PERCENT = 1
+# Rounds stop once one changes less than this share of the memory read.
+# A round ships what changed while the one before ran: after the first
+# (long: all the memory) the rounds are short, and what the final dump then
+# ships is about what another round would, so another round's full scan
+# only adds to the total. 5% of 1 GiB is 0.4 s at 1 Gbit/s: a round
+# shipping more still shortens the frozen part.
+SETTLED_PERCENT = 5
+# The destination restores lazily (a local lazy-pages daemon, see store.py)
+# from this much memory on: starting `criu lazy-pages` costs ~100 ms here,
+# what CRIU's restore takes to read ~100 MiB.
+LAZY_MIN_BYTES = 128 << 20
 # zstd costs ~1 s of CPU per GiB here (both ends), for nothing when the
 # memory does not compress: the first round compresses a sample of it
 # (sample_ratio), and the pages go raw when it did not shrink below this.
@@ -227,7 +233,7 @@ class ContentPreCopy:
         # The destination restores the pages its store holds lazily, from
         # the store's own files (userfaultfd there; see store.py), when it
         # can: CRIU's restore then does not read the memory while frozen.
-        lazy_ok = bool(m.session.peer_features.get("lazy_pages"))
+        lazy_ok = bool(m.session.peer_features.get("lazy_pages")) and memory >= LAZY_MIN_BYTES
         stats = RoundStats()
         shipped: dict[str, int] = {}
         near, criu_end = socket.socketpair()
