@@ -50,6 +50,9 @@ def test_content_pre_copy_moves_the_container(pair, cid):  # noqa: F811
     assert code == 0, out
     # 64 MiB: restored at once from the store (below LAZY_MIN_BYTES)
     assert "restored with lazy pages" not in report["reason"]
+    if report["compression"] == "zstd":
+        # memhold's buffer is pseudo-random: a sample of it does not compress
+        assert "pages sent without compression" in report["reason"]
     assert report["succeeded"] and report["strategy"] == "content-pre-copy"
     assert "content rounds" in report["reason"]
     if not _soft_dirty():
