@@ -164,9 +164,10 @@ def test_the_destination_restores_lazily_from_its_store(pair, cid):  # noqa: F81
 
     done = wait_for(lambda: not _lazy_pages_daemons(workdir) and transferred(), timeout=60,
                     what="the lazy-pages daemon done")
-    # one line per process (the shell, memhold): each got all its pages
-    assert all(copied == total for copied, total in done), done
-    assert sum(int(total) for _, total in done) >= (192 << 20) // 4096, done
+    # one line per process: memhold got all its pages (a child the shell
+    # forks after the resume, `sleep`, may exit before it needed all of its)
+    copied, total = max((int(c), int(t)) for c, t in done)
+    assert copied == total >= (192 << 20) // 4096, done
     # the store (in memory here) and the images went when the migration
     # ended (the daemon kept them open)
     from migrate.migration.content.destination import MEMORY_DIR
