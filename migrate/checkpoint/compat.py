@@ -81,17 +81,10 @@ def _own_namespace_dumped(files: list[str]) -> bool:
         return False
     if not all(os.path.basename(f).startswith("netns-") for f in files):
         return True
-    try:
-        from pycriu import images
-    except ImportError:
-        return True
+    from migrate.criu_rpc.images import read_entries
+
     for path in files:
-        try:
-            with open(path, "rb") as f:
-                entries = images.load(f)["entries"]
-        except Exception as err:  # noqa: BLE001 - pycriu raises its own and protobuf's errors
-            raise UsageError(f"{path} is corrupt: {err}") from None
-        if not all(e.get("ext_key") for e in entries):
+        if not all(e.ext_key for e in read_entries(path, "NETNS")):
             return True
     return False
 
@@ -101,16 +94,9 @@ def _mountpoints(images_dir: str) -> set[str] | None:
     files = glob.glob(os.path.join(images_dir, "mountpoints-*.img"))
     if len(files) != 1:
         return None     # no mount namespace of its own, or several: not judged
-    try:
-        from pycriu import images
-    except ImportError:
-        return None
-    try:
-        with open(files[0], "rb") as f:
-            entries = images.load(f)["entries"]
-    except Exception as err:  # noqa: BLE001 - pycriu raises its own and protobuf's errors
-        raise UsageError(f"{files[0]} is corrupt: {err}") from None
-    return {_absolute(e.get("mountpoint", "")) for e in entries}
+    from migrate.criu_rpc.images import read_entries
+
+    return {_absolute(e.mountpoint) for e in read_entries(files[0], "MNTS")}
 
 
 def _absolute(mountpoint: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import os
 
-from migrate.errors import NotFoundError, UsageError
+from migrate.errors import MigrateError, NotFoundError, UsageError
 
 __all__ = ["inspect_checkpoint", "external_mount_keys", "load_image"]
 
@@ -39,13 +39,15 @@ def external_mount_keys(image_dir: str) -> dict[str, str] | None:
     """Key -> mount point of every mount the checkpoint declared external
     (``ext_key`` in CRIU's mountpoints images); None when they cannot be
     read (CRIU then reports what it misses itself)."""
+    from migrate.criu_rpc.images import read_entries
+
     out: dict[str, str] = {}
     try:
         for path in glob.glob(os.path.join(image_dir, "mountpoints-*.img")):
-            for entry in load_image(path):
-                if entry.get("ext_key"):
-                    out[entry["ext_key"]] = entry.get("mountpoint", "?")
-    except Exception:  # noqa: BLE001 - pycriu raises its own types; CRIU checks again
+            for entry in read_entries(path, "MNTS"):
+                if entry.ext_key:
+                    out[entry.ext_key] = entry.mountpoint or "?"
+    except MigrateError:
         return None
     return out
 

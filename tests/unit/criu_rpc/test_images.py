@@ -1,0 +1,95 @@
+"""read_entries: CRIU image files read with one generated module (no CRIU);
+images are written with pycriu's own writer."""
+
+import subprocess
+import sys
+
+import pytest
+
+from migrate.criu_rpc.images import KINDS, _IMG_COMMON, _IMG_SERVICE, read_entries
+from migrate.errors import NotFoundError, UsageError
+
+MOUNTS = [{"fstype": 5, "mnt_id": 13, "root_dev": 1, "parent_mnt_id": 1, "flags": 0,
+           "root": "/", "mountpoint": "/dev", "source": "tmpfs", "options": ""},
+          {"fstype": 16, "mnt_id": 14, "root_dev": 2, "parent_mnt_id": 13, "flags": 0,
+           "root": "/", "mountpoint": "/dev/data", "source": "none", "options": "",
+           "ext_key": "/data"}]
+
+
+def _write(path, magic, entries):
+    from pycriu import images
+
+    with open(path, "wb") as f:
+        images.dump({"magic": magic, "entries": entries}, f)
+    return str(path)
+
+
+def test_magics_are_pycrius():
+    from pycriu.images import magic
+
+    assert _IMG_COMMON == magic.by_name["IMG_COMMON"]
+    assert _IMG_SERVICE == magic.by_name["IMG_SERVICE"]
+    for kind, (value, _stem, _message) in KINDS.items():
+        assert magic.by_name[kind] == value, kind
+
+
+def test_reads_what_pycriu_reads(tmp_path):
+    path = _write(tmp_path / "mountpoints-13.img", "MNTS", MOUNTS)
+    entries = read_entries(path, "MNTS")
+    assert [(e.mountpoint, e.ext_key, e.mnt_id) for e in entries] == \
+        [("/dev", "", 13), ("/dev/data", "/data", 14)]
+    assert not entries[0].HasField("ext_key")
+    net = _write(tmp_path / "netns-10.img", "NETNS", [{"ext_key": "extRootNetNS"}, {}])
+    assert [e.ext_key for e in read_entries(net, "NETNS")] == ["extRootNetNS", ""]
+
+
+def test_an_empty_image_has_no_entries(tmp_path):
+    assert read_entries(_write(tmp_path / "m.img", "MNTS", []), "MNTS") == []
+
+
+def test_another_kind_of_image_is_refused(tmp_path):
+    path = _write(tmp_path / "netns-10.img", "NETNS", [{}])
+    with pytest.raises(UsageError, match="netns-10.img is corrupt: not a CRIU MNTS image"):
+        read_entries(path, "MNTS")
+
+
+@pytest.mark.parametrize("cut, message", [(2, "not a CRIU MNTS image"), (10, "truncated at"),
+                                          (-3, "truncated entry")])
+def test_truncated_images(tmp_path, cut, message):
+    blob = open(_write(tmp_path / "whole.img", "MNTS", MOUNTS), "rb").read()
+    path = tmp_path / "cut.img"
+    path.write_bytes(blob[:cut])
+    with pytest.raises(UsageError, match=message):
+        read_entries(str(path), "MNTS")
+
+
+def test_garbage_in_an_entry(tmp_path):
+    path = _write(tmp_path / "m.img", "MNTS", MOUNTS[:1])
+    blob = bytearray(open(path, "rb").read())
+    blob[12:] = b"\xff" * (len(blob) - 12)
+    (tmp_path / "bad.img").write_bytes(bytes(blob))
+    with pytest.raises(UsageError, match="bad.img is corrupt"):
+        read_entries(str(tmp_path / "bad.img"), "MNTS")
+
+
+def test_missing_image(tmp_path):
+    with pytest.raises(NotFoundError, match="does not exist"):
+        read_entries(str(tmp_path / "mountpoints-1.img"), "MNTS")
+
+
+def test_one_module_is_loaded_and_pycriu_still_imports():
+    """Reading loads mnt_pb2 (and opts_pb2, which it imports), not
+    pycriu.images; pycriu imported later reuses them."""
+    code = ("import sys\n"
+            "from migrate.criu_rpc.images import read_entries\n"
+            "from migrate.errors import MigrateError\n"
+            "try:\n    read_entries('/dev/null', 'MNTS')\nexcept MigrateError:\n    pass\n"
+            "from migrate.criu_rpc._pb import image_pb\n"
+            "mnt = image_pb('mnt')\n"
+            "assert 'pycriu.images' not in sys.modules, sorted(sys.modules)\n"
+            "assert 'opts_pb2' in sys.modules\n"
+            "from pycriu import images\n"
+            "from pycriu.images import pb\n"
+            "assert pb.mnt_entry is mnt.mnt_entry\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
