@@ -77,10 +77,17 @@ def image_key(mount) -> str:
     return "/dev/null" if mount.kind == "mask" else mount.mountpoint
 
 
+def _asks_plain_netns(opts: CheckpointOptions) -> bool:
+    """Whether the dump leaves the network namespace out when it is plain."""
+    return opts.skip_plain_netns and "net" not in opts.empty_ns and not opts.pre_dump
+
+
 def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir: str,
-              work_dir: str, proc_root: str = "/proc"):
+              work_dir: str, proc_root: str = "/proc", netns_check=None):
     """The CRIU options and the metadata for checkpointing ``container``.
 
+    ``netns_check``: the answer of ``netns.why_netns_not_plain`` for it,
+    already under way (``netns.start_netns_check``); else it is asked here.
     Raises UnsupportedError for a container CRIU could not restore.
     """
     from migrate.criu_rpc import CriuOptions, ExtMount, LogLevel
@@ -107,13 +114,17 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
     cg = container.cgroups
     usable = cg is not None and (not hasattr(cg, "is_usable") or cg.is_usable())
     empty_ns = opts.empty_ns
-    if opts.skip_plain_netns and "net" not in empty_ns and not opts.pre_dump:
-        from migrate.checkpoint.netns import why_netns_not_plain
-
+    if _asks_plain_netns(opts):
         # ip addr/route/rule and iptables/nft save run as programs while the
         # container is frozen (~0.3 s), and their restore again: not for a
         # namespace that a fresh one with lo up recreates exactly.
-        if why_netns_not_plain(pid, st.config or {}, proc_root=proc_root) is None:
+        if netns_check is None:
+            from migrate.checkpoint.netns import why_netns_not_plain
+
+            why = why_netns_not_plain(pid, st.config or {}, proc_root=proc_root)
+        else:
+            why = netns_check()
+        if why is None:
             empty_ns = empty_ns | {"net"}
     criu = CriuOptions(
         images_dir=images_dir, work_dir=work_dir,
@@ -212,6 +223,14 @@ def dump_job(ctx: RuntimeContext, opts: CheckpointOptions):
     with store.lock(opts.id):
         container = Container.load(store, opts.id, ctx.proc_root)
         status = container.require("checkpoint")
+        netns_check = None
+        if _asks_plain_netns(opts):
+            from migrate.checkpoint.netns import start_netns_check
+
+            # Its nft listing is another program (~10 ms, far more on a
+            # busy machine): it runs while the rest is checked and planned.
+            netns_check = start_netns_check(container.state.pid, container.state.config or {},
+                                            proc_root=ctx.proc_root)
         # Returns at once for root in the initial user namespace; otherwise
         # refuses (before anything is frozen) what CRIU cannot do as us.
         check_unprivileged_checkpoint(ctx.criu, config=container.state.config,
@@ -224,9 +243,14 @@ def dump_job(ctx: RuntimeContext, opts: CheckpointOptions):
         if opts.parent_path:
             check_parent_path(images_dir, opts.parent_path)
         _check_features(ctx, opts)
+        if netns_check is not None:
+            from migrate.criu_rpc import preload
+
+            preload()       # protobuf's ~25 ms, while nft runs
         spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
         criu_opts, meta = plan_dump(container, spec, opts, images_dir=images_dir,
-                                    work_dir=work_dir, proc_root=ctx.proc_root)
+                                    work_dir=work_dir, proc_root=ctx.proc_root,
+                                    netns_check=netns_check)
         save_meta(images_dir, meta)
         yield DumpJob(container, store, criu_opts, meta, images_dir, status is Status.PAUSED)
 

@@ -6,7 +6,7 @@ Importing this package does not import protobuf; requests do.
 """
 
 from migrate.criu_rpc._swrk import SwrkOptions
-from migrate.criu_rpc.client import Client
+from migrate.criu_rpc.client import Client, preload
 from migrate.criu_rpc.features import Features, Version
 from migrate.criu_rpc.lazy_pages import (
     LAZY_DUMP_PIPE_SIZE,
@@ -37,6 +37,7 @@ from migrate.criu_rpc.session import PageServerInfo, RestoreResult, Session, pla
 
 __all__ = [
     "Client",
+    "preload",
     "Session",
     "SwrkOptions",
     "CriuOptions",

@@ -327,9 +327,13 @@ class Swrk:
         self._closed = True
         self._sock.close()
         try:
-            self._proc.wait(timeout=self.options.kill_after)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
+            # The pidfd wakes us the moment swrk exits: Popen.wait(timeout)
+            # polls with sleeps that double up to 50 ms, several ms late
+            # here after every request.
+            poller = select.poll()
+            poller.register(self._pidfd, select.POLLIN)
+            if not poller.poll(int(self.options.kill_after * 1000)):
+                self._proc.kill()
             self._proc.wait()
         finally:
             os.close(self._pidfd)
