@@ -264,13 +264,15 @@ def checkpoint(ctx: RuntimeContext, opts: CheckpointOptions) -> str:
     """
     from migrate.criu_rpc import Client, SwrkOptions
 
-    with dump_job(ctx, opts) as job:
-        client = Client(SwrkOptions(criu=ctx.criu, pass_fds=_status_fds(opts)))
+    client = Client(SwrkOptions(criu=ctx.criu, pass_fds=_status_fds(opts)))
+    # criu swrk starts first and waits for the request: its own start-up
+    # (exec, some twenty shared libraries) overlaps the checks and the plan.
+    with client.session() as session, dump_job(ctx, opts) as job:
         try:
             if opts.pre_dump:
-                client.pre_dump(job.criu_opts, opts.callbacks)
+                session.single_pre_dump(job.criu_opts, opts.callbacks)
             else:
-                client.dump(job.criu_opts, opts.callbacks)
+                session.dump(job.criu_opts, opts.callbacks)
         except BaseException:
             job.failed()
             raise

@@ -93,6 +93,10 @@ def main(scenario, record, fd):
         sys.exit(3)
     elif scenario == "silent":
         time.sleep(60)
+    elif scenario == "linger":
+        # Answers, then does not exit when the client hangs up.
+        send(rpc.criu_resp(type=req.type, success=True))
+        time.sleep(60)
     elif scenario == "looping":
         # Like a restore from a truncated pages image: log, never answer.
         peer = struct.unpack("3i", sk.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]

@@ -188,6 +188,19 @@ def test_timeout_kills_and_reaps_swrk(tmp_path, fake_criu):
     session.close()
 
 
+def test_swrk_that_does_not_exit_is_killed_and_reaped(tmp_path, fake_criu):
+    """After the last answer the session hangs up and waits for swrk to
+    exit (on its pidfd), ``kill_after`` seconds at most."""
+    fake = fake_criu("linger")
+    img, _ = _dirs(tmp_path)
+    session = Session(SwrkOptions(criu=str(fake.path), kill_after=0.3))
+    started = time.monotonic()
+    session.check(CriuOptions(images_dir=str(img)))
+    assert 0.3 <= time.monotonic() - started < 5
+    assert session.state == "closed"
+    assert no_leftover(session.pid)
+
+
 def test_a_log_past_its_limit_kills_swrk(tmp_path, fake_criu):
     fake = fake_criu("looping")
     img, work = _dirs(tmp_path)
