@@ -90,7 +90,7 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
     already under way (``netns.start_netns_check``); else it is asked here.
     Raises UnsupportedError for a container CRIU could not restore.
     """
-    from migrate.criu_rpc import CriuOptions, ExtMount, LogLevel
+    from migrate.criu_rpc import CriuOptions, ExtMount, LogLevel, NetworkLock
 
     st = container.state
     pid = st.pid
@@ -114,6 +114,7 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
     cg = container.cgroups
     usable = cg is not None and (not hasattr(cg, "is_usable") or cg.is_usable())
     empty_ns = opts.empty_ns
+    network_lock = opts.network_lock
     if _asks_plain_netns(opts):
         # ip addr/route/rule and iptables/nft save run as programs while the
         # container is frozen (~0.3 s), and their restore again: not for a
@@ -126,6 +127,8 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
             why = netns_check()
         if why is None:
             empty_ns = empty_ns | {"net"}
+            if network_lock is None and not opts.tcp_established:
+                network_lock = NetworkLock.SKIP
     criu = CriuOptions(
         images_dir=images_dir, work_dir=work_dir,
         log_file="pre-dump.log" if opts.pre_dump else "dump.log", log_level=LogLevel.DEBUG,
@@ -146,7 +149,12 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
         ext_mnt=tuple(ExtMount(key=m.mountpoint, val=image_key(m)) for m in mounts),
         config_file=criu_config_file(spec.annotations),
         orphan_pts_master=st.terminal,
-        network_lock=opts.network_lock,
+        # SKIP for a plain namespace dumped without TCP connections: the
+        # lock (iptables-restore run twice, 10-15 ms of the freeze) keeps
+        # peers from changing established connections while they are dumped;
+        # here there are none (CRIU refuses them without tcp_established)
+        # and no peer outside the container could reach one (only lo).
+        network_lock=network_lock,
         **criu_unprivileged_options(),
     )
     meta = CheckpointMeta(

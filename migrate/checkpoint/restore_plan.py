@@ -16,7 +16,7 @@ from migrate.checkpoint.options import RestoreOptions, criu_config_file
 from migrate.errors import NotFoundError, UsageError
 
 __all__ = ["plan_restore", "mount_sources", "check_stdio", "cgroup_source", "relative_cgroup",
-           "is_bind_mount", "bind_source"]
+           "is_bind_mount", "bind_source", "restore_network_lock"]
 
 
 def is_bind_mount(m) -> bool:
@@ -145,6 +145,8 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
             join.append(JoinNamespace(ns=ns.type, ns_file=ns.path))
     from migrate.checkpoint.unprivileged import criu_unprivileged_options
 
+    # The checkpoint's own (a netns dumped empty) or asked for (--empty-ns).
+    empty_ns = opts.empty_ns | frozenset(meta.empty_ns)
     return CriuOptions(
         **criu_unprivileged_options(),
         images_dir=images_dir, work_dir=work_dir, log_file="restore.log",
@@ -156,13 +158,33 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
                       for c, p in sorted(cgroup_paths.items()) if not c.startswith("name=")),
         tcp_established=opts.tcp_established, tcp_close=opts.tcp_close,
         ext_unix_sk=opts.ext_unix_sk, shell_job=opts.shell_job, file_locks=opts.file_locks,
-        # The checkpoint's own (a netns dumped empty) or asked for (--empty-ns).
-        empty_ns=opts.empty_ns | frozenset(meta.empty_ns), auto_dedup=opts.auto_dedup,
+        empty_ns=empty_ns, network_lock=restore_network_lock(empty_ns, opts),
+        auto_dedup=opts.auto_dedup,
         lazy_pages=opts.lazy_pages,
         ext_mnt=tuple(ExtMount(key=k, val=v) for k, v in sources.items()),
         inherit_fd=tuple(inherit), join_ns=tuple(join),
         orphan_pts_master=meta.terminal, config_file=criu_config_file(spec.annotations),
         lsm_profile=opts.lsm_profile, lsm_mount_context=opts.lsm_mount_context)
+
+
+def restore_network_lock(empty_ns: frozenset[str], opts: RestoreOptions):
+    """SKIP when CRIU makes the network namespace anew and no TCP connection
+    comes back; else None (CRIU's default, iptables, as runc has it).
+
+    In a namespace it creates empty, CRIU locks the network after setting it
+    up and unlocks it before the tasks resume (cr-restore.c: "in the
+    '--empty-ns net' mode ... we need to return these rules by hands"):
+    iptables-restore and ip6tables-restore run at least six times, 65-85 ms
+    of every restore here (restore.log), runc's too. The lock keeps restored
+    TCP connections quiet until both ends are back; without tcp_established
+    (or tcp_close) CRIU restores none, so it would guard nothing. A namespace
+    restored from its image keeps the lock: its dumped rules may hold the
+    dump's own lock, which only the unlock removes."""
+    from migrate.criu_rpc import NetworkLock
+
+    if "net" in empty_ns and not (opts.tcp_established or opts.tcp_close):
+        return NetworkLock.SKIP
+    return None
 
 
 def relative_cgroup(path: str, mount_point: str | None = None) -> str:

@@ -307,6 +307,35 @@ def test_loopback_only_netns_is_recreated_not_dumped(runtime, rw_bundle, cid, tm
         assert [line.split(":")[0].strip() for line in f.readlines()[2:]] == ["lo"]
 
 
+def test_plain_netns_without_tcp_connections_skips_the_network_lock(runtime, rw_bundle, cid,
+                                                                    tmp_path):
+    """Only lo and no TCP connection: checkpoint and restore leave CRIU's
+    network lock out (unit-tested in the plans); the listening server comes
+    back on 127.0.0.1 and answers, and no lock rule is left in its netns."""
+    www = os.path.join(rw_bundle.rootfs, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write("restored\n")
+    rw_bundle.sh("exec httpd -f -p 127.0.0.1:8080 -h /www")
+    _run_detached(runtime, rw_bundle, cid)
+
+    def answer():
+        res = runtime("exec", cid, "wget", "-q", "-O", "-", "http://127.0.0.1:8080/")
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    _wait_for(lambda: answer() == "restored", what="httpd before checkpoint")
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid).check()
+    assert answer() == "restored"
+    ns = f"/proc/{runtime.state(cid)['pid']}/ns/net"
+    for argv in (["iptables", "-S"], ["nft", "list", "ruleset"]):
+        if shutil.which(argv[0]):
+            out = subprocess.run(["nsenter", f"--net={ns}", *argv], capture_output=True,
+                                 text=True, timeout=30)
+            assert "CRIU" not in out.stdout, out.stdout
+
+
 def test_pre_dump_needs_memory_tracking(runtime, rw_bundle, cid, tmp_path):
     import needs
 

@@ -59,11 +59,11 @@ def _spec(tmp_path, annotations=None):
     return oci.parse_config(data, bundle=str(tmp_path))
 
 
-def _plan(tmp_path, opts, annotations=None):
+def _plan(tmp_path, opts, annotations=None, **kw):
     state = ContainerState(id="c1", bundle=str(tmp_path), rootfs=str(tmp_path / "rootfs"),
                            pid=PID)
     return plan_dump(_Container(state), _spec(tmp_path, annotations), opts,
-                     images_dir="/img", work_dir="/work", proc_root=str(tmp_path / "proc"))
+                     images_dir="/img", work_dir="/work", proc_root=str(tmp_path / "proc"), **kw)
 
 
 def test_dump_plan_carries_criu_values(proc):
@@ -79,6 +79,31 @@ def test_dump_plan_carries_criu_values(proc):
     msg = to_criu_opts(criu)
     assert msg.manage_cgroups_mode == rpc.SOFT and msg.network_lock == rpc.NFTABLES
     assert msg.empty_ns == 0x40000000
+
+
+def _plain_plan(tmp_path, why, **kw):
+    """A plan whose netns check (netns.why_netns_not_plain) answered ``why``."""
+    return _plan(tmp_path, CheckpointOptions(id="c1", skip_plain_netns=True, **kw),
+                 netns_check=lambda: why)
+
+
+def test_a_plain_netns_is_dumped_empty_and_not_locked(proc):
+    """Only lo and no TCP connection to dump: nothing for the network lock
+    (iptables-restore while frozen) to guard, so CRIU skips it."""
+    criu, meta = _plain_plan(proc, None)
+    assert criu.empty_ns == frozenset({"net"}) and meta.empty_ns == ("net",)
+    assert criu.network_lock is NetworkLock.SKIP
+
+
+@pytest.mark.parametrize("why, kw, lock", [
+    (None, {"tcp_established": True}, None),                # connections to keep quiet
+    (None, {"network_lock": NetworkLock.NFTABLES}, NetworkLock.NFTABLES),   # asked for
+    ("it has devices besides lo (eth0)", {}, None),        # peers outside the container
+])
+def test_the_network_lock_stays_where_it_guards_something(proc, why, kw, lock):
+    criu, _meta = _plain_plan(proc, why, **kw)
+    assert criu.network_lock is lock
+    assert ("net" in criu.empty_ns) == (why is None)
 
 
 def test_dump_plan_keys_mounts_like_runc(proc):

@@ -265,3 +265,23 @@ def test_stdio_goes_through_the_copies(tmp_path):
                               Descriptor(fd=2, path="pipe:[5]", external="pipe:[5]")))
     opts = _plan(tmp_path, meta=meta, stdio_fds=(20, 21, 22))
     assert [(i.key, i.fd) for i in opts.inherit_fd] == [("pipe:[5]", 21), ("pipe:[5]", 22)]
+
+
+@pytest.mark.parametrize("asked, dumped_empty, tcp, skip", [
+    (frozenset(), ("net",), {}, True),                      # our checkpoint of a plain netns
+    (frozenset({"net"}), (), {}, True),                     # --empty-ns network (runc's)
+    (frozenset(), ("net",), {"tcp_established": True}, False),
+    (frozenset(), ("net",), {"tcp_close": True}, False),
+    (frozenset(), (), {}, False),                           # the netns comes from its image
+])
+def test_network_lock_is_skipped_only_for_a_new_netns_without_tcp(tmp_path, asked,
+                                                                  dumped_empty, tcp, skip):
+    """CRIU locks a namespace it makes empty and unlocks it before the
+    tasks resume (iptables-restore several times); with no TCP connection
+    restored that guards nothing. A namespace restored from its image keeps
+    CRIU's default: its rules may hold the dump's lock."""
+    from migrate.criu_rpc import NetworkLock
+
+    opts = _plan(tmp_path, RestoreOptions(id="x", empty_ns=asked, **tcp),
+                 _meta(empty_ns=dumped_empty))
+    assert opts.network_lock is (NetworkLock.SKIP if skip else None)
