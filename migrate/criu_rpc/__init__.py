@@ -8,15 +8,6 @@ Importing this package does not import protobuf; requests do.
 from migrate.criu_rpc._swrk import SwrkOptions
 from migrate.criu_rpc.client import Client, preload
 from migrate.criu_rpc.features import Features, Version
-from migrate.criu_rpc.lazy_pages import (
-    LAZY_DUMP_PIPE_SIZE,
-    LazyPages,
-    LazyPagesOptions,
-    check_lazy_dump_limits,
-    raised_pipe_max_size,
-    lazy_pages_argv,
-    start_lazy_pages,
-)
 from migrate.criu_rpc.notify import NOTIFICATIONS, Callback, Callbacks, Notification
 from migrate.criu_rpc.options import (
     CgroupMode,
@@ -70,3 +61,23 @@ __all__ = [
     "raised_pipe_max_size",
     "LAZY_DUMP_PIPE_SIZE",
 ]
+
+# Loaded when first named: checkpoint and restore without --lazy-pages never
+# need them (~1 ms of every such command).
+_LAZY = {name: "lazy_pages" for name in (
+    "LAZY_DUMP_PIPE_SIZE", "LazyPages", "LazyPagesOptions", "check_lazy_dump_limits",
+    "raised_pipe_max_size", "lazy_pages_argv", "start_lazy_pages")}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # __import__ with a fromlist returns the submodule itself (oci/__init__.py).
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -19,8 +19,11 @@ import array
 import errno as _errno
 import os
 import select
-import socket
 import subprocess
+
+# _socket, not socket: socket.py's enum conversions cost ~1 ms of every
+# checkpoint and restore, and only the raw calls are used here.
+import _socket
 import time
 from migrate._record import record
 TYPE_CHECKING = False   # typing costs ~3 ms to import; only checkers need it
@@ -135,7 +138,7 @@ class Swrk:
         self._closed = False
         self._watch: list = []     # (log path, how to stop its writer) of the request
         self._output = _unnamed_file()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         try:
             argv = [options.criu, "swrk", str(theirs.fileno())]
             # pass_fds makes exactly these inheritable in the child.
@@ -282,9 +285,9 @@ class Swrk:
                 raise self._error(action, f"no answer from CRIU within {self.options.timeout:g} s "
                                   "(criu swrk killed)", log_path, errno=_errno.ETIMEDOUT)
         fds = array.array("i")
-        data, ancdata, flags, _ = self._sock.recvmsg(_MAX_MESSAGE, socket.CMSG_SPACE(4 * fds.itemsize))
+        data, ancdata, flags, _ = self._sock.recvmsg(_MAX_MESSAGE, _socket.CMSG_SPACE(4 * fds.itemsize))
         for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
         fd = fds[0] if fds else None
         for extra in fds[1:]:
@@ -295,7 +298,7 @@ class Swrk:
             self.close()
             raise self._error(action, f"criu swrk {self._describe_exit()} without answering",
                               log_path)
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
             if fd is not None:
                 os.close(fd)
             self.kill()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from migrate import _record
 import enum
-import ipaddress
 import re
 from migrate._record import record
 TYPE_CHECKING = False   # typing costs ~3 ms to import; only checkers need it
@@ -116,6 +115,8 @@ def _check_text(name: str, value: str | None, *, allow_empty: bool = False) -> N
 def _check_address(address: str | None) -> None:
     if address is None:
         return
+    import ipaddress    # ~1 ms: only page-server addresses need it
+
     # get_sockaddr_in() in criu/util.c takes only IPv4/IPv6 literals, no names.
     try:
         ipaddress.ip_address(address)
