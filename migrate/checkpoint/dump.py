@@ -12,7 +12,9 @@ import datetime
 import os
 import signal
 
-from migrate.checkpoint.externals import classify_mounts, describe_fd, external_namespaces
+from migrate.checkpoint.externals import (MASKED_TMPFS, classify_mounts, describe_fd,
+                                          external_namespaces, masked_tmpfs_key,
+                                          masked_tmpfs_mounts, may_remount)
 from migrate.checkpoint.metadata import CheckpointMeta, save_meta
 from migrate.checkpoint.options import CheckpointOptions, criu_config_file
 from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint, criu_unprivileged_options
@@ -74,12 +76,43 @@ def image_key(mount) -> str:
     """The key an external mount gets in CRIU's images: its mount point,
     but "/dev/null" for a masked file, as runc names both (so either
     runtime can restore the other's checkpoints)."""
+    if mount.kind == MASKED_TMPFS:
+        return masked_tmpfs_key(mount.mountpoint)
     return "/dev/null" if mount.kind == "mask" else mount.mountpoint
 
 
 def _asks_plain_netns(opts: CheckpointOptions) -> bool:
     """Whether the dump leaves the network namespace out when it is plain."""
     return opts.skip_plain_netns and "net" not in opts.empty_ns and not opts.pre_dump
+
+
+def _masked_tmpfs(container: Container, entries, masked_paths: set[str], proc_root: str):
+    """The masked tmpfs mounts restore can recreate empty (see
+    externals.masked_tmpfs_mounts): no task of the container may remount
+    them (CAP_SYS_ADMIN in no bounding set) and each is empty now."""
+    pid = container.state.pid
+    root = f"{proc_root}/{pid}/root"
+    pids = {pid}
+    cg = container.cgroups
+    with contextlib.suppress(Exception):
+        pids.update(cg.pids())
+    bounds = []
+    for p in pids:
+        try:
+            status = _read(f"{proc_root}/{p}/status")
+        except OSError:
+            continue                       # gone: it remounts nothing
+        bounds.append(next((l.split(":", 1)[1].strip() for l in status.splitlines()
+                            if l.startswith("CapBnd:")), None))
+
+    def is_empty(mp: str) -> bool:
+        try:
+            return not os.listdir(root + mp)
+        except OSError:
+            return False
+
+    return masked_tmpfs_mounts(entries, masked_paths=masked_paths,
+                               can_remount=may_remount(bounds), is_empty=is_empty)
 
 
 def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir: str,
@@ -94,11 +127,13 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
 
     st = container.state
     pid = st.pid
+    entries = parse_mountinfo(_read(f"{proc_root}/{pid}/mountinfo"))
+    masked_paths = set(spec.linux.masked_paths)
     mounts = classify_mounts(
-        parse_mountinfo(_read(f"{proc_root}/{pid}/mountinfo")),
-        bind_destinations=bind_destinations(spec, f"{proc_root}/{pid}/root"),
-        masked_paths=set(spec.linux.masked_paths),
-        notify_dir="/run/notify" if st.notify_socket else None)
+        entries, bind_destinations=bind_destinations(spec, f"{proc_root}/{pid}/root"),
+        masked_paths=masked_paths, notify_dir="/run/notify" if st.notify_socket else None)
+    if opts.skip_masked_tmpfs and not opts.pre_dump:
+        mounts += _masked_tmpfs(container, entries, masked_paths, proc_root)
     descriptors = []
     for fd in range(3):
         link = os.readlink(f"{proc_root}/{pid}/fd/{fd}")

@@ -38,6 +38,10 @@ class CheckpointOptions:
     # Dump a network namespace that holds only lo empty (CRIU empty_ns), as
     # runc always does; checked before the freeze (netns.why_netns_not_plain).
     skip_plain_netns: bool = False
+    # Recreate the empty read-only tmpfs over masked directories on restore
+    # instead of tarring each (externals.masked_tmpfs_mounts); runc cannot
+    # restore such images (it maps no such keys).
+    skip_masked_tmpfs: bool = False
     auto_dedup: bool = False
     network_lock: NetworkLock | None = None
     callbacks: dict | None = None      # extra CRIU notification callbacks (migration)

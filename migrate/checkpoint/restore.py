@@ -50,7 +50,7 @@ def prepare_restore(ctx: RuntimeContext, opts: RestoreOptions) -> "PreparedResto
     yet: a migration's destination prepares while the source still runs.
     ``run()`` or ``abort()`` must follow. Raises what ``restore`` raises."""
     from migrate import oci
-    from migrate.checkpoint.restore_prep import prepare_root
+    from migrate.checkpoint.restore_prep import prepare_masked_tmpfs, prepare_root
     from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint
     from migrate.runtime import rootless
     from migrate.runtime.lifecycle.bringup import Bringup, check_handoff
@@ -86,6 +86,7 @@ def prepare_restore(ctx: RuntimeContext, opts: RestoreOptions) -> "PreparedResto
         up.on_failure(lambda: umount_criu_cgyards(ctx, work_dir))
         prepared.criu_root, prepared.resolved = prepare_root(ctx, spec, meta, up.dir, bundle,
                                                              up.always, up.claim)
+        prepared.masked_tmpfs = prepare_masked_tmpfs(ctx, meta, up.dir, up.always, up.claim)
         if any(m.kind == "notify" for m in meta.mounts) and ctx.notify_socket:
             from migrate.runtime.notify import prepare_notify_dir
 
@@ -107,6 +108,7 @@ class PreparedRestore:
         self.cgroups = None
         self.criu_root = ""
         self.resolved: dict[str, str] = {}
+        self.masked_tmpfs: dict[str, str] = {}
         self.notify_dir = None
         self.done = False
 
@@ -156,7 +158,8 @@ class PreparedRestore:
                                  notify_dir=self.notify_dir,
                                  stdio_fds=stdio_copies(up.always, opts.stdio),
                                  resolved=self.resolved,
-                                 image_keys=external_mount_keys(images_dir))
+                                 image_keys=external_mount_keys(images_dir),
+                                 masked_tmpfs=self.masked_tmpfs)
         fg = None
         if not opts.detach:
             from migrate.runtime.foreground import Foreground

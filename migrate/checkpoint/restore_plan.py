@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from migrate.checkpoint.externals import MASKED_TMPFS, masked_tmpfs_key
 from migrate.checkpoint.metadata import CheckpointMeta
 from migrate.checkpoint.options import RestoreOptions, criu_config_file
 from migrate.errors import NotFoundError, UsageError
@@ -45,7 +46,8 @@ def _cgroup_keys(dest: str, cgroup_paths: dict[str, str]) -> dict[str, str]:
 
 def mount_sources(spec, meta: CheckpointMeta, *, bundle: str, cgroup_paths: dict[str, str],
                   notify_dir: str | None, resolved: dict[str, str] | None = None,
-                  image_keys: dict[str, str] | None = None) -> dict[str, str]:
+                  image_keys: dict[str, str] | None = None,
+                  masked_tmpfs: dict[str, str] | None = None) -> dict[str, str]:
     """External mount key -> its source on this host.
 
     Keys are the ones runc uses too (bind and cgroup mounts by where they
@@ -54,7 +56,8 @@ def mount_sources(spec, meta: CheckpointMeta, *, bundle: str, cgroup_paths: dict
     by path), so runc's checkpoints restore here. ``meta.mounts`` adds what
     our own checkpoints recorded. ``image_keys`` (key -> mount point, from
     CRIU's mountpoints image) lets us name a mount this bundle cannot
-    provide before CRIU does.
+    provide before CRIU does. ``masked_tmpfs`` maps the options of the
+    checkpoint's masked tmpfs mounts to the empty tmpfs made for them.
 
     Raises NotFoundError, UsageError.
     """
@@ -86,6 +89,10 @@ def mount_sources(spec, meta: CheckpointMeta, *, bundle: str, cgroup_paths: dict
             out[em.mountpoint] = "/dev/null"    # checkpoints that keyed it by mount point
         elif em.kind == "device":
             out[em.mountpoint] = em.detail
+        elif em.kind == MASKED_TMPFS:
+            if em.detail not in (masked_tmpfs or {}):
+                raise UsageError(f"no empty tmpfs was made for the masked path {em.mountpoint}")
+            out[masked_tmpfs_key(em.mountpoint)] = masked_tmpfs[em.detail]
         elif em.kind == "notify":
             if notify_dir is None:
                 raise UsageError("the checkpoint proxied NOTIFY_SOCKET; restore it with "
@@ -122,7 +129,8 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
                  ns_fds: dict[str, int], notify_dir: str | None, stdio_fds=(0, 1, 2),
                  resolved: dict[str, str] | None = None,
                  image_keys: dict[str, str] | None = None,
-                 cgroup_mounts: dict[str, str] | None = None):
+                 cgroup_mounts: dict[str, str] | None = None,
+                 masked_tmpfs: dict[str, str] | None = None):
     """CRIU options for restoring ``meta``'s container from ``spec``
     (``resolved`` and ``image_keys``: see ``mount_sources``; ``cgroup_mounts``
     maps a controller, "" for the unified hierarchy, to where it is mounted)."""
@@ -131,7 +139,8 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
 
     sources = mount_sources(spec, meta, bundle=os.path.abspath(opts.bundle),
                             cgroup_paths=cgroup_paths, notify_dir=notify_dir,
-                            resolved=resolved, image_keys=image_keys)
+                            resolved=resolved, image_keys=image_keys,
+                            masked_tmpfs=masked_tmpfs)
     inherit = [InheritFd(key=d.external, fd=stdio_fds[d.fd]) for d in meta.descriptors
                if d.external]
     for oci_type, key in (meta.external_keys or {}).items():

@@ -14,7 +14,7 @@ from migrate.checkpoint.metadata import CheckpointMeta
 from migrate.checkpoint.restore_plan import bind_source, is_bind_mount
 from migrate.errors import NotFoundError
 
-__all__ = ["CRIU_ROOT", "prepare_root", "stdio_copies", "open_namespaces"]
+__all__ = ["CRIU_ROOT", "prepare_root", "prepare_masked_tmpfs", "stdio_copies", "open_namespaces"]
 
 CRIU_ROOT = "criu-root"
 
@@ -64,6 +64,45 @@ def prepare_root(ctx, spec, meta: CheckpointMeta, cdir: str, bundle: str,
     # Private, so nothing CRIU mounts below it propagates back to the host.
     sys.mount(None, target, None, MS.PRIVATE | MS.REC, None)
     return target, resolved
+
+
+def prepare_masked_tmpfs(ctx, meta: CheckpointMeta, cdir: str, push, claim) -> dict[str, str]:
+    """One fresh empty read-only tmpfs per distinct set of options among the
+    checkpoint's masked tmpfs mounts (externals.MASKED_TMPFS), in the
+    container's directory, for CRIU to bind where they were. Returns
+    options -> path. Each is detached by ``push``'s step once CRIU is done
+    (its binds keep the file system) and by `delete --force` (``claim``)."""
+    from migrate.checkpoint.externals import MASKED_TMPFS
+    from migrate.runtime.mounts import parse_options
+    from migrate.runtime.syscalls import MNT, MS
+
+    sys = ctx.syscalls
+    out: dict[str, str] = {}
+    for em in meta.mounts:
+        if em.kind != MASKED_TMPFS or em.detail in out:
+            continue
+        per_mount, _, super_opts = em.detail.partition(" ")
+        flags = parse_options(per_mount.split(","), "tmpfs").flags | MS.RDONLY
+        data = ",".join(w for w in super_opts.split(",") if w not in ("ro", "rw", "seclabel"))
+        target = os.path.join(cdir, f"masked-tmpfs-{len(out)}")
+        os.mkdir(target, 0o700)
+        claim.add("mounts", target)
+        try:
+            sys.mount("tmpfs", target, "tmpfs", flags, data or None)
+            sys.mount(None, target, None, MS.PRIVATE, None)
+        except OSError as err:
+            from migrate.errors import KernelError
+
+            raise KernelError.from_oserror("mount tmpfs", err, target) from None
+
+        def undo(target=target):
+            with contextlib.suppress(OSError):
+                sys.umount(target, MNT.DETACH)
+            with contextlib.suppress(OSError):
+                os.rmdir(target)
+        push(undo)
+        out[em.detail] = target
+    return out
 
 
 def _make_mountpoints(sys, spec, meta: CheckpointMeta, bundle: str) -> dict[str, str]:

@@ -41,6 +41,8 @@ CHECKPOINT_FLAGS = [
     Flag("empty-ns", value=True, repeat=True, help="namespace to leave empty (network)"),
     Flag("auto-dedup", help="deduplicate parent images"),
     Flag("network-lock", value=True, help="iptables, nftables or skip"),
+    Flag("runc-compatible", help="images runc can restore too (dump the empty masked-path "
+         "tmpfs mounts with tar, as runc does, instead of recreating them on restore)"),
     Flag("print-stats", help="print CRIU's dump statistics"),
     Flag("format", value=True, default="table", help="table or json, for --print-stats"),
 ]
@@ -122,7 +124,8 @@ def checkpoint_cmd(ctx, argv: list[str]) -> int:
         status_fd=_int_flag(a.status_fd, "status-fd") if a.status_fd is not None else None,
         page_server=a.page_server, file_locks=a.file_locks, pre_dump=a.pre_dump,
         manage_cgroups_mode=cgroup_mode(a.manage_cgroups_mode),
-        empty_ns=empty_ns(a.empty_ns), skip_plain_netns=True, auto_dedup=a.auto_dedup,
+        empty_ns=empty_ns(a.empty_ns), skip_plain_netns=True,
+        skip_masked_tmpfs=not a.runc_compatible, auto_dedup=a.auto_dedup,
         network_lock=network_lock(a.network_lock)))
     if a.print_stats:
         from migrate.checkpoint.dump import read_dump_stats

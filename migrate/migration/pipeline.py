@@ -262,7 +262,9 @@ class Migration:
             id=self.opts.container_id, image_path=self.images_dir,
             leave_running=self.opts.keep_source, tcp_established=self.opts.tcp_established,
             file_locks=self.opts.file_locks, ext_unix_sk=self.opts.ext_unix_sk,
-            empty_ns=self.empty_ns, network_lock=self.network_lock, **kw)
+            empty_ns=self.empty_ns, network_lock=self.network_lock,
+            # The destination is migrate: it recreates the masked tmpfs mounts.
+            skip_masked_tmpfs=True, **kw)
 
     @property
     def images_dir(self) -> str:

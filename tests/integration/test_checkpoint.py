@@ -565,3 +565,65 @@ def test_restore_in_the_foreground_waits_for_the_exit_code(runtime, rw_bundle, c
         out.close()
     # like `run`, a foreground restore deletes the container once it exited
     assert runtime("state", cid).returncode != 0
+
+
+def _masked_tmpfs(mountinfo: str, masked) -> dict[str, tuple]:
+    """The whole tmpfs mounts over masked directories (not /dev/null binds)."""
+    dirs = {line.split()[4] for line in mountinfo.splitlines() if line.split()[3] == "/"}
+    return {mp: flags for mp, flags in _flags_by_mountpoint(mountinfo).items()
+            if mp in masked and mp in dirs and flags[1] == "tmpfs"}
+
+
+def test_empty_masked_tmpfs_is_recreated_not_tarred(runtime, rw_bundle, cid, tmp_path):
+    """The read-only tmpfs over masked directories (/proc/acpi, /sys/firmware
+    ...) is not tarred by CRIU (a fork+exec of tar and gzip each, at dump
+    and at restore): restore binds a fresh empty one there, read-only with
+    the same options, and leaves no mount of its own behind."""
+    masked = set(rw_bundle.config["linux"]["maskedPaths"])
+    rw_bundle.sh("sleep 3000")
+    _run_detached(runtime, rw_bundle, cid)
+    before = _masked_tmpfs(runtime("exec", cid, "cat", "/proc/self/mountinfo").check().stdout,
+                           masked)
+    assert before, "no masked directory here is covered by a tmpfs"
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    with open(os.path.join(images, "migrate.json")) as f:
+        kinds = {m["mountpoint"]: m["kind"] for m in json.load(f)["mounts"]}
+    assert {mp: kinds.get(mp) for mp in before} == {mp: "masked-tmpfs" for mp in before}
+    runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid).check()
+    after = _masked_tmpfs(runtime("exec", cid, "cat", "/proc/self/mountinfo").check().stdout,
+                          masked)
+    assert after == before
+    for mp in before:
+        assert "ro" in after[mp][0] and "ro" in after[mp][2]
+        assert runtime("exec", cid, "ls", "-A", mp).check().stdout == ""
+        wrote = runtime("exec", cid, "touch", f"{mp}/x")
+        assert wrote.returncode != 0 and "Read-only" in wrote.stderr
+    state_dir = os.path.join(runtime.root, cid)
+    assert not [n for n in os.listdir(state_dir) if n.startswith("masked-tmpfs")]
+    with open("/proc/self/mountinfo") as f:
+        assert state_dir + "/masked-tmpfs" not in f.read()
+    runtime("delete", "--force", cid).check()
+
+
+def test_masked_tmpfs_a_container_may_remount_is_dumped(runtime, rw_bundle, cid, tmp_path):
+    """With CAP_SYS_ADMIN the container can remount a masked tmpfs rw and
+    write to it: CRIU dumps it then, content and all."""
+    caps = rw_bundle.config["process"]["capabilities"]
+    for kind in ("bounding", "effective", "permitted"):
+        caps[kind] = sorted(set(caps[kind]) | {"CAP_SYS_ADMIN"})
+    masked = set(rw_bundle.config["linux"]["maskedPaths"])
+    rw_bundle.sh("sleep 3000")
+    _run_detached(runtime, rw_bundle, cid)
+    before = _masked_tmpfs(runtime("exec", cid, "cat", "/proc/self/mountinfo").check().stdout,
+                           masked)
+    mp = sorted(before)[0]
+    runtime("exec", cid, "sh", "-c",
+            f"mount -o remount,rw {mp} && echo kept > {mp}/x && mount -o remount,ro {mp}").check()
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    with open(os.path.join(images, "migrate.json")) as f:
+        assert all(m["kind"] != "masked-tmpfs" for m in json.load(f)["mounts"])
+    runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid).check()
+    assert runtime("exec", cid, "cat", f"{mp}/x").check().stdout == "kept\n"
+    runtime("delete", "--force", cid).check()

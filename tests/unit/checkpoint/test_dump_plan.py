@@ -178,3 +178,32 @@ def test_restore_plan_names_an_external_mount_the_bundle_lacks(tmp_path):
     meta = CheckpointMeta(container_id="", bundle="", external_keys={})
     with pytest.raises(NotFoundError, match="/data"):
         _restore_plan(tmp_path, meta, image_keys={"/data": "/data"})
+
+
+def _with_masked_tmpfs(tmp_path, cap_bnd="00000000a80425fb", content=False):
+    p = tmp_path / "proc" / str(PID)
+    with open(p / "mountinfo", "a") as f:
+        f.write("105 101 0:60 / /proc/acpi ro,relatime - tmpfs tmpfs ro\n")
+    (tmp_path / "rootfs" / "proc" / "acpi").mkdir(parents=True)
+    if content:
+        (tmp_path / "rootfs" / "proc" / "acpi" / "x").write_text("")
+    (p / "status").write_text(f"Name:\tsh\nCapInh:\t0\nCapBnd:\t{cap_bnd}\n")
+
+
+def test_dump_plan_recreates_the_empty_masked_tmpfs_when_asked(proc):
+    _with_masked_tmpfs(proc)
+    criu, meta = _plan(proc, CheckpointOptions(id="c1", skip_masked_tmpfs=True))
+    assert ExternalMount(mountpoint="/proc/acpi", kind="masked-tmpfs",
+                         detail="ro,relatime ro") in meta.mounts
+    assert ("/proc/acpi", "migrate-masked:/proc/acpi") in {(e.key, e.val) for e in criu.ext_mnt}
+    # runc-compatible images (the default of CheckpointOptions) tar it, as runc does
+    criu, meta = _plan(proc, CheckpointOptions(id="c1"))
+    assert "/proc/acpi" not in {e.key for e in criu.ext_mnt}
+
+
+@pytest.mark.parametrize("kw", [dict(content=True), dict(cap_bnd="000001ffffffffff")])
+def test_dump_plan_tars_a_masked_tmpfs_that_may_have_changed(proc, kw):
+    _with_masked_tmpfs(proc, **kw)
+    criu, meta = _plan(proc, CheckpointOptions(id="c1", skip_masked_tmpfs=True))
+    assert "/proc/acpi" not in {e.key for e in criu.ext_mnt}
+    assert all(m.kind != "masked-tmpfs" for m in meta.mounts)

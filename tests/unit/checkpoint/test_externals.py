@@ -82,3 +82,59 @@ def test_external_namespaces():
                                     {"network", "ipc"}, lambda path: 4026531992)
     assert ext == ["net[4026531992]:extRootNetNS"]
     assert keys == {"network": "extRootNetNS"}
+
+
+# -- the empty read-only tmpfs over masked directories ----------------------
+
+MASKED = {"/sys/firmware", "/proc/acpi", "/proc/keys"}
+
+
+def _masked(text, *, can_remount=False, empty=lambda mp: True):
+    from migrate.checkpoint.externals import masked_tmpfs_mounts
+
+    return masked_tmpfs_mounts(parse_mountinfo(text), masked_paths=MASKED,
+                               can_remount=can_remount, is_empty=empty)
+
+
+def test_masked_tmpfs_that_is_empty_and_read_only_is_external():
+    from migrate.checkpoint.externals import MASKED_TMPFS
+
+    got = _masked(MOUNTINFO + "52 72 0:52 / /proc/acpi ro,relatime - tmpfs tmpfs ro\n")
+    assert got == [ExternalMount(mountpoint="/sys/firmware", kind=MASKED_TMPFS,
+                                 detail="ro,relatime ro"),
+                   ExternalMount(mountpoint="/proc/acpi", kind=MASKED_TMPFS,
+                                 detail="ro,relatime ro")]
+
+
+@pytest.mark.parametrize("line", [
+    "52 72 0:52 / /proc/acpi rw,relatime - tmpfs tmpfs rw",     # remounted rw
+    "52 72 0:52 / /proc/acpi ro,relatime - tmpfs tmpfs rw",     # superblock rw
+    "52 72 0:52 / /proc/bus ro,relatime - tmpfs tmpfs ro",      # not a masked path
+    "52 72 0:52 /sub /proc/acpi ro,relatime - tmpfs tmpfs ro",  # a bind of part of one
+    "52 72 0:3 / /proc/acpi ro,relatime - proc proc ro",        # not a tmpfs
+])
+def test_masked_tmpfs_changed_since_create_is_dumped(line):
+    got = _masked(MOUNTINFO + line + "\n")
+    assert [m.mountpoint for m in got] == ["/sys/firmware"]
+
+
+def test_masked_tmpfs_with_a_mount_on_or_below_it_is_dumped():
+    on = "53 51 0:53 / /sys/firmware ro,relatime - tmpfs tmpfs ro\n"
+    below = "53 51 0:53 / /sys/firmware/x ro,relatime - tmpfs tmpfs ro\n"
+    assert _masked(MOUNTINFO + on) == []
+    assert _masked(MOUNTINFO + below) == []
+
+
+def test_masked_tmpfs_not_empty_or_remountable_is_dumped():
+    assert _masked(MOUNTINFO, empty=lambda mp: False) == []
+    assert _masked(MOUNTINFO, can_remount=True) == []
+
+
+def test_may_remount_reads_cap_sys_admin_from_bounding_sets():
+    from migrate.checkpoint.externals import may_remount
+
+    default = "00000000a80425fb"        # runc spec's bounding set: no CAP_SYS_ADMIN
+    assert may_remount([default, default]) is False
+    assert may_remount([default, "000001ffffffffff"]) is True
+    assert may_remount([None]) is True and may_remount(["zz"]) is True
+    assert may_remount([]) is False

@@ -285,3 +285,21 @@ def test_network_lock_is_skipped_only_for_a_new_netns_without_tcp(tmp_path, aske
     opts = _plan(tmp_path, RestoreOptions(id="x", empty_ns=asked, **tcp),
                  _meta(empty_ns=dumped_empty))
     assert opts.network_lock is (NetworkLock.SKIP if skip else None)
+
+
+def test_masked_tmpfs_keys_map_to_the_fresh_tmpfs(tmp_path):
+    from migrate.checkpoint.externals import MASKED_TMPFS
+
+    meta = _meta(mounts=(ExternalMount(mountpoint="/proc/acpi", kind=MASKED_TMPFS,
+                                       detail="ro,relatime ro"),
+                         ExternalMount(mountpoint="/sys/firmware", kind=MASKED_TMPFS,
+                                       detail="ro,relatime ro")))
+    keys = {"migrate-masked:/proc/acpi": "/proc/acpi",
+            "migrate-masked:/sys/firmware": "/sys/firmware"}
+    with pytest.raises(UsageError, match="/proc/acpi"):
+        _plan(tmp_path, meta=meta, image_keys=keys)
+    opts = _plan(tmp_path, meta=meta, image_keys=keys,
+                 masked_tmpfs={"ro,relatime ro": "/state/masked-tmpfs-0"})
+    assert {(m.key, m.val) for m in opts.ext_mnt} >= {
+        ("migrate-masked:/proc/acpi", "/state/masked-tmpfs-0"),
+        ("migrate-masked:/sys/firmware", "/state/masked-tmpfs-0")}
