@@ -201,6 +201,13 @@ def test_strategy(pair, cid, strategy):
     assert pair.a.status(cid) == "gone"                     # deleted on the source
     pair.assert_running_on(pair.b, cid)
     assert pair.mem()[1] == before[1]                       # same checksum
+    # The empty masked tmpfs mounts were not tarred: they came back as binds
+    # of one fresh read-only tmpfs (an untarred copy would be one each).
+    with open(f"/proc/{pair.b.state(cid)['pid']}/mountinfo") as f:
+        masked = [line.split() for line in f if " - tmpfs " in line and line.split()[4] in
+                  ("/proc/acpi", "/proc/scsi", "/sys/firmware")]
+    assert masked and all("ro" in m[5].split(",") for m in masked)
+    assert len({m[2] for m in masked}) == 1, masked
 
 
 def test_auto_says_what_it_picked(pair, cid):
