@@ -132,7 +132,9 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
     mounts = classify_mounts(
         entries, bind_destinations=bind_destinations(spec, f"{proc_root}/{pid}/root"),
         masked_paths=masked_paths, notify_dir="/run/notify" if st.notify_socket else None)
-    if opts.skip_masked_tmpfs and not opts.pre_dump:
+    unprivileged = criu_unprivileged_options()
+    # Restore mounts the fresh tmpfs itself: only for a privileged CRIU.
+    if opts.skip_masked_tmpfs and not opts.pre_dump and not unprivileged:
         mounts += _masked_tmpfs(container, entries, masked_paths, proc_root)
     descriptors = []
     for fd in range(3):
@@ -190,7 +192,7 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
         # here there are none (CRIU refuses them without tcp_established)
         # and no peer outside the container could reach one (only lo).
         network_lock=network_lock,
-        **criu_unprivileged_options(),
+        **unprivileged,
     )
     meta = CheckpointMeta(
         container_id=st.id, bundle=st.bundle, mounts=tuple(mounts),
