@@ -15,7 +15,8 @@ authenticated connection (``agent.py`` accepts and authenticates)::
                                                 <-  REPLY {...}   (the hook's reply)
     RESTORE {request}                           ->  (RestoreRequest)
                                                 <-  RESTORED {info}   (restore_fn)
-    DONE                                        <-  DONE          (Restored.commit)
+    DONE                                        <-  DONE          (Restored.commit,
+                                                                   then Restored.after)
     ABORT {reason}, at any point                    rollback, no answer
 
 The message bodies are the records of ``messages.py``.
@@ -379,6 +380,11 @@ class Receiver:
             # confirms, so losing it is not a failure here.
             conn.send(Kind.DONE, {})
         incoming.restored = dataclasses.replace(incoming.restored, abort=None)
+        if incoming.restored.after is not None:
+            try:
+                incoming.restored.after()
+            except Exception:  # noqa: BLE001 - the migration is done; only clean-up failed
+                log.exception("clean-up after migrating %s", incoming.prepare.container_id)
 
 
 def _mib(n: int) -> str:

@@ -2,7 +2,7 @@
 runc's three manual pipelines, in one run, on the same container and link.
 
     bench.py migration [--rate MBIT] [--reps N] [--before MIGRATE_BINARY]
-                       [--only NAME,...] [--dirty same|new] [MIB ...]
+                       [--only NAME,...] [--dirty same|new] [--hold] [MIB ...]
                                                         (default 64 256 1024, 3 reps)
 
 Pipelines, each on the same bundle (memhold: MIB MiB touched, a writer
@@ -21,6 +21,16 @@ dirtying pages at a fixed rate) over the same veth:
   deduplicated final dump: issue 14), its per-round MiB in the last column.
 
 ``--only`` keeps the pipelines whose name contains one of the words.
+``--hold``: runc's restore may not reuse the memory its checkpoint just
+freed. Both "hosts" share this machine's memory: ``runc checkpoint`` kills
+the source before ``runc restore`` starts, and the restore's page faults
+then get the source's pages back warm, which no second host could; migrate
+keeps its source frozen (to resume it on failure) until the destination
+has restored, so its restore faults in memory the VM may have returned to
+the hypervisor (free page reporting: ~1-3 s per GiB here). With ``--hold``
+a holder process takes the container's size in memory right after runc's
+checkpoint and keeps it until the restore returns; the time it takes to
+get it is not counted in runc's downtime.
 ``--dirty new``: the writer changes the values it writes (``same``, the
 default, rewrites identical ones: dirty pages to soft-dirty, but nothing
 changes for content pre-copy's hashes).
@@ -171,6 +181,34 @@ class Runc:
         return ok
 
 
+# --hold: MiB a holder takes after runc's checkpoint (0: none).
+HOLD = {"mib": 0}
+
+
+class _Holder:
+    """Takes HOLD MiB of memory (faulted in) until closed; ``seconds``:
+    how long taking it took (left out of runc's downtime)."""
+
+    def __init__(self) -> None:
+        self.proc, self.seconds = None, 0.0
+        if HOLD["mib"]:
+            t0 = time.monotonic()
+            self.proc = subprocess.Popen([sys.executable, "-c",
+                "import mmap,signal,sys\n"
+                f"m=mmap.mmap(-1,{HOLD['mib']}<<20,flags=mmap.MAP_PRIVATE|mmap.MAP_ANONYMOUS|"
+                "mmap.MAP_POPULATE)\n"
+                "sys.stdout.write('ready\\n'); sys.stdout.flush(); signal.pause()\n"],
+                stdout=subprocess.PIPE, text=True)
+            assert self.proc.stdout.readline().strip() == "ready", "holder failed"
+            self.seconds = time.monotonic() - t0
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc.stdout.close()
+
+
 def runc_tar(hosts, bundle, work, tag) -> dict:
     r = Runc(hosts, bundle, work, tag)
     recv = _tar_receiver(hosts.b, r.img_b)
@@ -178,9 +216,13 @@ def runc_tar(hosts, bundle, work, tag) -> dict:
     t0 = time.monotonic()
     subprocess.run(r.checkpoint(), check=True, timeout=900, cwd=bundle,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    _tar_send(hosts.a, hosts.b, r.img_a, recv)
-    r.restore()
-    downtime = time.monotonic() - t0
+    holder = _Holder()
+    try:
+        _tar_send(hosts.a, hosts.b, r.img_a, recv)
+        r.restore()
+    finally:
+        holder.close()
+    downtime = time.monotonic() - t0 - holder.seconds
     wire = _link_bytes(hosts.b) - wire0
     return {"downtime": downtime, "total": downtime, "wire": wire, "ok": r.finish()}
 
@@ -196,10 +238,14 @@ def runc_page_server(hosts, bundle, work, tag) -> dict:
     t0 = time.monotonic()
     subprocess.run(r.checkpoint("--page-server", f"{hosts.b.address}:{PS_PORT}"), check=True,
                    timeout=900, cwd=bundle, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    _tar_send(hosts.a, hosts.b, r.img_a, recv)
-    assert ps.wait(timeout=60) == 0, "criu page-server failed"
-    r.restore()
-    downtime = time.monotonic() - t0
+    holder = _Holder()
+    try:
+        _tar_send(hosts.a, hosts.b, r.img_a, recv)
+        assert ps.wait(timeout=60) == 0, "criu page-server failed"
+        r.restore()
+    finally:
+        holder.close()
+    downtime = time.monotonic() - t0 - holder.seconds
     wire = _link_bytes(hosts.b) - wire0
     return {"downtime": downtime, "total": downtime, "wire": wire, "ok": r.finish()}
 
@@ -302,18 +348,21 @@ PIPELINES = {
 }
 
 
-def _parse(argv: list[str]) -> tuple[list[int], int | None, int, str | None, list[str], str]:
-    sizes, rate, reps, before, only, dirty = [], None, 3, None, [], "same"
+def _parse(argv: list[str]) -> tuple[list[int], int | None, int, str | None, list[str], str,
+                                      bool]:
+    sizes, rate, reps, before, only, dirty, hold = [], None, 3, None, [], "same", False
     it = iter(argv)
     for arg in it:
         if arg in ("-h", "--help"):
             print("usage: bench.py migration [MIB ...] [--rate MBIT] [--reps N] [--before BINARY] "
-                  "[--only NAME,...] [--dirty same|new]")
+                  "[--only NAME,...] [--dirty same|new] [--hold]")
             raise SystemExit(0)
         if arg == "--rate":
             rate = int(next(it))
         elif arg == "--before":
             before = next(it)
+        elif arg == "--hold":
+            hold = True
         elif arg == "--reps":
             reps = int(next(it))
         elif arg == "--only":
@@ -326,11 +375,11 @@ def _parse(argv: list[str]) -> tuple[list[int], int | None, int, str | None, lis
             sizes.append(int(arg))
         else:
             raise SystemExit(f"bench.py migration: unknown argument {arg!r} (--help)")
-    return sizes or [64, 256, 1024], rate, reps, before, only, dirty
+    return sizes or [64, 256, 1024], rate, reps, before, only, dirty, hold
 
 
 def main(argv: list[str]) -> int:
-    sizes, rate, reps, before, only, dirty = _parse(argv)
+    sizes, rate, reps, before, only, dirty, hold = _parse(argv)
     from netns_hosts import NetnsHosts
 
     import needs
@@ -363,6 +412,7 @@ def main(argv: list[str]) -> int:
             bundle = make_bundle(work, f"bundle-{mib}", ["ctrhelper", "memhold", str(mib),
                                                          "/tmp/mem", str(DIRTY_PAGES_PER_S), dirty],
                                  writable=True)
+            HOLD["mib"] = mib if hold else 0
             for rep in range(reps):
                 for name, fn in pipelines.items():
                     slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
@@ -371,7 +421,7 @@ def main(argv: list[str]) -> int:
                         results.setdefault((mib, name), []).append(fn(hosts, bundle, work, tag))
                     except Exception as err:  # noqa: BLE001 - one failed round, the rest go on
                         print(f"migration: {mib} MiB {name} round {rep}: {err}", file=sys.stderr)
-    _print(results, sizes, pipelines, rate, reps, load, dirty)
+    _print(results, sizes, pipelines, rate, reps, load, dirty, hold)
     return 0
 
 
@@ -385,14 +435,14 @@ def _median_run(rounds: list[dict]) -> list:
     return ranked[len(ranked) // 2].get("rounds") or []
 
 
-def _print(results, sizes, pipelines, rate, reps, load, dirty="same") -> None:
+def _print(results, sizes, pipelines, rate, reps, load, dirty="same", hold=False) -> None:
     from rich.console import Console
     from rich.table import Table
 
     link = f"tc tbf {rate} Mbit/s" if rate else "unshaped"
     t = Table(title=f"live migration between two netns hosts over a veth ({link}); writer dirtying "
                     f"{DIRTY_PAGES_PER_S} pages/s ({dirty} values); medians of {reps} interleaved "
-                    f"rounds; "
+                    f"rounds; {'runc restores without the memory its checkpoint freed (--hold); ' if hold else ''}"
                     f"load average at start {' '.join(load)}")
     for col in ("MiB", "pipeline", "downtime s", "total s", "downtime / runc ps",
                 "downtime / runc lazy", "downtime / migrate s&c", "total / runc lazy",

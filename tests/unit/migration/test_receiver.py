@@ -271,7 +271,36 @@ def test_shared_marker_is_removed(tmp_path):
 
 
 def test_restored_defaults():
-    assert Restored().info == {} and Restored().commit is None
+    assert Restored().info == {} and Restored().commit is None and Restored().after is None
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_after_runs_once_the_source_has_done(pair, dirs, fails):
+    """``Restored.after`` (the images' removal) runs after DONE is answered,
+    so it is not downtime; a failure in it does not fail the migration."""
+    import threading
+
+    answered = threading.Event()
+    ran = []
+
+    def after():
+        ran.append(answered.wait(timeout=5))
+        if fails:
+            raise OSError("cannot remove")
+
+    def restore(workdir, request):
+        return Restored(info={"pid": 1}, commit=lambda: ran.append("commit"), after=after)
+
+    session, served = start(pair, dirs, restore=restore)
+    conn = session.conn
+    session.prepare(PrepareRequest(container_id="web"))
+    conn.send(Kind.RESTORE, RestoreRequest(container_id="web").to_header())
+    conn.recv(Kind.RESTORED)
+    conn.send(Kind.DONE)
+    conn.recv(Kind.DONE)
+    answered.set()
+    assert served.result().succeeded
+    assert ran == ["commit", True]
 
 
 def test_restore_of_another_container_or_malformed_is_refused(pair, dirs):
