@@ -41,8 +41,8 @@ CHECKPOINT_FLAGS = [
     Flag("empty-ns", value=True, repeat=True, help="namespace to leave empty (network)"),
     Flag("auto-dedup", help="deduplicate parent images"),
     Flag("network-lock", value=True, help="iptables, nftables or skip"),
-    Flag("runc-compatible", help="images runc can restore too (dump the empty masked-path "
-         "tmpfs mounts with tar, as runc does, instead of recreating them on restore)"),
+    Flag("recreate-masked", help="leave the empty read-only tmpfs mounts over masked paths "
+         "out of the images and recreate them on restore (faster; runc cannot restore these)"),
     Flag("print-stats", help="print CRIU's dump statistics"),
     Flag("format", value=True, default="table", help="table or json, for --print-stats"),
 ]
@@ -125,7 +125,7 @@ def checkpoint_cmd(ctx, argv: list[str]) -> int:
         page_server=a.page_server, file_locks=a.file_locks, pre_dump=a.pre_dump,
         manage_cgroups_mode=cgroup_mode(a.manage_cgroups_mode),
         empty_ns=empty_ns(a.empty_ns), skip_plain_netns=True,
-        skip_masked_tmpfs=not a.runc_compatible, auto_dedup=a.auto_dedup,
+        skip_masked_tmpfs=a.recreate_masked, auto_dedup=a.auto_dedup,
         network_lock=network_lock(a.network_lock)))
     if a.print_stats:
         from migrate.checkpoint.dump import read_dump_stats

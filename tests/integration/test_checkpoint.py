@@ -575,8 +575,8 @@ def _masked_tmpfs(mountinfo: str, masked) -> dict[str, tuple]:
 
 
 def test_empty_masked_tmpfs_is_recreated_not_tarred(runtime, rw_bundle, cid, tmp_path):
-    """The read-only tmpfs over masked directories (/proc/acpi, /sys/firmware
-    ...) is not tarred by CRIU (a fork+exec of tar and gzip each, at dump
+    """With --recreate-masked, the read-only tmpfs over masked directories
+    (/proc/acpi, /sys/firmware ...) is not tarred by CRIU (a fork+exec of tar and gzip each, at dump
     and at restore): restore binds a fresh empty one there, read-only with
     the same options, and leaves no mount of its own behind."""
     masked = set(rw_bundle.config["linux"]["maskedPaths"])
@@ -586,7 +586,7 @@ def test_empty_masked_tmpfs_is_recreated_not_tarred(runtime, rw_bundle, cid, tmp
                            masked)
     assert before, "no masked directory here is covered by a tmpfs"
     images = str(tmp_path / "img")
-    runtime("checkpoint", "--image-path", images, cid).check()
+    runtime("checkpoint", "--recreate-masked", "--image-path", images, cid).check()
     with open(os.path.join(images, "migrate.json")) as f:
         kinds = {m["mountpoint"]: m["kind"] for m in json.load(f)["mounts"]}
     assert {mp: kinds.get(mp) for mp in before} == {mp: "masked-tmpfs" for mp in before}
@@ -621,7 +621,7 @@ def test_masked_tmpfs_a_container_may_remount_is_dumped(runtime, rw_bundle, cid,
     runtime("exec", cid, "sh", "-c",
             f"mount -o remount,rw {mp} && echo kept > {mp}/x && mount -o remount,ro {mp}").check()
     images = str(tmp_path / "img")
-    runtime("checkpoint", "--image-path", images, cid).check()
+    runtime("checkpoint", "--recreate-masked", "--image-path", images, cid).check()
     with open(os.path.join(images, "migrate.json")) as f:
         assert all(m["kind"] != "masked-tmpfs" for m in json.load(f)["mounts"])
     runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid).check()

@@ -110,8 +110,8 @@ def test_runc_checkpoint_restores_under_migrate(runtime, runc, counter_bundle, c
 def test_migrate_checkpoint_restores_under_runc(runtime, runc, counter_bundle, cid, tmp_path):
     runtime("run", "-d", "--bundle", counter_bundle.path, cid).check()
     _advances(counter_bundle)
-    # runc maps no key for the masked tmpfs mounts we recreate: tar them, as it does
-    _checkpoint(runtime, cid, str(tmp_path / "img"), str(tmp_path / "work"), "--runc-compatible")
+    # the default images: runc restores them as its own
+    _checkpoint(runtime, cid, str(tmp_path / "img"), str(tmp_path / "work"))
     _fresh_rootfs(counter_bundle)
     _restore(runc, counter_bundle, cid, str(tmp_path / "img"), str(tmp_path / "work2"))
     _advances(counter_bundle)
