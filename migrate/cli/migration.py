@@ -99,6 +99,8 @@ def _with_token_options(f):
               help="pre-copy: stop when a round writes fewer pages")
 @click.option("--min-shrink", type=int, default=10, show_default=True,
               help="pre-copy: stop when a round shrinks by less than this percentage")
+@click.option("--min-iterations", type=int, default=1, show_default=True,
+              help="pre-copy: at least this many rounds, whatever the stop rules say")
 @click.option("--raise-pipe-max-size", is_flag=True,
               help="raise fs.pipe-max-size to 4 MiB while migrating, so post-copy's lazy dump "
                    "works without CAP_SYS_RESOURCE; put back after (meanwhile any process may "
@@ -110,7 +112,8 @@ def _with_token_options(f):
 @_with_token_options
 @click.pass_obj
 def migrate_cmd(ctx, container_id, to, strategy, rootfs, compress, keep_source, tcp_established,
-                file_locks, max_iterations, min_pages, min_shrink, raise_pipe_max_size,
+                file_locks, max_iterations, min_pages, min_shrink, min_iterations,
+                raise_pipe_max_size,
                 tls_server_name, report_path,
                 quiet, token, token_file, tls_cert, tls_key, tls_ca, criu_policy) -> int:
     from migrate.migration.pipeline import MigrateOptions, migrate_container
@@ -122,7 +125,7 @@ def migrate_cmd(ctx, container_id, to, strategy, rootfs, compress, keep_source, 
         strategy=parse_strategy(strategy), rootfs=rootfs, compress=compress, keep_source=keep_source,
         tls=_tls(tls_cert, tls_key, tls_ca, tls_server_name), criu_policy=_policy(criu_policy),
         precopy=PreCopyPolicy(max_iterations=max_iterations, min_pages=min_pages,
-                              min_shrink_percent=min_shrink),
+                              min_shrink_percent=min_shrink, min_iterations=min_iterations),
         tcp_established=tcp_established, file_locks=file_locks,
         raise_pipe_max_size=raise_pipe_max_size)
     progress = None

@@ -33,6 +33,7 @@ class Iteration:
     seconds: float = 0.0
     final: bool = False
     stop_reason: str = ""      # on the last pre-dump: the rule that ended the rounds
+    steps: dict[str, float] = field(default_factory=dict)   # content rounds: seconds per step
 
 
 @dataclass(slots=True, kw_only=True)

@@ -177,10 +177,13 @@ class PreCopyPolicy:
     max_iterations: int = 8
     min_pages: int = 64            # stop when a round wrote fewer pages than this
     min_shrink_percent: int = 10   # stop when a round did not shrink by more than this
+    min_iterations: int = 1        # at least this many rounds, whatever the rules above say
 
     def __post_init__(self) -> None:
         if self.max_iterations < 1:
             raise UsageError("--max-iterations must be at least 1")
+        if not 1 <= self.min_iterations <= self.max_iterations:
+            raise UsageError("--min-iterations must be between 1 and --max-iterations")
         if self.min_pages < 0:
             raise UsageError("--min-pages must not be negative")
         if not 0 <= self.min_shrink_percent < 100:
@@ -207,6 +210,8 @@ class PreCopyController:
         if len(r) >= p.max_iterations:
             self.stop_reason = f"reached {p.max_iterations} iterations"
             return False
+        if len(r) < p.min_iterations:
+            return True
         if r[-1] < p.min_pages:
             self.stop_reason = f"the last round wrote {r[-1]} pages (< {p.min_pages})"
             return False

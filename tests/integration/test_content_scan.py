@@ -129,3 +129,27 @@ def test_a_gone_process_is_skipped():
     stats = RoundStats()
     assert list(live_round({1: 2 ** 22 + 12345}, Mirror(), stats)) == []
     assert stats.processes == 0
+
+
+def test_a_sample_finds_what_changed_since_the_round_and_leaves_the_mirror(child):
+    from migrate.migration.content.rounds import sample_changed
+
+    p, _addrs = child
+    procs = processes_of([p.pid])
+    mirror = Mirror()
+    for _ in live_round(procs, mirror, RoundStats()):
+        pass
+    held = dict(mirror.pages[next(iter(procs))])
+    for page in (3, 20):
+        p.stdin.write(f"{page}\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "ok"
+    # every page sampled: both written pages changed (and maybe a few of
+    # the interpreter's own heap); nothing new was mapped
+    sample = sample_changed(procs, mirror, every=1)
+    assert sample.sampled == len(held) and 2 <= sample.changed < 2 + len(held) // 4
+    assert sample.pages(len(held)) >= 2 and sample.seconds > 0
+    assert mirror.pages[next(iter(procs))] == held       # nothing marked as sent
+    # one in 16: an estimate over the same pages, scaled back up
+    sparse = sample_changed(procs, mirror)
+    assert sparse.sampled == len(held) // 16 + (len(held) % 16 > 8)

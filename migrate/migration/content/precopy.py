@@ -24,6 +24,17 @@ final dump of which only what the destination lacks crosses the link.
                                                memory in after resuming
       post-dump answered: the source CRIU ends, the container is deleted
 
+Rounds stop by what they cost, measured: after each, every 16th page the
+destination holds is read again (rounds.sample_changed, a few ms for 64 MiB)
+to estimate what the final round would ship now; at round 1's rate that is
+what another round could take off the frozen part, and another round costs
+at least round 1's scan (finding, reading and hashing all the memory, the
+reply). Unless twice the first beats the second (rounds.another_round), the
+final round comes at once; the report's stop_reason gives the numbers.
+Small memory, quick round 1, few changes: one round. The policy's own rules
+(--max-iterations and the others) still apply, and --min-iterations forces
+rounds.
+
 The source stays frozen and authoritative until the destination restored:
 any failure before DONE answers post-dump with failure and CRIU resumes the
 tree (``job.failed()``), as for stop-and-copy. A failure in a live round
@@ -57,13 +68,6 @@ from migrate.migration.content.rounds import RoundStats, live_round
 
 __all__ = ["ContentPreCopy", "METHOD"]
 
-# Rounds stop once one changes less than this share of the memory read.
-# A round ships what changed while the one before ran: after the first
-# (long: all the memory) the rounds are short, and what the final dump then
-# ships is about what another round would, so another round's full scan
-# only adds to the total. 5% of 1 GiB is 0.4 s at 1 Gbit/s: a round
-# shipping more still shortens the frozen part.
-SETTLED_PERCENT = 5
 # The destination restores lazily (a local lazy-pages daemon, see store.py)
 # from this much memory on: starting `criu lazy-pages` costs ~100 ms here,
 # what CRIU's restore takes to read ~100 MiB.
@@ -79,21 +83,23 @@ METHOD = ("content rounds: pages hashed while the container runs, only changed p
 
 def ship(m: Any, records, *, label: str, compress: bool | None = None):
     """Send one page stream to the destination's store; returns
-    (``PagesStored``, the stream's byte counts). Not ``m.control``: the
-    stream goes between the request and its reply. ``compress``: as
-    ``Connection.send_stream``'s (None: as negotiated)."""
+    (``PagesStored``, the stream's byte counts, when the stream was sent on
+    the monotonic clock). Not ``m.control``: the stream goes between the
+    request and its reply. ``compress``: as ``Connection.send_stream``'s
+    (None: as negotiated)."""
     from migrate.migration.content.messages import ContentPages
     from migrate.migration.protocol import Kind
 
     request = ContentPages(label=label)
     m.conn.send(Kind.CONTROL, request.to_header())
     sent = m.conn.send_stream({"what": "pages", "label": label}, records, compress=compress)
+    done = time.monotonic()
     header = m.conn.recv(Kind.REPLY, timeout=m.conn.timeouts.wait).header
-    return request.Reply.from_header(header, phase=m.conn.current_phase), sent
+    return request.Reply.from_header(header, phase=m.conn.current_phase), sent, done
 
 
 def sample_ratio(processes: dict[int, int], *, proc_root: str = "/proc",
-                 pieces: int = 8, piece: int = 1 << 20) -> float:
+                 pieces: int = 8, piece: int = 128 << 10) -> float:
     """zstd's ratio on ``pieces`` pieces of the memory of ``processes``,
     spread evenly over the bytes present (so the big mappings, which make
     up the stream, weigh as they will in it); 1.0 if nothing was read."""
@@ -152,6 +158,7 @@ class ContentPreCopy:
     def __init__(self) -> None:
         self.mirror = Mirror()
         self.compress: bool | None = None   # None: not decided yet (first round)
+        self.cost = None                     # RoundCost, from round 1
 
     def run(self, m: Any, job: Any) -> None:
         self.rounds(m)
@@ -161,16 +168,26 @@ class ContentPreCopy:
 
     def rounds(self, m: Any) -> None:
         from migrate.migration.content.messages import ContentCompact
+        from migrate.migration.content.rounds import another_round, sample_changed
         from migrate.migration.strategy import PreCopyController
 
-        controller = PreCopyController(m.opts.precopy)
+        policy = m.opts.precopy
+        controller = PreCopyController(policy)
         while controller.should_continue():
             stats = self.round(m)
             controller.record(stats.pages_changed)
-            if len(controller.rounds) > 1 and \
-                    stats.pages_changed * 100 < stats.pages_scanned * SETTLED_PERCENT:
-                controller.stop_reason = (f"the last round changed {stats.pages_changed} of "
-                                          f"{stats.pages_scanned} pages (< {SETTLED_PERCENT}%)")
+            if len(controller.rounds) < policy.min_iterations or \
+                    len(controller.rounds) >= policy.max_iterations:
+                continue
+            # Measured, not assumed: what differs now (a sample), against
+            # what round 1 showed a round costs.
+            with m.conn.in_phase("pre-copy"):
+                sample = sample_changed(container_processes(m), self.mirror,
+                                        proc_root=m.ctx.proc_root)
+            m.report.iterations[-1].steps["sample changed"] = round(sample.seconds, 4)
+            go_on, why = another_round(self.cost, sample.pages(len(self.mirror)) * 4096)
+            if not go_on:
+                controller.stop_reason = why
                 break
         m.report.iterations[-1].stop_reason = controller.stop_reason
         m.report.reason += f"; {METHOD}; pre-copy stopped: {controller.stop_reason}"
@@ -187,15 +204,21 @@ class ContentPreCopy:
             self.round(m)
 
     def round(self, m: Any) -> RoundStats:
-        """One live round: scan, ship what changed."""
+        """One live round: scan, ship what changed. Its steps' seconds go
+        to the report's iteration; round 1 also sets ``self.cost``."""
+        from migrate.migration.content.rounds import RoundCost
         from migrate.migration.report import Iteration
 
         index = len(m.report.iterations) + 1
         stats = RoundStats()
-        started = time.monotonic()
+        clock = time.monotonic
+        started = clock()
+        steps: dict[str, float] = {}
         with m.conn.in_phase("pre-copy"):
             processes = container_processes(m)
+            steps["processes"] = clock() - started
             if self.compress is None:
+                at = clock()
                 self.compress = False
                 if m.conn.compression == "zstd":
                     ratio = sample_ratio(processes, proc_root=m.ctx.proc_root)
@@ -203,11 +226,27 @@ class ContentPreCopy:
                     if not self.compress:
                         m.report.reason += (f"; pages sent without compression (zstd left a "
                                             f"sample at {ratio:.0%})")
+                steps["compression sample"] = clock() - at
             records = live_round(processes, self.mirror, stats, proc_root=m.ctx.proc_root)
-            _reply, sent = ship(m, records, label=f"round-{index}", compress=self.compress)
+            at = clock()
+            _reply, sent, replied = ship(m, records, label=f"round-{index}",
+                                         compress=self.compress)
+        seconds = clock() - started
+        scan = stats.seconds_ranges + stats.seconds_scanning + stats.seconds_hashing
+        steps.update({"ranges": stats.seconds_ranges, "read": stats.seconds_scanning,
+                      "hash+records": stats.seconds_hashing,
+                      "send": replied - at - scan, "reply": clock() - replied})
+        if self.cost is None:
+            # What a round costs whatever it ships: finding, reading and
+            # hashing the memory, the destination's answer.
+            fixed = steps["processes"] + scan + steps["reply"]
+            self.cost = RoundCost(shipped=max(stats.pages_scanned, 1) * 4096,
+                                  seconds=seconds - steps.get("compression sample", 0.0),
+                                  fixed=fixed)
         pages = stats.pages_changed
         m.report.iterations.append(Iteration(index=index, pages_written=pages, bytes=sent.wire,
-                                             seconds=time.monotonic() - started))
+                                             seconds=seconds,
+                                             steps={k: round(v, 4) for k, v in steps.items()}))
         m.progress.iteration(index, pages)
         return stats
 
@@ -245,7 +284,7 @@ class ContentPreCopy:
             if not server.join(timeout=m.conn.timeouts.io) or not server.closed:
                 raise server.error or RuntimeError("the page server did not finish")
             m.step("memory (final)", None)
-            _reply, sent = ship(m, iter(server.records), label="final", compress=self.compress)
+            _reply, sent, _ = ship(m, iter(server.records), label="final", compress=self.compress)
             shipped["wire"] = sent.wire
             server.records.clear()
             m.send_images(images)

@@ -267,6 +267,31 @@ class ProcessMemory:
                 n += PAGE_SIZE  # skip the page that failed
             addr += n
 
+    def read_pages(self, addrs: list[int]) -> Iterator[tuple[int, memoryview]]:
+        """(vaddr, view) of single pages at ``addrs`` (page-aligned), read
+        as many at a time as the buffer holds (one ``process_vm_readv``
+        with one remote iovec per page); each view is valid until the next
+        batch. A page that fails ends its batch's reading: the pages after
+        it in that batch are skipped (this is for sampling)."""
+        per = min(len(self._buf) // PAGE_SIZE, 1024)        # IOV_MAX
+        remote = (_IoVec * per)()
+        for at in range(0, len(addrs), per):
+            batch = addrs[at:at + per]
+            for i, addr in enumerate(batch):
+                remote[i].base, remote[i].len = addr, PAGE_SIZE
+            self._local.len = len(batch) * PAGE_SIZE
+            n = _process_vm_readv(self.pid, ctypes.byref(self._local), 1, remote, len(batch), 0)
+            if n < 0:
+                err = ctypes.get_errno()
+                if err == errno.ESRCH:
+                    raise ProcessLookupError(err, os.strerror(err))
+                if err == errno.EPERM:
+                    raise PermissionError(err, os.strerror(err))
+                continue
+            self.bytes_read += n
+            for i in range(n // PAGE_SIZE):
+                yield batch[i], self._view[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
+
     def chunks(self) -> Iterator[tuple[int, memoryview]]:
         for start, end in self.ranges():
             yield from self.read(start, end)

@@ -201,7 +201,7 @@ def test_final_round_ships_only_what_the_destination_lacks_and_rebuilds_the_imag
     # Round "live": the destination gets everything once.
     agent = Background(lambda: serve(1))
     first = RoundStats()
-    reply, _ = ship(m, memory(first), label="round-1")
+    reply, _, _ = ship(m, memory(first), label="round-1")
     assert agent.result() == ["content_pages"]
     assert reply.pages == 64 and reply.zero_pages == 1 and first.pages_changed == 65
     # they arrived in vaddr order: the store is laid out already
@@ -211,7 +211,7 @@ def test_final_round_ships_only_what_the_destination_lacks_and_rebuilds_the_imag
         pages[v] = rng.randbytes(PAGE_SIZE)
     final = RoundStats()
     agent = Background(lambda: serve(1))
-    reply, sent = ship(m, memory(final), label="final")
+    reply, sent, _ = ship(m, memory(final), label="final")
     agent.result()
     assert final.pages_scanned == 65 and final.pages_changed == 3 == reply.pages
     assert sent.raw < 4 * PAGE_SIZE
@@ -436,3 +436,49 @@ def test_compacting_a_store_in_vaddr_order_copies_nothing(tmp_path):
     assert _restored_pages(str(images), 1) == {0x10000: _page(4), 0x11000: _page(2),
                                                0x20000: _page(3)}
     store.close()
+
+
+# -- whether another round pays (rounds.another_round) -------------------------------------
+
+def test_a_round_that_costs_more_than_it_saves_is_skipped():
+    from migrate.migration.content.rounds import RoundCost, another_round
+
+    # 64 MiB unshaped, as measured: round 1 0.3 s, a scan 60 ms, ~2 MiB changed since
+    cost = RoundCost(shipped=64 << 20, seconds=0.3, fixed=0.06)
+    go_on, why = another_round(cost, 2 << 20)
+    assert not go_on
+    assert why.startswith("another round would not pay") and "2.0 MiB changed" in why
+    assert "9 ms to ship frozen" in why and "213 MiB/s" in why and "60 ms" in why
+
+
+def test_a_round_pays_when_round_1_was_long_and_much_changed():
+    from migrate.migration.content.rounds import RoundCost, another_round
+
+    # 1 GiB at 1 Gbit/s: round 1 ~9 s, ~68 MiB changed meanwhile, a scan 0.5 s
+    cost = RoundCost(shipped=1 << 30, seconds=9.0, fixed=0.5)
+    go_on, why = another_round(cost, 68 << 20)
+    assert go_on and why.startswith("another round pays") and "598 ms" in why
+    # even when the machine is loaded and the scan takes twice as long
+    assert another_round(RoundCost(shipped=1 << 30, seconds=9.0, fixed=1.0), 68 << 20)[0]
+
+
+@pytest.mark.parametrize("fixed, changed, weight, expected", [
+    (0.1, 0, 2.0, False),               # nothing changed: never pays
+    (0.1, 64 << 20, 2.0, True),         # all changed: saves round 1's 1 s
+    (0.5, 16 << 20, 2.0, False),        # saves 0.25 s, weighed 0.5 s: not more than 0.5 s
+    (0.5, 16 << 20, 3.0, True),         # a heavier frozen second tips it
+    (1.5, 64 << 20, 1.0, False),        # round 1 took less than a round's fixed cost
+])
+def test_another_round_weighs_the_frozen_seconds_saved_against_the_scan(fixed, changed, weight,
+                                                                        expected):
+    from migrate.migration.content.rounds import RoundCost, another_round
+
+    cost = RoundCost(shipped=64 << 20, seconds=1.0, fixed=fixed)
+    assert another_round(cost, changed, weight=weight)[0] is expected
+
+
+def test_a_sample_estimates_the_changed_pages_of_the_whole():
+    from migrate.migration.content.rounds import Sample
+
+    assert Sample(sampled=1024, changed=32, new=10).pages(16384) == 512 + 10
+    assert Sample(sampled=0, new=7).pages(0) == 7

@@ -37,7 +37,7 @@ def test_json_has_everything_and_round_trips(tmp_path):
                                  "seconds": 1.5}
     assert (data["bytes_on_wire"], data["bytes_raw"], data["compression_ratio"]) == (5000, 12000, 2.4)
     assert data["iterations"][0] == {"index": 1, "pages_written": 65536, "bytes": 256 << 20,
-                                     "seconds": 1.2, "final": False, "stop_reason": ""}
+                                     "seconds": 1.2, "final": False, "stop_reason": "", "steps": {}}
     path = tmp_path / "report.json"
     r.write_json(str(path))
     loaded = json.loads(path.read_text())

@@ -118,8 +118,17 @@ def test_precopy_stops_at_max_iterations():
     assert len(done) == 3 and "3 iterations" in why
 
 
+def test_precopy_runs_at_least_min_iterations():
+    # the page threshold would stop after the first; min_iterations overrides it
+    done, _ = _run([10, 5, 1, 1], min_iterations=3)
+    assert done == [10, 5, 1]
+    done, why = _run([10, 5, 1, 1], min_iterations=3, max_iterations=3)
+    assert done == [10, 5, 1] and "3 iterations" in why
+
+
 def test_policy_validation():
-    for bad in ({"max_iterations": 0}, {"min_pages": -1}, {"min_shrink_percent": 100}):
+    for bad in ({"max_iterations": 0}, {"min_pages": -1}, {"min_shrink_percent": 100},
+                {"min_iterations": 0}, {"min_iterations": 9}):
         with pytest.raises(UsageError):
             PreCopyPolicy(**bad)
 
