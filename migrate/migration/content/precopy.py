@@ -263,10 +263,6 @@ class ContentPreCopy:
 
         from migrate.migration.pipeline import memory_usage
 
-        # The page server writes the pagemaps with pycriu once CRIU has sent
-        # the last page: imported now, not while frozen (~70 ms here).
-        import pycriu.images  # noqa: F401
-
         memory = memory_usage(m.container)
         images = job.images_dir
         # The destination restores the pages its store holds lazily, from

@@ -482,3 +482,22 @@ def test_a_sample_estimates_the_changed_pages_of_the_whole():
 
     assert Sample(sampled=1024, changed=32, new=10).pages(16384) == 512 + 10
     assert Sample(sampled=0, new=7).pages(0) == 7
+
+
+def test_pagemaps_are_written_byte_for_byte_as_pycriu_writes_them():
+    import io
+
+    images = pytest.importorskip("pycriu.images")
+    from migrate.migration.content.store import encode_pagemap
+
+    rng = random.Random(14)
+    for entries in ([], [(0x400000, 1, PE_PRESENT)],
+                    [(rng.randrange(1 << 47) & ~0xfff, rng.randrange(1, 1 << 20),
+                      rng.choice([0, PE_PRESENT, PE_PARENT, PE_LAZY | PE_PRESENT]))
+                     for _ in range(50)] + [(0x7ff000000000, (1 << 32) + 5, PE_PRESENT)]):
+        pages_id = rng.randrange(1 << 20)
+        want = io.BytesIO()
+        images.dump({"magic": "PAGEMAP", "entries": [{"pages_id": pages_id}] + [
+            {"vaddr": v, "compat_nr_pages": min(n, 0xffffffff), "nr_pages": n, "flags": fl}
+            for v, n, fl in entries]}, want)
+        assert encode_pagemap(pages_id, entries) == want.getvalue()
