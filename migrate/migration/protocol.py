@@ -127,7 +127,7 @@ def encode_frame(kind: Kind, header: dict[str, Any] | None = None, data: bytes =
     Raises ``ProtocolError`` if the header is not JSON-able or too large.
     """
     if kind == Kind.CHUNK:
-        payload = bytes(data)
+        payload = data      # copied once, by the join below (not first by bytes())
         limit = MAX_CHUNK
     else:
         try:
@@ -138,7 +138,7 @@ def encode_frame(kind: Kind, header: dict[str, Any] | None = None, data: bytes =
     if len(payload) > limit:
         raise ProtocolError(PHASE, f"{kind.name} frame of {len(payload)} bytes is over the "
                                    f"{limit}-byte limit")
-    return HEADER.pack(MAGIC, version, int(kind), 0, len(payload)) + payload
+    return b"".join((HEADER.pack(MAGIC, version, int(kind), 0, len(payload)), payload))
 
 
 def decode_header(raw: bytes, *, phase: str = PHASE) -> tuple[int, Kind, int]:
