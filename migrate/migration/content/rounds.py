@@ -59,10 +59,12 @@ class RoundStats:
 
 
 def changed_records(pid: int, vaddr: int, view: memoryview, mirror: Mirror, stats: RoundStats,
-                    zero: int | None = None) -> Iterator[bytes]:
+                    zero: int | None = None, *, keep: bool = True) -> Iterator[bytes | memoryview]:
     """Records of the pages of ``view`` (process ``pid``, from ``vaddr``)
     whose hash the mirror does not have; ``zero``: ``zero_hash()``, if the
-    caller keeps it."""
+    caller keeps it. ``keep=False``: a record's pages come as a slice of
+    ``view`` after its header, not copied: valid only until ``view``
+    changes (a consumer that sends each piece before asking for the next)."""
     zero_hash_ = zero_hash() if zero is None else zero
     hashes = hash_pages(view)
     stats.pages_scanned += len(hashes)
@@ -80,17 +82,24 @@ def changed_records(pid: int, vaddr: int, view: memoryview, mirror: Mirror, stat
             if is_zero:
                 stats.zero_pages += j - i
                 yield header(pid, addr, j - i, zero=True)
-            else:
+            elif keep:
                 stats.pages_sent += j - i
                 yield header(pid, addr, j - i) + view[i * PAGE_SIZE:j * PAGE_SIZE]
+            else:
+                stats.pages_sent += j - i
+                yield header(pid, addr, j - i)
+                yield view[i * PAGE_SIZE:j * PAGE_SIZE]
             i = j
 
 
 def live_round(processes: Mapping[int, int], mirror: Mirror, stats: RoundStats, *,
-               proc_root: str = "/proc") -> Iterator[bytes]:
+               proc_root: str = "/proc") -> Iterator[bytes | memoryview]:
     """Records of the pages of ``processes`` ({pid as CRIU names it: host
-    pid}) that changed since the mirror's last look. A process that exits
-    meanwhile is skipped (the final dump decides what exists)."""
+    pid}) that changed since the mirror's last look, as pieces of a stream
+    (a record's pages are a view of the read buffer, valid until the next
+    piece is asked for: ``Connection.send_stream`` sends or copies each
+    first). A process that exits meanwhile is skipped (the final dump
+    decides what exists)."""
     zero = zero_hash()
     clock = time.monotonic
     for pid, host_pid in sorted(processes.items()):
@@ -107,7 +116,7 @@ def live_round(processes: Mapping[int, int], mirror: Mirror, stats: RoundStats, 
                     stats.seconds_scanning += now - started
                     # the time the consumer spends between records (sending
                     # them) is not ours
-                    for rec in changed_records(pid, vaddr, view, mirror, stats, zero):
+                    for rec in changed_records(pid, vaddr, view, mirror, stats, zero, keep=False):
                         stats.seconds_hashing += clock() - now
                         yield rec
                         now = clock()
