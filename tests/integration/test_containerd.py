@@ -55,8 +55,9 @@ class Containerd:
         os.makedirs(tmp)
         env = {**os.environ, "TMPDIR": tmp}
         with open(self.log, "w") as log:
+            # cwd: go-criu's feature checks leave runc-criu-log-*.log in it
             self.proc = subprocess.Popen(["containerd", "--config", config], env=env,
-                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         cwd=self.base, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: self.ctr("version", check=False).returncode == 0, timeout=30,
                  what="containerd to answer")
@@ -64,7 +65,7 @@ class Containerd:
     def ctr(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         res = subprocess.run(["ctr", "-a", self.sock, "-n", self.namespace, *args],
                              capture_output=True, text=True, timeout=timeout,
-                             stdin=subprocess.DEVNULL)
+                             stdin=subprocess.DEVNULL, cwd=self.base)
         if check and res.returncode != 0:
             tail = open(self.log).read()[-2000:]
             raise AssertionError(f"ctr {' '.join(args)}: rc={res.returncode}\n"
