@@ -120,7 +120,8 @@ static int interpreter_of(const char *script, char *out, size_t size)
 }
 
 /*
- * The hot commands (those an engine runs for every container). For them,
+ * The hot commands (those an engine runs for every container, and the
+ * checkpoint and restore it runs for every container it moves). For them,
  * when the package is installed in the interpreter's virtualenv, Python
  * starts without `site` and without the entry script (issue 16): `site`
  * reads pyvenv.cfg and every .pth file of site-packages (~3 ms), and an
@@ -130,7 +131,7 @@ static int interpreter_of(const char *script, char *out, size_t size)
 static int is_hot(int argc, char **argv)
 {
 	static const char *const hot[] = { "create", "run", "exec", "start", "state", "kill",
-					   "delete" };
+					   "delete", "checkpoint", "restore" };
 	int i = 1;
 
 	while (i < argc && argv[i][0] == '-' && strcmp(argv[i], "-")) {
