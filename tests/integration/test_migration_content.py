@@ -48,7 +48,7 @@ def test_content_pre_copy_moves_the_container(pair, cid):  # noqa: F811
     before = pair.mem()
     code, out, report = pair.migrate(cid, "--strategy", _strategy())
     assert code == 0, out
-    # 64 MiB: restored at once from the store (below LAZY_MIN_BYTES)
+    # 64 MiB: restored at once from the store (below pipeline.LAZY_LOCAL_MIN_BYTES)
     assert "restored with lazy pages" not in report["reason"]
     if report["compression"] == "zstd":
         # memhold's buffer is pseudo-random: a sample of it does not compress
@@ -148,7 +148,7 @@ def _lazy_pages_daemons(workdir):
     return out
 
 
-# Lazy restores start from LAZY_MIN_BYTES (128 MiB) of memory.
+# Lazy restores start from pipeline.LAZY_LOCAL_MIN_BYTES (128 MiB) of memory.
 BIG = ("ctrhelper memhold 192 /tmp/mem & "
        "i=0; while true; do i=$((i+1)); echo $i >> /tmp/log; sleep 0.05; done")
 
@@ -187,6 +187,32 @@ def test_the_destination_restores_lazily_from_its_store(pair, cid):  # noqa: F81
     assert not _memory_stores(cid)
     # memhold sums its whole buffer every 10th iteration: wait for one made
     # after the migration
+    first = pair.mem()
+    wait_for(lambda: pair.mem()[0] > first[0] + 11, what="a full checksum after resuming")
+    pair.assert_running_on(pair.b, cid)
+    assert pair.a.status(cid) == "gone"
+
+
+def test_stop_and_copy_restores_lazily_from_the_images(pair, cid):  # noqa: F811
+    """The same local lazy restore for stop-and-copy (its images hold every
+    page before RESTORE): CRIU restores without reading the memory while
+    frozen, every page is copied in after the resume, the checksum holds."""
+    pair.start_agent()
+    pair.run_container(cid, script=BIG)
+    code, out, report = pair.migrate(cid, "--strategy", "stop-and-copy")
+    assert code == 0, out
+    assert "restored with lazy pages from the images at the destination" in report["reason"]
+    workdir = _workdir(pair, cid)
+    log = os.path.join(workdir, "criu", "lazy-pages.log")
+
+    def transferred():
+        with open(log) as f:
+            return re.findall(r"UFFD transferred pages: \((\d+)/(\d+)\)", f.read())
+
+    done = wait_for(lambda: not _lazy_pages_daemons(workdir) and transferred(), timeout=60,
+                    what="the lazy-pages daemon done")
+    copied, total = max((int(c), int(t)) for c, t in done)
+    assert copied == total >= (192 << 20) // 4096, done
     first = pair.mem()
     wait_for(lambda: pair.mem()[0] > first[0] + 11, what="a full checksum after resuming")
     pair.assert_running_on(pair.b, cid)

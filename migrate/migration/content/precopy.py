@@ -68,10 +68,6 @@ from migrate.migration.content.rounds import RoundStats, live_round
 
 __all__ = ["ContentPreCopy", "METHOD"]
 
-# The destination restores lazily (a local lazy-pages daemon, see store.py)
-# from this much memory on: starting `criu lazy-pages` costs ~100 ms here,
-# what CRIU's restore takes to read ~100 MiB.
-LAZY_MIN_BYTES = 128 << 20
 # zstd costs ~1 s of CPU per GiB here (both ends), for nothing when the
 # memory does not compress: the first round compresses a sample of it
 # (sample_ratio), and the pages go raw when it did not shrink below this.
@@ -268,7 +264,7 @@ class ContentPreCopy:
         # The destination restores the pages its store holds lazily, from
         # the store's own files (userfaultfd there; see store.py), when it
         # can: CRIU's restore then does not read the memory while frozen.
-        lazy_ok = bool(m.session.peer_features.get("lazy_pages")) and memory >= LAZY_MIN_BYTES
+        lazy_ok = m.lazy_local_ok(memory)     # pipeline.LAZY_LOCAL_MIN_BYTES
         stats = RoundStats()
         shipped: dict[str, int] = {}
         near, criu_end = socket.socketpair()

@@ -45,9 +45,15 @@ def final_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     from migrate.migration.pipeline import memory_usage
 
     m.prepare_restore()
+    memory = memory_usage(m.container)
+    # Every page is at the destination before its restore starts: from
+    # LAZY_LOCAL_MIN_BYTES on, CRIU there restores without reading the
+    # memory, and a local lazy-pages daemon copies it in after the resume.
+    # Not on top of pre-dumps: that daemon reads no parent images.
+    lazy_local = parent is None and m.lazy_local_ok(memory)
     # Freeze, dump, and the memory through the page server: one phase,
     # CRIU does them together.
-    m.step("memory", memory_usage(m.container) or None)
+    m.step("memory", memory or None)
     ps = m.control(PageServerStart(dir="images", parent=f"../pre/{parent}" if parent else None))
     images = job.images_dir
     relay = None
@@ -55,7 +61,10 @@ def final_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     def post_dump(_note) -> bool:
         m.control(PageServerWait())
         m.send_images(images)
-        m.restore_and_commit()
+        if lazy_local:
+            m.report.reason += ("; restored with lazy pages from the images at the destination "
+                                "(copied in after resuming, none over the link)")
+        m.restore_and_commit(lazy_local=lazy_local)
         return True
 
     started = time.monotonic()
