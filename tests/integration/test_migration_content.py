@@ -148,6 +148,23 @@ def _lazy_pages_daemons(workdir):
     return out
 
 
+def _assert_every_page_copied_in(workdir, mib):
+    """Wait for the destination's local lazy-pages daemon to end; its log has
+    one line per process: memhold (``mib`` MiB) got all its pages (a child
+    the shell forks after the resume, `sleep`, may exit before it needed
+    all of its)."""
+    log = os.path.join(workdir, "criu", "lazy-pages.log")
+
+    def transferred():
+        with open(log) as f:
+            return re.findall(r"UFFD transferred pages: \((\d+)/(\d+)\)", f.read())
+
+    done = wait_for(lambda: not _lazy_pages_daemons(workdir) and transferred(), timeout=60,
+                    what="the lazy-pages daemon done")
+    copied, total = max((int(c), int(t)) for c, t in done)
+    assert copied == total >= (mib << 20) // 4096, done
+
+
 # Lazy restores start from pipeline.LAZY_LOCAL_MIN_BYTES (128 MiB) of memory.
 BIG = ("ctrhelper memhold 192 /tmp/mem & "
        "i=0; while true; do i=$((i+1)); echo $i >> /tmp/log; sleep 0.05; done")
@@ -165,18 +182,7 @@ def test_the_destination_restores_lazily_from_its_store(pair, cid):  # noqa: F81
     assert code == 0, out
     assert "restored with lazy pages from the destination's page store" in report["reason"]
     workdir = _workdir(pair, cid)
-    log = os.path.join(workdir, "criu", "lazy-pages.log")
-
-    def transferred():
-        with open(log) as f:
-            return re.findall(r"UFFD transferred pages: \((\d+)/(\d+)\)", f.read())
-
-    done = wait_for(lambda: not _lazy_pages_daemons(workdir) and transferred(), timeout=60,
-                    what="the lazy-pages daemon done")
-    # one line per process: memhold got all its pages (a child the shell
-    # forks after the resume, `sleep`, may exit before it needed all of its)
-    copied, total = max((int(c), int(t)) for c, t in done)
-    assert copied == total >= (192 << 20) // 4096, done
+    _assert_every_page_copied_in(workdir, 192)
     # the store (in memory here) and the images went when the migration
     # ended (the daemon kept them open)
     from migrate.migration.content.destination import MEMORY_DIR
@@ -202,17 +208,7 @@ def test_stop_and_copy_restores_lazily_from_the_images(pair, cid):  # noqa: F811
     code, out, report = pair.migrate(cid, "--strategy", "stop-and-copy")
     assert code == 0, out
     assert "restored with lazy pages from the images at the destination" in report["reason"]
-    workdir = _workdir(pair, cid)
-    log = os.path.join(workdir, "criu", "lazy-pages.log")
-
-    def transferred():
-        with open(log) as f:
-            return re.findall(r"UFFD transferred pages: \((\d+)/(\d+)\)", f.read())
-
-    done = wait_for(lambda: not _lazy_pages_daemons(workdir) and transferred(), timeout=60,
-                    what="the lazy-pages daemon done")
-    copied, total = max((int(c), int(t)) for c, t in done)
-    assert copied == total >= (192 << 20) // 4096, done
+    _assert_every_page_copied_in(_workdir(pair, cid), 192)
     first = pair.mem()
     wait_for(lambda: pair.mem()[0] > first[0] + 11, what="a full checksum after resuming")
     pair.assert_running_on(pair.b, cid)
