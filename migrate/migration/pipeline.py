@@ -93,7 +93,6 @@ class Migration:
         import importlib
 
         from migrate.checkpoint.netns import why_netns_not_plain
-        from migrate.criu_rpc import NetworkLock
 
         self.ctx, self.opts, self.session = ctx, opts, session
         self.conn = session.conn
@@ -112,17 +111,14 @@ class Migration:
         # Relay of ours (see _relay.py), not through the control connection.
         self.memory_bytes: dict[str, int] = {}
         self._lock = threading.Lock()
-        # nftables when both CRIUs can: the restore then unlocks the network
-        # in-process instead of running iptables-restore while frozen.
-        both = (session.local_features, session.peer_features)
-        self.network_lock = (NetworkLock.NFTABLES if all(f.get("nftables_lock") for f in both)
-                             else None)
         # {"net"} (CRIU's name) when the container's netns holds only lo:
         # CRIU then neither dumps nor restores it while the container is
         # frozen. Asked before anything is frozen.
         why = why_netns_not_plain(container.state.pid, container.state.config or {},
                                   proc_root=ctx.proc_root)
         self.empty_ns: frozenset[str] = frozenset({"net"}) if why is None else frozenset()
+        self.network_lock = network_lock_for((session.local_features, session.peer_features),
+                                             self.empty_ns, opts.tcp_established)
         self.rootfs_size = _dir_size(self.bundle) if opts.rootfs == "copy" else 0
         self._snapshot = None       # the rootfs as first sent (--rootfs copy)
         self._rollback = None
@@ -366,6 +362,20 @@ def _pagemap_pages(images_dir: str) -> int:
         with contextlib.suppress(Exception):
             total += sum(e.get("nr_pages", 0) for e in load_image(path)[1:] if not in_parent(e))
     return total
+
+
+def network_lock_for(features, empty_ns: frozenset[str], tcp_established: bool):
+    """CRIU's network lock for the dump. SKIP for a netns CRIU recreates
+    empty with no TCP connection to bring back: the lock would guard nothing
+    and its rules cost the freeze (the restore's rule is the same:
+    checkpoint.restore_plan.restore_network_lock). Else nftables when both
+    CRIUs (``features``: each host's) can: the restore then unlocks in-process
+    instead of running iptables-restore while frozen. Else CRIU's default."""
+    from migrate.criu_rpc import NetworkLock
+
+    if "net" in empty_ns and not tcp_established:
+        return NetworkLock.SKIP
+    return NetworkLock.NFTABLES if all(f.get("nftables_lock") for f in features) else None
 
 
 # From this much memory on, a restore from images the destination holds
