@@ -534,11 +534,14 @@ def test_loopback_is_up_in_a_new_network_namespace(runtime, bundle, cid):
     assert any(ns["type"] == "network" and not ns.get("path")
                for ns in bundle.config["linux"]["namespaces"])
     bundle.sh("cat /sys/class/net/lo/flags; "
-              # the client retries until the server listens (a fixed sleep
-              # raced under load); with lo down every try is refused
-              "nc -l -p 7777 > /tmp/got & "
-              "for i in $(seq 100); do echo over-loopback | nc -w 3 127.0.0.1 7777 && break; "
-              "sleep 0.05; done; wait; cat /tmp/got")
+              # the client retries until the server has the line (a fixed
+              # sleep raced under load, and busybox nc once took a connection
+              # without its data); the server listens again until then.
+              # With lo down every try is refused.
+              "(for j in $(seq 100); do nc -l -p 7777 >> /tmp/got; "
+              "[ -s /tmp/got ] && break; done) & "
+              "for i in $(seq 100); do echo over-loopback | nc -w 3 127.0.0.1 7777; "
+              "[ -s /tmp/got ] && break; sleep 0.05; done; kill $! 2>/dev/null; cat /tmp/got")
     bundle.config["root"]["readonly"] = False
     bundle.write()
     res = runtime("run", "--bundle", bundle.path, cid)

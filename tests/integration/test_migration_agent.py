@@ -19,13 +19,17 @@ def _children(pid: int) -> dict[int, str]:
     """The agent's children and their states (R, S, Z ...)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/children") as f:
-            for child in f.read().split():
-                try:
-                    with open(f"/proc/{child}/stat", "rb") as st:
-                        out[int(child)] = st.read().rsplit(b")", 1)[1].split()[0].decode()
-                except FileNotFoundError:
-                    pass
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children = f.read().split()
+        except FileNotFoundError:
+            continue        # a thread of the agent that ended meanwhile
+        for child in children:
+            try:
+                with open(f"/proc/{child}/stat", "rb") as st:
+                    out[int(child)] = st.read().rsplit(b")", 1)[1].split()[0].decode()
+            except FileNotFoundError:
+                pass
     return out
 
 
