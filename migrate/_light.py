@@ -23,7 +23,7 @@ modules out of the hot commands.
 
 from __future__ import annotations
 
-__all__ = ["loads", "dumps", "suppress", "contextmanager"]
+__all__ = ["loads", "dumps", "suppress", "contextmanager", "lazy_exports"]
 
 try:
     import _json
@@ -144,3 +144,24 @@ def contextmanager(func):
     helper.__doc__ = func.__doc__
     helper.__wrapped__ = func
     return helper
+
+
+def lazy_exports(package: str, where: dict[str, str], namespace: dict, exported):
+    """A package's ``__getattr__`` and ``__dir__`` for names (``where``: name
+    -> submodule) imported only when first used; each is then kept in
+    ``namespace`` (the package's globals), so later look-ups skip the hook."""
+
+    def __getattr__(name: str):
+        module = where.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        # __import__, not importlib (its import costs start-up time): with a
+        # fromlist it returns the submodule itself.
+        value = getattr(__import__(f"{package}.{module}", fromlist=[name]), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *exported})
+
+    return __getattr__, __dir__

@@ -69,15 +69,7 @@ _LAZY = {name: "lazy_pages" for name in (
     "raised_pipe_max_size", "lazy_pages_argv", "start_lazy_pages")}
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    # __import__ with a fromlist returns the submodule itself (oci/__init__.py).
-    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+from migrate._light import lazy_exports as _lazy_exports  # noqa: E402
 
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY, globals(), __all__)
+del _lazy_exports

@@ -74,16 +74,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    # __import__, not importlib (its import costs start-up time): with a
-    # fromlist it returns the submodule itself.
-    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+from migrate._light import lazy_exports as _lazy_exports  # noqa: E402
 
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals(), __all__)
+del _lazy_exports
