@@ -210,6 +210,16 @@ _process_vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulo
 _process_vm_readv.restype = ctypes.c_ssize_t
 
 
+def _raise_if_fatal(err: int) -> None:
+    """process_vm_readv's errors that end the reading: the process is gone
+    (ESRCH) or not ours to read (EPERM). Others (EFAULT: a page went away)
+    return, for the caller to skip past."""
+    if err == errno.ESRCH:
+        raise ProcessLookupError(err, os.strerror(err))
+    if err == errno.EPERM:
+        raise PermissionError(err, os.strerror(err))
+
+
 class ProcessMemory:
     """Reads the dumpable memory of one process, chunk by chunk::
 
@@ -253,11 +263,7 @@ class ProcessMemory:
             n = _process_vm_readv(self.pid, ctypes.byref(self._local), 1,
                                   ctypes.byref(self._remote), 1, 0)
             if n < 0:
-                err = ctypes.get_errno()
-                if err == errno.ESRCH:
-                    raise ProcessLookupError(err, os.strerror(err))
-                if err == errno.EPERM:
-                    raise PermissionError(err, os.strerror(err))
+                _raise_if_fatal(ctypes.get_errno())
                 n = 0       # EFAULT: the first page went away
             n -= n % PAGE_SIZE
             if n:
@@ -282,11 +288,7 @@ class ProcessMemory:
             self._local.len = len(batch) * PAGE_SIZE
             n = _process_vm_readv(self.pid, ctypes.byref(self._local), 1, remote, len(batch), 0)
             if n < 0:
-                err = ctypes.get_errno()
-                if err == errno.ESRCH:
-                    raise ProcessLookupError(err, os.strerror(err))
-                if err == errno.EPERM:
-                    raise PermissionError(err, os.strerror(err))
+                _raise_if_fatal(ctypes.get_errno())
                 continue
             self.bytes_read += n
             for i in range(n // PAGE_SIZE):
