@@ -47,9 +47,9 @@ def warm_up() -> None:
 
     to_criu_opts(CriuOptions(images_dir="/"), images_dir_fd=0)   # loads protobuf and rpc_pb2
     try:
-        # Restore reads CRIU's images (mount points, namespaces) with
-        # pycriu (content pre-copy's final build its pagemaps): ~80
-        # modules, 30-60 ms on first use.
+        # Content pre-copy's final build reads the pagemaps with pycriu
+        # (restore reads its images with criu_rpc.images): ~80 modules,
+        # 30-60 ms on first use.
         import pycriu.images  # noqa: F401
     except ImportError:
         pass
