@@ -293,6 +293,10 @@ class ManagerBase:
     def _procs_dir(self) -> str:
         raise NotImplementedError
 
+    def procs_files(self) -> list[str]:
+        """The cgroup.procs files ``add`` writes, in its order."""
+        return [os.path.join(d, "cgroup.procs") for d in self._dirs()]
+
     def pids(self) -> list[int]:
         """Every pid in the container's cgroup and its sub-cgroups."""
         top = self._procs_dir()

@@ -26,6 +26,10 @@ class CgroupManager(Protocol):
     def add(self, pid: int) -> None:
         """Move ``pid`` into the container's cgroup in every hierarchy. Raises KernelError."""
 
+    def procs_files(self) -> list[str]:
+        """The cgroup.procs files ``add`` writes, in its order (for a
+        process that joins by itself: runtime/spawn.py)."""
+
     def apply_resources(self, resources: Any) -> None:
         """Write ``linux.resources`` (the oci model, duck-typed); None fields are left alone.
 

@@ -107,18 +107,16 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
 
     Raises NotFoundError, InvalidStateError, UsageError, LaunchError.
     """
-    from migrate.runtime.init.setns import SetnsInit, run_setns_init
-    from migrate.runtime.launcher import LaunchSpec, launch
-
     store = StateStore(ctx.root)
     container = Container.load(store, opts.id, ctx.proc_root)
     container.require("exec_ignore_paused" if opts.ignore_paused else "exec")
     cgroups = container.cgroups
-    if opts.sub_cgroups and cgroups is not None:
+    sub_cgroups = bool(opts.sub_cgroups and cgroups is not None)
+    if sub_cgroups:
         from migrate.runtime.cgroups import sub_manager
 
-        cgroups = _Joining(sub_manager(cgroups, dict(opts.sub_cgroups),
-                                       rootless=container.state.rootless_cgroups))
+        cgroups = sub_manager(cgroups, dict(opts.sub_cgroups),
+                              rootless=container.state.rootless_cgroups)
     # What exec needs of the config, checked by `create` already: the
     # process, the namespaces and the seccomp profile (kept as JSON by the
     # parser too). Not parse_config: with its checks and the resources
@@ -163,6 +161,73 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
 
         # The container's profile: runtime-spec's process (--process) has none.
         seccomp = plan_seccomp(linux["seccomp"])
+    from migrate.runtime.spawn import can_spawn
+
+    fast = can_spawn(join, process, seccomp, ignore_paused=opts.ignore_paused,
+                     rootless_cgroups=container.state.rootless_cgroups)
+    if not fast:
+        from migrate.runtime.process import preload
+
+        preload(process, False)   # the child cannot import after setns(mnt)
+    fg = None
+    if not opts.detach:
+        from migrate.runtime.foreground import Foreground
+
+        fg = Foreground(ctx.syscalls)
+        fg.install()
+    if opts.attach_warmup is not None:
+        opts.attach_warmup.wait()       # no thread may run across the fork
+    try:
+        if fast:
+            pid, console_fd = _spawn(ctx, opts, process, join, cgroups, seccomp, sub_cgroups), None
+        else:
+            launched = _launch(ctx, opts, container, process, join,
+                               _Joining(cgroups) if sub_cgroups else cgroups, seccomp)
+            pid, console_fd = launched.pid, launched.console_fd
+        try:
+            if opts.pid_file:
+                from migrate.runtime.lifecycle.bringup import write_pid_file
+
+                write_pid_file(opts.pid_file, pid)
+            if console_fd is not None and opts.console_socket:
+                from migrate.runtime.console import send_console
+
+                send_console(opts.console_socket, console_fd)
+                os.close(console_fd)
+                console_fd = None
+        except BaseException:
+            # Nobody would ever hear of the process: do not leave it running.
+            _kill_quietly(pid)
+            if console_fd is not None:
+                os.close(console_fd)
+            raise
+        if fg is None:
+            return 0
+        return fg.wait(pid, console_fd)
+    finally:
+        if fg is not None:
+            fg.restore()
+
+
+def _spawn(ctx, opts: ExecOptions, process, join, cgroups, seccomp, sub_cgroups: bool) -> int:
+    """The fast path (runtime/spawn.py): the process is running when this returns."""
+    from migrate.runtime.spawn import SpawnCgroupError, spawn
+
+    try:
+        return spawn(process, join=join, cgroups=cgroups, seccomp=seccomp,
+                     preserve_fds=opts.preserve_fds,
+                     setgroups_allowed=True,       # no user namespace here
+                     sys=ctx.syscalls, proc_root=ctx.proc_root)
+    except SpawnCgroupError as err:
+        raise _joining_error(err.pid, err) if sub_cgroups else err from None
+
+
+def _launch(ctx, opts: ExecOptions, container, process, join, cgroups, seccomp):
+    """The launcher's path (runtime/launcher.py): fork, then the setns init in Python."""
+    from migrate.runtime.init.setns import SetnsInit, run_setns_init
+    from migrate.runtime.launcher import LaunchSpec, launch
+
+    pid = container.state.pid
     init = SetnsInit(process=process, preserve_fds=opts.preserve_fds,
                      setgroups_allowed=_setgroups_allowed(pid, ctx.proc_root),
                      seccomp=seccomp)
@@ -176,46 +241,22 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
             oci_version=st["ociVersion"], pid=exec_pid, metadata=seccomp.listener_metadata,
             state=st), fd)
 
-    from migrate.runtime.process import preload
+    sys = ctx.syscalls
+    return launch(LaunchSpec(
+        join=tuple(join), cgroups=cgroups,
+        child=lambda sock: run_setns_init(init, sys, sock),
+        on_seccomp=on_seccomp if seccomp is not None and seccomp.notifies else None))
 
-    preload(process, False)   # the child cannot import after setns(mnt)
-    fg = None
-    if not opts.detach:
-        from migrate.runtime.foreground import Foreground
 
-        fg = Foreground(ctx.syscalls)
-        fg.install()
-    if opts.attach_warmup is not None:
-        opts.attach_warmup.wait()       # no thread may run across the fork
-    try:
-        sys = ctx.syscalls
-        launched = launch(LaunchSpec(
-            join=tuple(join), cgroups=cgroups,
-            child=lambda sock: run_setns_init(init, sys, sock),
-            on_seccomp=on_seccomp if seccomp is not None and seccomp.notifies else None))
-        try:
-            if opts.pid_file:
-                from migrate.runtime.lifecycle.bringup import write_pid_file
+def _joining_error(pid: int, err):
+    """A sub-cgroup that could not be joined, in runc's words (callers match on them)."""
+    from migrate.errors import KernelError
 
-                write_pid_file(opts.pid_file, launched.pid)
-            if launched.console_fd is not None and opts.console_socket:
-                from migrate.runtime.console import send_console
-
-                send_console(opts.console_socket, launched.console_fd)
-                os.close(launched.console_fd)
-                launched.console_fd = None
-        except BaseException:
-            # Nobody would ever hear of the process: do not leave it running.
-            _kill_quietly(launched.pid)
-            if launched.console_fd is not None:
-                os.close(launched.console_fd)
-            raise
-        if fg is None:
-            return 0
-        return fg.wait(launched.pid, launched.console_fd)
-    finally:
-        if fg is not None:
-            fg.restore()
+    error = KernelError(f"adding pid {pid} to cgroups: write", err.path, err.errno)
+    # Go's lower-case errno text, which runc's callers match on.
+    error.args = (f"adding pid {pid} to cgroups: write {err.path}: "
+                  f"{os.strerror(err.errno).lower()}",)
+    return error
 
 
 class _Joining:
@@ -230,11 +271,7 @@ class _Joining:
         try:
             self._manager.add(pid)
         except KernelError as err:
-            error = KernelError(f"adding pid {pid} to cgroups: write", err.path, err.errno)
-            # Go's lower-case errno text, which runc's callers match on.
-            error.args = (f"adding pid {pid} to cgroups: write {err.path}: "
-                          f"{os.strerror(err.errno).lower()}",)
-            raise error from None
+            raise _joining_error(pid, err) from None
 
 
 def _kill_quietly(pid: int) -> None:

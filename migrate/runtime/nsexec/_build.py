@@ -6,7 +6,7 @@ import os
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ["nsexec.c", "idmap.c", "log.c", "syscalls.c", "seccomp.c"]
+SOURCES = ["nsexec.c", "idmap.c", "log.c", "syscalls.c", "seccomp.c", "spawn.c"]
 
 ffibuilder = FFI()
 ffibuilder.cdef(
@@ -24,6 +24,47 @@ ffibuilder.cdef(
         char failed_step[64];
     };
     int nsexec_bootstrap(struct nsexec_config *cfg);
+
+    struct nsexec_spawn {
+        int pidns_fd;
+        int own_pidns_fd;
+        int join_fds[8];
+        int join_types[8];
+        int njoin;
+        int cgroup_fds[16];
+        int ncgroups;
+        int oom_score_adj_set;
+        int oom_score_adj;
+        int rlimit_res[16];
+        unsigned long long rlimit_cur[16];
+        unsigned long long rlimit_max[16];
+        int nrlimits;
+        const char *cwd;
+        const char **argv;
+        char **envp;
+        int nenv;
+        int need_home;
+        const char *path_var;
+        unsigned int uid;
+        unsigned int gid;
+        const unsigned int *groups;
+        int ngroups;
+        int set_groups;
+        int has_caps;
+        int last_cap;
+        unsigned long long bounding, effective, permitted, inheritable, ambient;
+        int no_new_privs;
+        int umask;
+        void *seccomp;
+        int keep_fds;
+        char home[4104];
+        char path[4096];
+        char failed_step[64];
+        int err;
+        int index;
+        int pid;
+    };
+    int nsexec_spawn(struct nsexec_spawn *s);
 
     int sys_mount(const char *source, const char *target, const char *fstype,
                   unsigned long flags, const char *data);

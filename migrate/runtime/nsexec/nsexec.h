@@ -32,6 +32,57 @@ struct nsexec_config {
  */
 int nsexec_bootstrap(struct nsexec_config *cfg);
 
+/*
+ * spawn.c: exec's fast path. Everything planned by runtime/spawn.py; the
+ * child joins the container and execs without the runtime forking itself.
+ */
+#define NSEXEC_SPAWN_MAX_CGROUPS 16
+#define NSEXEC_SPAWN_MAX_RLIMITS 16
+
+struct nsexec_spawn {
+	int pidns_fd;                /* the container's PID namespace, or -1 */
+	int own_pidns_fd;            /* ours, to go back to after clone() */
+	int join_fds[NSEXEC_MAX_JOIN];   /* the other namespaces, joined by the child */
+	int join_types[NSEXEC_MAX_JOIN];
+	int njoin;
+	int cgroup_fds[NSEXEC_SPAWN_MAX_CGROUPS];  /* cgroup.procs, open for writing */
+	int ncgroups;
+	int oom_score_adj_set;
+	int oom_score_adj;
+	int rlimit_res[NSEXEC_SPAWN_MAX_RLIMITS];
+	unsigned long long rlimit_cur[NSEXEC_SPAWN_MAX_RLIMITS];
+	unsigned long long rlimit_max[NSEXEC_SPAWN_MAX_RLIMITS];
+	int nrlimits;
+	const char *cwd;
+	const char **argv;
+	char **envp;                 /* nenv entries, then room for HOME, then NULL */
+	int nenv;
+	int need_home;               /* HOME from the container's /etc/passwd */
+	const char *path_var;        /* the process's PATH, or NULL: the default */
+	unsigned int uid;
+	unsigned int gid;
+	const unsigned int *groups;
+	int ngroups;
+	int set_groups;              /* 0: the user namespace denies setgroups */
+	int has_caps;                /* 0: the process has no capabilities object */
+	int last_cap;
+	unsigned long long bounding, effective, permitted, inheritable, ambient;
+	int no_new_privs;
+	int umask;                   /* -1: leave it */
+	void *seccomp;               /* seccomp_filter_build's, no listener; or NULL */
+	int keep_fds;                /* fds 0 .. keep_fds-1 survive execve */
+	/* out, written by the child on failure */
+	char home[4096 + 8];
+	char path[4096];             /* the executable found */
+	char failed_step[64];
+	int err;
+	int index;
+	int pid;                     /* the child that failed, reaped (for messages) */
+};
+
+/* The new process's pid (in our PID namespace), or -errno with failed_step set. */
+int nsexec_spawn(struct nsexec_spawn *s);
+
 /* log.c */
 void nsexec_log(int fd, const char *level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -120,6 +171,8 @@ struct seccomp_profile {
 int seccomp_filter_build(struct seccomp_profile *p, void **filter);
 /* Load and release it: the listener fd (NEW_LISTENER), else 0, or -errno. */
 int seccomp_filter_load(void *filter);
+/* Load without releasing (a vfork child must not free the runtime's memory). */
+int seccomp_filter_install(void *filter);
 void seccomp_filter_release(void *filter);
 struct sock_filter;
 int seccomp_filter_dump(void *filter, struct sock_filter *out, int max);

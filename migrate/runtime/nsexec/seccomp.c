@@ -413,15 +413,21 @@ fail:
  * Returns the listener fd (SECCOMP_FILTER_FLAG_NEW_LISTENER), else 0, or
  * -errno. Without no_new_privs this needs CAP_SYS_ADMIN (seccomp(2)).
  */
-int seccomp_filter_load(void *filter)
+int seccomp_filter_install(void *filter)
 {
 	struct prepared_filter *f = filter;
 	struct sock_fprog prog = { .len = f->len, .filter = f->insns };
 	long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, f->flags, &prog);
-	int err = errno;
+
+	return r < 0 ? -errno : (int)r;
+}
+
+int seccomp_filter_load(void *filter)
+{
+	int r = seccomp_filter_install(filter);
 
 	seccomp_filter_release(filter);
-	return r < 0 ? -err : (int)r;
+	return r;
 }
 
 void seccomp_filter_release(void *filter)

@@ -89,6 +89,18 @@ def test_add_joins_every_hierarchy_and_pids(created, hybrid):
     assert read(hybrid.path("systemd", "migrate/c1", "cgroup.procs")) == "7"
 
 
+def test_procs_files_are_what_add_writes(created, hybrid):
+    """exec's fast path joins by itself through these files (runtime/spawn.py)."""
+    host, m = created
+    m.add(4242)
+    written = [f for f in m.procs_files() if read(f) == "4242"]
+    assert written == m.procs_files()
+    assert sorted(m.procs_files()) == sorted(
+        os.path.join(d, "cgroup.procs") for d in set(m.paths().values()))
+    hm = hybrid.open()
+    assert hybrid.path("unified", "migrate/c1", "cgroup.procs") in hm.procs_files()
+
+
 def test_pids_recursive(created):
     host, m = created
     m.add(10)
