@@ -326,6 +326,10 @@ def program() -> None:
         code = main()
     except SystemExit as exc:   # --help of a hot command
         code = exc.code
+    if "_MIGRATE_ATTACH_WARMUP" in os.environ or "migrate.runtime.cgroups.warmup" in sys.modules:
+        from migrate.runtime.cgroups.warmup import reap_launcher_warmup
+
+        reap_launcher_warmup()     # the `migrate` launcher's child (cgroups/warmup.py)
     if code is None:
         code = 0
     if not isinstance(code, int):

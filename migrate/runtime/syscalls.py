@@ -167,9 +167,10 @@ class LinuxSyscalls:
             os.close(fd)
 
     def warm_cgroup_attach(self, cgroup_root, proc_root):
-        from migrate.runtime.cgroups.warmup import AttachWarmup
+        from migrate.runtime.cgroups.warmup import AttachWarmup, adopt_launcher_warmup
 
-        return AttachWarmup(cgroup_root, proc_root)
+        # The `migrate` launcher may have started one already, ~10 ms earlier.
+        return adopt_launcher_warmup() or AttachWarmup(cgroup_root, proc_root)
 
     def prctl(self, option, arg2=0, arg3=0, arg4=0, arg5=0):
         return nsexec.check(self._c().sys_prctl(option, arg2, arg3, arg4, arg5),

@@ -17,7 +17,11 @@ from __future__ import annotations
 import _thread
 import os
 
-__all__ = ["AttachWarmup"]
+__all__ = ["AttachWarmup", "ChildWarmup", "adopt_launcher_warmup", "LAUNCHER_WARMUP"]
+
+# Set by the `migrate` launcher (nsexec/launcher.c) for create, run and exec:
+# the pid of the child it started to do the same before Python even began.
+LAUNCHER_WARMUP = "_MIGRATE_ATTACH_WARMUP"
 
 
 class AttachWarmup:
@@ -50,6 +54,45 @@ class AttachWarmup:
     def wait(self) -> None:
         self._done.acquire()
         self._done.release()
+
+
+class ChildWarmup:
+    """The launcher's warm-up: a child process; ``wait()`` reaps it (once)."""
+
+    __slots__ = ("_pid",)
+
+    def __init__(self, pid: int):
+        self._pid = pid
+
+    def wait(self) -> None:
+        if self._pid > 0:
+            try:
+                os.waitpid(self._pid, 0)
+            except ChildProcessError:
+                pass
+            self._pid = 0
+
+
+_adopted: list[ChildWarmup] = []
+
+
+def adopt_launcher_warmup(environ=os.environ) -> ChildWarmup | None:
+    """The launcher's warm-up, taken out of ``environ`` (so nothing we
+    start inherits its pid); None when there is none."""
+    value = environ.pop(LAUNCHER_WARMUP, "")
+    if not (value.isdigit() and int(value) > 0):
+        return None
+    _adopted.append(ChildWarmup(int(value)))
+    return _adopted[-1]
+
+
+def reap_launcher_warmup() -> None:
+    """Before exiting: wait for the launcher's warm-up if nobody did (an
+    error came first), rather than leave a zombie to a PID 1 that may never
+    reap it."""
+    adopt_launcher_warmup()
+    for warmup in _adopted:
+        warmup.wait()
 
 
 def own_procs_file(cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc") -> str | None:

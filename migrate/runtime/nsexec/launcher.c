@@ -47,6 +47,7 @@
 
 #define SCRIPT "migrate-py"
 #define MARK "_MIGRATE_EXE_GUARD"
+#define WARMUP "_MIGRATE_ATTACH_WARMUP"
 
 extern char **environ;
 
@@ -341,22 +342,70 @@ out:
 	return err ? err : fd;
 }
 
-/* environ without any mark of ours, plus `mark` when not NULL. */
-static char **environment(const char *mark)
+/*
+ * The first cgroup attach after a quiet spell waits for an RCU grace period
+ * (10-15 ms here; runtime/cgroups/warmup.py). create, run and exec attach a
+ * process: a child of ours pays that wait now, while Python starts, by
+ * moving itself into the cgroup it is already in. Its pid goes to Python
+ * in WARMUP, which reaps it before forking (or before exiting). Best effort:
+ * any failure only means no warm-up.
+ */
+static void start_attach_warmup(char *env, size_t size)
+{
+	char line[PATH_MAX], path[2 * PATH_MAX];
+	const char *mount = "/sys/fs/cgroup";
+	struct stat st;
+	ssize_t n;
+	char *own, *end;
+	int fd;
+	pid_t pid = fork();
+
+	if (pid != 0) {
+		if (pid > 0)
+			snprintf(env, size, WARMUP "=%d", (int)pid);
+		return;
+	}
+	syscall(SYS_close_range, 0, ~0U, 0);   /* nobody waits on our stdio */
+	fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+	n = fd < 0 ? -1 : read(fd, line, sizeof(line) - 1);
+	if (n <= 0)
+		_exit(0);
+	line[n] = '\0';
+	own = strncmp(line, "0::", 3) ? strstr(line, "\n0::") : line - 1;
+	if (!own)
+		_exit(0);
+	own += 4;
+	end = strchr(own, '\n');
+	if (end)
+		*end = '\0';
+	if (stat("/sys/fs/cgroup/cgroup.controllers", &st) < 0)
+		mount = "/sys/fs/cgroup/unified";
+	snprintf(path, sizeof(path), "%s%s/cgroup.procs", mount, strcmp(own, "/") ? own : "");
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0 && write(fd, "0", 1) < 0)
+		_exit(1);
+	_exit(0);
+}
+
+/* environ without any mark of ours, plus `mark` and `warmup` when not empty. */
+static char **environment(const char *mark, const char *warmup)
 {
 	size_t n = 0, j = 0;
 	char **env;
 
 	while (environ[n])
 		n++;
-	env = calloc(n + 2, sizeof(char *));
+	env = calloc(n + 3, sizeof(char *));
 	if (!env)
 		die("cannot start", "", ENOMEM);
 	for (size_t i = 0; i < n; i++)
-		if (strncmp(environ[i], MARK, strlen(MARK)))
+		if (strncmp(environ[i], MARK, strlen(MARK)) &&
+		    strncmp(environ[i], WARMUP "=", strlen(WARMUP) + 1))
 			env[j++] = environ[i];
 	if (mark)
 		env[j++] = (char *)mark;
+	if (warmup[0])
+		env[j++] = (char *)warmup;
 	env[j] = NULL;
 	return env;
 }
@@ -364,13 +413,15 @@ static char **environment(const char *mark)
 int main(int argc, char **argv)
 {
 	char self[PATH_MAX], script[PATH_MAX + sizeof(SCRIPT) + 1], interp[PATH_MAX], real[PATH_MAX];
-	char site[PATH_MAX], pkg[PATH_MAX];
+	char site[PATH_MAX], pkg[PATH_MAX], warmup[64] = "";
 	const char *how = NULL;
 	char **args;
 	int fd = -1;
 	ssize_t n;
 	char *slash;
 
+	if (joins_container(argc, argv))
+		start_attach_warmup(warmup, sizeof(warmup));
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n < 0)
 		die("cannot read", "/proc/self/exe", errno);
@@ -388,7 +439,7 @@ int main(int argc, char **argv)
 		/* Not a plain shebang: the kernel runs it; Python protects itself. */
 		args[0] = script;
 		memcpy(args + 1, argv + 1, argc * sizeof(char *));
-		execve(script, args, environment(NULL));
+		execve(script, args, environment(NULL, warmup));
 		die("cannot execute", script, errno);
 	}
 	/* argv[0] is the interpreter's path as pip wrote it: Python finds its
@@ -432,10 +483,10 @@ int main(int argc, char **argv)
 		}
 	}
 	if (fd >= 0) {
-		syscall(SYS_execveat, fd, "", args, environment(how), AT_EMPTY_PATH);
+		syscall(SYS_execveat, fd, "", args, environment(how, warmup), AT_EMPTY_PATH);
 		close(fd);  /* e.g. noexec: run unprotected, Python protects itself */
 	}
-	execve(interp, args, environment(NULL));
+	execve(interp, args, environment(NULL, warmup));
 	die("cannot execute", interp, errno);
 	return 1;
 }
