@@ -50,7 +50,7 @@ class SpawnCgroupError(KernelError):
 def can_spawn(join, process, seccomp, *, ignore_paused: bool, rootless_cgroups: bool) -> bool:
     """Whether ``spawn`` can start this process (see the module docstring)."""
     return (not process.terminal and not ignore_paused and not rootless_cgroups
-            and len(join) <= 9 and len(process.rlimits) <= 16
+            and len(process.rlimits) <= 16
             and not any(flag in (NsFlag.USER, NsFlag.TIME) for _, flag in join)
             and (seccomp is None or not seccomp.notifies))
 

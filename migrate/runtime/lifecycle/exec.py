@@ -179,7 +179,8 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
         opts.attach_warmup.wait()       # no thread may run across the fork
     try:
         if fast:
-            pid, console_fd = _spawn(ctx, opts, process, join, cgroups, seccomp, sub_cgroups), None
+            pid, console_fd = _spawn(ctx, opts, container, process, join, cgroups, seccomp,
+                                     sub_cgroups), None
         else:
             launched = _launch(ctx, opts, container, process, join,
                                _Joining(cgroups) if sub_cgroups else cgroups, seccomp)
@@ -209,14 +210,15 @@ def exec_process(ctx: RuntimeContext, opts: ExecOptions) -> int:
             fg.restore()
 
 
-def _spawn(ctx, opts: ExecOptions, process, join, cgroups, seccomp, sub_cgroups: bool) -> int:
+def _spawn(ctx, opts: ExecOptions, container, process, join, cgroups, seccomp,
+           sub_cgroups: bool) -> int:
     """The fast path (runtime/spawn.py): the process is running when this returns."""
     from migrate.runtime.spawn import SpawnCgroupError, spawn
 
     try:
         return spawn(process, join=join, cgroups=cgroups, seccomp=seccomp,
                      preserve_fds=opts.preserve_fds,
-                     setgroups_allowed=True,       # no user namespace here
+                     setgroups_allowed=_setgroups_allowed(container.state.pid, ctx.proc_root),
                      sys=ctx.syscalls, proc_root=ctx.proc_root)
     except SpawnCgroupError as err:
         raise _joining_error(err.pid, err) if sub_cgroups else err from None
