@@ -57,7 +57,11 @@ class AttachWarmup:
 
 
 class ChildWarmup:
-    """The launcher's warm-up: a child process; ``wait()`` reaps it (once)."""
+    """The launcher's warm-up (nsexec/launcher.c): a child that moves itself
+    into its own cgroup every few ms, so that the kernel stays past the
+    grace period until we attach. ``wait()`` ends it and reaps it (once):
+    SIGKILL waits for an attach in progress, so the first grace period is
+    over when it returns."""
 
     __slots__ = ("_pid",)
 
@@ -67,8 +71,9 @@ class ChildWarmup:
     def wait(self) -> None:
         if self._pid > 0:
             try:
+                os.kill(self._pid, 9)       # our unreaped child: the pid is still ours
                 os.waitpid(self._pid, 0)
-            except ChildProcessError:
+            except (ChildProcessError, ProcessLookupError):
                 pass
             self._pid = 0
 

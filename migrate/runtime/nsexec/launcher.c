@@ -41,6 +41,7 @@
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nsexec.h"
@@ -48,6 +49,8 @@
 #define SCRIPT "migrate-py"
 #define MARK "_MIGRATE_EXE_GUARD"
 #define WARMUP "_MIGRATE_ATTACH_WARMUP"
+#define WARMUP_EVERY_MS 3         /* well within a grace period */
+#define WARMUP_MAX_MS 2000
 
 extern char **environ;
 
@@ -344,11 +347,14 @@ out:
 
 /*
  * The first cgroup attach after a quiet spell waits for an RCU grace period
- * (10-15 ms here; runtime/cgroups/warmup.py). create, run and exec attach a
+ * (10-15 ms here; runtime/cgroups/warmup.py), and so does one that comes
+ * more than a grace period after the last. create, run and exec attach a
  * process: a child of ours pays that wait now, while Python starts, by
- * moving itself into the cgroup it is already in. Its pid goes to Python
- * in WARMUP, which reaps it before forking (or before exiting). Best effort:
- * any failure only means no warm-up.
+ * moving itself into the cgroup it is already in, and then keeps the kernel
+ * in that state by doing it again every few milliseconds until Python,
+ * about to attach, kills it (at most for WARMUP_MAX_MS). Its pid goes to
+ * Python in WARMUP, which also reaps it. Best effort: any failure only
+ * means no warm-up.
  */
 static void start_attach_warmup(char *env, size_t size)
 {
@@ -382,8 +388,13 @@ static void start_attach_warmup(char *env, size_t size)
 		mount = "/sys/fs/cgroup/unified";
 	snprintf(path, sizeof(path), "%s%s/cgroup.procs", mount, strcmp(own, "/") ? own : "");
 	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd >= 0 && write(fd, "0", 1) < 0)
-		_exit(1);
+	for (int ms = 0; fd >= 0 && ms < WARMUP_MAX_MS; ms += WARMUP_EVERY_MS) {
+		struct timespec pause = { 0, WARMUP_EVERY_MS * 1000000L };
+
+		if (write(fd, "0", 1) < 0)
+			_exit(1);
+		nanosleep(&pause, NULL);
+	}
 	_exit(0);
 }
 
