@@ -34,10 +34,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -371,6 +373,7 @@ static void start_attach_warmup(char *env, size_t size)
 			snprintf(env, size, WARMUP "=%d", (int)pid);
 		return;
 	}
+	prctl(PR_SET_PDEATHSIG, SIGKILL);      /* a killed runtime: no reason to go on */
 	syscall(SYS_close_range, 0, ~0U, 0);   /* nobody waits on our stdio */
 	fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
 	n = fd < 0 ? -1 : read(fd, line, sizeof(line) - 1);
