@@ -49,10 +49,10 @@ class SpawnCgroupError(KernelError):
 
 def can_spawn(join, process, seccomp, *, ignore_paused: bool, rootless_cgroups: bool) -> bool:
     """Whether ``spawn`` can start this process (see the module docstring)."""
-    return (not process.terminal and not ignore_paused and not rootless_cgroups
-            and len(process.rlimits) <= 16
-            and not any(flag in (NsFlag.USER, NsFlag.TIME) for _, flag in join)
-            and (seccomp is None or not seccomp.notifies))
+    return bool(process.args and not process.terminal and not ignore_paused
+                and not rootless_cgroups and len(process.rlimits) <= 16
+                and not any(flag in (NsFlag.USER, NsFlag.TIME) for _, flag in join)
+                and (seccomp is None or not seccomp.notifies))
 
 
 def spawn(process, *, join, cgroups, seccomp, preserve_fds: int, setgroups_allowed: bool,
@@ -99,7 +99,9 @@ def spawn(process, *, join, cgroups, seccomp, preserve_fds: int, setgroups_allow
             fds.append(s.cgroup_fds[i])
         s.ncgroups = len(cgroup_files)
         if process.oom_score_adj is not None:
-            s.oom_score_adj_set, s.oom_score_adj = 1, process.oom_score_adj
+            # the kernel refuses what is not in [-1000, 1000]: only keep it an int
+            s.oom_score_adj_set = 1
+            s.oom_score_adj = max(-2**31, min(process.oom_score_adj, 2**31 - 1))
         for i, rl in enumerate(process.rlimits):
             s.rlimit_res[i] = RLIMITS[rl.type]
             s.rlimit_cur[i], s.rlimit_max[i] = _rlim(rl.soft), _rlim(rl.hard)
@@ -119,7 +121,7 @@ def spawn(process, *, join, cgroups, seccomp, preserve_fds: int, setgroups_allow
             s.permitted, s.inheritable = _mask(caps.permitted), _mask(caps.inheritable)
             s.ambient = _mask(caps.ambient)
         s.no_new_privs = int(bool(process.no_new_privileges))
-        s.umask = user.umask if user.umask is not None else -1
+        s.umask = user.umask & 0o777 if user.umask is not None else -1   # umask(2) masks so
         s.keep_fds = 3 + preserve_fds
         if seccomp is not None:
             from migrate.runtime.process import prepare_seccomp

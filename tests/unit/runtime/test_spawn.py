@@ -23,11 +23,13 @@ def test_a_plain_process_takes_the_fast_path():
                            rootless_cgroups=False)
 
 
-@pytest.mark.parametrize("why", ["userns", "timens", "tty", "listener", "paused", "rootless"])
+@pytest.mark.parametrize("why", ["userns", "timens", "tty", "listener", "paused", "rootless",
+                                 "no args"])
 def test_what_keeps_the_forking_path(why):
     join = JOIN + [("/proc/1/ns/user", NsFlag.USER)] if why == "userns" else \
         JOIN + [("/proc/1/ns/time", NsFlag.TIME)] if why == "timens" else JOIN
-    assert not spawn.can_spawn(join, _process(terminal=why == "tty"),
+    process = _process(terminal=why == "tty", args=() if why == "no args" else ("sh",))
+    assert not spawn.can_spawn(join, process,
                                NS(notifies=why == "listener"), ignore_paused=why == "paused",
                                rootless_cgroups=why == "rootless")
 
