@@ -14,8 +14,10 @@
  *   parent: the mm is made non-dumpable before the child exists (the flag
  *     belongs to the mm the child shares), so from its first instant until
  *     execve nothing in the container can ptrace it or open its /proc files
- *     (CVE-2019-5736); the previous value is put back once the child has
- *     exec'd (its new mm no longer shares ours);
+ *     without CAP_SYS_PTRACE (CVE-2019-5736; for that capability see
+ *     runtime/exe_guard.py); the previous value is put back once the child
+ *     has exec'd (its new mm no longer shares ours), as the forking path's
+ *     child was non-dumpable from before its joins to its execve too;
  *   parent: setns(CLONE_NEWPID) changes only the namespace of our future
  *     children (pid_namespaces(7)), so the child is born in the
  *     container's PID namespace and no second fork is needed; the parent
@@ -38,7 +40,7 @@
  * (setns(2): EINVAL), and a console needs the fd passed back: those
  * (and a few other rare cases, runtime/spawn.py) keep the forking path.
  *
- * In the child: no malloc, no stdio, no locks (the memory is the
+ * In the child: no malloc, no FILE streams, no locks (the memory is the
  * runtime's); credentials change through raw syscalls, since glibc's
  * wrappers would broadcast the change to the runtime's threads. On failure
  * the child records the step, errno and index in the shared struct and
