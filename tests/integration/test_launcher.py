@@ -10,6 +10,7 @@ import glob
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -138,3 +139,38 @@ def test_an_inherited_mark_is_not_believed(runtime, bundle, cid):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+_SUBREAPER = """
+import ctypes, os, subprocess, sys, time
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)       # PR_SET_CHILD_SUBREAPER
+res = subprocess.run(sys.argv[1:], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+time.sleep(0.3)
+orphans = []
+while True:
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if pid == 0:
+        time.sleep(0.05)
+        continue
+    orphans.append(pid)
+print(res.returncode, len(orphans), res.stderr.strip())
+"""
+
+
+@pytest.mark.parametrize("command", ["exec", "create", "run"])
+def test_the_warmup_child_is_reaped_even_when_the_command_fails(runtime, command):
+    """The launcher's cgroup-attach warm-up child (launcher.c) is ours to
+    reap, also when the command fails before it would attach anything: an
+    orphan would go to a PID 1 that may never reap it. Run under a
+    subreaper, which would inherit any orphan."""
+    launcher, _ = _entries()
+    args = ["exec", "no-such-container", "true"] if command == "exec" else \
+        [command, "--bundle", "/nonexistent", "t-reaped"]
+    out = subprocess.run([sys.executable, "-c", _SUBREAPER, launcher, "--root", runtime.root,
+                          *args], capture_output=True, text=True, timeout=60).stdout
+    code, orphans, err = out.split(" ", 2)
+    assert code != "0" and err.startswith("migrate: "), out
+    assert orphans == "0", out
