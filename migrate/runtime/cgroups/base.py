@@ -77,7 +77,9 @@ class CgroupFiles:
     """
 
     def read(self, path: str) -> str:
-        with open(path, encoding="ascii", errors="replace") as f:
+        # UTF-8, not "ascii": the same text for cgroupfs's ASCII, and its
+        # codec is loaded already (encodings.ascii: ~0.2 ms of every exec).
+        with open(path, encoding="utf-8", errors="replace") as f:
             return f.read()
 
     def write(self, path: str, data: str) -> None:
