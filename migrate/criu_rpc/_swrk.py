@@ -285,7 +285,13 @@ class Swrk:
                 raise self._error(action, f"no answer from CRIU within {self.options.timeout:g} s "
                                   "(criu swrk killed)", log_path, errno=_errno.ETIMEDOUT)
         fds = array.array("i")
-        data, ancdata, flags, _ = self._sock.recvmsg(_MAX_MESSAGE, _socket.CMSG_SPACE(4 * fds.itemsize))
+        try:
+            data, ancdata, flags, _ = self._sock.recvmsg(_MAX_MESSAGE,
+                                                         _socket.CMSG_SPACE(4 * fds.itemsize))
+        except OSError as err:      # ECONNRESET: swrk killed with our answer unread
+            self.close()
+            raise self._error(action, f"criu swrk {self._describe_exit()} without answering "
+                              f"({err.strerror})", log_path, errno=err.errno or 0) from err
         for level, kind, payload in ancdata:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])

@@ -91,6 +91,14 @@ def main(scenario, record, fd):
     elif scenario == "die":
         print("fake swrk: giving up", file=sys.stderr, flush=True)
         sys.exit(3)
+    elif scenario == "die-unread":
+        # Killed with the client's answer to a notification still unread:
+        # the client's next receive gets ECONNRESET, not EOF.
+        resp = rpc.criu_resp(type=rpc.NOTIFY, success=True)
+        resp.notify.script = "post-restore"
+        send(resp)
+        time.sleep(0.3)
+        os._exit(9)
     elif scenario == "silent":
         time.sleep(60)
     elif scenario == "linger":

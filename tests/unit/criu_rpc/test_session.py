@@ -174,6 +174,15 @@ def test_swrk_dying_without_answer(tmp_path, fake_criu):
     assert "fake swrk: giving up" in err.value.log_tail
 
 
+def test_swrk_dying_with_our_answer_unread(tmp_path, fake_criu):
+    fake = fake_criu("die-unread")
+    img, _ = _dirs(tmp_path)
+    with pytest.raises(CriuError) as err:
+        Client(SwrkOptions(criu=str(fake.path))).restore(
+            CriuOptions(images_dir=str(img)), {"post-restore": lambda note: True})
+    assert "criu swrk exited with status 9 without answering" in str(err.value)
+
+
 def test_timeout_kills_and_reaps_swrk(tmp_path, fake_criu):
     fake = fake_criu("silent")
     img, _ = _dirs(tmp_path)
