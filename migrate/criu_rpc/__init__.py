@@ -60,13 +60,14 @@ __all__ = [
     "check_lazy_dump_limits",
     "raised_pipe_max_size",
     "LAZY_DUMP_PIPE_SIZE",
+    "uffd_noncoop",
 ]
 
 # Loaded when first named: checkpoint and restore without --lazy-pages never
 # need them (~1 ms of every such command).
 _LAZY = {name: "lazy_pages" for name in (
     "LAZY_DUMP_PIPE_SIZE", "LazyPages", "LazyPagesOptions", "check_lazy_dump_limits",
-    "raised_pipe_max_size", "lazy_pages_argv", "start_lazy_pages")}
+    "raised_pipe_max_size", "lazy_pages_argv", "start_lazy_pages", "uffd_noncoop")}
 
 
 from migrate._light import lazy_exports as _lazy_exports  # noqa: E402

@@ -47,7 +47,8 @@ from migrate.criu_rpc.options import LogLevel, PageServer, Tls
 from migrate.errors import CriuError, KernelError, UnsupportedError, UsageError
 
 __all__ = ["LazyPagesOptions", "LazyPages", "lazy_pages_argv", "start_lazy_pages",
-           "LAZY_DUMP_PIPE_SIZE", "check_lazy_dump_limits", "raised_pipe_max_size"]
+           "LAZY_DUMP_PIPE_SIZE", "check_lazy_dump_limits", "raised_pipe_max_size",
+           "uffd_noncoop"]
 
 # pipe_read_dest_init() in criu/page-pipe.c sets its tee pipe to PIPE_MAX_SIZE
 # pages = 8 pages of struct pipe_buffer (40 bytes) = 819 pages; the kernel
@@ -100,6 +101,43 @@ def check_lazy_dump_limits(*, proc_root: str = "/proc") -> None:
         f"lazy pages: fs.pipe-max-size is {size} and CAP_SYS_RESOURCE is missing; a lazy "
         f"dump needs pipes of {LAZY_DUMP_PIPE_SIZE} bytes "
         f"(run: sysctl fs.pipe-max-size={LAZY_DUMP_PIPE_SIZE})")
+
+
+# userfaultfd(2) by machine (the generic table's number elsewhere), and what
+# CRIU's lazy restore needs of it (NEED_UFFD_API_FEATURES, criu/uffd.c:
+# EVENT_FORK | EVENT_REMAP | EVENT_REMOVE | EVENT_UNMAP; uapi userfaultfd.h).
+_NR_USERFAULTFD = {"x86_64": 323, "i686": 374, "i386": 374, "ppc64le": 364, "ppc64": 364,
+                   "s390x": 355, "aarch64": 282, "riscv64": 282, "loongarch64": 282}
+_UFFD_API = 0xAA
+_UFFDIO_API = 0xC018AA3F        # _IOWR(0xAA, 0x3F, struct uffdio_api), 24 bytes
+_UFFD_NONCOOP = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6)
+
+
+def uffd_noncoop() -> bool:
+    """Whether this process can open a userfaultfd with the non-cooperative
+    events a lazy restore needs (what `criu check --feature uffd-noncoop`
+    asks, without starting CRIU). False when the kernel, a seccomp filter
+    or the machine's syscall table says no."""
+    import ctypes
+    import fcntl
+    import struct
+
+    nr = _NR_USERFAULTFD.get(os.uname().machine)
+    if nr is None:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(nr, os.O_CLOEXEC | os.O_NONBLOCK)
+    if fd < 0:
+        return False
+    try:
+        api = bytearray(struct.pack("QQQ", _UFFD_API, 0, 0))
+        fcntl.ioctl(fd, _UFFDIO_API, api, True)
+        features = struct.unpack("QQQ", api)[1]
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return features & _UFFD_NONCOOP == _UFFD_NONCOOP
 
 
 def lazy_pages_argv(options: LazyPagesOptions, *, criu: str = "criu",

@@ -414,6 +414,108 @@ def test_lazy_pages_restore_with_page_server(runtime, rw_bundle, cid, tmp_path):
     _assert_contiguous(_lines(rw_bundle))
 
 
+# Past checkpoint/restore.py's HELD_LAZY_MIN_BYTES (128 MiB of pages).
+BIG_MEMORY = "ctrhelper memhold 160 /tmp/mem & " + COUNTER
+
+
+def _memhold(bundle) -> list[str]:
+    """memhold's last "<counter> <checksum> <pattern-ok>" line, split."""
+    try:
+        with open(os.path.join(bundle.rootfs, "tmp/mem")) as f:
+            return f.read().split()
+    except FileNotFoundError:
+        return []
+
+
+def _checkpoint_big(runtime, bundle, cid, images):
+    bundle.sh(BIG_MEMORY)
+    _run_detached(runtime, bundle, cid)
+    _wait_for(lambda: len(_memhold(bundle)) == 3, what="memhold filled its memory")
+    runtime("checkpoint", "--image-path", images, cid).check()
+
+
+def _pattern_ok_after_restore(bundle):
+    first = _memhold(bundle)
+    _wait_for(lambda: _memhold(bundle)[:1] not in ([], first[:1]), what="memhold running again")
+    assert _memhold(bundle)[2] == "1", "memory pattern damaged by the restore"
+    n = len(_lines(bundle))
+    _wait_for(lambda: len(_lines(bundle)) > n + 3, what="counter after restore")
+    _assert_contiguous(_lines(bundle))
+
+
+def _lazy_pages_daemons(images) -> list[int]:
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"lazy-pages" in argv and images.encode() in argv:
+            out.append(int(pid))
+    return out
+
+
+@pytest.mark.requires('criu_feature("uffd-noncoop")')
+def test_big_restore_copies_every_page_in_before_the_tasks_resume(runtime, rw_bundle, cid,
+                                                                  tmp_path):
+    # No --lazy-pages: restore takes 160 MiB of pages through a local
+    # lazy-pages daemon (faster than CRIU's reading them) and returns once
+    # the daemon has copied in the last page.
+    images = str(tmp_path / "img")
+    _checkpoint_big(runtime, rw_bundle, cid, images)
+    runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid).check()
+    with open(os.path.join(images, "lazy-pages.log")) as f:
+        log = f.read()
+    import re
+
+    done = re.findall(r"UFFD transferred pages: \((\d+)/(\d+)\)", log)
+    # one line per process (memhold's the big one), each complete
+    assert done and all(a == b for a, b in done), done
+    assert sum(int(a) for a, _ in done) > 160 * 256, done
+    assert _lazy_pages_daemons(images) == [], "the lazy-pages daemon outlived the restore"
+    assert runtime.state(cid)["status"] == "running"
+    _pattern_ok_after_restore(rw_bundle)
+
+
+@pytest.mark.requires('criu_feature("uffd-noncoop")')
+def test_lazy_pages_daemon_dying_fails_the_restore_before_the_tasks_run(runtime, rw_bundle, cid,
+                                                                        tmp_path):
+    images = str(tmp_path / "img")
+    _checkpoint_big(runtime, rw_bundle, cid, images)
+    # A daemon killed as soon as the restored tree has connected to it:
+    # pages are still missing, and a task resumed now would read zeros.
+    real = shutil.which("criu")
+    wrapper = tmp_path / "criu-lazy-dies"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = lazy-pages ]; then\n'
+        f'    {real} "$@" &\n'
+        "    pid=$!\n"
+        f'    until grep -q "to be handled by UFFD" {images}/lazy-pages.log 2>/dev/null; do\n'
+        "        kill -0 $pid 2>/dev/null || exit 1\n"
+        "        sleep 0.01\n"
+        "    done\n"
+        "    kill -KILL $pid\n"
+        "    exit 137\n"
+        "fi\n"
+        f'exec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    before = len(_lines(rw_bundle))
+    bad = runtime("--criu", str(wrapper), "restore", "-d", "--image-path", images, "--bundle",
+                  rw_bundle.path, cid)
+    assert bad.returncode == 1, bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("migrate: ") and \
+        "Traceback" not in bad.stderr, bad.stderr
+    assert runtime("state", cid).returncode != 0
+    assert not os.path.exists(runtime.cgroup_dir("memory", cid))
+    time.sleep(0.3)
+    assert len(_lines(rw_bundle)) == before, "a task ran after the daemon died"
+    # The images are untouched: the same restore, with a daemon that lives.
+    runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid).check()
+    _pattern_ok_after_restore(rw_bundle)
+
+
 def test_restore_failures_leave_nothing(runtime, rw_bundle, cid, tmp_path):
     def nothing_left(name):
         assert runtime("state", name).returncode != 0
