@@ -17,7 +17,8 @@ from __future__ import annotations
 import _thread
 import os
 
-__all__ = ["AttachWarmup", "ChildWarmup", "adopt_launcher_warmup", "LAUNCHER_WARMUP"]
+__all__ = ["AttachWarmup", "AttachKeptWarm", "ChildWarmup", "adopt_launcher_warmup",
+           "LAUNCHER_WARMUP"]
 
 # Set by the `migrate` launcher (nsexec/launcher.c) for create, run and exec:
 # the pid of the child it started to do the same before Python even began.
@@ -115,3 +116,56 @@ def own_procs_file(cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc"
         if os.path.exists(os.path.join(mount, "cgroup.controllers")):
             return os.path.join(mount + own.rstrip("/"), "cgroup.procs")
     return None
+
+
+class AttachKeptWarm:
+    """AttachWarmup's attach, repeated every ``interval`` seconds until
+    ``stop()`` (at most ``limit`` seconds): the first pays the grace period
+    in the background, the next keep it paid (each within one grace period
+    of the last), so that attaches and cgroup2 mounts made meanwhile by
+    another process (CRIU's restore) do not wait for one. Best effort, as
+    AttachWarmup; ``stop()`` must be called before forking."""
+
+    __slots__ = ("_stop", "_done")
+
+    def __init__(self, cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc",
+                 interval: float = 0.004, limit: float = 5.0):
+        self._stop = _thread.allocate_lock()
+        self._stop.acquire()
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        try:
+            _thread.start_new_thread(self._run, (cgroup_root, proc_root, interval, limit))
+        except RuntimeError:
+            self._done.release()
+
+    def _run(self, cgroup_root: str, proc_root: str, interval: float, limit: float) -> None:
+        import time
+
+        try:
+            path = own_procs_file(cgroup_root, proc_root)
+            if path is None:
+                return
+            pid = str(os.getpid()).encode()
+            end = time.monotonic() + limit
+            while time.monotonic() < end:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, pid)
+                finally:
+                    os.close(fd)
+                if self._stop.acquire(True, interval):
+                    return
+        except OSError:
+            pass
+        finally:
+            self._done.release()
+
+    def stop(self) -> None:
+        """Stop attaching; returns once the thread is done."""
+        try:
+            self._stop.release()
+        except RuntimeError:        # stopped already
+            pass
+        self._done.acquire()
+        self._done.release()

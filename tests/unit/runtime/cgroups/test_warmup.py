@@ -1,8 +1,12 @@
-"""The launcher's cgroup-attach warm-up, as Python takes it over (cgroups/warmup.py)."""
+"""The cgroup-attach warm-ups (cgroups/warmup.py): the launcher's, as Python
+takes it over, and the kept-warm attach of a restore, against a fake /proc
+and a FIFO standing in for cgroup.procs (each attach is one write to it)."""
 
 import os
+import time
 
 from migrate.runtime.cgroups import warmup
+from migrate.runtime.cgroups.warmup import AttachKeptWarm
 
 
 def _child() -> int:
@@ -42,3 +46,62 @@ def test_a_warmup_nobody_took_is_reaped_before_exit(monkeypatch):
 
 def test_a_missing_child_is_no_error():
     warmup.ChildWarmup(os.getpid() + 10**6).wait()
+
+
+def _fake_host(tmp_path):
+    proc, cg = tmp_path / "proc", tmp_path / "cg"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text("1:memory:/x\n0::/x\n")
+    (cg / "x").mkdir(parents=True)
+    (cg / "cgroup.controllers").write_text("memory\n")
+    procs = cg / "x" / "cgroup.procs"
+    os.mkfifo(procs)
+    reader = os.open(procs, os.O_RDONLY | os.O_NONBLOCK)
+    return str(cg), str(proc), reader
+
+
+def _drain(fd) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_attaches_again_until_stopped(tmp_path):
+    cg, proc, reader = _fake_host(tmp_path)
+    try:
+        warm = AttachKeptWarm(cg, proc, interval=0.002)
+        pid = str(os.getpid()).encode()
+        seen = b""
+        deadline = time.monotonic() + 10
+        while seen.count(pid) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+            seen += _drain(reader)
+        assert seen.count(pid) >= 3, seen
+        warm.stop()
+        _drain(reader)
+        time.sleep(0.05)
+        assert _drain(reader) == b"", "attached after stop()"
+        warm.stop()         # twice is fine
+    finally:
+        os.close(reader)
+
+
+def test_gives_up_after_its_limit_and_without_a_cgroup(tmp_path):
+    cg, proc, reader = _fake_host(tmp_path)
+    try:
+        warm = AttachKeptWarm(cg, proc, interval=0.001, limit=0.02)
+        time.sleep(0.2)
+        _drain(reader)
+        time.sleep(0.05)
+        assert _drain(reader) == b""
+        warm.stop()
+    finally:
+        os.close(reader)
+    (tmp_path / "proc" / "self" / "cgroup").write_text("1:memory:/x\n")   # no unified line
+    AttachKeptWarm(cg, proc).stop()
