@@ -310,15 +310,17 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, hold_for=
             claim.add("processes", [session.pid, proc_start_time(session.pid, ctx.proc_root)])
             if hold_for is not None:
                 watch.append(_DaemonWatch(daemon, hold_for, session.pid))
-            result = session.restore(criu_opts, callbacks)
+            try:
+                result = session.restore(criu_opts, callbacks)
+            finally:
+                if watch:
+                    watch[0].disarm()       # before swrk is reaped: its pid may be reused
     except MigrateError as err:
         if watch and watch[0].failure is not None:
             raise watch[0].failure from err
         raise
     finally:
         warm.stop()
-        if watch:
-            watch[0].disarm()
     up.on_failure(lambda: _kill(result.pid))
     if daemon is not None and hold_for is not None:
         watch[0].wait()         # returned in pages_in already: every page is in
@@ -376,8 +378,8 @@ class _DaemonWatch:
             raise self.failure
 
     def disarm(self) -> None:
-        """The CRIU session is over: kill nothing any more (its pid may be
-        reused); the undo of a failed restore stops the daemon."""
+        """CRIU's request is over: kill nothing any more; the undo of a
+        failed restore stops the daemon."""
         with self._lock:
             self._armed = False
 
