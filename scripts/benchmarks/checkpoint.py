@@ -193,7 +193,7 @@ def _reclaim_note(restores: list[float], reported: list[tuple]) -> tuple[str, st
     how much; the restore median without them ("" where not counted)."""
     if any(ck is None or rs is None for ck, rs in reported):
         return "", ""
-    hit = [ck + rs > 0 for ck, rs in reported]
+    hit = [ck + rs >= 1 for ck, rs in reported]     # a few KiB change nothing
     clean = [t for t, h in zip(restores, hit) if not h]
     mib = sum(ck + rs for ck, rs in reported)
     return (f"{sum(hit)}/{len(hit)}: {mib:.0f} MiB",
