@@ -288,10 +288,6 @@ def dump_job(ctx: RuntimeContext, opts: CheckpointOptions):
         if opts.parent_path:
             check_parent_path(images_dir, opts.parent_path)
         _check_features(ctx, opts)
-        if netns_check is not None:
-            from migrate.criu_rpc import preload
-
-            preload()       # protobuf's ~25 ms, while nft runs
         spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
         criu_opts, meta = plan_dump(container, spec, opts, images_dir=images_dir,
                                     work_dir=work_dir, proc_root=ctx.proc_root,

@@ -14,7 +14,7 @@ def set_lo_up(netns_path: str) -> None:
     so a thread of ours does it and ends; we never change the namespace of
     the thread that goes on. A thread, not a fork: restore calls this while
     CRIU waits for its setup-namespaces answer, and forking this process
-    (protobuf loaded) and running the child cost 3-8 ms of that wait.
+    (measured with protobuf loaded) and running the child cost 3-8 ms of that wait.
     Best effort: a failure here must not undo a successful restore.
     """
     import threading

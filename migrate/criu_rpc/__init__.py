@@ -2,11 +2,12 @@
 
 ``Client`` runs one request per ``criu swrk``; ``Session`` carries several
 (a pre-dump chain ending in a dump, a page server and ``wait_pid``).
-Importing this package does not import protobuf; requests do.
+Nothing here imports protobuf: messages are encoded by ``_wire`` from the
+tables in ``_messages`` (``_wire``'s docstring says why).
 """
 
 from migrate.criu_rpc._swrk import SwrkOptions
-from migrate.criu_rpc.client import Client, preload
+from migrate.criu_rpc.client import Client
 from migrate.criu_rpc.features import Features, Version
 from migrate.criu_rpc.notify import NOTIFICATIONS, Callback, Callbacks, Notification
 from migrate.criu_rpc.options import (
@@ -28,7 +29,6 @@ from migrate.criu_rpc.session import PageServerInfo, RestoreResult, Session, pla
 
 __all__ = [
     "Client",
-    "preload",
     "Session",
     "SwrkOptions",
     "CriuOptions",

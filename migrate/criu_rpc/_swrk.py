@@ -197,7 +197,8 @@ class Swrk:
         self._watch = [(log_path, self.kill)] if log_path else []
         if watch is not None:
             self._watch.append(watch)
-        from migrate.criu_rpc._pb import rpc
+        from migrate.criu_rpc import _messages as rpc
+        from migrate.criu_rpc._wire import DecodeError
 
         self._send(req, action=action, log_path=log_path)
         budget = self.options.timeout
@@ -209,8 +210,8 @@ class Swrk:
             if budget is not None:
                 budget = max(budget - (time.monotonic() - started), 0.001)
             try:
-                resp = rpc.criu_resp.FromString(data)
-            except Exception as err:  # protobuf's DecodeError and friends
+                resp = rpc.criu_resp.decode(data)
+            except DecodeError as err:
                 if fd is not None:
                     os.close(fd)
                 self.kill()
@@ -221,7 +222,7 @@ class Swrk:
                 return Outcome(resp=resp, declined_by=declined_by, raised=raised)
 
             note = Notification(name=resp.notify.script,
-                                pid=resp.notify.pid if resp.notify.HasField("pid") else None,
+                                pid=resp.notify.pid if resp.notify.has("pid") else None,
                                 fd=fd)
             ok = True
             callback = callbacks.get(note.name)
@@ -242,7 +243,7 @@ class Swrk:
 
     def _send(self, msg: Any, *, action: str, log_path: str | None) -> None:
         try:
-            self._sock.send(msg.SerializeToString())
+            self._sock.send(msg.encode())
         except OSError as err:
             self.close()
             raise self._error(action, f"criu swrk went away ({err.strerror})", log_path,

@@ -15,15 +15,7 @@ from migrate.criu_rpc.notify import Callbacks
 from migrate.criu_rpc.options import CriuOptions
 from migrate.criu_rpc.session import PageServerInfo, RestoreResult, Session
 
-__all__ = ["Client", "preload"]
-
-
-def preload() -> None:
-    """Import protobuf and CRIU's RPC messages now, not when the first
-    request is built (~25 ms): for a caller that has a wait of its own to
-    overlap it with. Raises UnsupportedError when pycriu is missing."""
-    from migrate.criu_rpc import _pb  # noqa: F401
-
+__all__ = ["Client"]
 
 class Client:
     """Runs CRIU requests through ``criu swrk``.

@@ -37,10 +37,10 @@ class Version:
         return cls(
             major_number=msg.major_number,
             minor_number=msg.minor_number,
-            sublevel=msg.sublevel if msg.HasField("sublevel") else None,
-            extra=msg.extra if msg.HasField("extra") else None,
-            gitid=msg.gitid if msg.HasField("gitid") else None,
-            name=msg.name if msg.HasField("name") else None,
+            sublevel=msg.sublevel if msg.has("sublevel") else None,
+            extra=msg.extra if msg.has("extra") else None,
+            gitid=msg.gitid if msg.has("gitid") else None,
+            name=msg.name if msg.has("name") else None,
         )
 
 
@@ -63,6 +63,6 @@ class Features:
         def value(name: str) -> bool | None:
             if not getattr(asked, name):
                 return None
-            return bool(getattr(msg, name)) if msg.HasField(name) else False
+            return bool(getattr(msg, name)) if msg.has(name) else False
         return cls(mem_track=value("mem_track"), lazy_pages=value("lazy_pages"),
                    pidfd_store=value("pidfd_store"))

@@ -9,7 +9,8 @@ client opens them; CRIU reads them through ``/proc/<client>/fd/N``).
 
 Values are checked in ``__post_init__`` (a bad value raises ``UsageError``
 before CRIU sees it); what a given request allows is checked by
-``check_request``. Nothing here imports protobuf until ``to_criu_opts`` runs.
+``check_request``. ``to_criu_opts`` builds the message with ``_messages``
+(no protobuf: see ``_wire``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 from migrate.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pycriu import rpc_pb2
+    from migrate.criu_rpc._messages import criu_opts
 
 __all__ = [
     "LogLevel",
@@ -444,12 +445,12 @@ def check_request(request: str, options: CriuOptions) -> None:
 
 
 def to_criu_opts(options: CriuOptions, *, images_dir_fd: int = -1,
-                 work_dir_fd: int | None = None) -> "rpc_pb2.criu_opts":
+                 work_dir_fd: int | None = None) -> "criu_opts":
     """Build the ``criu_opts`` message. Pure: the fds are given, not opened.
 
     Only set fields are written, so CRIU's own defaults apply to the rest.
     """
-    from migrate.criu_rpc._pb import rpc
+    from migrate.criu_rpc import _messages as rpc
 
     o = rpc.criu_opts()
     # images_dir_fd is "required" in the proto (default -1 means: use images_dir).
@@ -477,29 +478,21 @@ def to_criu_opts(options: CriuOptions, *, images_dir_fd: int = -1,
     if options.manage_cgroups is not None:
         o.manage_cgroups = options.manage_cgroups
     if options.manage_cgroups_mode is not None:
-        o.manage_cgroups_mode = rpc.criu_cg_mode.Value(options.manage_cgroups_mode.value)
-    for cg in options.cg_root:
-        entry = o.cg_root.add()
-        entry.path = cg.path
-        if cg.ctrl is not None:
-            entry.ctrl = cg.ctrl
+        o.manage_cgroups_mode = rpc.criu_cg_mode[options.manage_cgroups_mode.value]
+    o.cg_root = [rpc.cgroup_root(path=cg.path, ctrl=cg.ctrl) for cg in options.cg_root]
     for name in ("freeze_cgroup", "cgroup_props", "cgroup_yard", "parent_img", "lsm_profile",
                  "lsm_mount_context", "config_file"):
         value = getattr(options, name)
         if value is not None:
             setattr(o, name, value)
-    o.cgroup_dump_controller.extend(options.cgroup_dump_controller)
+    o.cgroup_dump_controller = options.cgroup_dump_controller
     if options.pre_dump_mode is not None:
-        o.pre_dump_mode = rpc.criu_pre_dump_mode.Value(options.pre_dump_mode.value)
+        o.pre_dump_mode = rpc.criu_pre_dump_mode[options.pre_dump_mode.value]
 
     if options.ps is not None:
-        # An empty ps message still matters: it turns the page server on.
-        o.ps.SetInParent()
-        if options.ps.address is not None:
-            o.ps.address = options.ps.address
-        o.ps.port = options.ps.port
-        if options.ps.fd is not None:
-            o.ps.fd = options.ps.fd
+        # Sent even when empty: a ps message turns the page server on.
+        o.ps = rpc.criu_page_server_info(address=options.ps.address, port=options.ps.port,
+                                         fd=options.ps.fd)
     if options.tls is not None:
         o.tls = True
         for name in ("cacert", "cacrl", "cert", "key"):
@@ -516,23 +509,16 @@ def to_criu_opts(options: CriuOptions, *, images_dir_fd: int = -1,
         for ns in options.empty_ns:
             flags |= _EMPTY_NS_FLAGS[ns]
         o.empty_ns = flags
-    o.external.extend(options.external)
-    for m in options.ext_mnt:
-        entry = o.ext_mnt.add()
-        entry.key, entry.val = m.key, m.val
-    o.skip_mnt.extend(options.skip_mnt)
-    o.enable_fs.extend(options.enable_fs)
-    for inh in options.inherit_fd:
-        entry = o.inherit_fd.add()
-        entry.key, entry.fd = inh.key, inh.fd
-    for jn in options.join_ns:
-        entry = o.join_ns.add()
-        entry.ns, entry.ns_file = jn.ns, jn.ns_file
-        if jn.extra_opt is not None:
-            entry.extra_opt = jn.extra_opt
+    o.external = options.external
+    o.ext_mnt = [rpc.ext_mount_map(key=m.key, val=m.val) for m in options.ext_mnt]
+    o.skip_mnt = options.skip_mnt
+    o.enable_fs = options.enable_fs
+    o.inherit_fd = [rpc.inherit_fd(key=i.key, fd=i.fd) for i in options.inherit_fd]
+    o.join_ns = [rpc.join_namespace(ns=j.ns, ns_file=j.ns_file, extra_opt=j.extra_opt)
+                 for j in options.join_ns]
 
     if options.network_lock is not None:
-        o.network_lock = rpc.criu_network_lock_method.Value(options.network_lock.value)
+        o.network_lock = rpc.criu_network_lock_method[options.network_lock.value]
     if options.ghost_limit is not None:
         o.ghost_limit = options.ghost_limit
     if options.timeout is not None:

@@ -45,7 +45,7 @@ from migrate.errors import CriuError, UsageError
 # cr_errmsg is a raw log line: "Error (criu/cr-dump.c:1234): text".
 _ERROR_PREFIX = re.compile(r"^(?:\([\d.]+\)\s+)?Error \([^)]*\):\s*")
 
-__all__ = ["Session", "RestoreResult", "PageServerInfo", "plan_pre_dump_chain"]
+__all__ = ["Session", "RestoreResult", "PageServerInfo", "plan_pre_dump_chain", "build_request"]
 
 
 @record
@@ -119,6 +119,20 @@ def plan_pre_dump_chain(options: CriuOptions, images_dirs: Sequence[str]) -> tup
         # the images dir fd), so a relative path keeps the chain movable.
         parent = os.path.relpath(images_dir, dirs[i + 1]) if not final else None
     return tuple(plans)
+
+
+def build_request(action: str, options: CriuOptions | None, *, images_dir_fd: int = -1,
+                  work_dir_fd: int | None = None, keep_open: bool = False,
+                  features: Any = None, pid: int | None = None) -> Any:
+    """The ``criu_req`` of ``action`` ("dump", "page_server_chld" ...), as
+    sent. Pure: the directory fds are given, not opened."""
+    from migrate.criu_rpc import _messages as rpc
+
+    return rpc.criu_req(
+        type=rpc.criu_req_type[action.upper()], keep_open=keep_open or None,
+        features=features, pid=pid,
+        opts=None if options is None else to_criu_opts(options, images_dir_fd=images_dir_fd,
+                                                       work_dir_fd=work_dir_fd))
 
 
 class _Dirs:
@@ -206,13 +220,12 @@ class Session:
                       pidfd_store: bool = True) -> Features:
         """FEATURE_CHECK; features not asked about come back ``None``.
         Keeps the session open. Raises ``CriuError`` if the check cannot run."""
-        from migrate.criu_rpc._pb import rpc
+        from migrate.criu_rpc import _messages as rpc
 
         asked = Features(mem_track=mem_track, lazy_pages=lazy_pages, pidfd_store=pidfd_store)
-        features = rpc.criu_features()
-        for name in ("mem_track", "lazy_pages", "pidfd_store"):
-            if getattr(asked, name):
-                setattr(features, name, True)
+        # Only what is asked is sent (None leaves a field unset).
+        features = rpc.criu_features(mem_track=mem_track or None, lazy_pages=lazy_pages or None,
+                                     pidfd_store=pidfd_store or None)
         resp = self._request("feature_check", None, keep_open=True, features=features).resp
         return Features.from_message(resp.features, asked)
 
@@ -231,7 +244,7 @@ class Session:
         """
         outcome = self._request("page_server_chld", options, keep_open=True)
         resp = outcome.resp
-        if not resp.HasField("ps") or resp.ps.pid <= 0:
+        if not resp.has("ps") or resp.ps.pid <= 0:
             raise make_error("page-server", "CRIU did not report the page server's pid and port",
                              log_path=None, swrk=self._swrk)
         if outcome.log_path:
@@ -308,8 +321,6 @@ class Session:
     def _request(self, action: str, options: CriuOptions | None, *, keep_open: bool,
                  callbacks: Callbacks | None = None, next_state: str | None = None,
                  features: Any = None, pid: int | None = None, watch=None) -> Outcome:
-        from migrate.criu_rpc._pb import rpc
-
         name = action.replace("_", "-")
         self._check_state(action, name)
         cbs = check_callbacks(callbacks)
@@ -325,16 +336,9 @@ class Session:
 
         dirs = _Dirs(name, options)
         try:
-            req = rpc.criu_req(type=rpc.criu_req_type.Value(action.upper()))
-            if options is not None:
-                req.opts.CopyFrom(to_criu_opts(options, images_dir_fd=dirs.images_fd,
-                                               work_dir_fd=dirs.work_fd))
-            if keep_open:
-                req.keep_open = True
-            if features is not None:
-                req.features.CopyFrom(features)
-            if pid is not None:
-                req.pid = pid
+            req = build_request(action, options, images_dir_fd=dirs.images_fd,
+                                work_dir_fd=dirs.work_fd, keep_open=keep_open,
+                                features=features, pid=pid)
             try:
                 outcome = self._swrk.transact(req, action=name, callbacks=cbs, log_path=dirs.log_path,
                                               watch=watch)
@@ -391,6 +395,6 @@ class Session:
             message = f"pid {options.pid}: {message}"
         elif options is not None and options.images_dir is not None and name == "restore":
             message = f"{options.images_dir}: {message}"
-        errno = resp.cr_errno if resp.HasField("cr_errno") else 0
+        errno = resp.cr_errno if resp.has("cr_errno") else 0
         return make_error(name, message, errno=errno, log_path=log_path, swrk=self._swrk)
 

@@ -25,8 +25,8 @@ __all__ = ["restore_for_migration", "controls", "continue_container", "reap_when
 
 
 def warm_up() -> None:
-    """Import now what a restore imports on first use (protobuf, the CRIU
-    client, the restore and lifecycle code: ~50-100 ms here), so that the
+    """Import now what a restore imports on first use (the CRIU client, the
+    restore and lifecycle code: ~50-100 ms here), so that the
     first migration does not pay for it while its container is frozen.
     The agent calls it once, before it accepts anything."""
     import migrate.checkpoint.compat  # noqa: F401
@@ -45,7 +45,7 @@ def warm_up() -> None:
     import migrate.runtime.rootless  # noqa: F401
     from migrate.criu_rpc import CriuOptions, to_criu_opts
 
-    to_criu_opts(CriuOptions(images_dir="/"), images_dir_fd=0)   # loads protobuf and rpc_pb2
+    to_criu_opts(CriuOptions(images_dir="/"), images_dir_fd=0)   # loads the message tables
     try:
         # Content pre-copy's final build reads the pagemaps with pycriu
         # (restore reads its images with criu_rpc.images): ~80 modules,

@@ -74,9 +74,9 @@ def test_dump_plan_carries_criu_values(proc):
     assert criu.network_lock is NetworkLock.NFTABLES
     assert criu.empty_ns == frozenset({"net"})
     from migrate.criu_rpc import to_criu_opts
-    from migrate.criu_rpc._pb import rpc
+    from pycriu import rpc_pb2 as rpc
 
-    msg = to_criu_opts(criu)
+    msg = rpc.criu_opts.FromString(to_criu_opts(criu).encode())
     assert msg.manage_cgroups_mode == rpc.SOFT and msg.network_lock == rpc.NFTABLES
     assert msg.empty_ns == 0x40000000
 

@@ -40,6 +40,9 @@ def main(scenario, record, fd):
         else:
             sk.send(resp.SerializeToString())
 
+    def send_raw(data):
+        sk.send(data)
+
     def notify(name, pid=None, fds=()):
         resp = rpc.criu_resp(type=rpc.NOTIFY, success=True)
         resp.notify.script = name
@@ -88,6 +91,32 @@ def main(scenario, record, fd):
         resp = rpc.criu_resp(type=req.type, success=False, cr_errno=3)
         resp.cr_errmsg = "Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted"
         send(resp)
+    elif scenario == "garbage":
+        # A criu_resp cut in the middle of its cr_errmsg.
+        resp = rpc.criu_resp(type=req.type, success=False, cr_errmsg="Error (x.c:1): cut here")
+        send_raw(resp.SerializeToString()[:-5])
+        time.sleep(60)
+    elif scenario == "newer":
+        # A newer CRIU: fields and an enum value this client has no table
+        # entry for, in the notifications and in the final answer.
+        unknown = (bytes([0xA0, 0x06, 0x2A])            # field 100, varint 42
+                   + bytes([0xAA, 0x06, 0x03]) + b"new"  # field 101, "new"
+                   + bytes([0xAD, 0x06, 1, 2, 3, 4])     # field 101, fixed32 (not its wire type)
+                   + bytes([0xB1, 0x06]) + bytes(8)      # field 102, fixed64
+                   + bytes([0xBB, 0x06, 0x08, 0x01, 0xBC, 0x06]))  # group 103 {1: 1}
+        for name in ("pre-restore", "setup-namespaces", "post-restore"):
+            resp = rpc.criu_resp(type=rpc.NOTIFY, success=True)
+            resp.notify.script = name
+            resp.notify.pid = 4343
+            inner = resp.notify.SerializeToString() + unknown
+            head = rpc.criu_resp(type=rpc.NOTIFY, success=True).SerializeToString()
+            send_raw(head + bytes([0x2A, len(inner)]) + inner + unknown)
+            recv()
+        resp = rpc.criu_resp(type=req.type, success=True)
+        resp.restore.pid = 4343
+        # Then a "type" of 99: an unknown criu_req_type value is skipped, the
+        # earlier type stays.
+        send_raw(unknown + resp.SerializeToString() + bytes([0x08, 99]) + unknown)
     elif scenario == "die":
         print("fake swrk: giving up", file=sys.stderr, flush=True)
         sys.exit(3)

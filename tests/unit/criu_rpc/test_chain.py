@@ -22,7 +22,7 @@ def test_chain_wire_format():
     wire = [to_criu_opts(p, images_dir_fd=10 + i) for i, p in enumerate(plans)]
     assert [(o.images_dir_fd, o.track_mem, o.parent_img) for o in wire] == [
         (10, True, ""), (11, True, "../1")]
-    assert not wire[0].HasField("parent_img") and wire[1].HasField("parent_img")
+    assert not wire[0].has("parent_img") and wire[1].has("parent_img")
 
 
 def test_lazy_pages_only_on_the_final_dump():

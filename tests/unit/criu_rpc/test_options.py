@@ -1,4 +1,7 @@
-"""CriuOptions -> criu_opts, field by field, and the checks before CRIU."""
+"""CriuOptions -> criu_opts, field by field, and the checks before CRIU.
+
+What to_criu_opts builds is read back with protobuf (pycriu's rpc_pb2), as
+CRIU would read it."""
 
 import pytest
 
@@ -20,17 +23,24 @@ from migrate.criu_rpc import (
 from migrate.errors import UsageError
 
 
+def _sent(options, **fds):
+    """The criu_opts CRIU receives, decoded by protobuf."""
+    from pycriu import rpc_pb2 as rpc
+
+    return rpc.criu_opts.FromString(to_criu_opts(options, **fds).encode())
+
+
 def test_defaults_set_only_what_is_needed():
-    o = to_criu_opts(CriuOptions(images_dir="/img"), images_dir_fd=7)
+    o = _sent(CriuOptions(images_dir="/img"), images_dir_fd=7)
     set_fields = {f.name for f, _ in o.ListFields()}
     assert set_fields == {"images_dir_fd", "log_file", "log_level"}
     assert (o.images_dir_fd, o.log_file, o.log_level) == (7, "criu.log", 4)
 
 
 def test_images_dir_path_is_sent_only_without_fd():
-    o = to_criu_opts(CriuOptions(images_dir="/img"))
+    o = _sent(CriuOptions(images_dir="/img"))
     assert o.images_dir_fd == -1 and o.images_dir == "/img"
-    assert not to_criu_opts(CriuOptions(images_dir="/img"), images_dir_fd=3).HasField("images_dir")
+    assert not _sent(CriuOptions(images_dir="/img"), images_dir_fd=3).HasField("images_dir")
 
 
 def test_every_field_maps_one_to_one():
@@ -54,7 +64,7 @@ def test_every_field_maps_one_to_one():
         network_lock=NetworkLock.NFTABLES, notify_scripts=True, ghost_limit=1 << 20, timeout=10,
         unprivileged=True,
     )
-    o = to_criu_opts(opts, images_dir_fd=5, work_dir_fd=6)
+    o = _sent(opts, images_dir_fd=5, work_dir_fd=6)
     assert (o.images_dir_fd, o.work_dir_fd, o.log_file, o.log_level) == (5, 6, "dump.log", 3)
     assert (o.pid, o.root) == (42, "/rootfs")
     for name in ("leave_running", "tcp_established", "tcp_skip_in_flight", "tcp_close",
@@ -85,7 +95,7 @@ def test_every_field_maps_one_to_one():
 
 
 def test_restore_only_fields():
-    o = to_criu_opts(CriuOptions(
+    o = _sent(CriuOptions(
         images_dir="/img", rst_sibling=True, inherit_fd=[InheritFd(key="pipe:[123]", fd=5)],
         join_ns=[JoinNamespace(ns="net", ns_file="/run/netns/a"),
                  JoinNamespace(ns="user", ns_file="/proc/1/ns/user", extra_opt="0,0")]))
@@ -96,14 +106,16 @@ def test_restore_only_fields():
 
 
 def test_page_server_port_zero_and_fd_are_sent():
-    o = to_criu_opts(CriuOptions(images_dir="/i", ps=PageServer(port=0, fd=11)))
+    o = _sent(CriuOptions(images_dir="/i", ps=PageServer(port=0, fd=11)))
     assert o.HasField("ps") and o.ps.port == 0 and o.ps.fd == 11 and not o.ps.HasField("address")
 
 
 def test_manage_cgroups_false_is_sent():
     # False is meaningful (CG_MODE_IGNORE), unlike "unset".
-    assert to_criu_opts(CriuOptions(manage_cgroups=False)).HasField("manage_cgroups")
-    assert not to_criu_opts(CriuOptions()).HasField("manage_cgroups")
+    assert _sent(CriuOptions(manage_cgroups=False)).HasField("manage_cgroups")
+    assert not _sent(CriuOptions()).HasField("manage_cgroups")
+    assert to_criu_opts(CriuOptions(manage_cgroups=False)).has("manage_cgroups")
+    assert to_criu_opts(CriuOptions(manage_cgroups=False)).manage_cgroups is False
 
 
 def test_sequences_become_tuples():

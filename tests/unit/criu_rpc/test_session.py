@@ -165,6 +165,33 @@ def test_failure_carries_errno_message_and_output(tmp_path, fake_criu):
     assert any("something on stderr" in line for line in e.log_tail)
 
 
+def test_an_answer_that_does_not_decode_is_a_one_line_criu_error(tmp_path, fake_criu):
+    fake = fake_criu("garbage")
+    img, _ = _dirs(tmp_path)
+    session = Session(SwrkOptions(criu=str(fake.path)))
+    started = time.monotonic()
+    with pytest.raises(CriuError) as err:
+        session.restore(CriuOptions(images_dir=str(img)))
+    assert time.monotonic() - started < 5   # swrk killed, not waited for
+    message = str(err.value)
+    assert "cannot decode CRIU's answer: criu_resp.cr_errmsg: " in message, message
+    assert "\n" not in message
+    assert no_leftover(session.pid) and session.state == "closed"
+
+
+def test_fields_of_a_newer_criu_are_skipped(tmp_path, fake_criu):
+    fake = fake_criu("newer")
+    img, _ = _dirs(tmp_path)
+    seen = []
+    result = Client(SwrkOptions(criu=str(fake.path))).restore(
+        CriuOptions(images_dir=str(img)),
+        {name: seen.append for name in ("pre-restore", "setup-namespaces", "post-restore")})
+    assert [(n.name, n.pid) for n in seen] == [
+        ("pre-restore", 4343), ("setup-namespaces", 4343), ("post-restore", 4343)]
+    assert result.pid == 4343
+    assert [r.notify_success for r in fake.requests()[1:]] == [True, True, True]
+
+
 def test_swrk_dying_without_answer(tmp_path, fake_criu):
     fake = fake_criu("die")
     img, _ = _dirs(tmp_path)
