@@ -1,17 +1,17 @@
-"""Read one kind of CRIU image file with only its own message module.
+"""Read one kind of CRIU image file: the mountpoints and netns images that
+restore checks.
 
 ``pycriu.images.load`` understands every image, so it builds all ~80
 generated modules first: 40 ms on each restore here with compiled bytecode,
-90 ms without, for the one mountpoints image restore reads. ``read_entries``
-loads the one module the image needs (``_pb.image_pb``, ~2 ms) and returns
-protobuf messages, not pycriu's dicts.
+90 ms without. ``read_entries`` decodes the entries with the tables in
+``_messages`` (no protobuf at all: see ``_wire``) and returns those
+messages, not pycriu's dicts.
 
 The file format (criu/include/image.h, CRIU's Images wiki page): a magic
 number, preceded by IMG_COMMON or IMG_SERVICE since images v1.1, then
 entries, each a 32-bit size (host byte order, as pycriu reads it) and that many bytes of message.
 Only kinds whose entries carry no extra payload after the message are
 listed here (pycriu's ``entry_handler`` without an extra handler).
-Importing this module is cheap; reading imports protobuf.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def read_entries(path: str, kind: str) -> list:
 
     Raises NotFoundError (no such image), KernelError (unreadable),
     UsageError naming the file when it is not a ``kind`` image or is
-    truncated or corrupt, UnsupportedError when pycriu is missing.
+    truncated or corrupt.
     """
     magic, stem, message = KINDS[kind]
     try:
@@ -53,9 +53,10 @@ def read_entries(path: str, kind: str) -> list:
     offset = 8 if first in (_IMG_COMMON, _IMG_SERVICE) else 4
     if len(data) < offset or int.from_bytes(data[offset - 4:offset], sys.byteorder) != magic:
         raise UsageError(f"{path} is corrupt: not a CRIU {kind} image")
-    from migrate.criu_rpc._pb import image_pb
+    from migrate.criu_rpc import _messages
+    from migrate.criu_rpc._wire import DecodeError
 
-    cls = getattr(image_pb(stem), message)
+    cls = getattr(_messages, message)
     entries = []
     while offset < len(data):
         if offset + 4 > len(data):
@@ -65,8 +66,8 @@ def read_entries(path: str, kind: str) -> list:
         if offset + size > len(data):
             raise UsageError(f"{path} is corrupt: truncated entry at byte {offset - 4}")
         try:
-            entries.append(cls.FromString(data[offset:offset + size]))
-        except Exception as err:  # noqa: BLE001 - protobuf's DecodeError
+            entries.append(cls.decode(data[offset:offset + size]))
+        except DecodeError as err:
             raise UsageError(f"{path} is corrupt: {err}") from None
         offset += size
     return entries
