@@ -178,7 +178,73 @@ def test_init_modules_are_light():
     assert not _forbidden(modules)
 
 
+# Protobuf and pycriu (25-35 ms with bytecode) are for cold paths only
+# (inspect, stats, content pre-copy): checkpoint, restore and the migration
+# source/destination speak to CRIU through criu_rpc._wire (issue 16).
+PROTOBUF = ("google", "pycriu")
+
+
+def _protobuf(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules for p in PROTOBUF if m == p or m.startswith(p + "."))
+
+
+def test_protobuf_names_are_matched():
+    assert _protobuf({"google._upb._message", "google.protobuf", "pycriu.rpc_pb2", "googly"}) == \
+        ["google._upb._message", "google.protobuf", "pycriu.rpc_pb2"]
+
+
 @pytest.mark.parametrize("package", ["migrate.criu_rpc", "migrate.oci"])
 def test_packages_do_not_import_protobuf(package):
-    modules = _modules_after(f"import {package}")
-    assert not [m for m in modules if m == "google.protobuf" or m.startswith("google.protobuf.")]
+    assert not _protobuf(_modules_after(f"import {package}"))
+
+
+@pytest.mark.parametrize("command", ["checkpoint", "restore"])
+def test_checkpoint_and_restore_dispatch_without_protobuf(command, bundle, tmp_path):
+    argv = ["--root", str(tmp_path / "root"), command, *(
+        ["--bundle", bundle] if command == "restore" else []), f"budget-{command}"]
+    modules = _modules_after(
+        "import os\n"
+        "os.dup2(os.open(os.devnull, os.O_WRONLY), 2)\n"
+        "from migrate.cli.main import main\n"
+        f"assert main({argv!r}) != 0\n"
+        "import migrate.checkpoint.dump, migrate.checkpoint.restore, migrate.checkpoint.compat\n"
+        "import migrate.checkpoint.restore_plan, migrate.checkpoint.restore_prep\n")
+    assert "migrate.checkpoint.restore" in modules
+    assert not _protobuf(modules)
+
+
+def test_a_criu_conversation_imports_no_protobuf(tmp_path):
+    """A dump and a restore with notifications, against the scripted
+    stand-in for criu swrk (it speaks protobuf in its own process), and the
+    mountpoints and netns images restore reads (written here by pycriu)."""
+    from pycriu import images
+
+    fake = os.path.join(REPO, "tests", "unit", "criu_rpc", "fake_swrk.py")
+    img = tmp_path / "img"
+    img.mkdir()
+    with open(img / "mountpoints-13.img", "wb") as f:
+        images.dump({"magic": "MNTS", "entries": [
+            {"fstype": 5, "mnt_id": 13, "root_dev": 1, "parent_mnt_id": 1, "flags": 0,
+             "root": "/", "mountpoint": "/", "source": "none", "options": "",
+             "ext_key": "/data"}]}, f)
+    with open(img / "netns-10.img", "wb") as f:
+        images.dump({"magic": "NETNS", "entries": [{"ext_key": "extRootNetNS"}]}, f)
+    scripts = {}
+    for scenario in ("notify", "restore"):
+        script = tmp_path / f"criu-{scenario}"
+        script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake}" {scenario} '
+                          f'"{tmp_path}/{scenario}.record" "$@"\n')
+        script.chmod(0o755)
+        scripts[scenario] = str(script)
+    modules = _modules_after(
+        "from migrate.criu_rpc import Client, CriuOptions, SwrkOptions\n"
+        "from migrate.criu_rpc.images import read_entries\n"
+        f"opts = CriuOptions(images_dir={str(img)!r}, pid=7, leave_running=True)\n"
+        f"Client(SwrkOptions(criu={scripts['notify']!r})).dump(opts, {{'post-dump': print}})\n"
+        f"restored = Client(SwrkOptions(criu={scripts['restore']!r})).restore(\n"
+        f"    opts.replace(pid=None, leave_running=False), {{'post-restore': print}})\n"
+        "assert restored.pid == 4242, restored\n"
+        f"assert read_entries({str(img / 'mountpoints-13.img')!r}, 'MNTS')[0].ext_key == '/data'\n"
+        f"assert read_entries({str(img / 'netns-10.img')!r}, 'NETNS')[0].ext_key\n")
+    assert "migrate.criu_rpc._wire" in modules
+    assert not _protobuf(modules)
