@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 
-from migrate.errors import UsageError
+from migrate.errors import MigrateError, UsageError
 
 __all__ = ["check_bundle_fits"]
 
@@ -60,18 +60,17 @@ def _own_netns_in_ids(images_dir: str) -> bool:
     """Whether the checkpointed tree's root had a network namespace other
     than CRIU's own at dump time (ids of the root task against the
     inventory's root_ids). False when that cannot be read."""
+    from migrate.criu_rpc.images import read_entries
+
     try:
-        from pycriu import images
-
-        def entries(name):
-            with open(os.path.join(images_dir, name), "rb") as f:
-                return images.load(f)["entries"]
-
-        root = entries("pstree.img")[0]["pid"]
-        ours = entries("inventory.img")[0]["root_ids"]["net_ns_id"]
-        return entries(f"ids-{root}.img")[0]["net_ns_id"] != ours
-    except Exception:  # noqa: BLE001 - pycriu raises its own and protobuf's errors
+        root = read_entries(os.path.join(images_dir, "pstree.img"), "PSTREE")[0].pid
+        inventory = read_entries(os.path.join(images_dir, "inventory.img"), "INVENTORY")[0]
+        ids = read_entries(os.path.join(images_dir, f"ids-{root}.img"), "IDS")[0]
+    except (MigrateError, IndexError):
         return False
+    if not (inventory.root_ids.has("net_ns_id") and ids.has("net_ns_id")):
+        return False
+    return ids.net_ns_id != inventory.root_ids.net_ns_id
 
 
 def _own_namespace_dumped(files: list[str]) -> bool:

@@ -2,8 +2,9 @@
 not protobuf).
 
 Copied field by field from CRIU 4.2's ``images/rpc.proto`` (the swrk RPC) and
-from ``images/mnt.proto``, ``netdev.proto`` and ``sysctl.proto`` (the
-entries ``images.py`` reads), keeping CRIU's names so grep finds them
+from ``images/mnt.proto``, ``netdev.proto``, ``sysctl.proto``,
+``pstree.proto``, ``inventory.proto`` and ``core.proto`` (the entries
+``images.py`` reads), keeping CRIU's names so grep finds them
 upstream. Every message here is complete: all its fields, not only those
 we set or read, so a test can compare each table with pycriu's generated
 descriptor (``tests/unit/criu_rpc/test_wire.py``). A field CRIU adds later
@@ -13,14 +14,25 @@ pycriu's descriptors have it.
 
 from __future__ import annotations
 
-from migrate.criu_rpc._wire import BOOL, INT32, STRING, UINT32, Message, optional, repeated, required
+from migrate.criu_rpc._wire import (
+    BOOL,
+    INT32,
+    STRING,
+    UINT32,
+    UINT64,
+    Message,
+    optional,
+    repeated,
+    required,
+)
 
 __all__ = [
     "criu_req_type", "criu_cg_mode", "criu_network_lock_method", "criu_pre_dump_mode",
     "NOTIFY", "criu_page_server_info", "criu_veth_pair", "ext_mount_map", "join_namespace",
     "inherit_fd", "cgroup_root", "unix_sk", "criu_opts", "criu_dump_resp", "criu_restore_resp",
     "criu_notify", "criu_features", "criu_req", "criu_resp", "criu_version",
-    "mnt_entry", "SysctlType", "sysctl_entry", "netns_id", "netns_entry",
+    "mnt_entry", "SysctlType", "sysctl_entry", "netns_id", "netns_entry", "pstree_entry",
+    "task_kobj_ids_entry", "lsmtype", "plugins_entry", "inventory_entry",
 ]
 
 # -- enums (rpc.proto) ----------------------------------------------------------
@@ -289,4 +301,60 @@ class netns_entry(Message):
         optional(8, "ext_key", STRING),
         repeated(9, "unix_conf", sysctl_entry),
         repeated(10, "ipv4_sysctl", sysctl_entry),
+    )
+
+
+# -- pstree.proto, core.proto, inventory.proto ----------------------------------
+
+class pstree_entry(Message):
+    FIELDS = (
+        required(1, "pid", UINT32),
+        required(2, "ppid", UINT32),
+        required(3, "pgid", UINT32),
+        required(4, "sid", UINT32),
+        repeated(5, "threads", UINT32),
+    )
+
+
+class task_kobj_ids_entry(Message):
+    FIELDS = (
+        required(1, "vm_id", UINT32),
+        required(2, "files_id", UINT32),
+        required(3, "fs_id", UINT32),
+        required(4, "sighand_id", UINT32),
+        optional(5, "pid_ns_id", UINT32),
+        optional(6, "net_ns_id", UINT32),
+        optional(7, "ipc_ns_id", UINT32),
+        optional(8, "uts_ns_id", UINT32),
+        optional(9, "mnt_ns_id", UINT32),
+        optional(10, "user_ns_id", UINT32),
+        optional(11, "cgroup_ns_id", UINT32),
+        optional(12, "time_ns_id", UINT32),
+    )
+
+
+lsmtype = {"NO_LSM": 0, "SELINUX": 1, "APPARMOR": 2}
+
+
+class plugins_entry(Message):
+    FIELDS = (
+        repeated(12, "plugins", STRING),
+    )
+
+
+class inventory_entry(Message):
+    FIELDS = (
+        required(1, "img_version", UINT32),
+        optional(2, "fdinfo_per_id", BOOL),
+        optional(3, "root_ids", task_kobj_ids_entry),
+        optional(4, "ns_per_id", BOOL),
+        optional(5, "root_cg_set", UINT32),
+        optional(6, "lsmtype", lsmtype),
+        optional(8, "dump_uptime", UINT64),
+        optional(9, "pre_dump_mode", UINT32),
+        optional(10, "tcp_close", BOOL),
+        optional(11, "network_lock_method", UINT32),
+        optional(12, "plugins_entry", plugins_entry),
+        optional(13, "dump_criu_run_id", STRING),
+        optional(14, "allow_uprobes", BOOL),
     )

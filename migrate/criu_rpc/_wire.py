@@ -4,10 +4,10 @@ Why not protobuf: importing it (the upb backend's descriptor pool, message
 builder and python_message) plus pycriu's generated ``rpc_pb2`` costs 25-35 ms
 of every ``checkpoint`` and ``restore`` here, even with compiled bytecode:
 a sixth of a small container's whole checkpoint, where runc pays nothing of
-the kind (issue 16). The messages CRIU's RPC and the two images restore
-reads need use a handful of field kinds, so a table per message
-(``_messages.py``) and the ~150 lines below do the same job in well under
-a millisecond of import. The tables are written out, not derived at import
+the kind (issue 16). The messages of CRIU's RPC and of the few images
+restore reads use a handful of field kinds, so a table per message
+(``_messages.py``) and the code below do the same job in about a
+millisecond of import. The tables are written out, not derived at import
 time from pycriu's descriptors (that would import protobuf again);
 ``tests/unit/criu_rpc/test_wire.py`` checks every field number, kind, label
 and default against those descriptors and compares our bytes with
@@ -16,8 +16,8 @@ using pycriu.
 
 The format (https://protobuf.dev/programming-guides/encoding/): a message
 is a sequence of (key, value) records, key = field number << 3 | wire type.
-What CRIU's messages use: varints (int32, uint32, bool, enum; a negative
-int32 is sign-extended to ten bytes) and length-delimited records
+What CRIU's messages use: varints (int32, uint32, uint64, bool, enum; a
+negative int32 is sign-extended to ten bytes) and length-delimited records
 (strings, nested messages). Fields are written in field-number order, as
 protobuf writes them, so the bytes are identical to its own.
 
@@ -41,7 +41,7 @@ empty one that is not stored.
 from __future__ import annotations
 
 __all__ = ["Message", "Field", "DecodeError", "EncodeError",
-           "INT32", "UINT32", "BOOL", "STRING", "required", "optional", "repeated"]
+           "INT32", "UINT32", "UINT64", "BOOL", "STRING", "required", "optional", "repeated"]
 
 # Wire types.
 _VARINT, _I64, _LEN, _SGROUP, _EGROUP, _I32 = 0, 1, 2, 3, 4, 5
@@ -50,6 +50,7 @@ _VARINT, _I64, _LEN, _SGROUP, _EGROUP, _I32 = 0, 1, 2, 3, 4, 5
 # message field's kind is its Message subclass).
 INT32 = "int32"
 UINT32 = "uint32"
+UINT64 = "uint64"
 BOOL = "bool"
 STRING = "string"
 
@@ -67,7 +68,7 @@ class EncodeError(ValueError):
 
 class Field:
     """One field of a message table: ``number``, ``name``, ``kind`` (INT32,
-    UINT32, BOOL, STRING, an enum's ``{name: value}`` dict or a Message
+    UINT32, UINT64, BOOL, STRING, an enum's ``{name: value}`` dict or a Message
     subclass), ``label`` and, where the .proto declares one, ``default``."""
 
     __slots__ = ("number", "name", "kind", "label", "default", "packed", "wire_type")
@@ -80,7 +81,7 @@ class Field:
         self.wire_type = _LEN if is_message or kind == STRING else _VARINT
         if default is None and label != _REPEATED and not is_message:
             # proto2's implicit defaults: zero, false, "", an enum's first value.
-            default = {INT32: 0, UINT32: 0, BOOL: False, STRING: ""}.get(kind) if \
+            default = {INT32: 0, UINT32: 0, UINT64: 0, BOOL: False, STRING: ""}.get(kind) if \
                 isinstance(kind, str) else next(iter(kind.values()))
         self.default = default
 
@@ -229,9 +230,9 @@ def _scalar(cls: type, field: Field, value) -> int:
         return int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise EncodeError(f"{cls.__name__}.{field.name}: {value!r} is not an integer")
-    if kind == UINT32:
-        if not 0 <= value < 1 << 32:
-            raise EncodeError(f"{cls.__name__}.{field.name}: {value} is not a uint32")
+    if kind in (UINT32, UINT64):
+        if not 0 <= value < 1 << (32 if kind == UINT32 else 64):
+            raise EncodeError(f"{cls.__name__}.{field.name}: {value} is not a {kind}")
         return value
     if kind != INT32 and value not in kind.values():
         raise EncodeError(f"{cls.__name__}.{field.name}: {value} is not one of its enum's values")
@@ -291,6 +292,8 @@ def _convert(field: Field, raw: int):
         return raw != 0
     if kind == UINT32:
         return raw & 0xFFFFFFFF
+    if kind == UINT64:
+        return raw
     value = raw & 0xFFFFFFFF
     if value >= 1 << 31:
         value -= 1 << 32

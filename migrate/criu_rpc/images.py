@@ -1,5 +1,6 @@
-"""Read one kind of CRIU image file: the mountpoints and netns images that
-restore checks.
+"""Read one kind of CRIU image file: the few images restore checks against
+the bundle (mountpoints, netns, and pstree, inventory and ids to tell
+whose network namespace was dumped empty).
 
 ``pycriu.images.load`` understands every image, so it builds all ~80
 generated modules first: 40 ms on each restore here with compiled bytecode,
@@ -8,7 +9,8 @@ generated modules first: 40 ms on each restore here with compiled bytecode,
 messages, not pycriu's dicts.
 
 The file format (criu/include/image.h, CRIU's Images wiki page): a magic
-number, preceded by IMG_COMMON or IMG_SERVICE since images v1.1, then
+number, preceded by IMG_COMMON or IMG_SERVICE since images v1.1 (except
+the inventory's, which comes alone), then
 entries, each a 32-bit size (host byte order, as pycriu reads it) and that many bytes of message.
 Only kinds whose entries carry no extra payload after the message are
 listed here (pycriu's ``entry_handler`` without an extra handler).
@@ -31,6 +33,9 @@ _IMG_SERVICE = 0x55105940
 KINDS = {
     "MNTS": (0x55563928, "mnt", "mnt_entry"),
     "NETNS": (0x55933752, "netdev", "netns_entry"),
+    "PSTREE": (0x50273030, "pstree", "pstree_entry"),
+    "INVENTORY": (0x58313116, "inventory", "inventory_entry"),
+    "IDS": (0x54432030, "core", "task_kobj_ids_entry"),
 }
 
 

@@ -216,7 +216,7 @@ def test_checkpoint_and_restore_dispatch_without_protobuf(command, bundle, tmp_p
 def test_a_criu_conversation_imports_no_protobuf(tmp_path):
     """A dump and a restore with notifications, against the scripted
     stand-in for criu swrk (it speaks protobuf in its own process), and the
-    mountpoints and netns images restore reads (written here by pycriu)."""
+    images restore reads (written here by pycriu)."""
     from pycriu import images
 
     fake = os.path.join(REPO, "tests", "unit", "criu_rpc", "fake_swrk.py")
@@ -229,6 +229,13 @@ def test_a_criu_conversation_imports_no_protobuf(tmp_path):
              "ext_key": "/data"}]}, f)
     with open(img / "netns-10.img", "wb") as f:
         images.dump({"magic": "NETNS", "entries": [{"ext_key": "extRootNetNS"}]}, f)
+    ids = {"vm_id": 1, "files_id": 1, "fs_id": 1, "sighand_id": 1}
+    for name, magic, entry in (
+            ("pstree.img", "PSTREE", {"pid": 7, "ppid": 0, "pgid": 7, "sid": 7}),
+            ("inventory.img", "INVENTORY", {"img_version": 2, "root_ids": {**ids, "net_ns_id": 1}}),
+            ("ids-7.img", "IDS", {**ids, "net_ns_id": 2})):
+        with open(img / name, "wb") as f:
+            images.dump({"magic": magic, "entries": [entry]}, f)
     scripts = {}
     for scenario in ("notify", "restore"):
         script = tmp_path / f"criu-{scenario}"
@@ -245,6 +252,8 @@ def test_a_criu_conversation_imports_no_protobuf(tmp_path):
         f"    opts.replace(pid=None, leave_running=False), {{'post-restore': print}})\n"
         "assert restored.pid == 4242, restored\n"
         f"assert read_entries({str(img / 'mountpoints-13.img')!r}, 'MNTS')[0].ext_key == '/data'\n"
-        f"assert read_entries({str(img / 'netns-10.img')!r}, 'NETNS')[0].ext_key\n")
+        f"assert read_entries({str(img / 'netns-10.img')!r}, 'NETNS')[0].ext_key\n"
+        "from migrate.checkpoint.compat import _own_netns_in_ids\n"
+        f"assert _own_netns_in_ids({str(img)!r})\n")
     assert "migrate.criu_rpc._wire" in modules
     assert not _protobuf(modules)

@@ -63,6 +63,42 @@ def test_a_new_namespace_the_checkpoint_lacked(tmp_path):
     check_bundle_fits(_images(tmp_path, "utsns-12.img", "ipcns-var-11.img"), _spec(tmp_path))
 
 
+def _dumped_empty(tmp_path, root_net, task_net):
+    """A checkpoint whose network namespace was dumped empty (empty_ns): no
+    netns image, only the root task's ids against CRIU's own (inventory)."""
+    from pycriu import images
+
+    d = tmp_path / "img"
+    d.mkdir()
+    ids = {"vm_id": 1, "files_id": 1, "fs_id": 1, "sighand_id": 1}
+    for name, magic, entry in (
+            ("pstree.img", "PSTREE", {"pid": 7, "ppid": 0, "pgid": 7, "sid": 7}),
+            ("inventory.img", "INVENTORY", {"img_version": 2, "root_ids": {**ids, "net_ns_id": root_net},
+                                            "lsmtype": "NO_LSM", "dump_uptime": 1 << 40}),
+            ("ids-7.img", "IDS", {**ids, "net_ns_id": task_net})):
+        with open(d / name, "wb") as f:
+            images.dump({"magic": magic, "entries": [entry]}, f)
+    return str(d)
+
+
+def test_a_network_namespace_dumped_empty_is_its_own(tmp_path):
+    images = _dumped_empty(tmp_path, root_net=4, task_net=9)
+    with pytest.raises(UsageError, match="own network namespace but config.json has none"):
+        check_bundle_fits(images, _spec(tmp_path, drop=("network",)))
+
+
+def test_the_hosts_network_namespace_fits_a_host_network_bundle(tmp_path):
+    check_bundle_fits(_dumped_empty(tmp_path, root_net=4, task_net=4),
+                      _spec(tmp_path, drop=("network",)))
+
+
+def test_unreadable_ids_are_not_judged(tmp_path):
+    images = _dumped_empty(tmp_path, root_net=4, task_net=9)
+    with open(f"{images}/ids-7.img", "r+b") as f:
+        f.truncate(10)
+    check_bundle_fits(images, _spec(tmp_path, drop=("network",)))
+
+
 def test_mountpoint_spellings():
     assert [_absolute(p) for p in ("./sys", "/sys", ".", "/", "./.hidden", "/a/../b")] == \
         ["/sys", "/sys", "/", "/", "/.hidden", "/b"]

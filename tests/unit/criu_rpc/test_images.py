@@ -43,6 +43,22 @@ def test_reads_what_pycriu_reads(tmp_path):
     assert [e.ext_key for e in read_entries(net, "NETNS")] == ["extRootNetNS", ""]
 
 
+def test_inventory_pstree_and_ids(tmp_path):
+    """The inventory comes without IMG_COMMON; its uptime is a uint64."""
+    ids = {"vm_id": 1, "files_id": 2, "fs_id": 3, "sighand_id": 4, "net_ns_id": 0xF0000001}
+    inv = _write(tmp_path / "inventory.img", "INVENTORY", [
+        {"img_version": 2, "root_ids": ids, "lsmtype": "APPARMOR", "dump_uptime": (1 << 63) + 5,
+         "plugins_entry": {"plugins": ["amdgpu"]}}])
+    (entry,) = read_entries(inv, "INVENTORY")
+    assert (entry.img_version, entry.root_ids.net_ns_id, entry.lsmtype, entry.dump_uptime,
+            entry.plugins_entry.plugins) == (2, 0xF0000001, 2, (1 << 63) + 5, ["amdgpu"])
+    tree = _write(tmp_path / "pstree.img", "PSTREE", [
+        {"pid": 7, "ppid": 0, "pgid": 7, "sid": 7, "threads": [7, 8]}])
+    assert [(e.pid, e.threads) for e in read_entries(tree, "PSTREE")] == [(7, [7, 8])]
+    (task,) = read_entries(_write(tmp_path / "ids-7.img", "IDS", [ids]), "IDS")
+    assert (task.files_id, task.net_ns_id, task.has("uts_ns_id")) == (2, 0xF0000001, False)
+
+
 def test_an_empty_image_has_no_entries(tmp_path):
     assert read_entries(_write(tmp_path / "m.img", "MNTS", []), "MNTS") == []
 

@@ -19,7 +19,16 @@ from migrate.criu_rpc import (
     Tls,
 )
 from migrate.criu_rpc import _messages as msgs
-from migrate.criu_rpc._wire import BOOL, INT32, STRING, UINT32, DecodeError, EncodeError, Message
+from migrate.criu_rpc._wire import (
+    BOOL,
+    INT32,
+    STRING,
+    UINT32,
+    UINT64,
+    DecodeError,
+    EncodeError,
+    Message,
+)
 from migrate.criu_rpc.images import KINDS
 from migrate.criu_rpc.session import build_request
 
@@ -60,7 +69,8 @@ TABLES = {name: cls for name, cls in vars(msgs).items()
           if isinstance(cls, type) and issubclass(cls, Message) and cls is not Message}
 ENUMS = {name: value for name, value in vars(msgs).items()
          if isinstance(value, dict) and not name.startswith("_")}
-_TYPES = {INT32: "TYPE_INT32", UINT32: "TYPE_UINT32", BOOL: "TYPE_BOOL", STRING: "TYPE_STRING"}
+_TYPES = {INT32: "TYPE_INT32", UINT32: "TYPE_UINT32", UINT64: "TYPE_UINT64", BOOL: "TYPE_BOOL",
+          STRING: "TYPE_STRING"}
 
 
 def test_the_tables_are_exactly_the_messages_used():
