@@ -50,6 +50,7 @@ def prepare_restore(ctx: RuntimeContext, opts: RestoreOptions) -> "PreparedResto
     yet: a migration's destination prepares while the source still runs.
     ``run()`` or ``abort()`` must follow. Raises what ``restore`` raises."""
     from migrate import oci
+    from migrate.checkpoint.cgyard import make_yard
     from migrate.checkpoint.restore_prep import prepare_masked_tmpfs, prepare_root
     from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint
     from migrate.runtime import rootless
@@ -84,6 +85,9 @@ def prepare_restore(ctx: RuntimeContext, opts: RestoreOptions) -> "PreparedResto
         # It also leaves its cgroup yard mounted in our mount namespace.
         up.expect_tasks()
         up.on_failure(lambda: umount_criu_cgyards(ctx, work_dir))
+        # The hierarchies CRIU would mount while the tasks are frozen (a
+        # migration prepares this before the source freezes): cgyard.py.
+        prepared.yard = make_yard(ctx, work_dir)
         prepared.criu_root, prepared.resolved = prepare_root(ctx, spec, meta, up.dir, bundle,
                                                              up.always, up.claim)
         prepared.masked_tmpfs = prepare_masked_tmpfs(ctx, meta, up.dir, up.always, up.claim)
@@ -110,6 +114,7 @@ class PreparedRestore:
         self.resolved: dict[str, str] = {}
         self.masked_tmpfs: dict[str, str] = {}
         self.notify_dir = None
+        self.yard: str | None = None
         self.done = False
 
     def abort(self, err: BaseException | None = None) -> None:
@@ -174,6 +179,8 @@ class PreparedRestore:
                                  resolved=self.resolved,
                                  image_keys=external_mount_keys(images_dir),
                                  masked_tmpfs=self.masked_tmpfs)
+        if self.yard is not None:
+            criu_opts = criu_opts.replace(cgroup_yard=self.yard)
         fg = None
         if not opts.detach:
             from migrate.runtime.foreground import Foreground
@@ -185,6 +192,10 @@ class PreparedRestore:
         console = ConsoleHandoff(opts.console_socket, keep=not opts.detach)
         pid = _run_criu(ctx, up, criu_opts, console, opts, warm,
                         hold_for=cgroups if held else None)
+        if self.yard is not None:
+            from migrate.checkpoint.cgyard import remove_yard
+
+            remove_yard(ctx, self.yard)
         up.started(pid)
         up.commit(opts.pid_file)
         run_poststart(state, spec)
@@ -292,9 +303,10 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, hold_for=
         from migrate.criu_rpc import LazyPagesOptions, start_lazy_pages
 
         ps = parse_page_server(opts.page_server) if opts.page_server else None
+        # Not waited for yet: criu swrk starts meanwhile.
         daemon = start_lazy_pages(LazyPagesOptions(
             images_dir=criu_opts.images_dir, work_dir=criu_opts.work_dir, page_server=ps),
-            criu=ctx.criu)
+            criu=ctx.criu, wait=False)
         up.on_failure(daemon.close)
         claim.add("processes", [daemon.pid, proc_start_time(daemon.pid, ctx.proc_root)])
     # CRIU's forks are not in the container's cgroups until CRIU moves them,
@@ -310,6 +322,10 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, hold_for=
             claim.add("processes", [session.pid, proc_start_time(session.pid, ctx.proc_root)])
             if hold_for is not None:
                 watch.append(_DaemonWatch(daemon, hold_for, session.pid))
+            if daemon is not None:
+                # Started without waiting: swrk started meanwhile. CRIU
+                # connects to it early in the restore.
+                daemon.wait_ready()
             try:
                 result = session.restore(criu_opts, callbacks)
             finally:

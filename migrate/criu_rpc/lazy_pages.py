@@ -166,11 +166,25 @@ def lazy_pages_argv(options: LazyPagesOptions, *, criu: str = "criu",
 class LazyPages:
     """A running ``criu lazy-pages``; a context manager that reaps it."""
 
-    def __init__(self, proc: subprocess.Popen, log_path: str, output: IO[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen, log_path: str, output: IO[bytes],
+                 ready_fd: int = -1) -> None:
         self._proc = proc
         self.log_path = log_path
         self._output = output
         self.breach: str | None = None      # set when the watcher killed it
+        self._ready_fd = ready_fd           # until wait_ready() (start_lazy_pages(wait=False))
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until it listens for the restore (at once if it already
+        did). Raises ``CriuError`` (with the log tail) if it exits or does
+        not get ready within ``timeout`` seconds."""
+        if self._ready_fd < 0:
+            return
+        try:
+            _wait_ready(self, self._ready_fd, timeout)
+        finally:
+            os.close(self._ready_fd)
+            self._ready_fd = -1
 
     def watch(self, deadline: float | None, max_log_bytes: int | None) -> None:
         """Kill the daemon past ``deadline`` seconds or ``max_log_bytes`` of log."""
@@ -224,6 +238,9 @@ class LazyPages:
             self._proc.kill()
         self._proc.wait()
         self._output.close()
+        if self._ready_fd >= 0:
+            os.close(self._ready_fd)
+            self._ready_fd = -1
 
     def __enter__(self) -> "LazyPages":
         return self
@@ -234,10 +251,13 @@ class LazyPages:
 
 def start_lazy_pages(options: LazyPagesOptions, *, criu: str = "criu",
                      timeout: float = 30.0, deadline: float | None = None,
-                     max_log_bytes: int | None = None) -> LazyPages:
-    """Start ``criu lazy-pages`` and wait until it listens for the restore.
-    It is killed past ``deadline`` seconds or ``max_log_bytes`` of log
-    (defaults: those of a ``criu swrk`` run; see ``SwrkOptions``).
+                     max_log_bytes: int | None = None, wait: bool = True) -> LazyPages:
+    """Start ``criu lazy-pages`` and wait until it listens for the restore
+    (``wait=False``: return at once; ``LazyPages.wait_ready`` waits, so the
+    caller can start the restore's CRIU meanwhile: each takes ~5-10 ms to
+    start here). It is killed past ``deadline`` seconds or
+    ``max_log_bytes`` of log (defaults: those of a ``criu swrk`` run; see
+    ``SwrkOptions``).
 
     Raises ``CriuError`` (with the log tail) if it exits or does not get
     ready within ``timeout`` seconds.
@@ -261,17 +281,20 @@ def start_lazy_pages(options: LazyPagesOptions, *, criu: str = "criu",
                             errno=err.errno or 0) from err
         os.close(ready_w)
         ready_w = -1
-        daemon = LazyPages(proc, log_path, output)
-        try:
-            _wait_ready(daemon, ready_r, timeout)
-        except BaseException:
-            daemon.close()
-            raise
+        daemon = LazyPages(proc, log_path, output, ready_fd=ready_r)
+        ready_r = -1
+        if wait:
+            try:
+                daemon.wait_ready(timeout)
+            except BaseException:
+                daemon.close()
+                raise
         daemon.watch(DEFAULT_TIMEOUT if deadline is None else deadline,
                      DEFAULT_MAX_LOG_BYTES if max_log_bytes is None else max_log_bytes)
         return daemon
     finally:
-        os.close(ready_r)
+        if ready_r >= 0:
+            os.close(ready_r)
         if ready_w >= 0:
             os.close(ready_w)
 

@@ -161,7 +161,12 @@ class Migration:
             self._rollback = rb
             # Locked and planned once: every pre-dump round and the final
             # dump derive their CRIU options from this one plan.
-            with dump_job(self.ctx, self.checkpoint_options(lazy_pages=self.pipeline.lazy)) as job:
+            with dump_job(self.ctx, self.checkpoint_options(lazy_pages=self.pipeline.lazy)) as job, \
+                    _cgroup_yard(self.ctx) as yard:
+                if yard is not None:
+                    # The hierarchies the dump reads its cgroups through,
+                    # mounted now instead of while frozen (cgyard.py).
+                    job.criu_opts = job.criu_opts.replace(cgroup_yard=yard)
                 self.pipeline.run(self, job)
 
     # -- what strategies share ------------------------------------------------------
@@ -339,6 +344,19 @@ class Migration:
         self.report.iterations.append(Iteration(index=len(self.report.iterations) + 1,
                                                 pages_written=pages, bytes=pages * 4096,
                                                 seconds=seconds, final=True))
+
+
+@contextlib.contextmanager
+def _cgroup_yard(ctx):
+    """A cgroup yard for the migration's dumps, in the temporary directory:
+    never inside the work directory, which is removed recursively."""
+    import secrets
+
+    from migrate.checkpoint.cgyard import YARD_NAME, cgroup_yard
+
+    with cgroup_yard(ctx, tempfile.gettempdir(),
+                     name=f"{YARD_NAME}-{secrets.token_hex(4)}") as yard:
+        yield yard
 
 
 def pages_moved(stats: dict) -> int:
