@@ -12,9 +12,10 @@ import datetime
 import os
 import signal
 
-from migrate.checkpoint.externals import (MASKED_TMPFS, classify_mounts, describe_fd,
+from migrate.checkpoint.externals import (MASKED_TMPFS, RO_TMPFS, classify_mounts, describe_fd,
                                           external_namespaces, masked_tmpfs_key,
-                                          masked_tmpfs_mounts, may_remount)
+                                          masked_tmpfs_mounts, may_remount, ro_tmpfs_key,
+                                          ro_tmpfs_mounts)
 from migrate.checkpoint.metadata import CheckpointMeta, save_meta
 from migrate.checkpoint.options import CheckpointOptions, criu_config_file
 from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint, criu_unprivileged_options
@@ -78,6 +79,8 @@ def image_key(mount) -> str:
     runtime can restore the other's checkpoints)."""
     if mount.kind == MASKED_TMPFS:
         return masked_tmpfs_key(mount.mountpoint)
+    if mount.kind == RO_TMPFS:
+        return ro_tmpfs_key(mount.mountpoint)
     return "/dev/null" if mount.kind == "mask" else mount.mountpoint
 
 
@@ -89,7 +92,9 @@ def _asks_plain_netns(opts: CheckpointOptions) -> bool:
 def _masked_tmpfs(container: Container, entries, masked_paths: set[str], proc_root: str):
     """The masked tmpfs mounts restore can recreate empty (see
     externals.masked_tmpfs_mounts): no task of the container may remount
-    them (CAP_SYS_ADMIN in no bounding set) and each is empty now."""
+    them (CAP_SYS_ADMIN in no bounding set) and each is empty now; and the
+    read-only tmpfs mounts it can recreate with the same mount points and
+    symlinks (externals.ro_tmpfs_mounts)."""
     pid = container.state.pid
     root = f"{proc_root}/{pid}/root"
     pids = {pid}
@@ -111,8 +116,26 @@ def _masked_tmpfs(container: Container, entries, masked_paths: set[str], proc_ro
         except OSError:
             return False
 
-    return masked_tmpfs_mounts(entries, masked_paths=masked_paths,
-                               can_remount=may_remount(bounds), is_empty=is_empty)
+    def list_dir(mp: str):
+        try:
+            out = []
+            with os.scandir(root + mp) as it:
+                for d in it:
+                    if d.is_symlink():
+                        out.append((d.name, "symlink", os.readlink(d.path)))
+                    elif d.is_dir(follow_symlinks=False):
+                        out.append((d.name, "dir", ""))
+                    else:
+                        out.append((d.name, "other", ""))
+            return out
+        except OSError:
+            return None
+
+    can_remount = may_remount(bounds)
+    return (masked_tmpfs_mounts(entries, masked_paths=masked_paths, can_remount=can_remount,
+                                is_empty=is_empty)
+            + ro_tmpfs_mounts(entries, masked_paths=masked_paths, can_remount=can_remount,
+                              list_dir=list_dir))
 
 
 def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir: str,

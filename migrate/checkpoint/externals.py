@@ -18,10 +18,14 @@ from migrate._record import record
 from migrate.errors import UnsupportedError
 
 __all__ = ["ExternalMount", "classify_mounts", "masked_tmpfs_mounts", "masked_tmpfs_key",
-           "MASKED_TMPFS", "may_remount", "Descriptor", "describe_fd", "external_namespaces"]
+           "MASKED_TMPFS", "RO_TMPFS", "ro_tmpfs_mounts", "ro_tmpfs_key", "may_remount",
+           "Descriptor", "describe_fd", "external_namespaces"]
 
 # ExternalMount.kind of an empty read-only tmpfs over a masked directory.
 MASKED_TMPFS = "masked-tmpfs"
+# ExternalMount.kind of a read-only tmpfs holding only the mount points of
+# the mounts on it and symlinks (/sys/fs/cgroup on a cgroup v1 host).
+RO_TMPFS = "ro-tmpfs"
 CAP_SYS_ADMIN = 21
 
 
@@ -34,7 +38,9 @@ class ExternalMount:
     hierarchy name), "mask" (/dev/null), "device" (the host node
     ``detail``), "notify" (the new state directory's notify/),
     "masked-tmpfs" (a fresh empty read-only tmpfs; ``detail`` is its
-    per-mount and super options from mountinfo, space-separated)."""
+    per-mount and super options from mountinfo, space-separated),
+    "ro-tmpfs" (a fresh tmpfs with the same directories and symlinks, made
+    read-only; ``detail`` is JSON: options, super options, entries)."""
 
     mountpoint: str
     kind: str
@@ -117,6 +123,63 @@ def masked_tmpfs_mounts(entries: list[MountInfo], *, masked_paths: set[str], can
         if is_empty(mp):
             out.append(ExternalMount(mountpoint=mp, kind=MASKED_TMPFS,
                                      detail=f"{e.options} {e.super_options}"))
+    return out
+
+
+def ro_tmpfs_key(mountpoint: str) -> str:
+    """CRIU's external key of the read-only tmpfs at ``mountpoint``."""
+    return "migrate-tmpfs:" + mountpoint
+
+
+def ro_tmpfs_mounts(entries: list[MountInfo], *, masked_paths: set[str], can_remount: bool,
+                    list_dir) -> list[ExternalMount]:
+    """The read-only tmpfs mounts with other mounts on them that hold
+    nothing but those mounts' mount points (directories) and symlinks: the
+    tmpfs the runtime puts at /sys/fs/cgroup on a cgroup v1 host, with one
+    bind per hierarchy and a symlink per co-mounted controller. CRIU would
+    tar each (a fork and exec of tar and gzip, ~5-7 ms on dump and 4-10 ms
+    on restore, both while the container is frozen); declared external,
+    the destination makes the same tree ahead of time.
+
+    ``list_dir(mountpoint)`` -> [(name, "dir" | "symlink" | "other",
+    symlink target or "")], or None when it cannot be read. A mount point
+    hides what is below it: with no CAP_SYS_ADMIN in any bounding set
+    (``can_remount`` False) no task of the container can have mounted,
+    unmounted or remounted anything since the runtime made it, so nothing
+    is hidden there and the tree cannot change before the freeze."""
+    import json
+
+    if can_remount or not entries:
+        return []
+    out = []
+    points = [e.mount_point for e in entries]
+    for e in entries[1:]:
+        mp = e.mount_point
+        if (e.fstype != "tmpfs" or mp in masked_paths or e.root != "/"
+                or "ro" not in e.options.split(",") or points.count(mp) != 1):
+            continue
+        prefix = mp.rstrip("/") + "/"
+        below = [p[len(prefix):] for p in points if p.startswith(prefix)]
+        children = {p for p in below if "/" not in p}
+        if not children or any(p.split("/")[0] not in children for p in below):
+            continue
+        listing = list_dir(mp)
+        if listing is None:
+            continue
+        content = []
+        for name, kind, target in sorted(listing):
+            if kind == "dir" and name in children:
+                content.append([name, "dir", ""])
+            elif kind == "symlink":
+                content.append([name, "symlink", target])
+            else:
+                content = None
+                break
+        if content is None or {n for n, k, _ in content if k == "dir"} != children:
+            continue
+        out.append(ExternalMount(mountpoint=mp, kind=RO_TMPFS, detail=json.dumps(
+            {"options": e.options, "super": e.super_options, "entries": content},
+            sort_keys=True)))
     return out
 
 

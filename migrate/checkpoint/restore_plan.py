@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from migrate.checkpoint.externals import MASKED_TMPFS, masked_tmpfs_key
+from migrate.checkpoint.externals import MASKED_TMPFS, RO_TMPFS, masked_tmpfs_key, ro_tmpfs_key
 from migrate.checkpoint.metadata import CheckpointMeta
 from migrate.checkpoint.options import RestoreOptions, criu_config_file
 from migrate.errors import NotFoundError, UsageError
@@ -93,6 +93,10 @@ def mount_sources(spec, meta: CheckpointMeta, *, bundle: str, cgroup_paths: dict
             if em.detail not in (masked_tmpfs or {}):
                 raise UsageError(f"no empty tmpfs was made for the masked path {em.mountpoint}")
             out[masked_tmpfs_key(em.mountpoint)] = masked_tmpfs[em.detail]
+        elif em.kind == RO_TMPFS:
+            if em.detail not in (masked_tmpfs or {}):
+                raise UsageError(f"no tmpfs was made for the read-only tmpfs at {em.mountpoint}")
+            out[ro_tmpfs_key(em.mountpoint)] = masked_tmpfs[em.detail]
         elif em.kind == "notify":
             if notify_dir is None:
                 raise UsageError("the checkpoint proxied NOTIFY_SOCKET; restore it with "

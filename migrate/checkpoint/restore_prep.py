@@ -72,27 +72,43 @@ def prepare_masked_tmpfs(ctx, meta: CheckpointMeta, cdir: str, push, claim) -> d
     container's directory, for CRIU to bind where they were. Returns
     options -> path. Each is detached by ``push``'s step once CRIU is done
     (its binds keep the file system) and by `delete --force` (``claim``)."""
-    from migrate.checkpoint.externals import MASKED_TMPFS
+    from migrate.checkpoint.externals import MASKED_TMPFS, RO_TMPFS
     from migrate.runtime.mounts import parse_options
     from migrate.runtime.syscalls import MNT, MS
 
     sys = ctx.syscalls
     out: dict[str, str] = {}
     for em in meta.mounts:
-        if em.kind != MASKED_TMPFS or em.detail in out:
+        if em.kind not in (MASKED_TMPFS, RO_TMPFS) or em.detail in out:
             continue
-        per_mount, _, super_opts = em.detail.partition(" ")
+        tree = None
+        if em.kind == RO_TMPFS:
+            import json
+
+            desc = json.loads(em.detail)
+            per_mount, super_opts, tree = desc["options"], desc["super"], desc["entries"]
+        else:
+            per_mount, _, super_opts = em.detail.partition(" ")
         flags = parse_options(per_mount.split(","), "tmpfs").flags | MS.RDONLY
         data = ",".join(w for w in super_opts.split(",") if w not in ("ro", "rw", "seclabel"))
         target = os.path.join(cdir, f"masked-tmpfs-{len(out)}")
         os.mkdir(target, 0o700)
         claim.add("mounts", target)
         try:
-            sys.mount("tmpfs", target, "tmpfs", flags, data or None)
+            if tree is None:
+                sys.mount("tmpfs", target, "tmpfs", flags, data or None)
+            else:
+                # Writable until the tree is in, then read-only at the
+                # mount, as the runtime leaves it (rootfs.py).
+                sys.mount("tmpfs", target, "tmpfs", flags & ~MS.RDONLY, data or None)
+                _make_tree(target, tree)
+                sys.mount(None, target, None, MS.BIND | MS.REMOUNT | flags, None)
             sys.mount(None, target, None, MS.PRIVATE, None)
         except OSError as err:
             from migrate.errors import KernelError
 
+            with contextlib.suppress(OSError):
+                sys.umount(target, MNT.DETACH)
             raise KernelError.from_oserror("mount tmpfs", err, target) from None
 
         def undo(target=target):
@@ -103,6 +119,21 @@ def prepare_masked_tmpfs(ctx, meta: CheckpointMeta, cdir: str, push, claim) -> d
         push(undo)
         out[em.detail] = target
     return out
+
+
+def _make_tree(top: str, entries) -> None:
+    """The directories and symlinks of a read-only tmpfs (externals.RO_TMPFS)
+    in ``top``; names are single path components (checked)."""
+    for name, kind, target in entries:
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise OSError(22, f"bad entry name {name!r}")
+        path = os.path.join(top, name)
+        if kind == "dir":
+            os.mkdir(path, 0o755)
+        elif kind == "symlink":
+            os.symlink(target, path)
+        else:
+            raise OSError(22, f"bad entry kind {kind!r}")
 
 
 def _make_mountpoints(sys, spec, meta: CheckpointMeta, bundle: str) -> dict[str, str]:

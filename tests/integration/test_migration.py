@@ -182,6 +182,7 @@ def test_strategy(pair, cid, strategy):
     pair.start_agent()
     pair.run_container(cid)
     before = pair.mem()
+    cgroup_tree = _cgroup_tmpfs(pair.a.state(cid)["pid"])
     code, out, report = pair.migrate(cid, "--strategy", strategy)
     if not _supported(strategy):
         assert code != 0 and f"strategy {strategy} cannot run here" in out, out
@@ -208,6 +209,23 @@ def test_strategy(pair, cid, strategy):
                   ("/proc/acpi", "/proc/scsi", "/sys/firmware")]
     assert masked and all("ro" in m[5].split(",") for m in masked)
     assert len({m[2] for m in masked}) == 1, masked
+    # /sys/fs/cgroup (a read-only tmpfs of mount points and symlinks on a v1
+    # host) is the same tree, read-only, whether it came back tarred or
+    # made ahead at the destination (externals.RO_TMPFS).
+    assert _cgroup_tmpfs(pair.b.state(cid)["pid"]) == cgroup_tree
+
+
+def _cgroup_tmpfs(pid: int):
+    """/sys/fs/cgroup in the container: its mount options if a tmpfs, and
+    its entries (symlinks with their targets)."""
+    with open(f"/proc/{pid}/mountinfo") as f:
+        line = next((line.split() for line in f if line.split()[4] == "/sys/fs/cgroup"), None)
+    if line is None or line[line.index("-") + 1] != "tmpfs":
+        return None
+    top = f"/proc/{pid}/root/sys/fs/cgroup"
+    return (sorted(set(line[5].split(",")) - {"relatime"}),
+            sorted((n, os.readlink(os.path.join(top, n)) if os.path.islink(os.path.join(top, n))
+                    else "") for n in os.listdir(top)))
 
 
 def test_auto_says_what_it_picked(pair, cid):

@@ -138,3 +138,44 @@ def test_may_remount_reads_cap_sys_admin_from_bounding_sets():
     assert may_remount([default, "000001ffffffffff"]) is True
     assert may_remount([None]) is True and may_remount(["zz"]) is True
     assert may_remount([]) is False
+
+
+def _ro(text, *, can_remount=False, listing=None):
+    from migrate.checkpoint.externals import ro_tmpfs_mounts
+
+    default = {"/sys/fs/cgroup": [("cpu", "dir", ""), ("systemd", "dir", ""),
+                                  ("unified", "dir", ""), ("cpuacct", "symlink", "cpu")]}
+    listing = default if listing is None else listing
+    return ro_tmpfs_mounts(parse_mountinfo(text), masked_paths=MASKED, can_remount=can_remount,
+                           list_dir=lambda mp: listing.get(mp))
+
+
+def test_read_only_tmpfs_of_mount_points_and_symlinks_is_external():
+    import json
+
+    from migrate.checkpoint.externals import RO_TMPFS
+
+    (got,) = _ro(MOUNTINFO)
+    assert got.mountpoint == "/sys/fs/cgroup" and got.kind == RO_TMPFS
+    assert json.loads(got.detail) == {
+        "options": "ro,nosuid,nodev,noexec,relatime", "super": "rw,mode=755",
+        "entries": [["cpu", "dir", ""], ["cpuacct", "symlink", "cpu"], ["systemd", "dir", ""],
+                    ["unified", "dir", ""]]}
+
+
+@pytest.mark.parametrize("listing", [
+    {"/sys/fs/cgroup": [("cpu", "dir", ""), ("systemd", "dir", ""), ("unified", "dir", ""),
+                        ("notes", "other", "")]},                      # a file in it
+    {"/sys/fs/cgroup": [("cpu", "dir", ""), ("systemd", "dir", ""), ("unified", "dir", ""),
+                        ("spare", "dir", "")]},                        # a dir nothing is on
+    {"/sys/fs/cgroup": [("cpu", "dir", ""), ("systemd", "dir", "")]},  # a mount point unseen
+    {},                                                                # unreadable
+])
+def test_read_only_tmpfs_with_anything_else_is_dumped(listing):
+    assert _ro(MOUNTINFO, listing=listing) == []
+
+
+def test_read_only_tmpfs_that_may_have_changed_is_dumped():
+    assert _ro(MOUNTINFO, can_remount=True) == []
+    rw = MOUNTINFO.replace("/sys/fs/cgroup ro,nosuid", "/sys/fs/cgroup rw,nosuid")
+    assert _ro(rw) == []

@@ -303,3 +303,26 @@ def test_masked_tmpfs_keys_map_to_the_fresh_tmpfs(tmp_path):
     assert {(m.key, m.val) for m in opts.ext_mnt} >= {
         ("migrate-masked:/proc/acpi", "/state/masked-tmpfs-0"),
         ("migrate-masked:/sys/firmware", "/state/masked-tmpfs-0")}
+
+
+def test_read_only_tmpfs_keys_map_to_the_tmpfs_made_for_them(tmp_path):
+    from migrate.checkpoint.externals import RO_TMPFS
+
+    detail = '{"entries": [["cpu", "dir", ""]], "options": "ro", "super": "rw,mode=755"}'
+    meta = _meta(mounts=(ExternalMount(mountpoint="/sys/fs/cgroup", kind=RO_TMPFS,
+                                       detail=detail),))
+    keys = {"migrate-tmpfs:/sys/fs/cgroup": "/sys/fs/cgroup"}
+    with pytest.raises(UsageError, match="/sys/fs/cgroup"):
+        _plan(tmp_path, meta=meta, image_keys=keys)
+    opts = _plan(tmp_path, meta=meta, image_keys=keys, masked_tmpfs={detail: "/state/t-0"})
+    assert ("migrate-tmpfs:/sys/fs/cgroup", "/state/t-0") in {(m.key, m.val) for m in opts.ext_mnt}
+
+
+def test_read_only_tmpfs_tree_is_made_from_plain_names_only(tmp_path):
+    from migrate.checkpoint.restore_prep import _make_tree
+
+    _make_tree(str(tmp_path), [["cpu", "dir", ""], ["cpuacct", "symlink", "cpu"]])
+    assert (tmp_path / "cpu").is_dir() and (tmp_path / "cpuacct").readlink().name == "cpu"
+    for bad in (["../x", "dir", ""], ["..", "dir", ""], ["a", "file", ""]):
+        with pytest.raises(OSError):
+            _make_tree(str(tmp_path), [bad])
