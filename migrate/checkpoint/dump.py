@@ -12,7 +12,8 @@ import datetime
 import os
 import signal
 
-from migrate.checkpoint.externals import (MASKED_TMPFS, RO_TMPFS, classify_mounts, describe_fd,
+from migrate.checkpoint.externals import (MASKED_TMPFS, RO_TMPFS, TMPFS_COPY, classify_mounts,
+                                          copied_tmpfs_mounts, describe_fd,
                                           external_namespaces, masked_tmpfs_key,
                                           masked_tmpfs_mounts, may_remount, ro_tmpfs_key,
                                           ro_tmpfs_mounts)
@@ -79,7 +80,7 @@ def image_key(mount) -> str:
     runtime can restore the other's checkpoints)."""
     if mount.kind == MASKED_TMPFS:
         return masked_tmpfs_key(mount.mountpoint)
-    if mount.kind == RO_TMPFS:
+    if mount.kind in (RO_TMPFS, TMPFS_COPY):
         return ro_tmpfs_key(mount.mountpoint)
     return "/dev/null" if mount.kind == "mask" else mount.mountpoint
 
@@ -89,7 +90,8 @@ def _asks_plain_netns(opts: CheckpointOptions) -> bool:
     return opts.skip_plain_netns and "net" not in opts.empty_ns and not opts.pre_dump
 
 
-def _masked_tmpfs(container: Container, entries, masked_paths: set[str], proc_root: str):
+def _masked_tmpfs(container: Container, entries, masked_paths: set[str], proc_root: str,
+                  copy_tmpfs: bool = False):
     """The masked tmpfs mounts restore can recreate empty (see
     externals.masked_tmpfs_mounts): no task of the container may remount
     them (CAP_SYS_ADMIN in no bounding set) and each is empty now; and the
@@ -132,10 +134,14 @@ def _masked_tmpfs(container: Container, entries, masked_paths: set[str], proc_ro
             return None
 
     can_remount = may_remount(bounds)
-    return (masked_tmpfs_mounts(entries, masked_paths=masked_paths, can_remount=can_remount,
-                                is_empty=is_empty)
-            + ro_tmpfs_mounts(entries, masked_paths=masked_paths, can_remount=can_remount,
-                              list_dir=list_dir))
+    out = (masked_tmpfs_mounts(entries, masked_paths=masked_paths, can_remount=can_remount,
+                               is_empty=is_empty)
+           + ro_tmpfs_mounts(entries, masked_paths=masked_paths, can_remount=can_remount,
+                             list_dir=list_dir))
+    if copy_tmpfs:
+        out += copied_tmpfs_mounts(entries, masked_paths=masked_paths, can_remount=can_remount,
+                                   taken={m.mountpoint for m in out})
+    return out
 
 
 def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir: str,
@@ -158,7 +164,8 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
     unprivileged = criu_unprivileged_options()
     # Restore mounts the fresh tmpfs itself: only for a privileged CRIU.
     if opts.skip_masked_tmpfs and not opts.pre_dump and not unprivileged:
-        mounts += _masked_tmpfs(container, entries, masked_paths, proc_root)
+        mounts += _masked_tmpfs(container, entries, masked_paths, proc_root,
+                                copy_tmpfs=opts.copy_tmpfs)
     descriptors = []
     for fd in range(3):
         link = os.readlink(f"{proc_root}/{pid}/fd/{fd}")

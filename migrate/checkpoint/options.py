@@ -42,6 +42,11 @@ class CheckpointOptions:
     # instead of tarring each (externals.masked_tmpfs_mounts); runc cannot
     # restore such images (it maps no such keys).
     skip_masked_tmpfs: bool = False
+    # Leave the writable tmpfs mounts (/dev, /dev/shm) out of CRIU's dump
+    # too: the caller copies their content while the tasks are frozen
+    # (checkpoint.tmpfs_copy.save, from CRIU's post-dump) and the restore
+    # puts it into a tmpfs made ahead (externals.TMPFS_COPY). Migration only.
+    copy_tmpfs: bool = False
     auto_dedup: bool = False
     network_lock: NetworkLock | None = None
     callbacks: dict | None = None      # extra CRIU notification callbacks (migration)

@@ -21,6 +21,7 @@ import contextlib
 import os
 import signal
 
+from migrate.checkpoint.externals import TMPFS_COPY
 from migrate.checkpoint.inspect import external_mount_keys
 from migrate.checkpoint.metadata import load_meta
 from migrate.checkpoint.options import RestoreOptions
@@ -115,6 +116,10 @@ class PreparedRestore:
         self.masked_tmpfs: dict[str, str] = {}
         self.notify_dir = None
         self.yard: str | None = None
+        # The scratch's undoing (unmounts), left by run() to whoever set
+        # ``defer_cleanup`` (see Bringup.commit).
+        self.defer_cleanup = False
+        self.cleanup: list = []
         self.done = False
 
     def abort(self, err: BaseException | None = None) -> None:
@@ -169,6 +174,10 @@ class PreparedRestore:
 
             opts = _record.replace(opts, lazy_pages=True, lazy_pages_local=True)
         check_bundle_fits(images_dir, spec, empty_ns=opts.empty_ns | frozenset(meta.empty_ns))
+        if any(m.kind == TMPFS_COPY for m in meta.mounts):
+            from migrate.checkpoint.tmpfs_copy import load
+
+            load(meta.mounts, images_dir, self.masked_tmpfs)
         cgroups = self.cgroups
         criu_opts = plan_restore(spec, meta, opts, images_dir=images_dir, work_dir=self.work_dir,
                                  criu_root=self.criu_root, cgroup_paths=cgroups.paths(),
@@ -197,7 +206,7 @@ class PreparedRestore:
 
             remove_yard(ctx, self.yard)
         up.started(pid)
-        up.commit(opts.pid_file)
+        up.commit(opts.pid_file, later=self.cleanup if self.defer_cleanup else None)
         run_poststart(state, spec)
         return pid, fg, console
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-from migrate.checkpoint.externals import MASKED_TMPFS, RO_TMPFS, masked_tmpfs_key, ro_tmpfs_key
+from migrate.checkpoint.externals import (MASKED_TMPFS, RO_TMPFS, TMPFS_COPY, masked_tmpfs_key,
+                                          ro_tmpfs_key)
 from migrate.checkpoint.metadata import CheckpointMeta
 from migrate.checkpoint.options import RestoreOptions, criu_config_file
 from migrate.errors import NotFoundError, UsageError
@@ -93,9 +94,9 @@ def mount_sources(spec, meta: CheckpointMeta, *, bundle: str, cgroup_paths: dict
             if em.detail not in (masked_tmpfs or {}):
                 raise UsageError(f"no empty tmpfs was made for the masked path {em.mountpoint}")
             out[masked_tmpfs_key(em.mountpoint)] = masked_tmpfs[em.detail]
-        elif em.kind == RO_TMPFS:
+        elif em.kind in (RO_TMPFS, TMPFS_COPY):
             if em.detail not in (masked_tmpfs or {}):
-                raise UsageError(f"no tmpfs was made for the read-only tmpfs at {em.mountpoint}")
+                raise UsageError(f"no tmpfs was made for the tmpfs at {em.mountpoint}")
             out[ro_tmpfs_key(em.mountpoint)] = masked_tmpfs[em.detail]
         elif em.kind == "notify":
             if notify_dir is None:

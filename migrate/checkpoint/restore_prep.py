@@ -72,24 +72,27 @@ def prepare_masked_tmpfs(ctx, meta: CheckpointMeta, cdir: str, push, claim) -> d
     container's directory, for CRIU to bind where they were. Returns
     options -> path. Each is detached by ``push``'s step once CRIU is done
     (its binds keep the file system) and by `delete --force` (``claim``)."""
-    from migrate.checkpoint.externals import MASKED_TMPFS, RO_TMPFS
+    from migrate.checkpoint.externals import MASKED_TMPFS, RO_TMPFS, TMPFS_COPY
     from migrate.runtime.mounts import parse_options
     from migrate.runtime.syscalls import MNT, MS
 
     sys = ctx.syscalls
     out: dict[str, str] = {}
     for em in meta.mounts:
-        if em.kind not in (MASKED_TMPFS, RO_TMPFS) or em.detail in out:
+        if em.kind not in (MASKED_TMPFS, RO_TMPFS, TMPFS_COPY) or em.detail in out:
             continue
         tree = None
-        if em.kind == RO_TMPFS:
+        if em.kind in (RO_TMPFS, TMPFS_COPY):
             import json
 
             desc = json.loads(em.detail)
-            per_mount, super_opts, tree = desc["options"], desc["super"], desc["entries"]
+            per_mount, super_opts = desc["options"], desc["super"]
+            tree = desc.get("entries", [])
         else:
             per_mount, _, super_opts = em.detail.partition(" ")
-        flags = parse_options(per_mount.split(","), "tmpfs").flags | MS.RDONLY
+        flags = parse_options(per_mount.split(","), "tmpfs").flags
+        if em.kind != TMPFS_COPY:
+            flags |= MS.RDONLY
         data = ",".join(w for w in super_opts.split(",") if w not in ("ro", "rw", "seclabel"))
         target = os.path.join(cdir, f"masked-tmpfs-{len(out)}")
         os.mkdir(target, 0o700)

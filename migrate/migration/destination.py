@@ -43,6 +43,7 @@ def warm_up() -> None:
     import migrate.runtime.lifecycle.delete  # noqa: F401
     import migrate.runtime.lifecycle.query  # noqa: F401
     import migrate.runtime.rootless  # noqa: F401
+    import tarfile  # noqa: F401 - checkpoint.tmpfs_copy.load, while frozen
     from migrate.criu_rpc import CriuOptions, to_criu_opts
 
     to_criu_opts(CriuOptions(images_dir="/"), images_dir_fd=0)   # loads the message tables
@@ -242,7 +243,13 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: RestoreReq
     try:
         opts = _restore_options(workdir, request, stdio)
         prepared = _take_prepared(workdir) or prepare_restore(ctx, opts)
+        # The restore's scratch mounts go after RESTORED, not while frozen.
+        prepared.defer_cleanup = True
         prepared.run(opts)
+        if prepared.cleanup:
+            # Not a daemon: an agent that ends (--once) finishes it first.
+            threading.Thread(target=_run_all, args=(prepared.cleanup,),
+                             name="restore-cleanup").start()
     except MigrateError as err:
         raise MigrationError("restore", str(err), source_state="frozen") from err
     finally:
@@ -265,6 +272,16 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: RestoreReq
     return Restored(info={"pid": info["pid"], "status": info["status"], "bundle": bundle},
                     commit=commit, abort=abort,
                     after=None if lazy else (lambda: remove_images(workdir)))
+
+
+def _run_all(steps) -> None:
+    import logging
+
+    for step in steps:
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - a leftover mount, logged; the container runs
+            logging.getLogger(__name__).exception("cleaning up after the restore")
 
 
 def _page_server(ctx: RuntimeContext):

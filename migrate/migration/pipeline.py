@@ -31,6 +31,7 @@ import threading
 
 from migrate._record import field, record
 from migrate.errors import MigrateError, MigrationError, UsageError
+from migrate.checkpoint.externals import TMPFS_COPY
 from migrate.migration.strategy import HostFeatures, PreCopyPolicy, Strategy, choose
 
 __all__ = ["MigrateOptions", "Migration", "migrate_container", "pages_moved", "memory_usage"]
@@ -121,6 +122,7 @@ class Migration:
                                              self.empty_ns, opts.tcp_established)
         self.rootfs_size = _dir_size(self.bundle) if opts.rootfs == "copy" else 0
         self._snapshot = None       # the rootfs as first sent (--rootfs copy)
+        self._job = None            # the planned dump (run())
         self._rollback = None
         self.workdir = tempfile.mkdtemp(prefix=f"migrate-{opts.container_id}-",
                                         dir=opts.work_dir or None)
@@ -167,6 +169,9 @@ class Migration:
                     # The hierarchies the dump reads its cgroups through,
                     # mounted now instead of while frozen (cgyard.py).
                     job.criu_opts = job.criu_opts.replace(cgroup_yard=yard)
+                self._job = job
+                if any(m.kind == TMPFS_COPY for m in job.meta.mounts):
+                    import tarfile  # noqa: F401 - now, not while frozen (tmpfs_copy.save)
                 self.pipeline.run(self, job)
 
     # -- what strategies share ------------------------------------------------------
@@ -271,7 +276,7 @@ class Migration:
             file_locks=self.opts.file_locks, ext_unix_sk=self.opts.ext_unix_sk,
             empty_ns=self.empty_ns, network_lock=self.network_lock,
             # The destination is migrate: it recreates the masked tmpfs mounts.
-            skip_masked_tmpfs=True, **kw)
+            skip_masked_tmpfs=True, copy_tmpfs=True, **kw)
 
     @property
     def images_dir(self) -> str:
@@ -309,6 +314,14 @@ class Migration:
 
         def dumped(note) -> bool:
             self.timeline.mark("dumped")
+            job = self._job
+            if job is not None:
+                from migrate.checkpoint.tmpfs_copy import save
+
+                # /dev and /dev/shm, which the dump left out (copy_tmpfs):
+                # the tasks are frozen, their content is final.
+                save(job.meta.mounts, f"{self.ctx.proc_root}/{self.container.state.pid}/root",
+                     job.criu_opts.images_dir)
             return post_dump(note)
 
         return {"pre-dump": frozen, "post-dump": dumped}

@@ -182,7 +182,14 @@ def test_strategy(pair, cid, strategy):
     pair.start_agent()
     pair.run_container(cid)
     before = pair.mem()
-    cgroup_tree = _cgroup_tmpfs(pair.a.state(cid)["pid"])
+    pid = pair.a.state(cid)["pid"]
+    cgroup_tree = _cgroup_tmpfs(pid)
+    # /dev and /dev/shm are copied while frozen, not tarred by CRIU
+    # (checkpoint.tmpfs_copy): what the container wrote there comes along.
+    with open(f"/proc/{pid}/root/dev/shm/note", "w") as f:
+        f.write("written before the migration")
+    os.chmod(f"/proc/{pid}/root/dev/shm/note", 0o640)
+    dev = _tree(f"/proc/{pid}/root/dev")
     code, out, report = pair.migrate(cid, "--strategy", strategy)
     if not _supported(strategy):
         assert code != 0 and f"strategy {strategy} cannot run here" in out, out
@@ -213,6 +220,26 @@ def test_strategy(pair, cid, strategy):
     # host) is the same tree, read-only, whether it came back tarred or
     # made ahead at the destination (externals.RO_TMPFS).
     assert _cgroup_tmpfs(pair.b.state(cid)["pid"]) == cgroup_tree
+    new = pair.b.state(cid)["pid"]
+    assert _tree(f"/proc/{new}/root/dev") == dev
+    with open(f"/proc/{new}/root/dev/shm/note") as f:
+        assert f.read() == "written before the migration"
+    assert os.stat(f"/proc/{new}/root/dev/shm/note").st_mode & 0o777 == 0o640
+
+
+def _tree(top: str):
+    """Names, kinds, modes, owners and device numbers below ``top`` (not
+    into /dev/pts, whose entries are the pty's own)."""
+    out = []
+    for parent, dirs, files in os.walk(top):
+        if os.path.relpath(parent, top) == "pts":
+            dirs[:] = []
+            continue
+        for name in sorted(dirs + files):
+            st = os.lstat(os.path.join(parent, name))
+            out.append((os.path.relpath(os.path.join(parent, name), top), st.st_mode,
+                        st.st_uid, st.st_gid, st.st_rdev))
+    return sorted(out)
 
 
 def _cgroup_tmpfs(pid: int):

@@ -179,3 +179,20 @@ def test_read_only_tmpfs_that_may_have_changed_is_dumped():
     assert _ro(MOUNTINFO, can_remount=True) == []
     rw = MOUNTINFO.replace("/sys/fs/cgroup ro,nosuid", "/sys/fs/cgroup rw,nosuid")
     assert _ro(rw) == []
+
+
+def test_writable_tmpfs_with_mounts_only_directly_on_it_is_copied():
+    import json
+
+    from migrate.checkpoint.externals import TMPFS_COPY, copied_tmpfs_mounts
+
+    got = copied_tmpfs_mounts(parse_mountinfo(MOUNTINFO), masked_paths=MASKED, can_remount=False,
+                              taken={"/sys/fs/cgroup"})
+    assert [(m.mountpoint, m.kind) for m in got] == [("/dev", TMPFS_COPY)]
+    assert json.loads(got[0].detail) == {"options": "rw,nosuid", "super": "rw,size=65536k,mode=755",
+                                         "mountpoints": ["pts"], "copy": 0}
+    assert copied_tmpfs_mounts(parse_mountinfo(MOUNTINFO), masked_paths=MASKED, can_remount=True,
+                               taken=set()) == []
+    deep = MOUNTINFO + "90 73 0:61 / /dev/x/y rw - tmpfs tmpfs rw\n"   # not on a mount point of it
+    assert all(m.mountpoint != "/dev" for m in copied_tmpfs_mounts(
+        parse_mountinfo(deep), masked_paths=MASKED, can_remount=False, taken=set()))
