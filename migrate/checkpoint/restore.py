@@ -116,10 +116,6 @@ class PreparedRestore:
         self.masked_tmpfs: dict[str, str] = {}
         self.notify_dir = None
         self.yard: str | None = None
-        # The scratch's undoing (unmounts), left by run() to whoever set
-        # ``defer_cleanup`` (see Bringup.commit).
-        self.defer_cleanup = False
-        self.cleanup: list = []
         self.done = False
 
     def abort(self, err: BaseException | None = None) -> None:
@@ -206,7 +202,7 @@ class PreparedRestore:
 
             remove_yard(ctx, self.yard)
         up.started(pid)
-        up.commit(opts.pid_file, later=self.cleanup if self.defer_cleanup else None)
+        up.commit(opts.pid_file)
         run_poststart(state, spec)
         return pid, fg, console
 

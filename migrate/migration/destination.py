@@ -243,13 +243,7 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: RestoreReq
     try:
         opts = _restore_options(workdir, request, stdio)
         prepared = _take_prepared(workdir) or prepare_restore(ctx, opts)
-        # The restore's scratch mounts go after RESTORED, not while frozen.
-        prepared.defer_cleanup = True
         prepared.run(opts)
-        if prepared.cleanup:
-            # Not a daemon: an agent that ends (--once) finishes it first.
-            threading.Thread(target=_run_all, args=(prepared.cleanup,),
-                             name="restore-cleanup").start()
     except MigrateError as err:
         raise MigrationError("restore", str(err), source_state="frozen") from err
     finally:
@@ -272,16 +266,6 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: RestoreReq
     return Restored(info={"pid": info["pid"], "status": info["status"], "bundle": bundle},
                     commit=commit, abort=abort,
                     after=None if lazy else (lambda: remove_images(workdir)))
-
-
-def _run_all(steps) -> None:
-    import logging
-
-    for step in steps:
-        try:
-            step()
-        except Exception:  # noqa: BLE001 - a leftover mount, logged; the container runs
-            logging.getLogger(__name__).exception("cleaning up after the restore")
 
 
 def _page_server(ctx: RuntimeContext):

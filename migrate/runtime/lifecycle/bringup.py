@@ -169,17 +169,11 @@ class Bringup:
         self.container = Container(state, self.store, proc)
         return self.container
 
-    def commit(self, pid_file: str | None, *, later: list | None = None) -> Container:
-        """Save the state, undo the scratch, drop the intent, write the pid file.
-        ``later``: append the scratch's undoing to it (a callable) instead,
-        for a long-lived caller to run once it has answered (a migration's
-        destination: each unmount waits for an RCU grace period)."""
+    def commit(self, pid_file: str | None) -> Container:
+        """Save the state, undo the scratch, drop the intent, write the pid file."""
         self.container.save()
         scratch, self._scratch = self._scratch, []
-        if later is None:
-            _unwind(None, scratch)
-        else:
-            later.append(lambda: _unwind(None, scratch))
+        _unwind(None, scratch)
         self.claim.done()
         if pid_file:
             write_pid_file(pid_file, self.state.pid)
