@@ -89,6 +89,11 @@ def iptables() -> str | None:
 
 
 @functools.cache
+def nft() -> str | None:
+    return None if shutil.which("nft") else "nft is not installed"
+
+
+@functools.cache
 def userns() -> str | None:
     out = _run("unshare", "--user", "--map-root-user", "true")
     return None if out.returncode == 0 else f"unprivileged user namespaces: {out.stderr.strip()}"
