@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
+
+from migrate._light import suppress
 
 __all__ = ["set_lo_up", "why_netns_not_plain", "start_netns_check", "nft_table_count"]
 
@@ -230,7 +231,7 @@ def why_netns_not_plain(pid: int, config: dict, *, proc_root: str = "/proc",
             if any(line.split()[-1] != "lo" for line in f if line.strip()):
                 return "it has IPv6 routes"
         for name in ("ip_tables_names", "ip6_tables_names"):
-            with contextlib.suppress(FileNotFoundError), open(f"{net}/{name}") as f:
+            with suppress(FileNotFoundError), open(f"{net}/{name}") as f:
                 if f.read().strip():
                     return "it has iptables (legacy) tables"
     except (OSError, IndexError) as err:

@@ -7,7 +7,6 @@ click costs ~30 ms of start-up on top of CRIU's own time.
 
 from __future__ import annotations
 
-import json
 import sys
 
 from migrate.cli.hot import Flag, _int_flag, parse
@@ -136,6 +135,8 @@ def checkpoint_cmd(ctx, argv: list[str]) -> int:
 
 def _print_stats(stats: dict, fmt: str) -> None:
     if fmt == "json":
+        import json
+
         sys.stdout.write(json.dumps(stats, indent=2) + "\n")
         return
     from rich.console import Console
