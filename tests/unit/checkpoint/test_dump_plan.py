@@ -207,3 +207,16 @@ def test_dump_plan_tars_a_masked_tmpfs_that_may_have_changed(proc, kw):
     criu, meta = _plan(proc, CheckpointOptions(id="c1", skip_masked_tmpfs=True))
     assert "/proc/acpi" not in {e.key for e in criu.ext_mnt}
     assert all(m.kind != "masked-tmpfs" for m in meta.mounts)
+
+
+def test_created_is_iso_utc_with_microseconds_like_datetime_wrote():
+    import datetime
+
+    from migrate.checkpoint.dump import _utc_now
+
+    before = datetime.datetime.now(datetime.timezone.utc)
+    text = _utc_now()
+    after = datetime.datetime.now(datetime.timezone.utc)
+    assert len(text) == len("2026-12-02T09:30:00.123456Z") and text.endswith("Z")
+    parsed = datetime.datetime.fromisoformat(text[:-1] + "+00:00")
+    assert before - datetime.timedelta(seconds=1) <= parsed <= after
