@@ -171,9 +171,9 @@ def _start(argv: list[str], *, pass_fds: tuple[int, ...], cwd: str | None, outpu
     ``subprocess.Popen`` with close_fds does). With posix_spawn: importing
     subprocess (threading, selectors, signal, locale, warnings, contextlib)
     is ~3 ms of every checkpoint and restore. Popen where posix_spawn
-    cannot do it as well: a working directory or an environment of its own
-    (Popen looks the program up in that environment's PATH)."""
-    if cwd is not None or env is not None:
+    cannot do it as well: a working directory, or an environment with a
+    PATH of its own (Popen looks the program up in that PATH)."""
+    if cwd is not None or (env is not None and env.get("PATH") != os.environ.get("PATH")):
         import subprocess
 
         return subprocess.Popen(argv, pass_fds=pass_fds, cwd=cwd, stdin=subprocess.DEVNULL,
@@ -199,7 +199,7 @@ def _start(argv: list[str], *, pass_fds: tuple[int, ...], cwd: str | None, outpu
 
     spawn = os.posix_spawnp if os.sep not in argv[0] else os.posix_spawn
     # Python ignores SIGPIPE and SIGXFSZ; Popen's child gets them back (restore_signals).
-    return _Spawned(spawn(argv[0], argv, os.environ, file_actions=actions,
+    return _Spawned(spawn(argv[0], argv, os.environ if env is None else env, file_actions=actions,
                           setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ)))
 
 

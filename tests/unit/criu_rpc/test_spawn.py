@@ -66,3 +66,14 @@ def test_kill_and_a_program_that_is_not_there(tmp_path):
             _start(["no-such-criu-here"], pass_fds=(), cwd=None, output=out, env=None)
     finally:
         os.close(out)
+
+
+def test_an_added_variable_reaches_the_child(tmp_path):
+    out = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        child = _start([shutil.which("sh"), "-c", "echo $CK16_TAG"], pass_fds=(), cwd=None,
+                       output=out, env={**os.environ, "CK16_TAG": "tagged"})
+        assert child.wait() == 0
+    finally:
+        os.close(out)
+    assert (tmp_path / "out").read_text().strip() == "tagged"
