@@ -257,3 +257,34 @@ def test_a_criu_conversation_imports_no_protobuf(tmp_path):
         f"assert _own_netns_in_ids({str(img)!r})\n")
     assert "migrate.criu_rpc._wire" in modules
     assert not _protobuf(modules)
+
+
+# What `checkpoint` itself no longer imports (issue 16): swrk starts with
+# posix_spawn (subprocess pulls in threading, selectors, signal, locale,
+# warnings and contextlib, ~3 ms), the netns check asks nftables over netlink
+# (no nsenter + nft), migrate.json goes through _light's encoder, the
+# timestamp through time.
+CHECKPOINT_SPARED = ("subprocess", "threading", "json", "datetime", "selectors", "locale")
+
+
+def test_checkpoint_and_a_dump_conversation_spare_subprocess_and_json(tmp_path):
+    fake = os.path.join(REPO, "tests", "unit", "criu_rpc", "fake_swrk.py")
+    script = tmp_path / "criu-notify"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake}" notify '
+                      f'"{tmp_path}/notify.record" "$@"\n')
+    script.chmod(0o755)
+    img = tmp_path / "img"
+    img.mkdir()
+    argv = ["--root", str(tmp_path / "root"), "checkpoint", "budget-checkpoint"]
+    modules = _modules_after(
+        "import os\n"
+        "os.dup2(os.open(os.devnull, os.O_WRONLY), 2)\n"
+        "from migrate.cli.main import main\n"
+        f"assert main({argv!r}) != 0\n"
+        "import migrate.checkpoint.dump, migrate.checkpoint.netns, migrate.checkpoint.metadata\n"
+        "from migrate.criu_rpc import Client, CriuOptions, SwrkOptions\n"
+        f"opts = CriuOptions(images_dir={str(img)!r}, pid=7, leave_running=True)\n"
+        f"Client(SwrkOptions(criu={str(script)!r})).dump(opts, {{'post-dump': print}})\n")
+    assert "migrate.checkpoint.netns" in modules and "migrate.criu_rpc._swrk" in modules
+    assert not sorted(m for m in modules for s in CHECKPOINT_SPARED
+                      if m == s or m.startswith(s + "."))
