@@ -18,25 +18,62 @@ def set_lo_up(netns_path: str) -> None:
     (measured with protobuf loaded) and running the child cost 3-8 ms of that wait.
     Best effort: a failure here must not undo a successful restore.
     """
-    import threading
-
     def bring_up() -> None:
         try:
             from migrate.runtime.loopback import bring_lo_up
-            from migrate.runtime.syscalls import LinuxSyscalls
 
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                LinuxSyscalls().setns(fd, 0x40000000)   # CLONE_NEWNET
-            finally:
-                os.close(fd)
+            _join_netns(netns_path)
             bring_lo_up()
         except Exception:  # noqa: BLE001 - best effort, as the docstring says
             pass
 
-    thread = threading.Thread(target=bring_up, name="lo-up", daemon=True)
-    thread.start()
-    thread.join()
+    _start_thread(bring_up)()
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _join_netns(netns_path: str) -> None:
+    """setns(2) of the calling thread (only) into the network namespace at
+    ``netns_path``; only threads that end right after may call it."""
+    from migrate.runtime.syscalls import LinuxSyscalls
+
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        LinuxSyscalls().setns(fd, _CLONE_NEWNET)
+    finally:
+        os.close(fd)
+
+
+def _start_thread(fn):
+    """``fn()`` started in a thread of its own; returns a function that
+    waits for its result, re-raising what it raised. _thread, not
+    threading (~1 ms of imports)."""
+    import _thread
+
+    box: list = []
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def run() -> None:
+        try:
+            box.append((fn(), None))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller
+            box.append((None, err))
+        finally:
+            done.release()
+
+    _thread.start_new_thread(run, ())
+
+    def answer():
+        done.acquire()
+        done.release()
+        result, err = box[0]
+        if err is not None:
+            raise err
+        return result
+
+    return answer
 
 
 # What CRIU's iptables network lock adds inside the container's network
@@ -78,33 +115,17 @@ def _netlink_socket_in(netns_path: str, protocol: int):
     a thread that joins the namespace and ends (a socket stays in the
     namespace it was made in; no other thread changes namespace)."""
     import _socket
-    import _thread
 
-    box: list = []
-    done = _thread.allocate_lock()
-    done.acquire()
+    def make():
+        _join_netns(netns_path)
+        return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, protocol)
 
-    def make() -> None:
-        try:
-            from migrate.runtime.syscalls import LinuxSyscalls
-
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                LinuxSyscalls().setns(fd, 0x40000000)   # CLONE_NEWNET
-            finally:
-                os.close(fd)
-            box.append(_socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, protocol))
-        except BaseException as err:  # noqa: BLE001 - handed to the caller
-            box.append(err)
-        finally:
-            done.release()
-
-    _thread.start_new_thread(make, ())
-    done.acquire()
-    if isinstance(box[0], BaseException):
-        err = box[0]
-        raise err if isinstance(err, OSError) else OSError(str(err))
-    return box[0]
+    try:
+        return _start_thread(make)()
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - one error type for the caller
+        raise OSError(str(err)) from err
 
 
 def nft_table_count(netns_path: str, *, timeout: float = 5.0) -> int:
@@ -156,32 +177,8 @@ def start_netns_check(pid: int, config: dict, *, proc_root: str = "/proc"):
     """``why_netns_not_plain`` started in a thread; returns a function that
     waits for its answer (re-raising what it raised). The thread spends its
     time in reads of /proc and netlink (no GIL held), so the caller's own
-    work goes on meanwhile. _thread, not threading (~1 ms of imports)."""
-    import _thread
-
-    box: list = []
-    done = _thread.allocate_lock()
-    done.acquire()
-
-    def run() -> None:
-        try:
-            box.append((why_netns_not_plain(pid, config, proc_root=proc_root), None))
-        except BaseException as err:  # noqa: BLE001 - handed to the caller
-            box.append((None, err))
-        finally:
-            done.release()
-
-    _thread.start_new_thread(run, ())
-
-    def answer() -> str | None:
-        done.acquire()
-        done.release()
-        why, err = box[0]
-        if err is not None:
-            raise err
-        return why
-
-    return answer
+    work goes on meanwhile."""
+    return _start_thread(lambda: why_netns_not_plain(pid, config, proc_root=proc_root))
 
 
 def why_netns_not_plain(pid: int, config: dict, *, proc_root: str = "/proc",
