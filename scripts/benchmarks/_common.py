@@ -14,21 +14,24 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))
 
 
-def time_command(argv: list[str]) -> float:
-    """Wall seconds of one run of ``argv`` (quiet, must succeed).
+def time_command(argv: list[str], *, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL, cwd: str | None = None,
+                 limit: float = 60) -> float:
+    """Wall seconds of one run of ``argv`` (quiet unless told, must succeed:
+    CalledProcessError otherwise).
 
     ``wait()`` without a timeout: it blocks in waitpid(2). With a timeout,
     Python polls with a sleep that doubles up to 50 ms, which rounded every
     sample up to 31.5, 63.5 or 113.5 ms (what runc and migrate both showed
-    before); a watchdog enforces the 60 s instead.
+    before; checkpoints and restores of 0.365, 0.415, 0.465 s); a watchdog
+    kills the command after ``limit`` seconds instead.
     """
     import threading
     import time
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    watchdog = threading.Timer(60, proc.kill)
+    proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd)
+    watchdog = threading.Timer(limit, proc.kill)
     watchdog.start()
     try:
         code = proc.wait()

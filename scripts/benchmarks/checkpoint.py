@@ -14,41 +14,26 @@ import sys
 import tempfile
 import time
 
-from benchmarks._common import make_bundle, migrate_bin
+from benchmarks._common import make_bundle, migrate_bin, time_command
 
 
 def _run(argv, cwd=None, log=None, stdio=None) -> float:
-    """Wall seconds of ``argv`` (must succeed). ``stdio``: (in, out) pipe
-    ends for a container's fds 0-2; runc can only checkpoint pipes (not
-    host files) as a container's stdio.
-
-    The wait blocks in waitpid(2), as _common.time_command's does: with a
-    timeout, Python polls with a sleep that doubles up to 50 ms, and every
-    sample here was rounded up to the next poll (restores of 0.365, 0.415,
-    0.465 s; a 5 ms difference read as 0 or 50 ms). A watchdog enforces
-    the 300 s instead."""
-    import threading
-
+    """Wall seconds of ``argv`` (must succeed), timed as
+    ``_common.time_command`` does. ``stdio``: (in, out) pipe ends for a
+    container's fds 0-2; runc can only checkpoint pipes (not host files) as
+    a container's stdio."""
     out = open(log, "ab") if log else subprocess.DEVNULL
     try:
-        t0 = time.perf_counter()
         if stdio:
-            proc = subprocess.Popen(argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[1], cwd=cwd)
+            streams = {"stdin": stdio[0], "stdout": stdio[1], "stderr": stdio[1]}
         else:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=cwd)
-        watchdog = threading.Timer(300, proc.kill)
-        watchdog.start()
-        try:
-            code = proc.wait()
-        finally:
-            watchdog.cancel()
-        elapsed = time.perf_counter() - t0
+            streams = {"stdout": out, "stderr": out}
+        return time_command(argv, cwd=cwd, limit=300, **streams)
+    except subprocess.CalledProcessError as err:
+        raise RuntimeError(f"{' '.join(argv)} failed (exit {err.returncode}); see {log}") from None
     finally:
         if log:
             out.close()
-    if code:
-        raise RuntimeError(f"{' '.join(argv)} failed (exit {code}); see {log}")
-    return elapsed
 
 
 def _pipes():
