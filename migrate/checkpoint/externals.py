@@ -99,6 +99,23 @@ def classify_mounts(entries: list[MountInfo], *, bind_destinations: set[str],
     return out
 
 
+def _lone_tmpfs(entries: list[MountInfo], can_remount: bool):
+    """(entry, the mount points below it, relative to it) for each tmpfs
+    mount but the root's that is a whole filesystem alone at its mount
+    point: what the three kinds below choose from. Nothing when a task of
+    the container could remount (``can_remount``: CAP_SYS_ADMIN in a
+    bounding set), since what is read now could change before the freeze."""
+    if can_remount or not entries:
+        return
+    points = [e.mount_point for e in entries]
+    for e in entries[1:]:
+        mp = e.mount_point
+        if e.fstype != "tmpfs" or e.root != "/" or points.count(mp) != 1:
+            continue
+        prefix = mp.rstrip("/") + "/"
+        yield e, [p[len(prefix):] for p in points if p.startswith(prefix)]
+
+
 def masked_tmpfs_key(mountpoint: str) -> str:
     """CRIU's external key of the masked tmpfs at ``mountpoint``."""
     return "migrate-masked:" + mountpoint
@@ -114,15 +131,11 @@ def masked_tmpfs_mounts(entries: list[MountInfo], *, masked_paths: set[str], can
     None when a task of the container could remount them (``can_remount``:
     CAP_SYS_ADMIN in a bounding set), since one could be written between
     this check and the freeze."""
-    if can_remount or not entries:
-        return []
     out = []
-    points = [e.mount_point for e in entries]
-    for e in entries[1:]:
+    for e, below in _lone_tmpfs(entries, can_remount):
         mp = e.mount_point
-        if (e.fstype != "tmpfs" or mp not in masked_paths or e.root != "/"
-                or "ro" not in e.options.split(",") or "ro" not in e.super_options.split(",")
-                or points.count(mp) != 1 or any(p.startswith(mp.rstrip("/") + "/") for p in points)):
+        if (mp not in masked_paths or "ro" not in e.options.split(",")
+                or "ro" not in e.super_options.split(",") or below):
             continue
         if is_empty(mp):
             out.append(ExternalMount(mountpoint=mp, kind=MASKED_TMPFS,
@@ -153,17 +166,11 @@ def ro_tmpfs_mounts(entries: list[MountInfo], *, masked_paths: set[str], can_rem
     is hidden there and the tree cannot change before the freeze."""
     import json
 
-    if can_remount or not entries:
-        return []
     out = []
-    points = [e.mount_point for e in entries]
-    for e in entries[1:]:
+    for e, below in _lone_tmpfs(entries, can_remount):
         mp = e.mount_point
-        if (e.fstype != "tmpfs" or mp in masked_paths or e.root != "/"
-                or "ro" not in e.options.split(",") or points.count(mp) != 1):
+        if mp in masked_paths or "ro" not in e.options.split(","):
             continue
-        prefix = mp.rstrip("/") + "/"
-        below = [p[len(prefix):] for p in points if p.startswith(prefix)]
         children = {p for p in below if "/" not in p}
         if not children or any(p.split("/")[0] not in children for p in below):
             continue
@@ -201,19 +208,13 @@ def copied_tmpfs_mounts(entries: list[MountInfo], *, masked_paths: set[str], can
     points on it, and the index of its copy (tmpfs_copy.py)."""
     import json
 
-    if can_remount or not entries:
-        return []
     out = []
-    points = [e.mount_point for e in entries]
-    for e in entries[1:]:
+    for e, below in _lone_tmpfs(entries, can_remount):
         mp = e.mount_point
-        if (e.fstype != "tmpfs" or mp in masked_paths or mp in taken or e.root != "/"
-                or "ro" in e.options.split(",") or points.count(mp) != 1):
+        if mp in masked_paths or mp in taken or "ro" in e.options.split(","):
             continue
-        prefix = mp.rstrip("/") + "/"
-        below = [p[len(prefix):] for p in points if p.startswith(prefix)]
         children = sorted({p.split("/")[0] for p in below})
-        if any(points.count(prefix + c) != 1 for c in children):
+        if any(below.count(c) != 1 for c in children):
             continue        # something below it is not directly on a mount point of it
         out.append(ExternalMount(mountpoint=mp, kind=TMPFS_COPY, detail=json.dumps(
             {"options": e.options, "super": e.super_options, "mountpoints": children,
