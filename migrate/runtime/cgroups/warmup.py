@@ -42,11 +42,7 @@ class AttachWarmup:
         try:
             path = own_procs_file(cgroup_root, proc_root)
             if path is not None:
-                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    os.write(fd, str(os.getpid()).encode())
-                finally:
-                    os.close(fd)
+                _attach(path, str(os.getpid()).encode())
         except OSError:
             pass
         finally:
@@ -101,6 +97,16 @@ def reap_launcher_warmup() -> None:
         warmup.wait()
 
 
+def _attach(procs_file: str, pid: bytes) -> None:
+    """Move process ``pid`` into the cgroup of ``procs_file`` (ours: no
+    change, but the attach and its grace period happen)."""
+    fd = os.open(procs_file, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, pid)
+    finally:
+        os.close(fd)
+
+
 def own_procs_file(cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc") -> str | None:
     """The ``cgroup.procs`` of the cgroup this process is in, in the unified
     hierarchy (pure v2 at the root, or the hybrid layout's ``unified``);
@@ -149,11 +155,7 @@ class AttachKeptWarm:
             pid = str(os.getpid()).encode()
             end = time.monotonic() + limit
             while time.monotonic() < end:
-                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    os.write(fd, pid)
-                finally:
-                    os.close(fd)
+                _attach(path, pid)
                 if self._stop.acquire(True, interval):
                     return
         except OSError:
