@@ -40,6 +40,21 @@ def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def lazy_pages_daemons(path: str) -> list[int]:
+    """pids of the running `criu lazy-pages` whose command line mentions
+    ``path`` (its images or work directory)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"lazy-pages" in argv and any(path.encode() in a for a in argv):
+            out.append(int(pid))
+    return out
+
+
 def runtime_argv() -> list[str]:
     env = os.environ.get("MIGRATE_RUNTIME")
     if env:

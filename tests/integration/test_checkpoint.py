@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from runtime_helpers import wait_for as _wait_for
+from runtime_helpers import lazy_pages_daemons, wait_for as _wait_for
 
 pytestmark = pytest.mark.requires("root", "busybox", "criu", "iptables")
 
@@ -467,19 +467,6 @@ def _pattern_ok_after_restore(bundle):
     _assert_contiguous(_lines(bundle))
 
 
-def _lazy_pages_daemons(images) -> list[int]:
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"lazy-pages" in argv and images.encode() in argv:
-            out.append(int(pid))
-    return out
-
-
 @pytest.mark.requires('criu_feature("uffd-noncoop")')
 def test_big_restore_copies_every_page_in_before_the_tasks_resume(runtime, rw_bundle, cid,
                                                                   tmp_path):
@@ -497,7 +484,7 @@ def test_big_restore_copies_every_page_in_before_the_tasks_resume(runtime, rw_bu
     # one line per process (memhold's the big one), each complete
     assert done and all(a == b for a, b in done), done
     assert sum(int(a) for a, _ in done) > 160 * 256, done
-    assert _lazy_pages_daemons(images) == [], "the lazy-pages daemon outlived the restore"
+    assert lazy_pages_daemons(images) == [], "the lazy-pages daemon outlived the restore"
     assert runtime.state(cid)["status"] == "running"
     _pattern_ok_after_restore(rw_bundle)
 

@@ -6,7 +6,7 @@ import re
 import signal
 
 import pytest
-from runtime_helpers import wait_for
+from runtime_helpers import lazy_pages_daemons, wait_for
 
 from test_migration import _listdir, _soft_dirty, _when, pair  # noqa: F401 - the fixture
 
@@ -134,20 +134,6 @@ def _workdir(pair, cid):
     return os.path.join(pair.work, name)
 
 
-def _lazy_pages_daemons(workdir):
-    """pids of the `criu lazy-pages` run for this work directory."""
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"lazy-pages" in argv and any(workdir.encode() in a for a in argv):
-            out.append(int(pid))
-    return out
-
-
 def _assert_every_page_copied_in(workdir, mib):
     """Wait for the destination's local lazy-pages daemon to end; its log has
     one line per process: memhold (``mib`` MiB) got all its pages (a child
@@ -159,7 +145,7 @@ def _assert_every_page_copied_in(workdir, mib):
         with open(log) as f:
             return re.findall(r"UFFD transferred pages: \((\d+)/(\d+)\)", f.read())
 
-    done = wait_for(lambda: not _lazy_pages_daemons(workdir) and transferred(), timeout=60,
+    done = wait_for(lambda: not lazy_pages_daemons(workdir) and transferred(), timeout=60,
                     what="the lazy-pages daemon done")
     copied, total = max((int(c), int(t)) for c, t in done)
     assert copied == total >= (mib << 20) // 4096, done
@@ -223,14 +209,14 @@ def test_lazy_pages_daemon_killed_during_the_restore(pair, cid):  # noqa: F811
 
     def daemon_started(workdir):
         return os.path.exists(os.path.join(workdir, "criu", "lazy-pages.log")) and \
-            _lazy_pages_daemons(workdir)
+            lazy_pages_daemons(workdir)
 
     killed = []
 
     def kill():
         for workdir in [os.path.join(pair.work, n) for n in _listdir(pair.work)
                         if n.startswith(cid + "-")]:
-            for pid in _lazy_pages_daemons(workdir):
+            for pid in lazy_pages_daemons(workdir):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
 
