@@ -399,5 +399,5 @@ def read_dump_stats(images_dir: str) -> dict:
 
     try:
         return read_stats(images_dir, "dump")
-    except (OSError, ValueError, CriuError):
+    except (NotFoundError, KernelError, UsageError):
         return {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import os
 
-from migrate.errors import MigrateError, NotFoundError, UsageError
+from migrate.errors import KernelError, MigrateError, NotFoundError, UsageError
 
 __all__ = ["inspect_checkpoint", "external_mount_keys", "load_image"]
 
@@ -111,7 +111,7 @@ def _inspect(d: str) -> dict:
         from migrate.checkpoint.stats import read_stats
 
         stats = read_stats(d, "dump")
-    except OSError:
+    except (NotFoundError, KernelError, UsageError):
         stats = {}
     try:
         meta = load_meta(d)

@@ -3,8 +3,8 @@ not protobuf).
 
 Copied field by field from CRIU 4.2's ``images/rpc.proto`` (the swrk RPC) and
 from ``images/mnt.proto``, ``netdev.proto``, ``sysctl.proto``,
-``pstree.proto``, ``inventory.proto`` and ``core.proto`` (the entries
-``images.py`` reads), keeping CRIU's names so grep finds them
+``pstree.proto``, ``inventory.proto``, ``core.proto`` and ``stats.proto``
+(the entries ``images.py`` reads), keeping CRIU's names so grep finds them
 upstream. Every message here is complete: all its fields, not only those
 we set or read, so a test can compare each table with pycriu's generated
 descriptor (``tests/unit/criu_rpc/test_wire.py``). A field CRIU adds later
@@ -33,6 +33,7 @@ __all__ = [
     "criu_notify", "criu_features", "criu_req", "criu_resp", "criu_version",
     "mnt_entry", "SysctlType", "sysctl_entry", "netns_id", "netns_entry", "pstree_entry",
     "task_kobj_ids_entry", "lsmtype", "plugins_entry", "inventory_entry",
+    "dump_stats_entry", "restore_stats_entry", "stats_entry",
 ]
 
 # -- enums (rpc.proto) ----------------------------------------------------------
@@ -357,4 +358,42 @@ class inventory_entry(Message):
         optional(12, "plugins_entry", plugins_entry),
         optional(13, "dump_criu_run_id", STRING),
         optional(14, "allow_uprobes", BOOL),
+    )
+
+
+# -- stats.proto ------------------------------------------------------------------
+
+class dump_stats_entry(Message):
+    FIELDS = (
+        required(1, "freezing_time", UINT32),
+        required(2, "frozen_time", UINT32),
+        required(3, "memdump_time", UINT32),
+        required(4, "memwrite_time", UINT32),
+        required(5, "pages_scanned", UINT64),
+        required(6, "pages_skipped_parent", UINT64),
+        required(7, "pages_written", UINT64),
+        optional(8, "irmap_resolve", UINT32),
+        required(9, "pages_lazy", UINT64),
+        optional(10, "page_pipes", UINT64),
+        optional(11, "page_pipe_bufs", UINT64),
+        optional(12, "shpages_scanned", UINT64),
+        optional(13, "shpages_skipped_parent", UINT64),
+        optional(14, "shpages_written", UINT64),
+    )
+
+
+class restore_stats_entry(Message):
+    FIELDS = (
+        required(1, "pages_compared", UINT64),
+        required(2, "pages_skipped_cow", UINT64),
+        required(3, "forking_time", UINT32),
+        required(4, "restore_time", UINT32),
+        optional(5, "pages_restored", UINT64),
+    )
+
+
+class stats_entry(Message):
+    FIELDS = (
+        optional(1, "dump", dump_stats_entry),
+        optional(2, "restore", restore_stats_entry),
     )

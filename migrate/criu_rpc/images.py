@@ -1,6 +1,7 @@
 """Read one kind of CRIU image file: the few images restore checks against
 the bundle (mountpoints, netns, and pstree, inventory and ids to tell
-whose network namespace was dumped empty).
+whose network namespace was dumped empty), and the statistics a migration
+reports after its last page has crossed.
 
 ``pycriu.images.load`` understands every image, so it builds all ~80
 generated modules first: 40 ms on each restore here with compiled bytecode,
@@ -36,6 +37,7 @@ KINDS = {
     "PSTREE": (0x50273030, "pstree", "pstree_entry"),
     "INVENTORY": (0x58313116, "inventory", "inventory_entry"),
     "IDS": (0x54432030, "core", "task_kobj_ids_entry"),
+    "STATS": (0x57093306, "stats", "stats_entry"),
 }
 
 
