@@ -475,6 +475,10 @@ def _print(results, sizes, pipelines, rate, reps, load, dirty="same", hold=False
                       "yes" if all(r["ok"] for r in rounds) else "NO",
                       " ".join(str(x) for x in _median_run(rounds)))
     Console(width=220).print(t)
+    # Every round, in the order run: the spread tells noise from a change.
+    for (mib, name), rounds in results.items():
+        print(f"{mib} MiB {name}: downtime/total per round "
+              + ", ".join(f"{r['downtime']:.3f}/{r['total']:.3f}" for r in rounds))
     print("runc's downtime includes runc and CRIU starting before the freeze; migrate's is freeze "
           "to resumed from its report. First-touch memory here: about 1 GB/s to fault in fresh "
           "pages (DESIGN.md); restores of large containers are bounded by it. The machine is "
