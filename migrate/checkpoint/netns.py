@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from migrate._light import suppress
+from migrate._light import in_background, suppress
 
 __all__ = ["set_lo_up", "why_netns_not_plain", "start_netns_check", "nft_table_count"]
 
@@ -27,7 +27,7 @@ def set_lo_up(netns_path: str) -> None:
         except Exception:  # noqa: BLE001 - best effort, as the docstring says
             pass
 
-    _start_thread(bring_up)()
+    in_background(bring_up)()
 
 
 _CLONE_NEWNET = 0x40000000
@@ -43,37 +43,6 @@ def _join_netns(netns_path: str) -> None:
         LinuxSyscalls().setns(fd, _CLONE_NEWNET)
     finally:
         os.close(fd)
-
-
-def _start_thread(fn):
-    """``fn()`` started in a thread of its own; returns a function that
-    waits for its result, re-raising what it raised. _thread, not
-    threading (~1 ms of imports)."""
-    import _thread
-
-    box: list = []
-    done = _thread.allocate_lock()
-    done.acquire()
-
-    def run() -> None:
-        try:
-            box.append((fn(), None))
-        except BaseException as err:  # noqa: BLE001 - handed to the caller
-            box.append((None, err))
-        finally:
-            done.release()
-
-    _thread.start_new_thread(run, ())
-
-    def answer():
-        done.acquire()
-        done.release()
-        result, err = box[0]
-        if err is not None:
-            raise err
-        return result
-
-    return answer
 
 
 # What CRIU's iptables network lock adds inside the container's network
@@ -121,7 +90,7 @@ def _netlink_socket_in(netns_path: str, protocol: int):
         return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, protocol)
 
     try:
-        return _start_thread(make)()
+        return in_background(make)()
     except OSError:
         raise
     except Exception as err:  # noqa: BLE001 - one error type for the caller
@@ -178,7 +147,7 @@ def start_netns_check(pid: int, config: dict, *, proc_root: str = "/proc"):
     waits for its answer (re-raising what it raised). The thread spends its
     time in reads of /proc and netlink (no GIL held), so the caller's own
     work goes on meanwhile."""
-    return _start_thread(lambda: why_netns_not_plain(pid, config, proc_root=proc_root))
+    return in_background(lambda: why_netns_not_plain(pid, config, proc_root=proc_root))
 
 
 def why_netns_not_plain(pid: int, config: dict, *, proc_root: str = "/proc",
