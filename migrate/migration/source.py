@@ -73,6 +73,9 @@ class SourceSession:
     facts: HostFacts
     local_features: dict[str, Any]
     ready: Ready | None = None
+    # This CPU's description, dumped while the connection was made: a
+    # function that waits for its directory (see _describe_cpu).
+    cpuinfo: Callable[[], str] | None = None
 
     @property
     def compression(self) -> str | None:
@@ -90,6 +93,10 @@ class SourceSession:
 
     def close(self) -> None:
         self.conn.close()
+        cpuinfo, self.cpuinfo = self.cpuinfo, None
+        if cpuinfo is not None:
+            with contextlib.suppress(Exception):    # its error is PREPARE's to report
+                shutil.rmtree(cpuinfo(), ignore_errors=True)
 
     def prepare(self, request: PrepareRequest) -> Ready:
         """Announce the migration and wait for the agent's checks (ID free,
@@ -102,11 +109,8 @@ class SourceSession:
             cpu_dir = None
             try:
                 if request.cpuinfo:
-                    cpu_dir = tempfile.mkdtemp(prefix="migrate-cpuinfo-")
-                    try:
-                        self.facts.cpuinfo_dump(cpu_dir)
-                    except MigrateError as err:
-                        raise MigrationError("prepare", f"cannot describe this CPU: {err}") from err
+                    cpuinfo, self.cpuinfo = self.cpuinfo, None
+                    cpu_dir = (cpuinfo or _describe_cpu(self.facts, background=False))()
                 conn.send(Kind.PREPARE, request.to_header())
                 if cpu_dir is not None:
                     conn.send_file(os.path.join(cpu_dir, CPUINFO_IMAGE))
@@ -131,12 +135,47 @@ def connect_and_negotiate(options: ConnectOptions, *, facts: HostFacts,
     CRIU versions and compression. Raises ``MigrationError`` (phase
     "connect") or ``ProtocolError`` (phase "handshake") saying who refused
     what."""
-    features = facts.features()
-    conn = connect(options.host, options.port, options.token, tls=options.tls,
-                   criu_version=facts.criu_version(), features=features,
-                   compress=options.compress, criu_policy=options.criu_policy,
-                   timeouts=options.timeouts, host_name=host_name, progress=progress)
-    return SourceSession(conn=conn, peer=conn.peer_info, facts=facts, local_features=features)
+    from migrate._light import in_background
+
+    # Each of these asks CRIU (a criu swrk of its own, ~5-15 ms): they run
+    # side by side, and the CPU description is ready by PREPARE.
+    cpuinfo = _describe_cpu(facts)
+    try:
+        version = in_background(facts.criu_version)
+        features = facts.features()
+        conn = connect(options.host, options.port, options.token, tls=options.tls,
+                       criu_version=version(), features=features,
+                       compress=options.compress, criu_policy=options.criu_policy,
+                       timeouts=options.timeouts, host_name=host_name, progress=progress)
+    except BaseException:
+        with contextlib.suppress(Exception):    # its error is PREPARE's to report
+            shutil.rmtree(cpuinfo(), ignore_errors=True)
+        raise
+    return SourceSession(conn=conn, peer=conn.peer_info, facts=facts, local_features=features,
+                         cpuinfo=cpuinfo)
+
+
+def _describe_cpu(facts: HostFacts, *, background: bool = True) -> Callable[[], str]:
+    """This host's ``cpuinfo.img`` dumped into a new temporary directory;
+    returns a function that waits for that directory (the caller removes
+    it). Raises (from that function) ``MigrationError`` (phase "prepare")."""
+    from migrate._light import in_background
+
+    def dump() -> str:
+        cpu_dir = tempfile.mkdtemp(prefix="migrate-cpuinfo-")
+        try:
+            facts.cpuinfo_dump(cpu_dir)
+        except MigrateError as err:
+            shutil.rmtree(cpu_dir, ignore_errors=True)
+            raise MigrationError("prepare", f"cannot describe this CPU: {err}") from err
+        except BaseException:
+            shutil.rmtree(cpu_dir, ignore_errors=True)
+            raise
+        return cpu_dir
+
+    if background:
+        return in_background(dump)
+    return dump
 
 
 class Rollback:
