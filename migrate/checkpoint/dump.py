@@ -247,14 +247,16 @@ def _validate(opts: CheckpointOptions) -> None:
         raise UsageError("--pre-dump and --lazy-pages cannot be combined")
 
 
-def _check_features(ctx: RuntimeContext, opts: CheckpointOptions) -> None:
-    """Refuse what this kernel cannot do, before anything is frozen."""
-    from migrate.criu_rpc import Client, SwrkOptions
-
+def _check_features(ctx: RuntimeContext, opts: CheckpointOptions, features=None) -> None:
+    """Refuse what this kernel cannot do, before anything is frozen
+    (``features``: CRIU's answer if already known)."""
     if not (opts.pre_dump or opts.lazy_pages):
         return
-    features = Client(SwrkOptions(criu=ctx.criu)).feature_check(
-        mem_track=opts.pre_dump, lazy_pages=opts.lazy_pages, pidfd_store=False)
+    if features is None:
+        from migrate.criu_rpc import Client, SwrkOptions
+
+        features = Client(SwrkOptions(criu=ctx.criu)).feature_check(
+            mem_track=opts.pre_dump, lazy_pages=opts.lazy_pages, pidfd_store=False)
     if opts.pre_dump and not features.mem_track:
         raise UnsupportedError(
             "--pre-dump needs memory dirty tracking, which this kernel lacks "
@@ -295,9 +297,11 @@ class DumpJob:
 
 
 @contextmanager
-def dump_job(ctx: RuntimeContext, opts: CheckpointOptions):
+def dump_job(ctx: RuntimeContext, opts: CheckpointOptions, *, features=None):
     """Lock, check and plan a checkpoint; yields a DumpJob. The lock is held
-    until the block ends. Raises what ``checkpoint`` raises before CRIU runs."""
+    until the block ends. ``features``: CRIU's ``Features`` here, when the
+    caller already asked (else they are asked when needed). Raises what
+    ``checkpoint`` raises before CRIU runs."""
     from migrate import oci
 
     _validate(opts)
@@ -326,7 +330,7 @@ def dump_job(ctx: RuntimeContext, opts: CheckpointOptions):
                 raise KernelError.from_oserror("mkdir", err, path) from None
         if opts.parent_path:
             check_parent_path(images_dir, opts.parent_path)
-        _check_features(ctx, opts)
+        _check_features(ctx, opts, features)
         spec = oci.parse_config(container.state.config, bundle=container.state.bundle)
         criu_opts, meta = plan_dump(container, spec, opts, images_dir=images_dir,
                                     work_dir=work_dir, proc_root=ctx.proc_root,

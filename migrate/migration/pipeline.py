@@ -133,6 +133,10 @@ class Migration:
         """Prepare, send the rootfs, then lock and plan the dump once and
         let the pipeline move the memory, under a rollback that resumes the
         source on any failure before the commit."""
+        with _cgroup_yard(self.ctx) as yard:
+            self._run(yard)
+
+    def _run(self, yard) -> None:
         from migrate.checkpoint.dump import dump_job
         from migrate.migration.messages import PrepareRequest
         from migrate.migration.source import rollback, shared_marker
@@ -163,12 +167,12 @@ class Migration:
             self._rollback = rb
             # Locked and planned once: every pre-dump round and the final
             # dump derive their CRIU options from this one plan.
-            with dump_job(self.ctx, self.checkpoint_options(lazy_pages=self.pipeline.lazy)) as job, \
-                    _cgroup_yard(self.ctx) as yard:
-                if yard is not None:
+            with dump_job(self.ctx, self.checkpoint_options(lazy_pages=self.pipeline.lazy),
+                          features=_criu_features(session.local_features)) as job:
+                if yard() is not None:
                     # The hierarchies the dump reads its cgroups through,
-                    # mounted now instead of while frozen (cgyard.py).
-                    job.criu_opts = job.criu_opts.replace(cgroup_yard=yard)
+                    # mounted before the freeze instead of while frozen (cgyard.py).
+                    job.criu_opts = job.criu_opts.replace(cgroup_yard=yard())
                 self._job = job
                 if any(m.kind == TMPFS_COPY for m in job.meta.mounts):
                     import tarfile  # noqa: F401 - now, not while frozen (tmpfs_copy.save)
@@ -361,15 +365,37 @@ class Migration:
 
 @contextlib.contextmanager
 def _cgroup_yard(ctx):
-    """A cgroup yard for the migration's dumps, in the temporary directory:
-    never inside the work directory, which is removed recursively."""
+    """A cgroup yard for the migration's dumps, in the temporary directory
+    (never inside the work directory, which is removed recursively). A
+    thread mounts it (~20 ms of mounts) while the handshake's checks go on;
+    yields a function that waits for its path (None: none could be made)."""
     import secrets
 
-    from migrate.checkpoint.cgyard import YARD_NAME, cgroup_yard
+    from migrate._light import in_background
+    from migrate.checkpoint.cgyard import YARD_NAME, make_yard, remove_yard
 
-    with cgroup_yard(ctx, tempfile.gettempdir(),
-                     name=f"{YARD_NAME}-{secrets.token_hex(4)}") as yard:
-        yield yard
+    made = in_background(lambda: make_yard(ctx, tempfile.gettempdir(),
+                                           name=f"{YARD_NAME}-{secrets.token_hex(4)}"))
+    try:
+        yield made
+    finally:
+        path = None
+        with contextlib.suppress(Exception):
+            path = made()
+        if path is not None:
+            remove_yard(ctx, path)
+
+
+def _criu_features(local: dict):
+    """The handshake's CRIU features of this host as ``Features`` (None when
+    CRIU could not say): ``dump_job`` need not ask CRIU again."""
+    from migrate.criu_rpc import Features
+
+    if "criu_error" in local or "lazy_pages" not in local:
+        return None
+    return Features(mem_track=bool(local.get("mem_track")),
+                    lazy_pages=bool(local.get("lazy_pages")),
+                    pidfd_store=bool(local.get("pidfd_store")))
 
 
 def pages_moved(stats: dict) -> int:
