@@ -3,7 +3,8 @@ not protobuf).
 
 Copied field by field from CRIU 4.2's ``images/rpc.proto`` (the swrk RPC) and
 from ``images/mnt.proto``, ``netdev.proto``, ``sysctl.proto``,
-``pstree.proto``, ``inventory.proto``, ``core.proto`` and ``stats.proto``
+``pstree.proto``, ``inventory.proto``, ``core.proto``, ``stats.proto`` and
+``pagemap.proto``
 (the entries ``images.py`` reads), keeping CRIU's names so grep finds them
 upstream. Every message here is complete: all its fields, not only those
 we set or read, so a test can compare each table with pycriu's generated
@@ -33,7 +34,7 @@ __all__ = [
     "criu_notify", "criu_features", "criu_req", "criu_resp", "criu_version",
     "mnt_entry", "SysctlType", "sysctl_entry", "netns_id", "netns_entry", "pstree_entry",
     "task_kobj_ids_entry", "lsmtype", "plugins_entry", "inventory_entry",
-    "dump_stats_entry", "restore_stats_entry", "stats_entry",
+    "dump_stats_entry", "restore_stats_entry", "stats_entry", "pagemap_head", "pagemap_entry",
 ]
 
 # -- enums (rpc.proto) ----------------------------------------------------------
@@ -396,4 +397,22 @@ class stats_entry(Message):
     FIELDS = (
         optional(1, "dump", dump_stats_entry),
         optional(2, "restore", restore_stats_entry),
+    )
+
+
+# -- pagemap.proto ----------------------------------------------------------------
+
+class pagemap_head(Message):
+    FIELDS = (
+        required(1, "pages_id", UINT32),
+    )
+
+
+class pagemap_entry(Message):
+    FIELDS = (
+        required(1, "vaddr", UINT64),
+        required(2, "compat_nr_pages", UINT32),
+        optional(3, "in_parent", BOOL),
+        optional(4, "flags", UINT32),
+        optional(5, "nr_pages", UINT64),
     )

@@ -23,7 +23,7 @@ import sys
 
 from migrate.errors import KernelError, NotFoundError, UsageError
 
-__all__ = ["read_entries", "KINDS"]
+__all__ = ["read_entries", "KINDS", "HEADS"]
 
 # criu/include/magic.h; tests/unit/criu_rpc/test_images.py checks them
 # against pycriu's generated magic table.
@@ -38,11 +38,15 @@ KINDS = {
     "INVENTORY": (0x58313116, "inventory", "inventory_entry"),
     "IDS": (0x54432030, "core", "task_kobj_ids_entry"),
     "STATS": (0x57093306, "stats", "stats_entry"),
+    "PAGEMAP": (0x56084025, "pagemap", "pagemap_entry"),
 }
+# Kinds whose first entry is another message: a head.
+HEADS = {"PAGEMAP": "pagemap_head"}
 
 
 def read_entries(path: str, kind: str) -> list:
-    """The entries of the ``kind`` image at ``path`` (see ``KINDS``).
+    """The entries of the ``kind`` image at ``path`` (see ``KINDS``; for a
+    kind in ``HEADS``, the first is its head message).
 
     Raises NotFoundError (no such image), KernelError (unreadable),
     UsageError naming the file when it is not a ``kind`` image or is
@@ -64,6 +68,7 @@ def read_entries(path: str, kind: str) -> list:
     from migrate.criu_rpc._wire import DecodeError
 
     cls = getattr(_messages, message)
+    head = getattr(_messages, HEADS[kind]) if kind in HEADS else None
     entries = []
     while offset < len(data):
         if offset + 4 > len(data):
@@ -73,7 +78,8 @@ def read_entries(path: str, kind: str) -> list:
         if offset + size > len(data):
             raise UsageError(f"{path} is corrupt: truncated entry at byte {offset - 4}")
         try:
-            entries.append(cls.decode(data[offset:offset + size]))
+            entries.append((head if head is not None and not entries else cls)
+                           .decode(data[offset:offset + size]))
         except DecodeError as err:
             raise UsageError(f"{path} is corrupt: {err}") from None
         offset += size

@@ -404,21 +404,22 @@ def pages_moved(stats: dict) -> int:
 
 
 def _pagemap_pages(images_dir: str) -> int:
+    """The pages the pagemaps in ``images_dir`` describe, but those a
+    pre-dump already sent (PE_PARENT, or ``in_parent`` in old images)."""
     import glob
 
-    from migrate.checkpoint.inspect import load_image
-
-    def in_parent(entry: dict) -> bool:
-        # An entry a pre-dump already sent (PE_PARENT, "in_parent" in old images).
-        flags = entry.get("flags", 0)
-        return bool(entry.get("in_parent")) or (
-            "PARENT" in flags if isinstance(flags, str) else bool(int(flags) & 1))
+    from migrate.criu_rpc.images import read_entries
 
     total = 0
     for path in glob.glob(os.path.join(images_dir, "pagemap-*.img")):
-        with contextlib.suppress(Exception):
-            total += sum(e.get("nr_pages", 0) for e in load_image(path)[1:] if not in_parent(e))
+        with contextlib.suppress(MigrateError):
+            total += sum(e.nr_pages if e.has("nr_pages") else e.compat_nr_pages
+                         for e in read_entries(path, "PAGEMAP")[1:]
+                         if not (e.in_parent or e.flags & _PE_PARENT))
     return total
+
+
+_PE_PARENT = 1      # images/pagemap.proto's pmap.flags, criu/include/pagemap.h
 
 
 def network_lock_for(features, empty_ns: frozenset[str], tcp_established: bool):

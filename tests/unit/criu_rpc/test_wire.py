@@ -29,7 +29,7 @@ from migrate.criu_rpc._wire import (
     EncodeError,
     Message,
 )
-from migrate.criu_rpc.images import KINDS
+from migrate.criu_rpc.images import HEADS, KINDS
 from migrate.criu_rpc.session import build_request
 
 rpc = pytest.importorskip("pycriu.rpc_pb2")
@@ -40,7 +40,9 @@ rpc = pytest.importorskip("pycriu.rpc_pb2")
 def _image_module(message: str):
     import importlib
 
-    stem = {m: s for _magic, s, m in KINDS.values()}.get(message)
+    stems = {m: s for _magic, s, m in KINDS.values()}
+    stems.update((head, KINDS[kind][1]) for kind, head in HEADS.items())
+    stem = stems.get(message)
     return importlib.import_module(f"pycriu.images.{stem}_pb2") if stem else None
 
 
@@ -59,7 +61,7 @@ def _schema() -> dict:
     seen: dict = {}
     for name in ("criu_req", "criu_resp"):
         _reachable(getattr(rpc, name).DESCRIPTOR, seen)
-    for _magic, _stem, message in KINDS.values():
+    for message in [m for _magic, _stem, m in KINDS.values()] + list(HEADS.values()):
         _reachable(getattr(_image_module(message), message).DESCRIPTOR, seen)
     return seen
 
