@@ -120,6 +120,10 @@ class ContainerState:
     cgroup: dict = field(default_factory=dict)        # CgroupManager.to_state()
     namespaces: dict = field(default_factory=dict)    # OCI type -> path to join
     external_descriptors: list = field(default_factory=list)  # what fds 0-2 of init were
+    # The identity of the files the init was handed as fds 0-2 (runtime/stdio.py):
+    # checkpoint declares them external. Absent from state files written before
+    # it: checkpoint then reads the init's fds 0-2 as they are.
+    stdio: list = field(default_factory=list)
     rootless_euid: bool = False
     rootless_cgroups: bool = False
     no_pivot: bool = False

@@ -155,17 +155,20 @@ class Bringup:
         run_hooks(hooks.create_runtime, state=st, name="createRuntime")
         run_hooks(hooks.create_container, state=st, name="createContainer")
 
-    def started(self, pid: int, *, descriptors: bool = False) -> Container:
-        """The container's init is ``pid``: record it and where its namespaces are."""
+    def started(self, pid: int, *, stdio: list | None = None) -> Container:
+        """The container's init is ``pid``: record it and where its namespaces
+        are. ``stdio``: what the init was handed as fds 0-2 (runtime/stdio.py);
+        None reads them from the init, which must not have run user code yet."""
         from migrate.runtime.nsexec import NS_FLAGS
+        from migrate.runtime.stdio import init_stdio
 
         state, proc = self.state, self.ctx.proc_root
         state.pid = pid
         state.pid_start = proc_start_time(pid, proc)
         state.namespaces = {ns.type: ns.path or f"{proc}/{pid}/ns/{NS_FLAGS[ns.type][1]}"
                             for ns in self.spec.linux.namespaces}
-        if descriptors:
-            state.external_descriptors = _descriptors(pid, proc)
+        state.stdio = init_stdio(pid, proc) if stdio is None else stdio
+        state.external_descriptors = [e["path"] or "/dev/null" for e in state.stdio]
         self.container = Container(state, self.store, proc)
         return self.container
 
@@ -361,13 +364,3 @@ def _check_cgroup_is_free(container_id: str, cgroups) -> None:
 
         getLogger("migrate.runtime.lifecycle").warning(
             "container's cgroup is not empty: %d process(es) found", len(pids))
-
-
-def _descriptors(pid: int, proc_root: str) -> list[str]:
-    out = []
-    for fd in range(3):
-        try:
-            out.append(os.readlink(f"{proc_root}/{pid}/fd/{fd}"))
-        except OSError:
-            out.append("/dev/null")
-    return out

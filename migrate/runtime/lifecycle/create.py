@@ -129,7 +129,7 @@ def create(ctx: RuntimeContext, opts: CreateOptions) -> tuple[Container, Launche
         # In its cgroup already; recorded too for a container without one (rootless).
         up.track(launched.pid)
         up.on_failure(lambda: _close_console(launched))
-        container = up.started(launched.pid, descriptors=True)
+        container = up.started(launched.pid)
         launched.notify = notify
         if launched.console_fd is not None and opts.console_socket:
             ConsoleHandoff(opts.console_socket, keep=False).give(launched.console_fd)

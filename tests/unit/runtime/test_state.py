@@ -66,9 +66,19 @@ def _state(cid="web", **kw) -> ContainerState:
 def test_state_json_round_trip():
     st = _state(pid=42, pid_start=1234, annotations={"a": "b"}, config={"ociVersion": "1.2.0"},
                 namespaces={"pid": "/proc/42/ns/pid"}, external_descriptors=["/dev/null"] * 3,
+                stdio=[{"fd": 1, "path": "/var/log/x", "mnt_id": 27, "inode": 9, "mode": 0o100644}],
                 rootless_euid=True)
     again = ContainerState.from_json(st.to_json())
     assert again == st
+
+
+def test_state_json_from_before_the_stdio_record():
+    """A state file written before ``stdio`` existed loads with none (the
+    checkpoint then reads the init's fds as they are)."""
+    data = json.dumps({"id": "web", "bundle": "/b", "rootfs": "/r", "pid": 7,
+                       "external_descriptors": ["/dev/null", "pipe:[4]", "pipe:[5]"]})
+    st = ContainerState.from_json(data)
+    assert st.stdio == [] and st.external_descriptors[1] == "pipe:[4]"
 
 
 def test_state_json_ignores_unknown_keys():
