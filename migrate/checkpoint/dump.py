@@ -12,10 +12,10 @@ import time
 
 from migrate._light import contextmanager, suppress
 from migrate.checkpoint.externals import (MASKED_TMPFS, RO_TMPFS, TMPFS_COPY, classify_mounts,
-                                          copied_tmpfs_mounts, describe_fd,
+                                          copied_tmpfs_mounts, describe_file,
                                           external_namespaces, masked_tmpfs_key,
                                           masked_tmpfs_mounts, may_remount, ro_tmpfs_key,
-                                          ro_tmpfs_mounts)
+                                          ro_tmpfs_mounts, stdio_descriptors)
 from migrate.checkpoint.metadata import CheckpointMeta, save_meta
 from migrate.checkpoint.options import CheckpointOptions, criu_config_file
 from migrate.checkpoint.unprivileged import check_unprivileged_checkpoint, criu_unprivileged_options
@@ -24,6 +24,7 @@ from migrate.runtime.container import Container, Status
 from migrate.runtime.context import RuntimeContext
 from migrate.runtime.mountinfo import parse_mountinfo
 from migrate.runtime.state import StateStore
+from migrate.runtime.stdio import fd_identity
 
 __all__ = ["checkpoint", "plan_dump", "parse_page_server", "check_parent_path", "bind_destinations",
            "image_key"]
@@ -165,18 +166,15 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
     if opts.skip_masked_tmpfs and not opts.pre_dump and not unprivileged:
         mounts += _masked_tmpfs(container, entries, masked_paths, proc_root,
                                 copy_tmpfs=opts.copy_tmpfs)
-    descriptors = []
-    for fd in range(3):
-        link = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
-        fd_stat = os.stat(f"{proc_root}/{pid}/fd/{fd}")
-        descriptors.append(describe_fd(fd, link, _read(f"{proc_root}/{pid}/fdinfo/{fd}"),
-                                       fd_stat.st_ino, fd_stat.st_mode))
+    inside = frozenset(e.mount_id for e in entries)
+    descriptors = stdio_descriptors(st.stdio, _current_stdio(f"{proc_root}/{pid}", inside),
+                                    inside=inside)
     joined = {ns.type for ns in spec.linux.namespaces if ns.path}
     ns_external, ns_keys = external_namespaces(
         {ns.type: ns.path for ns in spec.linux.namespaces if ns.path}, joined,
         lambda path: os.stat(path).st_ino)
-    externals = tuple(ns_external) + tuple(d.external for d in descriptors if d.external
-                                           and d.external.startswith("file["))
+    externals = tuple(ns_external) + tuple(dict.fromkeys(
+        d.external for d in descriptors if d.external and d.external.startswith("file[")))
     cg = container.cgroups
     usable = cg is not None and (not hasattr(cg, "is_usable") or cg.is_usable())
     empty_ns = opts.empty_ns
@@ -225,11 +223,23 @@ def plan_dump(container: Container, spec, opts: CheckpointOptions, *, images_dir
     )
     meta = CheckpointMeta(
         container_id=st.id, bundle=st.bundle, mounts=tuple(mounts),
-        descriptors=tuple(descriptors), joined_namespaces=tuple(sorted(joined)),
+        descriptors=descriptors, joined_namespaces=tuple(sorted(joined)),
         external_keys=ns_keys, terminal=st.terminal,
         created=_utc_now(),
         pre_dump=opts.pre_dump, lazy_pages=opts.lazy_pages, empty_ns=tuple(sorted(empty_ns)))
     return criu, meta
+
+
+def _current_stdio(fd_dir: str, inside: frozenset[int]) -> list:
+    """fds 0-2 of the init as they are now, classified; a closed one is
+    left out (the init runs: an fd may even close between the reads)."""
+    out = []
+    for fd in range(3):
+        e = fd_identity(fd_dir, fd)
+        if e["path"]:
+            out.append(describe_file(fd, e["path"], e["mnt_id"], e["inode"], e["mode"],
+                                     inside=inside))
+    return out
 
 
 _SIGKILL = 9     # signal.SIGKILL; the signal module costs start-up time (issue 16)

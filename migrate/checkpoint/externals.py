@@ -20,7 +20,8 @@ from migrate.errors import UnsupportedError
 __all__ = ["ExternalMount", "classify_mounts", "masked_tmpfs_mounts", "masked_tmpfs_key",
            "MASKED_TMPFS", "RO_TMPFS", "ro_tmpfs_mounts", "ro_tmpfs_key", "may_remount",
            "TMPFS_COPY", "copied_tmpfs_mounts",
-           "Descriptor", "describe_fd", "external_namespaces"]
+           "Descriptor", "describe_fd", "describe_file", "stdio_descriptors",
+           "external_namespaces"]
 
 # ExternalMount.kind of an empty read-only tmpfs over a masked directory.
 MASKED_TMPFS = "masked-tmpfs"
@@ -236,9 +237,11 @@ def may_remount(cap_bnd_lines) -> bool:
 
 @record
 class Descriptor:
-    """What one of the init's fds 0-2 was at checkpoint time (runc keeps the
-    same list in descriptors.json). ``external`` is CRIU's key for it when
-    CRIU must not dump it (a pipe or file of the runtime)."""
+    """A file the init was handed as fd ``fd`` (0-2), or, after those, one
+    it holds on fd ``fd`` at checkpoint time (runc keeps the list of the
+    first kind in descriptors.json). ``external`` is CRIU's key for it when
+    CRIU must not dump it (a pipe or file of the runtime): restore maps
+    that key onto its own fd ``fd``, wherever the file is in the dump."""
 
     fd: int
     path: str
@@ -246,25 +249,67 @@ class Descriptor:
     mode: int = 0          # st_mode: restore elsewhere must offer a file of the same kind
 
 
-def describe_fd(fd: int, link: str, fdinfo: str, inode: int, mode: int = 0) -> Descriptor:
+def describe_fd(fd: int, link: str, fdinfo: str, inode: int, mode: int = 0, *,
+                inside: frozenset[int] = frozenset()) -> Descriptor:
     """Classify fd ``fd`` of the init: ``link`` is readlink(/proc/PID/fd/N),
     ``fdinfo`` the text of /proc/PID/fdinfo/N, ``inode`` and ``mode`` from its stat.
+    ``inside``: the IDs of the container's own mounts."""
+    from migrate.runtime.stdio import fdinfo_mnt_id
+
+    return describe_file(fd, link, fdinfo_mnt_id(fdinfo), inode, mode, inside=inside)
+
+
+def describe_file(fd: int, link: str, mnt_id: int | None, inode: int, mode: int = 0, *,
+                  inside: frozenset[int] = frozenset()) -> Descriptor:
+    """``describe_fd`` with the mount ID read already (a recorded file).
 
     A character device (/dev/null above all) is not external: CRIU dumps it
     by path and reopens that path on restore, whatever the restoring
     process's own stdio is, as runc relies on (its descriptors.json only
-    ever maps pipes)."""
+    ever maps pipes). Nor is a file on one of the container's own mounts
+    (``inside``): CRIU dumps it by its path in the container, and it is the
+    container's, not the runtime's (``exec >/tmp/log`` in the init)."""
     import stat
 
     if link.startswith("pipe:"):
         return Descriptor(fd=fd, path=link, external=link, mode=mode)
     if link.startswith("/dev/pts/") or link.startswith("anon_inode:") or link.startswith("socket:") \
-            or stat.S_ISCHR(mode):
+            or stat.S_ISCHR(mode) or mnt_id is None or mnt_id in inside:
         return Descriptor(fd=fd, path=link, external=None, mode=mode)
-    mnt_id = next((l.split()[1] for l in fdinfo.splitlines() if l.startswith("mnt_id:")), None)
-    if mnt_id is None:
-        return Descriptor(fd=fd, path=link, external=None, mode=mode)
-    return Descriptor(fd=fd, path=link, external=f"file[{int(mnt_id):x}:{inode:x}]", mode=mode)
+    return Descriptor(fd=fd, path=link, external=f"file[{mnt_id:x}:{inode:x}]", mode=mode)
+
+
+def stdio_descriptors(recorded: list[dict], current: list[Descriptor], *,
+                      inside: frozenset[int] = frozenset()) -> tuple[Descriptor, ...]:
+    """The init's stdio for a checkpoint: ``recorded`` (state.json's
+    ``stdio``, runtime/stdio.py) are the files it was handed, ``current``
+    its fds 0-2 now, classified (describe_fd with the same ``inside``),
+    the fds that are closed left out.
+
+    The record comes first, one per fd 0-2, whatever the init did with
+    them since: a file it moved to another fd is found there by CRIU, which
+    matches externals by key, not by fd, on dump and restore; one it closed
+    is a key CRIU never looks up, which neither dump nor restore minds.
+    Then any host file on fds 0-2 now that is not in the record (CRIU cannot
+    dump it by path), under its fd. A pipe there that is not in the record
+    is the container's own (made inside, or passed in): CRIU dumps it.
+    Without a record (a state.json from before it) fds 0-2 as they are now,
+    a closed one as /dev/null (descriptors.json needs a path at each index)."""
+    if not recorded:
+        have = {d.fd: d for d in current}
+        return tuple(have.get(fd) or Descriptor(fd=fd, path="/dev/null", external=None)
+                     for fd in range(3))
+    out, keys = [], set()
+    for e in sorted(recorded, key=lambda e: e["fd"]):
+        d = describe_file(e["fd"], e["path"] or "/dev/null", e["mnt_id"], e["inode"], e["mode"],
+                          inside=inside)
+        out.append(d)
+        keys.add(d.external)
+    for d in current:
+        if d.external and d.external.startswith("file[") and d.external not in keys:
+            out.append(d)
+            keys.add(d.external)
+    return tuple(out)
 
 
 def external_namespaces(namespaces: dict[str, str], joined: set[str], inode_of) -> tuple[list[str], dict[str, str]]:

@@ -67,7 +67,7 @@ def inspect_checkpoint(image_dir: str) -> dict:
 
 
 def _inspect(d: str) -> dict:
-    from migrate.checkpoint.metadata import load_meta
+    from migrate.checkpoint.metadata import load_meta, stdio_roles
 
     processes = []
     total_pages = 0
@@ -118,7 +118,7 @@ def _inspect(d: str) -> dict:
         container = {"id": meta.container_id, "bundle": meta.bundle, "created": meta.created,
                      "terminal": meta.terminal,
                      "external_mounts": [m.mountpoint for m in meta.mounts],
-                     "stdio": [x.path for x in meta.descriptors]}
+                     "stdio": [x.path for x in stdio_roles(meta)]}
     except (NotFoundError, UsageError):
         container = {}
     size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(d, "*")) if os.path.isfile(p))

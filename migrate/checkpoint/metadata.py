@@ -15,7 +15,8 @@ from migrate._record import asdict, record
 from migrate.checkpoint.externals import Descriptor, ExternalMount
 from migrate.errors import NotFoundError, UsageError
 
-__all__ = ["CheckpointMeta", "save_meta", "load_meta", "META_FILE", "DESCRIPTORS_FILE"]
+__all__ = ["CheckpointMeta", "save_meta", "load_meta", "stdio_roles", "META_FILE",
+           "DESCRIPTORS_FILE"]
 
 META_FILE = "migrate.json"
 DESCRIPTORS_FILE = "descriptors.json"
@@ -50,7 +51,18 @@ def save_meta(images_dir: str, meta: CheckpointMeta) -> None:
     atomic_write(os.path.join(images_dir, META_FILE),
                  dumps(data).encode(), 0o600, durable=False)
     atomic_write(os.path.join(images_dir, DESCRIPTORS_FILE),
-                 dumps([d.path for d in meta.descriptors]).encode(), 0o600, durable=False)
+                 dumps([d.path for d in stdio_roles(meta)]).encode(), 0o600, durable=False)
+
+
+def stdio_roles(meta: CheckpointMeta) -> list[Descriptor]:
+    """What the init was handed as fd 0, 1, 2 (the first descriptor of each
+    fd: any after it is a file found on that fd at checkpoint time)."""
+    out, seen = [], set()
+    for d in meta.descriptors:
+        if d.fd not in seen:
+            seen.add(d.fd)
+            out.append(d)
+    return out
 
 
 def load_meta(images_dir: str) -> CheckpointMeta:

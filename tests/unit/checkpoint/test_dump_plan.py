@@ -59,9 +59,9 @@ def _spec(tmp_path, annotations=None):
     return oci.parse_config(data, bundle=str(tmp_path))
 
 
-def _plan(tmp_path, opts, annotations=None, **kw):
+def _plan(tmp_path, opts, annotations=None, stdio=(), **kw):
     state = ContainerState(id="c1", bundle=str(tmp_path), rootfs=str(tmp_path / "rootfs"),
-                           pid=PID)
+                           pid=PID, stdio=list(stdio))
     return plan_dump(_Container(state), _spec(tmp_path, annotations), opts,
                      images_dir="/img", work_dir="/work", proc_root=str(tmp_path / "proc"), **kw)
 
@@ -118,6 +118,45 @@ def test_dump_plan_keys_mounts_like_runc(proc):
     assert not criu.external
     assert [d.external for d in meta.descriptors] == [None, None, None]
     assert all(stat.S_ISCHR(d.mode) for d in meta.descriptors)
+
+
+def _move_stdout(proc, tmp_path):
+    """The init has put its stdout (a host file, mount 27) on fd 10 and a
+    file of its root mount (100) on fd 1, as busybox sh does around `cat > x`."""
+    p = proc / "proc" / str(PID)
+    host = tmp_path / "host-out"
+    host.write_text("")
+    seen = proc / "rootfs" / "seen"
+    seen.write_text("")
+    os.unlink(p / "fd" / "1")
+    os.symlink(str(seen), p / "fd" / "1")
+    (p / "fdinfo" / "1").write_text("pos:\t0\nflags:\t0101\nmnt_id:\t100\n")
+    os.symlink(str(host), p / "fd" / "10")
+    (p / "fdinfo" / "10").write_text("pos:\t0\nflags:\t02001\nmnt_id:\t27\n")
+    return host
+
+
+def test_dump_plan_declares_the_recorded_stdio_wherever_it_moved(proc, tmp_path_factory):
+    host = _move_stdout(proc, tmp_path_factory.mktemp("host"))
+    ino = os.stat(host).st_ino
+    recorded = [{"fd": 0, "path": "/dev/null", "mnt_id": 24, "inode": 5, "mode": 0o20666},
+                {"fd": 1, "path": str(host), "mnt_id": 27, "inode": ino, "mode": 0o100644},
+                {"fd": 2, "path": str(host), "mnt_id": 27, "inode": ino, "mode": 0o100644}]
+    criu, meta = _plan(proc, CheckpointOptions(id="c1"), stdio=recorded)
+    key = f"file[1b:{ino:x}]"
+    assert criu.external == (key,)                  # once, though on two fds
+    assert [(d.fd, d.external) for d in meta.descriptors] == [(0, None), (1, key), (2, key)]
+    # fd 1 now (a file on the container's root mount) is CRIU's to dump
+    assert all(d.path != str(proc / "rootfs" / "seen") for d in meta.descriptors)
+
+
+def test_dump_plan_without_a_record_reads_fds_0_to_2(proc, tmp_path_factory):
+    """A container created before the record: today's fds 0-2, and the
+    file on the container's own mount is not taken for the runtime's."""
+    _move_stdout(proc, tmp_path_factory.mktemp("host"))
+    criu, meta = _plan(proc, CheckpointOptions(id="c1"))
+    assert not criu.external
+    assert [d.external for d in meta.descriptors] == [None, None, None]
 
 
 def test_criu_config_file_like_runc(proc):

@@ -3,7 +3,7 @@
 import pytest
 
 from migrate.checkpoint.externals import (ExternalMount, classify_mounts, describe_fd,
-                                          external_namespaces)
+                                          describe_file, external_namespaces)
 from migrate.errors import UnsupportedError
 from migrate.runtime.mountinfo import parse_mountinfo
 
@@ -75,6 +75,72 @@ def test_describe_stdio():
     assert describe_fd(1, "/dev/pts/0", "mnt_id:\t40\n", 3).external is None
     file = describe_fd(2, "/var/log/x", "pos:\t0\nflags:\t02\nmnt_id:\t27\n", 0x20c046)
     assert file.external == "file[1b:20c046]"     # CRIU's own key format, in hex
+
+
+def test_a_file_on_the_containers_own_mounts_is_not_external():
+    """``exec >/tmp/log`` in the init: CRIU dumps that file by its path."""
+    inside = frozenset({100, 108})
+    assert describe_fd(1, "/tmp/log", "mnt_id:\t108\n", 9, 0o100644,
+                       inside=inside).external is None
+    assert describe_fd(1, "/var/log/x", "mnt_id:\t27\n", 9, 0o100644,
+                       inside=inside).external == "file[1b:9]"
+    assert describe_fd(1, "pipe:[5]", "mnt_id:\t15\n", 5, 0o10600,
+                       inside=frozenset({15})).external == "pipe:[5]"
+
+
+def _rec(fd, path, mnt_id=27, inode=9, mode=0o100644):
+    return {"fd": fd, "path": path, "mnt_id": mnt_id, "inode": inode, "mode": mode}
+
+
+DEV_NULL = _rec(0, "/dev/null", 6, 5, 0o20666)
+
+
+def test_stdio_without_a_record_is_what_the_fds_are_now():
+    from migrate.checkpoint.externals import Descriptor, stdio_descriptors
+
+    now = [describe_file(0, "/dev/null", 6, 5, 0o20666),
+           describe_file(2, "/var/log/x", 27, 9, 0o100644)]
+    got = stdio_descriptors([], now)
+    assert [(d.fd, d.path, d.external) for d in got] == [
+        (0, "/dev/null", None), (1, "/dev/null", None),     # closed: as runc's index needs
+        (2, "/var/log/x", "file[1b:9]")]
+    assert got[1] == Descriptor(fd=1, path="/dev/null", external=None)
+
+
+def test_stdio_moved_to_another_fd_is_declared_from_the_record():
+    """The race this exists for: at checkpoint time fd 1 points inside the
+    container and the host file that was stdout is on fd 10."""
+    from migrate.checkpoint.externals import stdio_descriptors
+
+    recorded = [DEV_NULL, _rec(1, "/run/out", inode=0x21), _rec(2, "/run/out", inode=0x21)]
+    now = [describe_file(0, "/dev/null", 6, 5, 0o20666),
+           describe_file(1, "/tmp/seen", 108, 0x33, 0o100644, inside=frozenset({108})),
+           describe_file(2, "/run/out", 27, 0x21, 0o100644)]
+    got = stdio_descriptors(recorded, now, inside=frozenset({108}))
+    assert [(d.fd, d.path, d.external) for d in got] == [
+        (0, "/dev/null", None), (1, "/run/out", "file[1b:21]"), (2, "/run/out", "file[1b:21]")]
+
+
+def test_stdio_adds_host_files_that_are_not_in_the_record():
+    from migrate.checkpoint.externals import stdio_descriptors
+
+    recorded = [DEV_NULL, _rec(1, "pipe:[7]", 15, 7, 0o10600), _rec(2, "", None, 0, 0)]
+    now = [describe_file(0, "/var/log/new", 27, 0x40, 0o100644),      # a host file: added
+           describe_file(1, "pipe:[8]", 15, 8, 0o10600),              # a pipe of its own: dumped
+           describe_file(2, "/tmp/x", 108, 3, 0o100644, inside=frozenset({108}))]
+    got = stdio_descriptors(recorded, now, inside=frozenset({108}))
+    assert [(d.fd, d.path, d.external) for d in got] == [
+        (0, "/dev/null", None), (1, "pipe:[7]", "pipe:[7]"), (2, "/dev/null", None),
+        (0, "/var/log/new", "file[1b:40]")]
+
+
+def test_stdio_recorded_on_the_containers_mounts_is_not_external():
+    """A container in the host's mount namespace: its stdio files are paths
+    CRIU can dump (and declaring them would map them onto the restorer's)."""
+    from migrate.checkpoint.externals import stdio_descriptors
+
+    got = stdio_descriptors([_rec(1, "/var/log/x")], [], inside=frozenset({27}))
+    assert [d.external for d in got] == [None]
 
 
 def test_external_namespaces():
