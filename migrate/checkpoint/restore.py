@@ -25,7 +25,8 @@ from migrate.checkpoint.externals import TMPFS_COPY
 from migrate.checkpoint.inspect import external_mount_keys
 from migrate.checkpoint.metadata import load_meta
 from migrate.checkpoint.options import RestoreOptions
-from migrate.checkpoint.restore_plan import check_stdio, mount_sources, plan_restore
+from migrate.checkpoint.restore_plan import (check_stdio, mount_sources, plan_restore,
+                                             restored_stdio)
 from migrate.errors import KernelError, MigrateError, NotFoundError, UsageError
 from migrate.runtime.container import proc_start_time
 from migrate.runtime.context import RuntimeContext
@@ -175,12 +176,13 @@ class PreparedRestore:
 
             load(meta.mounts, images_dir, self.masked_tmpfs)
         cgroups = self.cgroups
+        stdio_fds = stdio_copies(up.always, opts.stdio)
         criu_opts = plan_restore(spec, meta, opts, images_dir=images_dir, work_dir=self.work_dir,
                                  criu_root=self.criu_root, cgroup_paths=cgroups.paths(),
                                  cgroup_mounts=cgroups.to_state().get("mounts") or {},
                                  ns_fds=open_namespaces(spec, up.always),
                                  notify_dir=self.notify_dir,
-                                 stdio_fds=stdio_copies(up.always, opts.stdio),
+                                 stdio_fds=stdio_fds,
                                  resolved=self.resolved,
                                  image_keys=external_mount_keys(images_dir),
                                  masked_tmpfs=self.masked_tmpfs)
@@ -201,7 +203,10 @@ class PreparedRestore:
             from migrate.checkpoint.cgyard import remove_yard
 
             remove_yard(ctx, self.yard)
-        up.started(pid)
+        from migrate.runtime.stdio import fd_identity
+
+        up.started(pid, stdio=restored_stdio(
+            meta, stdio_fds, lambda fd, role: fd_identity(f"{ctx.proc_root}/self", fd, role=role)))
         up.commit(opts.pid_file)
         run_poststart(state, spec)
         return pid, fg, console

@@ -13,11 +13,12 @@ import os
 
 from migrate.checkpoint.externals import (MASKED_TMPFS, RO_TMPFS, TMPFS_COPY, masked_tmpfs_key,
                                           ro_tmpfs_key)
-from migrate.checkpoint.metadata import CheckpointMeta
+from migrate.checkpoint.metadata import CheckpointMeta, stdio_roles
 from migrate.checkpoint.options import RestoreOptions, criu_config_file
 from migrate.errors import NotFoundError, UsageError
 
-__all__ = ["plan_restore", "mount_sources", "check_stdio", "cgroup_source", "relative_cgroup",
+__all__ = ["plan_restore", "mount_sources", "check_stdio", "restored_stdio", "cgroup_source",
+           "relative_cgroup",
            "is_bind_mount", "bind_source", "restore_network_lock"]
 
 
@@ -146,8 +147,10 @@ def plan_restore(spec, meta: CheckpointMeta, opts: RestoreOptions, *, images_dir
                             cgroup_paths=cgroup_paths, notify_dir=notify_dir,
                             resolved=resolved, image_keys=image_keys,
                             masked_tmpfs=masked_tmpfs)
-    inherit = [InheritFd(key=d.external, fd=stdio_fds[d.fd]) for d in meta.descriptors
-               if d.external]
+    # By key: CRIU finds the file wherever the dump has it (not only on fd
+    # d.fd), and takes the first fd given for a key.
+    inherit = [InheritFd(key=key, fd=stdio_fds[fd]) for key, fd in dict.fromkeys(
+        (d.external, d.fd) for d in meta.descriptors if d.external)]
     for oci_type, key in (meta.external_keys or {}).items():
         if oci_type not in ns_fds:
             raise UsageError(f"the checkpointed container joined a {oci_type} namespace: "
@@ -227,7 +230,7 @@ def check_stdio(meta: CheckpointMeta, fds=(0, 1, 2)) -> None:
     import stat
 
     names = ("stdin", "stdout", "stderr")
-    for d in meta.descriptors:
+    for d in stdio_roles(meta):
         if not (d.external and d.external.startswith("file[") and d.mode):
             continue
         try:
@@ -239,3 +242,23 @@ def check_stdio(meta: CheckpointMeta, fds=(0, 1, 2)) -> None:
             raise UsageError(
                 f"the container's {names[d.fd]} was {d.path} (mode {d.mode:o}) at checkpoint "
                 f"time; restore needs the same kind of file there (got mode {mode:o})")
+
+
+def restored_stdio(meta: CheckpointMeta, stdio_fds, identity) -> list[dict]:
+    """What the restored init was handed as fds 0-2, for state.json's
+    ``stdio`` (runtime/stdio.py), so its next checkpoint knows them too.
+    ``identity(fd, role)`` describes our fd ``fd`` (runtime.stdio.fd_identity
+    of /proc/self). The files CRIU reopened through our fds (the external
+    ones) are ours; the rest it reopened by path inside the container (a
+    device node, a terminal): described as the checkpoint has them."""
+    out = []
+    roles = {d.fd: d for d in stdio_roles(meta)}
+    mapped = {d.fd for d in meta.descriptors if d.external}
+    for fd in range(3):
+        d = roles.get(fd)
+        if fd in mapped:
+            out.append(identity(stdio_fds[fd], fd))
+        else:
+            out.append({"fd": fd, "path": d.path if d else "/dev/null", "mnt_id": None,
+                        "inode": 0, "mode": d.mode if d else 0})
+    return out

@@ -326,3 +326,68 @@ def test_read_only_tmpfs_tree_is_made_from_plain_names_only(tmp_path):
     for bad in (["../x", "dir", ""], ["..", "dir", ""], ["a", "file", ""]):
         with pytest.raises(OSError):
             _make_tree(str(tmp_path), [bad])
+
+
+# What the init was handed (fds 0-2), then a host file found on its fd 0 at
+# checkpoint time that was not (it got it later).
+HANDED_AND_FOUND = (Descriptor(fd=0, path="/dev/null", external=None, mode=0o20666),
+                    Descriptor(fd=1, path="/run/out", external="file[1b:21]", mode=0o100644),
+                    Descriptor(fd=2, path="/run/out", external="file[1b:21]", mode=0o100644),
+                    Descriptor(fd=0, path="/var/log/new", external="file[1b:40]",
+                               mode=0o100644))
+
+
+def test_descriptors_json_lists_what_fds_0_to_2_were_handed(tmp_path):
+    """runc reads descriptors.json by index: the files found later stay in
+    migrate.json only."""
+    meta = _meta(descriptors=HANDED_AND_FOUND)
+    save_meta(str(tmp_path), meta)
+    assert (tmp_path / "descriptors.json").read_text() == \
+        '["/dev/null", "/run/out", "/run/out"]'
+    assert load_meta(str(tmp_path)).descriptors == HANDED_AND_FOUND
+
+
+def test_every_external_key_maps_onto_its_stdio(tmp_path):
+    """By key, whatever fd the dump has the file on; a key CRIU finds
+    nowhere in the images costs nothing."""
+    opts = _plan(tmp_path, meta=_meta(descriptors=HANDED_AND_FOUND), stdio_fds=(20, 21, 22))
+    assert [(i.key, i.fd) for i in opts.inherit_fd] == [
+        ("file[1b:21]", 21), ("file[1b:21]", 22), ("file[1b:40]", 20)]
+
+
+def test_stdio_kind_is_checked_for_what_was_handed(tmp_path):
+    """The file found on fd 0 later is no reason to refuse /dev/null there."""
+    import os
+
+    from migrate.checkpoint.restore_plan import check_stdio
+
+    log = tmp_path / "log"
+    log.write_text("")
+    os.chmod(log, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    fd = os.open(log, os.O_WRONLY)
+    try:
+        check_stdio(_meta(descriptors=HANDED_AND_FOUND), (null, fd, fd))
+    finally:
+        os.close(fd)
+        os.close(null)
+
+
+def test_restored_stdio_records_our_files_where_criu_used_them():
+    from migrate.checkpoint.restore_plan import restored_stdio
+
+    def identity(fd, role):
+        return {"fd": role, "path": f"/ours/{fd}", "mnt_id": 30, "inode": fd, "mode": 0o100644}
+
+    meta = _meta(descriptors=(Descriptor(fd=0, path="/dev/null", external=None, mode=0o20666),
+                              Descriptor(fd=1, path="pipe:[5]", external="pipe:[5]"),
+                              Descriptor(fd=2, path="/dev/pts/0", external=None, mode=0o20620)))
+    assert restored_stdio(meta, (20, 21, 22), identity) == [
+        {"fd": 0, "path": "/dev/null", "mnt_id": None, "inode": 0, "mode": 0o20666},
+        {"fd": 1, "path": "/ours/21", "mnt_id": 30, "inode": 21, "mode": 0o100644},
+        {"fd": 2, "path": "/dev/pts/0", "mnt_id": None, "inode": 0, "mode": 0o20620}]
+    # a file found on fd 0 at checkpoint time came back through our fd 0
+    assert restored_stdio(_meta(descriptors=HANDED_AND_FOUND), (20, 21, 22),
+                          identity)[0]["path"] == "/ours/20"
+    # runc's checkpoint of a closed fd, or one with fewer entries
+    assert restored_stdio(_meta(descriptors=()), (20, 21, 22), identity)[2]["path"] == "/dev/null"
