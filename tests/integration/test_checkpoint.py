@@ -740,3 +740,77 @@ def test_masked_tmpfs_a_container_may_remount_is_dumped(runtime, rw_bundle, cid,
     runtime("restore", "-d", "--image-path", images, "--bundle", rw_bundle.path, cid).check()
     assert runtime("exec", cid, "cat", f"{mp}/x").check().stdout == "kept\n"
     runtime("delete", "--force", cid).check()
+
+
+def _runtime_to_files(runtime, tmp_path, name, *args):
+    """Run the runtime with stdout and stderr in files of ours that stay
+    (the runtime fixture's own files are deleted after each command): a
+    detached container keeps them as its stdio. Opened O_APPEND, as log
+    files are: CRIU checks the size of any other regular file it reopens
+    (files-reg.c validate_file), and the restoring side's is new."""
+    out = tmp_path / f"{name}.out"
+    with open(out, "ab") as f, open(tmp_path / f"{name}.err", "ab") as err:
+        proc = subprocess.run([*runtime.argv, "--root", runtime.root, *args],
+                              stdin=subprocess.DEVNULL, stdout=f, stderr=err, timeout=60)
+    assert proc.returncode == 0, (tmp_path / f"{name}.err").read_text()
+    return out
+
+
+def test_stdio_moved_off_its_fd_is_still_external(runtime, rw_bundle, cid, tmp_path):
+    """The init keeps the host file it got as stdout on fd 3 and points fd 1
+    inside the container (busybox sh does this for a moment around each
+    NOFORK applet; here for good): the host file is still CRIU's external
+    `file[...]` (recorded at create time), and comes back on fd 3 as the
+    restoring side's stdout; fd 1 stays the file inside the container."""
+    rw_bundle.sh("exec 3>&1 >/tmp/seen; echo moved >&3; n=0; while true; do "
+                 "if [ -e /tmp/ping ]; then rm /tmp/ping; n=$((n+1)); "
+                 "echo pong-$n >&3; echo inside-$n; fi; sleep 0.05; done")
+    first = _runtime_to_files(runtime, tmp_path, "run", "run", "-d", "--bundle",
+                              rw_bundle.path, cid)
+    _wait_for(lambda: first.read_text() == "moved\n", what="the init's first line")
+    ping = os.path.join(rw_bundle.rootfs, "tmp/ping")
+    seen = os.path.join(rw_bundle.rootfs, "tmp/seen")
+    open(ping, "w").close()
+    _wait_for(lambda: "pong-1" in first.read_text(), what="pong-1 before the checkpoint")
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    second = _runtime_to_files(runtime, tmp_path, "restore", "restore", "-d", "--image-path",
+                               images, "--bundle", rw_bundle.path, cid)
+    open(ping, "w").close()
+    _wait_for(lambda: "pong-2" in second.read_text(), what="pong-2 in the restoring stdout")
+    assert first.read_text() == "moved\npong-1\n"
+    assert second.read_text() == "pong-2\n"
+    assert open(seen).read() == "inside-1\ninside-2\n"
+    # the restored init is recorded too: a second round trip works the same
+    runtime("checkpoint", "--image-path", str(tmp_path / "img2"), cid).check()
+    third = _runtime_to_files(runtime, tmp_path, "restore2", "restore", "-d", "--image-path",
+                              str(tmp_path / "img2"), "--bundle", rw_bundle.path, cid)
+    open(ping, "w").close()
+    _wait_for(lambda: "pong-3" in third.read_text(), what="pong-3 after the second restore")
+    assert second.read_text() == "pong-2\n"
+    runtime("delete", "--force", cid).check()
+
+
+def test_stdio_closed_by_the_init_is_an_unused_external(runtime, rw_bundle, cid, tmp_path):
+    """The init closed the host files it got as stdio: their external keys
+    (recorded at create time) name nothing CRIU dumps, which neither the
+    dump nor the restore (given inherit fds for them) minds."""
+    rw_bundle.sh("exec >/tmp/log 2>&1 </dev/null; "
+                 "i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done")
+    first = _runtime_to_files(runtime, tmp_path, "run", "run", "-d", "--bundle",
+                              rw_bundle.path, cid)
+    _wait_for(lambda: len(_lines(rw_bundle)) > 3, what="counter")
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    with open(os.path.join(images, "migrate.json")) as f:
+        declared = [d for d in json.load(f)["descriptors"]
+                    if (d["external"] or "").startswith("file[")]
+    assert [d["path"] for d in declared] == [str(first), str(tmp_path / "run.err")]
+    second = _runtime_to_files(runtime, tmp_path, "restore", "restore", "-d", "--image-path",
+                               images, "--bundle", rw_bundle.path, cid)
+    n = len(_lines(rw_bundle))
+    _wait_for(lambda: len(_lines(rw_bundle)) > n + 3, what="counting after restore")
+    # fd 1 is still the file inside the container, not the restoring stdout
+    _assert_contiguous(_lines(rw_bundle))
+    assert first.read_text() == "" and second.read_text() == ""
+    runtime("delete", "--force", cid).check()

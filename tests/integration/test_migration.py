@@ -361,6 +361,34 @@ def test_restore_failing_at_destination(pair, cid, tmp_path):
     pair.assert_running_on(pair.b, cid)
 
 
+def test_stdio_moved_off_its_fd_comes_along(pair, cid):
+    """The init keeps the pipe it got as stdout on fd 3 and points fd 1
+    inside the container (busybox sh does this for a moment around every
+    NOFORK applet): the pipe is still the runtime's and becomes the
+    destination's container.log on fd 3; fd 1 stays the container's file."""
+    pair.start_agent()
+    pair.bundle.sh("exec 3>&1 >/tmp/seen; echo moved >&3; i=0; while true; do "
+                   "i=$((i+1)); echo $i >> /tmp/log; if [ -e /tmp/ping ]; then rm /tmp/ping; "
+                   "echo pong >&3; echo inside; fi; sleep 0.05; done")
+    proc = subprocess.Popen([*pair.a.argv, "--root", pair.a.root, "run", "-d", "--bundle",
+                             pair.bundle.path, cid], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.wait(timeout=30) == 0
+    pair.pipes.append(proc)
+    assert proc.stdout.readline() == b"moved\n"
+    code, out, _ = pair.migrate(cid, "--strategy", "stop-and-copy")
+    assert code == 0, out
+    workdir = next(os.path.join(pair.work, n) for n in _listdir(pair.work)
+                   if n.startswith(cid + "-"))
+    open(os.path.join(pair.bundle.rootfs, "tmp/ping"), "w").close()
+    log = os.path.join(workdir, "container.log")
+    _wait_for(lambda: os.path.exists(log) and "pong" in open(log).read(),
+              what="pong in the destination's container.log")
+    with open(os.path.join(pair.bundle.rootfs, "tmp/seen")) as f:
+        assert f.read() == "inside\n"
+    assert pair.b.state(cid)["status"] == "running"
+
+
 def _when(pair, cid, seen, action):
     """Run ``action`` once ``seen(workdir)`` holds for the destination's work
     directory of this migration."""
