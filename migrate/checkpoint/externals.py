@@ -293,9 +293,10 @@ def stdio_descriptors(recorded: list[dict], current: list[Descriptor], *,
     Then any host file on fds 0-2 now that is not in the record (CRIU cannot
     dump it by path), under its fd. A pipe there that is not in the record
     is the container's own (made inside, or passed in): CRIU dumps it.
-    Without a record (a state.json from before it) fds 0-2 as they are now,
-    a closed one as /dev/null (descriptors.json needs a path at each index)."""
-    if not recorded:
+    Without a record (a state.json from before it, or an init whose fds
+    create could not read) fds 0-2 as they are now, a closed one as
+    /dev/null (descriptors.json needs a path at each index)."""
+    if not any(e["path"] for e in recorded):
         have = {d.fd: d for d in current}
         return tuple(have.get(fd) or Descriptor(fd=fd, path="/dev/null", external=None)
                      for fd in range(3))

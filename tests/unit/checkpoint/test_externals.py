@@ -105,6 +105,9 @@ def test_stdio_without_a_record_is_what_the_fds_are_now():
         (0, "/dev/null", None), (1, "/dev/null", None),     # closed: as runc's index needs
         (2, "/var/log/x", "file[1b:9]")]
     assert got[1] == Descriptor(fd=1, path="/dev/null", external=None)
+    # a record of fds create could not read is no record
+    unread = [_rec(fd, "", None, 0, 0) for fd in range(3)]
+    assert stdio_descriptors(unread, now) == got
 
 
 def test_stdio_moved_to_another_fd_is_declared_from_the_record():
