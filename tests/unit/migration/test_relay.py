@@ -48,3 +48,86 @@ def test_a_broken_side_cuts_the_other():
     assert criu.recv(16) == b""                 # CRIU's side sees the end
     criu.close()
     assert relay.join(timeout=10)
+
+
+# -- the lazy-pages stream: CRIU's page server must not take a cut for the end --
+
+def _psi(cmd: int, nr_pages: int = 0, vaddr: int = 0) -> bytes:
+    import struct
+    import sys
+
+    order = "<" if sys.byteorder == "little" else ">"
+    return struct.pack(order + "I4xQQQ", cmd, nr_pages, vaddr, 0)
+
+
+def _requests(sock, n: int) -> list[int]:
+    """The commands of the next ``n`` requests CRIU reads (or fewer at EOF)."""
+    import sys
+
+    from migrate.migration._relay import PS_IOV_SIZE
+
+    sock.settimeout(10)
+    out, buf = [], b""
+    while len(out) < n:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= PS_IOV_SIZE:
+            out.append(int.from_bytes(buf[:4], sys.byteorder))
+            buf = buf[PS_IOV_SIZE:]
+    return out
+
+
+def test_lazy_stream_closed_by_the_daemon_ends_cleanly():
+    from migrate.migration._relay import PS_IOV_CLOSE, LazyPagesRelay
+
+    criu, near, far, daemon = _pairs()
+    relay = LazyPagesRelay(near, far, lambda d, n: None).start()
+    get = _psi(7, 4, 0x1000)
+    # A request split across writes still reaches CRIU whole.
+    daemon.sendall(get[:5])
+    daemon.sendall(get[5:] + _psi(PS_IOV_CLOSE))
+    assert _requests(criu, 2) == [7, PS_IOV_CLOSE]
+    criu.sendall(b"\0" * 4)                     # the answer to CLOSE
+    assert daemon.recv(16) == b"\0" * 4
+    daemon.close()
+    assert criu.recv(64) == b""                 # EOF: CRIU's page server ends, dump succeeds
+    criu.close()
+    assert relay.join(timeout=10)
+    assert relay.closed and relay.error is None
+
+
+def test_lazy_stream_cut_before_close_is_refused():
+    """The daemon goes away (or the link) before PS_IOV_CLOSE: CRIU reads a
+    request it refuses instead of an EOF it would take for success, and a
+    request cut in half never reaches it."""
+    from migrate.migration._relay import PS_IOV_REFUSED, LazyPagesRelay
+
+    criu, near, far, daemon = _pairs()
+    relay = LazyPagesRelay(near, far, lambda d, n: None).start()
+    daemon.sendall(_psi(7, 4, 0x1000) + _psi(7, 8, 0x9000)[:10])
+    daemon.close()
+    assert _requests(criu, 3) == [7, PS_IOV_REFUSED]
+    criu.close()
+    assert relay.join(timeout=10)
+    assert not relay.closed and "before it had every page" in str(relay.error)
+
+
+def test_lazy_stream_broken_on_the_pages_side_is_refused():
+    from migrate.migration._relay import PS_IOV_REFUSED, LazyPagesRelay
+
+    criu, near, far, daemon = _pairs()
+    relay = LazyPagesRelay(near, far, lambda d, n: None).start()
+    daemon.sendall(_psi(7, 1, 0x1000))
+    assert _requests(criu, 1) == [7]
+    daemon.close()                              # gone while pages are on their way
+    try:
+        for _ in range(64):
+            criu.sendall(b"p" * 65536)
+    except OSError:
+        pass
+    assert PS_IOV_REFUSED in _requests(criu, 1)
+    criu.close()
+    assert relay.join(timeout=10)
+    assert not relay.closed
