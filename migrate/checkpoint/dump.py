@@ -305,6 +305,16 @@ class DumpJob:
         the freezer and the network agree."""
         _resume_after_failure(self.container, self.was_paused)
 
+    def failed_kept_frozen(self) -> None:
+        """CRIU failed after a copy of the tree started to run elsewhere (a
+        post-copy whose pages stopped coming): this tree, which still has
+        all its memory, must not run too. CRIU lets it go in the freezer
+        state it found (frozen by the migration); make sure it stays so."""
+        cg = self.container.cgroups
+        with suppress(Exception):
+            if cg is not None and not cg.is_frozen():
+                cg.freeze()
+
 
 @contextmanager
 def dump_job(ctx: RuntimeContext, opts: CheckpointOptions, *, features=None):

@@ -271,6 +271,11 @@ class Migration:
         self.timeline.mark_resumed()
         self._rollback.commit()
 
+    @property
+    def committed(self) -> bool:
+        """Whether the destination runs the container (no rollback now)."""
+        return self._rollback is not None and self._rollback.committed
+
     def checkpoint_options(self, **kw):
         from migrate.checkpoint.options import CheckpointOptions
 

@@ -87,7 +87,7 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
         return True
 
     def relay_pages() -> None:
-        from migrate.migration._relay import Relay
+        from migrate.migration._relay import LazyPagesRelay
         from migrate.migration._sockets import configure_socket
 
         try:
@@ -100,7 +100,7 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
             near = socket.create_connection((address, port), timeout=m.conn.timeouts.connect)
         except OSError:
             return      # no connection: the restore fails and says why
-        relays.append(Relay(near, far, m.count_memory, name="lazy-pages").start())
+        relays.append(LazyPagesRelay(near, far, m.count_memory).start())
 
     def finish() -> None:
         try:
@@ -134,9 +134,15 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
             with s if session is None else contextlib.nullcontext():
                 s.dump(criu_opts, m.callbacks(post_dump))
         except BaseException as err:
-            job.failed()
             for r in relays:
                 r.abort()
+            if m.committed:
+                # The container runs at the destination, without the pages
+                # it had still to pull: the agent kills it there. This tree,
+                # frozen with all its memory, must not run as well.
+                job.failed_kept_frozen()
+                raise _lost(m, relays, err) from err
+            job.failed()
             from migrate.checkpoint.netns import unlock_network
 
             unlock_network(m.container.state.pid)
@@ -161,6 +167,17 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
         os.close(ready_w)
     m.step("finish")
     m.final_iteration(images, time.monotonic() - started)
+
+
+def _lost(m: Migration, relays: list, err: BaseException) -> MigrationError:
+    why = next((str(r.error) for r in relays if r.error is not None), None) or str(err)
+    cid = m.opts.container_id
+    return MigrationError(
+        "memory", f"the memory stopped coming after the container resumed at the destination "
+        f"({why}): the destination kills its copy, which lacks pages; the source keeps its own, "
+        f"frozen as it was at the switch, with all its memory: `migrate resume {cid}` runs it "
+        f"here again once the destination's copy is gone, `migrate delete -f {cid}` drops it",
+        source_state="frozen")
 
 
 def _free_port(address: str) -> int:
