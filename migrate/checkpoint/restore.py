@@ -352,12 +352,61 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, hold_for=
         watch[0].wait()         # returned in pages_in already: every page is in
         daemon.close()
     elif daemon is not None:
-        # It pulls the remaining pages in the background and exits by itself:
-        # reap it then, so no zombie stays behind a long-lived caller.
-        import threading
-
-        threading.Thread(target=daemon.wait, name="lazy-pages-reaper", daemon=True).start()
+        # It pulls the remaining pages in the background and exits by itself.
+        _watch_lazy_pages(daemon, up.cgroups, result.pid, opts.id)
     return result.pid
+
+
+# Watches of lazy-pages daemons still pulling pages (see wait_for_lazy_pages).
+_lazy_watches: set = set()
+
+
+def _watch_lazy_pages(daemon, cgroups, pid: int, container_id: str) -> None:
+    """Reap the lazy-pages daemon of a running restored container from a
+    thread; should it fail before every page is in, kill the container.
+
+    The daemon closing its userfaultfd (its exit, whatever the cause) makes
+    the kernel fill the pages it never copied with zeros on the next touch:
+    the container would go on with memory that is silently wrong. The tasks
+    are frozen first (one write) and then killed.
+    """
+    import threading
+
+    def run() -> None:
+        import logging
+
+        from migrate.errors import MigrateError
+
+        try:
+            daemon.wait()
+        except MigrateError as err:
+            with contextlib.suppress(MigrateError, OSError):
+                cgroups.freeze()
+            with contextlib.suppress(MigrateError, OSError):
+                cgroups.kill_all(signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            logging.getLogger("migrate.checkpoint.restore").error(
+                'container "%s" killed: its lazy-pages daemon failed before every page was '
+                "in, and the pages it lacked would read as zeros (%s)", container_id, err)
+        finally:
+            _lazy_watches.discard(thread)
+
+    thread = threading.Thread(target=run, name="lazy-pages-watch", daemon=True)
+    _lazy_watches.add(thread)
+    thread.start()
+
+
+def wait_for_lazy_pages(timeout: float | None = None) -> bool:
+    """Wait until every restored container's lazy-pages daemon in this
+    process is done (a process that exits sooner leaves nobody to kill a
+    container whose daemon then fails). True when none is left."""
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for thread in list(_lazy_watches):
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    return not any(t.is_alive() for t in list(_lazy_watches))
 
 
 class _DaemonWatch:

@@ -202,6 +202,11 @@ def receive(ctx, listen, state_root, work_dir, once, compress, token, token_file
     finally:
         signal.signal(signal.SIGTERM, previous)
         agent.close()
+        from migrate.checkpoint.restore import wait_for_lazy_pages
+
+        # A post-copy container still pulls its memory: its watch (which
+        # kills it should the pull fail) lives in this process.
+        wait_for_lazy_pages()
     return 1 if once and outcomes and not outcomes[-1].succeeded else 0
 
 
