@@ -107,9 +107,30 @@ def _start(tool: list[str], root: str, bundle: str, cid: str, keep: list) -> Non
         time.sleep(0.05)
 
 
-def _state_ok(bundle: str) -> bool:
-    with open(os.path.join(bundle, "rootfs", "tmp", "mem")) as f:
-        return f.read().split()[2] == "1"
+def _state_ok(bundle: str, timeout: float = 10) -> bool:
+    """The memory holder, now at the destination, sums its whole buffer
+    again and finds it as it was: no page lost or stale. It sums on every
+    tenth line it writes (those whose counter ends in 1); the other lines
+    repeat the expected sum, so the line there right after a migration
+    proves nothing."""
+    path = os.path.join(bundle, "rootfs", "tmp", "mem")
+
+    def read() -> tuple[int, bool] | None:
+        try:
+            with open(path) as f:
+                n, _sum, ok = f.read().split()
+            return int(n), ok == "1"
+        except (OSError, ValueError):
+            return None
+
+    first = read()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = read()
+        if now and first and now[0] > first[0] and now[0] % 10 == 1:
+            return now[1]
+        time.sleep(0.05)
+    return False
 
 
 def _listening(pid: int, port: int, timeout: float = 30) -> None:
