@@ -93,17 +93,23 @@ def test_missing_image(tmp_path):
         read_entries(str(tmp_path / "mountpoints-1.img"), "MNTS")
 
 
+def _without_protobuf(code: str) -> str:
+    """Run ``code`` in a fresh interpreter, check it imported neither
+    protobuf nor pycriu, and return what it printed."""
+    code += ("import sys\n"
+             "bad = [m for m in sys.modules if m.startswith(('google', 'pycriu'))]\n"
+             "assert not bad, bad\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
 def test_reading_imports_neither_protobuf_nor_pycriu(tmp_path):
     path = _write(tmp_path / "mountpoints-13.img", "MNTS", MOUNTS)
     net = _write(tmp_path / "netns-10.img", "NETNS", [{"ext_key": "extRootNetNS"}])
-    code = ("import sys\n"
-            "from migrate.criu_rpc.images import read_entries\n"
-            f"assert read_entries({path!r}, 'MNTS')[1].ext_key == '/data'\n"
-            f"assert read_entries({net!r}, 'NETNS')[0].ext_key == 'extRootNetNS'\n"
-            "bad = [m for m in sys.modules if m.startswith(('google', 'pycriu'))]\n"
-            "assert not bad, bad\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
+    _without_protobuf("from migrate.criu_rpc.images import read_entries\n"
+                      f"assert read_entries({path!r}, 'MNTS')[1].ext_key == '/data'\n"
+                      f"assert read_entries({net!r}, 'NETNS')[0].ext_key == 'extRootNetNS'\n")
 
 
 DUMP_STATS = {"freezing_time": 1200, "frozen_time": 150000, "memdump_time": 900,
@@ -122,17 +128,13 @@ def test_stats_read_as_pycriu_reads_them(tmp_path):
     _write(tmp_path / "stats-restore", "STATS", [{"restore": restore}])
     with open(tmp_path / "stats-dump", "rb") as f:
         theirs = dict(images.load(f)["entries"][0]["dump"])
-    code = ("import json, sys\n"
-            "from migrate.checkpoint.stats import read_stats\n"
-            f"print(json.dumps([read_stats({str(tmp_path)!r}, 'dump'), "
-            f"read_stats({str(tmp_path)!r}, 'restore')]))\n"
-            "bad = [m for m in sys.modules if m.startswith(('google', 'pycriu'))]\n"
-            "assert not bad, bad\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
+    printed = _without_protobuf("import json\n"
+                                "from migrate.checkpoint.stats import read_stats\n"
+                                f"print(json.dumps([read_stats({str(tmp_path)!r}, 'dump'), "
+                                f"read_stats({str(tmp_path)!r}, 'restore')]))\n")
     import json
 
-    dump, rest = json.loads(out.stdout)
+    dump, rest = json.loads(printed)
     assert dump == theirs == DUMP_STATS
     assert rest == restore
 
