@@ -353,7 +353,7 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, hold_for=
         daemon.close()
     elif daemon is not None:
         # It pulls the remaining pages in the background and exits by itself.
-        _watch_lazy_pages(daemon, up.cgroups, result.pid, opts.id)
+        _watch_lazy_pages(daemon, up.cgroups, result.pid, opts.id, ctx.proc_root)
     return result.pid
 
 
@@ -361,16 +361,19 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, hold_for=
 _lazy_watches: set = set()
 
 
-def _watch_lazy_pages(daemon, cgroups, pid: int, container_id: str) -> None:
+def _watch_lazy_pages(daemon, cgroups, pid: int, container_id: str, proc_root: str) -> None:
     """Reap the lazy-pages daemon of a running restored container from a
     thread; should it fail before every page is in, kill the container.
 
     The daemon closing its userfaultfd (its exit, whatever the cause) makes
     the kernel fill the pages it never copied with zeros on the next touch:
     the container would go on with memory that is silently wrong. The tasks
-    are frozen first (one write) and then killed.
+    are frozen first (one write) and then killed, unless the container is
+    gone by then (deleted, its ID perhaps reused: its init is another).
     """
     import threading
+
+    started = proc_start_time(pid, proc_root)
 
     def run() -> None:
         import logging
@@ -380,6 +383,8 @@ def _watch_lazy_pages(daemon, cgroups, pid: int, container_id: str) -> None:
         try:
             daemon.wait()
         except MigrateError as err:
+            if proc_start_time(pid, proc_root) != started:
+                return
             with contextlib.suppress(MigrateError, OSError):
                 cgroups.freeze()
             with contextlib.suppress(MigrateError, OSError):
