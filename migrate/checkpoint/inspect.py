@@ -35,6 +35,22 @@ def _maybe(path: str) -> list:
         return []
 
 
+def external_file_sizes(image_dir: str) -> dict[str, int]:
+    """Key -> size at the dump of every regular file the checkpoint declared
+    external (``file[mnt:ino]``) whose size CRIU checks on restore: CRIU
+    reopens the file handed for the key and refuses one of another size
+    ("File fd/N has bad size"); append-only ones are not checked."""
+    path = os.path.join(image_dir, "files.img")
+    if not os.path.exists(path):        # not dumped yet: no pycriu import for nothing
+        return {}
+    out = {}
+    for entry in _maybe(path):
+        reg = entry.get("reg") or {}
+        if entry.get("type") == "REG" and reg.get("ext") and "size" in reg:
+            out[reg["name"]] = int(reg["size"])
+    return out
+
+
 def external_mount_keys(image_dir: str) -> dict[str, str] | None:
     """Key -> mount point of every mount the checkpoint declared external
     (``ext_key`` in CRIU's mountpoints images); None when they cannot be

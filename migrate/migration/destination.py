@@ -60,13 +60,22 @@ def _stdio(workdir: str) -> tuple[int, int, int]:
     """The restored container's stdio. The source's pipes and files cannot
     come along: each fd gets a stand-in of the same kind (CRIU checks the
     file type and mode of what it reopens): the same device node (/dev/null
-    ...), or container.log for a pipe or a regular file."""
+    ...), or container.log for a pipe or a regular file.
+
+    CRIU also checks the size of a regular file not opened for appending:
+    the stand-in must have the size the source's file had at the dump. It
+    is made that size (a hole; the output written since goes after it), and
+    a second such file of another size gets a stand-in of its own
+    (container.<fd>.log)."""
     import stat
 
     from migrate.checkpoint.metadata import load_meta
 
-    meta = load_meta(os.path.join(workdir, "images"))
-    log_path = os.path.join(workdir, "container.log")
+    images = os.path.join(workdir, "images")
+    meta = load_meta(images)
+    sizes = None
+    paths: dict[str, str] = {}       # external key -> its stand-in
+    sized: dict[str, int] = {}       # stand-in -> the size it was made
     fds = []
     for fd in range(3):
         d = next((x for x in meta.descriptors if x.fd == fd), None)
@@ -75,7 +84,24 @@ def _stdio(workdir: str) -> tuple[int, int, int]:
             path = d.path if d.path.startswith("/dev/") and os.path.exists(d.path) else os.devnull
             fds.append(os.open(path, os.O_RDWR | os.O_CLOEXEC))
             continue
-        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        size = 0
+        if stat.S_ISREG(mode) and d.external and d.external.startswith("file["):
+            if sizes is None:
+                from migrate.checkpoint.inspect import external_file_sizes
+
+                sizes = external_file_sizes(images)
+            size = sizes.get(d.external, 0)
+        path = paths.get(d.external) if d is not None and d.external else None
+        if path is None:
+            path = os.path.join(workdir, "container.log")
+            if size and sized.get(path, size) != size:
+                path = os.path.join(workdir, f"container.{fd}.log")
+            if d is not None and d.external:
+                paths[d.external] = path
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        if size and path not in sized:
+            os.ftruncate(out, size)
+            sized[path] = size
         if stat.S_ISREG(mode):
             os.fchmod(out, stat.S_IMODE(mode))
         fds.append(out)

@@ -396,6 +396,38 @@ def test_stdio_moved_off_its_fd_comes_along(pair, cid):
     assert pair.b.state(cid)["status"] == "running"
 
 
+def test_stdout_a_host_file_with_output_in_it(pair, cid, tmp_path):
+    """The container's stdout and stderr are a host file opened without
+    O_APPEND (`migrate run -d ID > out.log`) that already holds output.
+    CRIU restores such a file only onto one of the size it had at the dump
+    ("File ... has bad size"): the destination's stand-in is made that size
+    (a hole), and the output after the migration lands in it, after it."""
+    pair.start_agent()
+    pair.bundle.sh("echo before-the-migration; i=0; while true; do i=$((i+1)); "
+                   "echo $i >> /tmp/log; if [ -e /tmp/ping ]; then rm /tmp/ping; echo pong; fi; "
+                   "sleep 0.05; done")
+    out_path = tmp_path / "out.log"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen([*pair.a.argv, "--root", pair.a.root, "run", "-d", "--bundle",
+                                 pair.bundle.path, cid], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=out)
+        assert proc.wait(timeout=30) == 0
+    _wait_for(lambda: out_path.read_text() == "before-the-migration\n", what="the first line")
+    code, out, _ = pair.migrate(cid, "--strategy", "stop-and-copy")
+    assert code == 0, out
+    workdir = next(os.path.join(pair.work, n) for n in _listdir(pair.work)
+                   if n.startswith(cid + "-"))
+    open(os.path.join(pair.bundle.rootfs, "tmp/ping"), "w").close()
+    log = os.path.join(workdir, "container.log")
+    _wait_for(lambda: os.path.exists(log) and b"pong" in open(log, "rb").read(),
+              what="pong in the destination's container.log")
+    with open(log, "rb") as f:
+        data = f.read()
+    size = len("before-the-migration\n")
+    assert data[:size] == b"\0" * size and data[size:] == b"pong\n", data
+    assert pair.b.status(cid) == "running"
+
+
 def _when(pair, cid, seen, action):
     """Run ``action`` once ``seen(workdir)`` holds for the destination's work
     directory of this migration."""
