@@ -63,7 +63,7 @@ def prepare_restore(ctx: RuntimeContext, opts: RestoreOptions) -> "PreparedResto
     images_dir = os.path.abspath(opts.image_path)
     work_dir = os.path.abspath(opts.work_path) if opts.work_path else images_dir
     meta = load_meta(images_dir)
-    check_stdio(meta, opts.stdio or (0, 1, 2))
+    check_stdio(meta, opts.stdio or (0, 1, 2), images_dir)
     if meta.pre_dump:
         raise UsageError(f"{images_dir} is a pre-dump: restore the final dump that names it "
                          f"with --parent-path")

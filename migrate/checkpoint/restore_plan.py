@@ -223,25 +223,41 @@ def relative_cgroup(path: str, mount_point: str | None = None) -> str:
     return path
 
 
-def check_stdio(meta: CheckpointMeta, fds=(0, 1, 2)) -> None:
+def check_stdio(meta: CheckpointMeta, fds=(0, 1, 2), images_dir: str | None = None) -> None:
     """CRIU reopens a container's stdio files through the fds we give it and
-    refuses another file type or mode: say so before anything is made.
-    Raises UsageError."""
+    refuses another file type or mode, or a regular file (not opened for
+    appending at the checkpoint) of another size than it had then: say so
+    before anything is made (the size only once ``images_dir`` holds the
+    dump). Raises UsageError."""
     import stat
 
     names = ("stdin", "stdout", "stderr")
+    sizes = None
     for d in stdio_roles(meta):
         if not (d.external and d.external.startswith("file[") and d.mode):
             continue
         try:
-            mode = os.fstat(fds[d.fd]).st_mode
+            st = os.fstat(fds[d.fd])
         except OSError:
             continue
+        mode = st.st_mode
         if stat.S_IFMT(mode) != stat.S_IFMT(d.mode) or (
                 stat.S_ISREG(mode) and stat.S_IMODE(mode) != stat.S_IMODE(d.mode)):
             raise UsageError(
                 f"the container's {names[d.fd]} was {d.path} (mode {d.mode:o}) at checkpoint "
                 f"time; restore needs the same kind of file there (got mode {mode:o})")
+        if stat.S_ISREG(mode) and images_dir is not None:
+            if sizes is None:
+                from migrate.checkpoint.inspect import external_file_sizes
+
+                sizes = external_file_sizes(images_dir)
+            want = sizes.get(d.external)
+            if want is not None and st.st_size != want:
+                raise UsageError(
+                    f"the container's {names[d.fd]} was {d.path}, {want} bytes long at "
+                    f"checkpoint time; CRIU restores it only onto a file of that size (got "
+                    f"{st.st_size} bytes): hand it that file, or one made that size "
+                    f"(truncate -s {want} FILE)")
 
 
 def restored_stdio(meta: CheckpointMeta, stdio_fds, identity) -> list[dict]:

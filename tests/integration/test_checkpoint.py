@@ -791,6 +791,44 @@ def test_stdio_moved_off_its_fd_is_still_external(runtime, rw_bundle, cid, tmp_p
     runtime("delete", "--force", cid).check()
 
 
+def test_stdout_file_of_another_size_is_refused_clearly(runtime, rw_bundle, cid, tmp_path):
+    """stdout a host file opened without O_APPEND (`> out.log`) that holds
+    output at the checkpoint: CRIU restores it only onto a file of that
+    size. A fresh file gets one clear line and exit 2 before anything is
+    made (not CRIU's "bad size" from inside the restore); a file of the
+    size restores, the output going on at the same offset."""
+    rw_bundle.sh("echo first; while true; do if [ -e /tmp/ping ]; then rm /tmp/ping; "
+                 "echo second; fi; sleep 0.05; done")
+    out = tmp_path / "out.log"
+    with open(out, "wb") as f:
+        proc = subprocess.run([*runtime.argv, "--root", runtime.root, "run", "-d", "--bundle",
+                               rw_bundle.path, cid], stdin=subprocess.DEVNULL, stdout=f,
+                              stderr=f, timeout=60)
+    assert proc.returncode == 0
+    _wait_for(lambda: out.read_text() == "first\n", what="the first line")
+    images = str(tmp_path / "img")
+    runtime("checkpoint", "--image-path", images, cid).check()
+    fresh = tmp_path / "fresh.log"
+    with open(fresh, "wb") as f:
+        proc = subprocess.run([*runtime.argv, "--root", runtime.root, "restore", "-d",
+                               "--image-path", images, "--bundle", rw_bundle.path, cid],
+                              stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.PIPE,
+                              timeout=60)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1, err
+    assert "6 bytes long" in err and "truncate -s 6" in err, err
+    assert runtime.status(cid) == "gone"
+    with open(fresh, "wb") as f:
+        f.truncate(6)
+        proc = subprocess.run([*runtime.argv, "--root", runtime.root, "restore", "-d",
+                               "--image-path", images, "--bundle", rw_bundle.path, cid],
+                              stdin=subprocess.DEVNULL, stdout=f, stderr=f, timeout=60)
+    assert proc.returncode == 0, fresh.read_bytes()
+    open(os.path.join(rw_bundle.rootfs, "tmp/ping"), "w").close()
+    _wait_for(lambda: fresh.read_bytes() == b"\0" * 6 + b"second\n", what="second at offset 6")
+    runtime("delete", "--force", cid).check()
+
+
 def test_stdio_closed_by_the_init_is_an_unused_external(runtime, rw_bundle, cid, tmp_path):
     """The init closed the host files it got as stdio: their external keys
     (recorded at create time) name nothing CRIU dumps, which neither the
