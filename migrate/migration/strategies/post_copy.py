@@ -136,12 +136,21 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
         except BaseException as err:
             for r in relays:
                 r.abort()
-            if m.committed:
-                # The container runs at the destination, without the pages
-                # it had still to pull: the agent kills it there. This tree,
-                # frozen with all its memory, must not run as well.
+            if waiter.ident is not None:
+                # Whether the destination runs the container is the restore
+                # thread's to say (it commits on the destination's DONE):
+                # wait for it, woken if it waits for a page server that
+                # will not come.
+                with contextlib.suppress(OSError):
+                    os.write(ready_w, b"x")
+                waiter.join(timeout=m.conn.timeouts.wait)
+            if m.committed or waiter.is_alive():
+                # The container runs at the destination (or may: no answer),
+                # without the pages it had still to pull: the agent kills it
+                # there. This tree, frozen with all its memory, must not run
+                # as well.
                 job.failed_kept_frozen()
-                raise _lost(m, relays, err) from err
+                raise _lost(m, relays, err, known=m.committed) from err
             job.failed()
             from migrate.checkpoint.netns import unlock_network
 
@@ -169,12 +178,14 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     m.final_iteration(images, time.monotonic() - started)
 
 
-def _lost(m: Migration, relays: list, err: BaseException) -> MigrationError:
+def _lost(m: Migration, relays: list, err: BaseException, *, known: bool) -> MigrationError:
     why = next((str(r.error) for r in relays if r.error is not None), None) or str(err)
     cid = m.opts.container_id
+    when = ("after the container resumed at the destination" if known else
+            "and the destination did not say whether it had resumed the container")
     return MigrationError(
-        "memory", f"the memory stopped coming after the container resumed at the destination "
-        f"({why}): the destination kills its copy, which lacks pages; the source keeps its own, "
+        "memory", f"the memory stopped coming {when} ({why}): the destination kills its copy, "
+        f"which lacks pages; the source keeps its own, "
         f"frozen as it was at the switch, with all its memory: `migrate resume {cid}` runs it "
         f"here again once the destination's copy is gone, `migrate delete -f {cid}` drops it",
         source_state="frozen")
