@@ -192,11 +192,14 @@ def _task_pid(containerd: Containerd, cid: str) -> int:
 
 
 def _read_count_file(containerd: Containerd, cid: str) -> int:
-    """The counter read from the host through /proc, which works while paused."""
+    """The counter read from the host through /proc, which works while
+    paused; -1 for a file the shell had truncated and not yet rewritten
+    when the pause caught it (it stays empty until the resume: 0 here made
+    the wait time out)."""
     def read() -> int:
         with open(f"/proc/{_task_pid(containerd, cid)}/root/tmp/count") as f:
             text = f.read().strip()
-        return int(text) if text else 0
+        return int(text) if text else -1
     return wait_for(read, what=f"the counter file of {cid}")
 
 
