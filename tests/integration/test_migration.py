@@ -49,14 +49,17 @@ class Pair:
         self.pipes = []
 
     def start_agent(self, *extra, work=None):
-        log = open(self.tmp / "agent.log", "a")
+        log_path = self.tmp / "agent.log"
+        # The log is shared by every agent of the test: wait for this one's line.
+        before = log_path.read_text().count("listening") if log_path.exists() else 0
+        log = open(log_path, "a")
         self.agent = subprocess.Popen(
             _nsenter(self.hosts.b, [*self.b.argv, "--root", self.b.root, "receive", "--listen",
                                     f"{self.hosts.b.address}:{PORT}", "--token", TOKEN,
                                     "--work-dir", str(work or self.work), *extra]),
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         self.agents.append(self.agent)
-        _wait_for(lambda: "listening" in (self.tmp / "agent.log").read_text(), what="agent")
+        _wait_for(lambda: log_path.read_text().count("listening") > before, what="agent")
 
     def stop_agent(self, agent=None):
         agent = agent or self.agent
