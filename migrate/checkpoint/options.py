@@ -73,6 +73,9 @@ class RestoreOptions:
     auto_dedup: bool = False
     lazy_pages: bool = False
     page_server: str | None = None     # with lazy_pages: start the lazy-pages daemon ourselves
+    # with page_server: open the connection ourselves with this stream
+    # secret (criu_rpc/page_stream.py) and hand the daemon the socket
+    page_server_secret: str | None = None
     # with lazy_pages: start the lazy-pages daemon ourselves, serving the
     # images themselves (no page server: pages already here, copied in
     # after the tasks resume)

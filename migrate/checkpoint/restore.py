@@ -310,13 +310,20 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, hold_for=
         callbacks["pre-resume"] = pages_in
     if opts.lazy_pages and (opts.page_server or opts.lazy_pages_local):
         from migrate.checkpoint.dump import parse_page_server
-        from migrate.criu_rpc import LazyPagesOptions, start_lazy_pages
+        from migrate.criu_rpc import LazyPagesOptions, PageServer, start_lazy_pages
 
         ps = parse_page_server(opts.page_server) if opts.page_server else None
-        # Not waited for yet: criu swrk starts meanwhile.
-        daemon = start_lazy_pages(LazyPagesOptions(
-            images_dir=criu_opts.images_dir, work_dir=criu_opts.work_dir, page_server=ps),
-            criu=ctx.criu, wait=False)
+        sock = _open_page_stream(ps, opts.page_server_secret) if ps is not None else None
+        try:
+            if sock is not None:
+                ps = PageServer(fd=sock.fileno())
+            # Not waited for yet: criu swrk starts meanwhile.
+            daemon = start_lazy_pages(LazyPagesOptions(
+                images_dir=criu_opts.images_dir, work_dir=criu_opts.work_dir, page_server=ps),
+                criu=ctx.criu, wait=False)
+        finally:
+            if sock is not None:
+                sock.close()        # the daemon holds its own copy
         up.on_failure(daemon.close)
         claim.add("processes", [daemon.pid, proc_start_time(daemon.pid, ctx.proc_root)])
     # CRIU's forks are not in the container's cgroups until CRIU moves them,
@@ -355,6 +362,37 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, hold_for=
         # It pulls the remaining pages in the background and exits by itself.
         _watch_lazy_pages(daemon, up.cgroups, result.pid, opts.id, ctx.proc_root)
     return result.pid
+
+
+def _open_page_stream(ps, secret: str | None):
+    """With ``secret``: our connection to the source's lazy page server,
+    opened with it (criu_rpc/page_stream.py: the source takes no other
+    peer), inheritable, for the daemon's --ps-socket. Without: None (the
+    daemon connects by itself). Raises MigrateError."""
+    if secret is None:
+        return None
+    import socket
+
+    from migrate.errors import MigrationError
+    from migrate.criu_rpc.page_stream import present_secret
+
+    try:
+        sock = socket.create_connection((ps.address, ps.port), timeout=30)
+    except OSError as err:
+        raise MigrationError("restore", f"cannot reach the source's page server "
+                             f"{ps.address}:{ps.port}: {err.strerror or err}",
+                             source_state="frozen") from err
+    try:
+        present_secret(sock, secret)
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        os.set_inheritable(sock.fileno(), True)
+    except OSError as err:
+        sock.close()
+        raise MigrationError("restore", f"cannot open the page stream: {err}",
+                             source_state="frozen") from err
+    return sock
 
 
 # Watches of lazy-pages daemons still pulling pages (see wait_for_lazy_pages).

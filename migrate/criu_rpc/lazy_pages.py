@@ -62,7 +62,9 @@ _CAP_SYS_RESOURCE = 24
 @record
 class LazyPagesOptions:
     """``criu lazy-pages`` options. ``page_server`` is the source's lazy dump
-    (``None``: pages come from ``images_dir``, for a local lazy restore)."""
+    (``None``: pages come from ``images_dir``, for a local lazy restore): its
+    address and port, or ``fd``, a socket connected to it already (passed to
+    the daemon as ``--ps-socket``)."""
 
     images_dir: str
     work_dir: str | None = None
@@ -76,11 +78,10 @@ class LazyPagesOptions:
             raise UsageError("criu lazy-pages: images_dir is required")
         if "/" in self.log_file or not self.log_file:
             raise UsageError(f'criu lazy-pages: log_file "{self.log_file}" must be a bare name')
-        if self.page_server is not None:
+        if self.page_server is not None and self.page_server.fd is None:
             if self.page_server.address is None or self.page_server.port == 0:
-                raise UsageError("criu lazy-pages: the page server needs an address and a port")
-            if self.page_server.fd is not None:
-                raise UsageError("criu lazy-pages: ps.fd is not supported from the command line")
+                raise UsageError("criu lazy-pages: the page server needs an address and a port, "
+                                 "or a connected socket (ps.fd)")
         if self.tls is not None and self.page_server is None:
             raise UsageError("criu lazy-pages: tls needs a page server")
 
@@ -149,7 +150,10 @@ def lazy_pages_argv(options: LazyPagesOptions, *, criu: str = "criu",
     argv += ["--log-file", options.log_file, f"-v{int(options.log_level)}"]
     if status_fd is not None:
         argv += ["--status-fd", str(status_fd)]
-    if options.page_server is not None:
+    if options.page_server is not None and options.page_server.fd is not None:
+        # A socket connected already (and inherited): CRIU's --ps-socket.
+        argv += ["--page-server", "--ps-socket", str(options.page_server.fd)]
+    elif options.page_server is not None:
         argv += ["--page-server", "--address", options.page_server.address,
                  "--port", str(options.page_server.port)]
     if options.tls is not None:
@@ -272,8 +276,10 @@ def start_lazy_pages(options: LazyPagesOptions, *, criu: str = "criu",
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     try:
         try:
+            ps_fd = options.page_server.fd if options.page_server is not None else None
             proc = subprocess.Popen(lazy_pages_argv(options, criu=criu, status_fd=ready_w),
-                                    pass_fds=(ready_w,), stdin=subprocess.DEVNULL,
+                                    pass_fds=(ready_w,) if ps_fd is None else (ready_w, ps_fd),
+                                    stdin=subprocess.DEVNULL,
                                     stdout=output, stderr=output)
         except OSError as err:
             output.close()
