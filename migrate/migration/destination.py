@@ -198,6 +198,7 @@ def _restore_options(workdir: str, request: RestoreRequest, stdio):
         bundle=request.bundle or os.path.join(workdir, "bundle"), detach=True,
         lazy_pages=bool(lazy) or local,
         page_server=f"{lazy.address}:{lazy.port}" if lazy else None, lazy_pages_local=local,
+        page_server_secret=lazy.secret if lazy else None,
         tcp_established=request.tcp_established, file_locks=request.file_locks,
         ext_unix_sk=request.ext_unix_sk, empty_ns=request.empty_ns,
         leave_stopped=request.leave_stopped, stdio=stdio)
@@ -304,18 +305,62 @@ def _page_server(ctx: RuntimeContext):
         os.makedirs(target, mode=0o700, exist_ok=True)
         parent = request.parent
         address = incoming.conn.local_address
-        session = Client(SwrkOptions(criu=ctx.criu)).session()
-        incoming.cleanups.append(session.close)
-        info = session.page_server(CriuOptions(
-            images_dir=target, log_file=f"page-server-{os.path.basename(target)}.log",
-            ps=PageServer(address=address, port=0), parent_img=parent,
-            auto_dedup=bool(parent)))
-        incoming.state["page_server"] = (session, info)
-        return PageServerAddress(address=address, port=info.port)
+
+        def serve(ps, pass_fds=()) -> tuple:
+            session = Client(SwrkOptions(criu=ctx.criu)).session(pass_fds=pass_fds)
+            incoming.cleanups.append(session.close)
+            return session, session.page_server(CriuOptions(
+                images_dir=target, log_file=f"page-server-{os.path.basename(target)}.log",
+                ps=ps, parent_img=parent, auto_dedup=bool(parent)))
+
+        if request.secret is None:
+            # A source swrk that connects by itself: CRIU listens.
+            session, info = serve(PageServer(address=address, port=0))
+            incoming.state["page_server"] = (session, info)
+            return PageServerAddress(address=address, port=info.port)
+        # We listen, and CRIU gets the socket of the peer that opens the
+        # stream with the secret (criu_rpc/page_stream.py).
+        import socket as _socket
+
+        listener = _socket.create_server((address, 0), family=_socket.AF_INET6 if ":" in address
+                                         else _socket.AF_INET)
+        incoming.cleanups.append(listener.close)
+        started = threading.Event()
+        incoming.state["page_server"] = (started, listener)
+
+        def run() -> None:
+            from migrate.migration._sockets import configure_socket
+            from migrate.criu_rpc.page_stream import accept_with_secret
+
+            try:
+                sock = accept_with_secret(listener, request.secret,
+                                          timeout=incoming.conn.timeouts.wait)
+                try:
+                    configure_socket(sock, incoming.conn.timeouts)
+                    os.set_inheritable(sock.fileno(), True)
+                    result = serve(PageServer(fd=sock.fileno()), pass_fds=(sock.fileno(),))
+                finally:
+                    sock.close()        # swrk holds its own copy
+            except BaseException as err:  # noqa: BLE001 - handed to wait()
+                result = err
+            finally:
+                listener.close()
+            incoming.state["page_server_started"] = result
+            started.set()
+
+        threading.Thread(target=run, name="page-server-accept", daemon=True).start()
+        return PageServerAddress(address=address, port=listener.getsockname()[1])
 
     def wait(incoming, _control) -> PageServerExit:
         """Wait until the page server got everything (it exits after one dump)."""
         session, info = incoming.state.pop("page_server", (None, None))
+        if isinstance(session, threading.Event):
+            session.wait(incoming.conn.timeouts.wait)
+            started = incoming.state.pop("page_server_started", None)
+            if not isinstance(started, tuple):
+                raise MigrationError("memory", f"the page server did not start: {started}",
+                                     source_state="frozen")
+            session, info = started
         if session is None:
             raise MigrationError("memory", "no page server is running", source_state="frozen")
         code = session.wait_pid(info.pid)

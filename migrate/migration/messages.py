@@ -56,6 +56,20 @@ def _str(header: Mapping[str, Any], key: str, what: str, phase: str, *,
     return value
 
 
+def _secret(header: Mapping[str, Any], what: str, phase: str, *,
+            optional: bool = False) -> str | None:
+    """A stream secret (criu_rpc/page_stream.py): 64 hex digits."""
+    value = _str(header, "secret", what, phase, optional=optional)
+    if value is not None:
+        try:
+            ok = len(bytes.fromhex(value)) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ProtocolError(phase, f"{what} has a malformed secret")
+    return value
+
+
 def _flag(header: Mapping[str, Any], key: str, what: str, phase: str,
           default: bool = False) -> bool:
     value = header.get(key, default)
@@ -194,14 +208,19 @@ class PageServerStart:
 
     dir: str = "images"
     parent: str | None = None
+    # The stream secret (criu_rpc/page_stream.py): with it the agent listens
+    # and hands CRIU the socket of the peer that sends it first; without it
+    # (a swrk that connects by itself) CRIU listens.
+    secret: str | None = None
 
     def to_header(self) -> dict[str, Any]:
-        return {"op": self.OP, "dir": self.dir, "parent": self.parent}
+        return {"op": self.OP, "dir": self.dir, "parent": self.parent, "secret": self.secret}
 
     @classmethod
     def from_control(cls, control: Control, *, phase: str = "memory") -> "PageServerStart":
         return cls(dir=_str(control.args, "dir", "page_server", phase, optional=True) or "images",
-                   parent=_str(control.args, "parent", "page_server", phase, optional=True))
+                   parent=_str(control.args, "parent", "page_server", phase, optional=True),
+                   secret=_secret(control.args, "page_server", phase, optional=True))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,14 +259,18 @@ class LazySource:
 
     address: str
     port: int
+    # The stream secret the destination opens the connection with
+    # (criu_rpc/page_stream.py): the source's relay takes no other peer.
+    secret: str
 
     def to_header(self) -> dict[str, Any]:
-        return {"address": self.address, "port": self.port}
+        return {"address": self.address, "port": self.port, "secret": self.secret}
 
     @classmethod
     def from_header(cls, header: Mapping[str, Any], *, phase: str = "restore") -> "LazySource":
         return cls(address=_str(header, "address", "RESTORE lazy", phase),
-                   port=_port(header, "RESTORE lazy", phase))
+                   port=_port(header, "RESTORE lazy", phase),
+                   secret=_secret(header, "RESTORE lazy", phase))
 
 
 # ``empty_ns`` on the wire -> CRIU's name; "network" is what sources send

@@ -292,16 +292,20 @@ class Migration:
         """Where the final dump writes its images (pre-dump rounds: ``pre/N``)."""
         return os.path.join(self.workdir, "images")
 
-    def page_server_socket(self, ps) -> socket.socket:
+    def page_server_socket(self, ps, secret: str | None = None) -> socket.socket:
         """Connect to the destination's page server ourselves and hand CRIU
         the socket: with keepalive and a user timeout a cut link fails
         CRIU's writes within seconds (CRIU then resumes the tree), where
-        CRIU's own connection would retry for many minutes."""
+        CRIU's own connection would retry for many minutes. ``secret``
+        opens the stream (criu_rpc/page_stream.py)."""
         from migrate.migration._sockets import configure_socket
+        from migrate.criu_rpc.page_stream import present_secret
 
         try:
             sock = socket.create_connection((ps.address, ps.port),
                                             timeout=self.conn.timeouts.connect)
+            if secret is not None:
+                present_secret(sock, secret)
         except OSError as err:
             raise MigrationError("memory", f"cannot reach the destination's page server "
                                  f"{ps.address}:{ps.port}: {err.strerror or err}",

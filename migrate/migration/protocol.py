@@ -80,7 +80,8 @@ __all__ = [
     "StreamEnd",
 ]
 
-PROTOCOL_VERSION = 1
+# 2: the memory streams open with a secret agreed here (criu_rpc/page_stream.py).
+PROTOCOL_VERSION = 2
 MAGIC = b"MGRT"
 HEADER = struct.Struct("!4sBBHI")
 # A JSON header is a few hundred bytes; the limits only stop a confused or

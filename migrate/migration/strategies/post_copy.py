@@ -45,17 +45,22 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     through a relay until the last page. ``parent``/``session``: the last
     pre-dump round and the swrk session of the rounds (hybrid)."""
     from migrate.criu_rpc import Client, PageServer, SwrkOptions
+    from migrate.criu_rpc.page_stream import new_stream_secret
     from migrate.migration.messages import LazySource
     from migrate.migration.pipeline import memory_usage
 
     address = m.conn.local_address
-    # CRIU's lazy page server listens on ``port``; the destination's
-    # lazy-pages daemon connects to our relay's listener instead, so the
-    # pages it pulls are counted (see _relay.py).
-    port = _free_port(address)
+    # The destination's lazy-pages daemon connects to our relay, so the
+    # pages it pulls are counted (see _relay.py), and only with the stream
+    # secret (criu_rpc/page_stream.py). CRIU's lazy page server takes the
+    # first peer that connects and cannot be handed a socket (ps.fd is
+    # refused for lazy dumps): it listens on loopback, for the relay only.
+    loopback = "::1" if ":" in address else "127.0.0.1"
+    port = _free_port(loopback)
     listener = socket.create_server((address, 0), family=socket.AF_INET6 if ":" in address
                                     else socket.AF_INET)
     relay_port = listener.getsockname()[1]
+    secret = new_stream_secret()
     relays: list = []
     memory = memory_usage(m.container)
     images = job.images_dir
@@ -90,21 +95,24 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
         from migrate.migration._relay import LazyPagesRelay
         from migrate.migration._sockets import configure_socket
 
+        from migrate.criu_rpc.page_stream import accept_with_secret
+
         try:
-            listener.settimeout(m.conn.timeouts.wait)
-            far, _ = listener.accept()
+            # Only the destination's lazy-pages daemon, whose socket the
+            # agent opened with the secret (criu_rpc/page_stream.py).
+            far = accept_with_secret(listener, secret, timeout=m.conn.timeouts.wait)
             configure_socket(far, m.conn.timeouts)
             if not page_server_ready():
                 far.close()
                 return
-            near = socket.create_connection((address, port), timeout=m.conn.timeouts.connect)
+            near = socket.create_connection((loopback, port), timeout=m.conn.timeouts.connect)
         except OSError:
             return      # no connection: the restore fails and says why
         relays.append(LazyPagesRelay(near, far, m.count_memory).start())
 
     def finish() -> None:
         try:
-            m.restore_and_commit(lazy=LazySource(address=address, port=relay_port),
+            m.restore_and_commit(lazy=LazySource(address=address, port=relay_port, secret=secret),
                                  before_resume=check_ready)
             # The container runs at the destination; what is left is
             # its memory, pulled through the relay until the last page.
@@ -118,7 +126,7 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
                     os.kill(swrk["pid"], 9)
 
     started = time.monotonic()
-    criu_opts = job.criu_opts.replace(ps=PageServer(address=address, port=port),
+    criu_opts = job.criu_opts.replace(ps=PageServer(address=loopback, port=port),
                                       status_fd=ready_w)
     if parent:
         criu_opts = criu_opts.replace(parent_img=f"../pre/{parent}", track_mem=True)

@@ -41,6 +41,7 @@ def final_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     lives there)."""
     from migrate.criu_rpc import Client, PageServer, SwrkOptions
     from migrate.migration._relay import Relay
+    from migrate.criu_rpc.page_stream import new_stream_secret
     from migrate.migration.messages import PageServerStart, PageServerWait
     from migrate.migration.pipeline import memory_usage
 
@@ -54,7 +55,12 @@ def final_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     # Freeze, dump, and the memory through the page server: one phase,
     # CRIU does them together.
     m.step("memory", memory or None)
-    ps = m.control(PageServerStart(dir="images", parent=f"../pre/{parent}" if parent else None))
+    # Our own connection opens the stream with a secret the agent checks
+    # before its CRIU gets it (criu_rpc/page_stream.py); an existing swrk
+    # connects by itself, to a page server that takes the first peer.
+    secret = new_stream_secret() if session is None else None
+    ps = m.control(PageServerStart(dir="images", parent=f"../pre/{parent}" if parent else None,
+                                   secret=secret))
     images = job.images_dir
     relay = None
 
@@ -77,7 +83,8 @@ def final_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
         # CRIU writes to its end of a socketpair; the relay moves
         # (and counts) the stream to the destination's page server.
         near, criu_end = socket.socketpair()
-        relay = Relay(near, m.page_server_socket(ps), m.count_memory, name="page-server").start()
+        relay = Relay(near, m.page_server_socket(ps, secret), m.count_memory,
+                      name="page-server").start()
         os.set_inheritable(criu_end.fileno(), True)
         ps_opt = PageServer(fd=criu_end.fileno())
         s = Client(SwrkOptions(criu=m.ctx.criu)).session(pass_fds=(criu_end.fileno(),))

@@ -12,13 +12,15 @@ from migrate.migration.messages import (Control, LazySource, PageServerAddress, 
 
 
 def test_restore_request_on_the_wire():
-    """The same JSON the source has always sent (agents of the same protocol
-    version read it): "network" for CRIU's net, lazy as {address, port}."""
+    """The JSON the source sends (agents of the same protocol version read
+    it): "network" for CRIU's net, lazy as {address, port, secret}."""
+    secret = "ab" * 32
     req = RestoreRequest(container_id="web", bundle="/b", lazy=LazySource(address="10.0.0.1",
-                                                                          port=7000),
+                                                                          port=7000, secret=secret),
                          tcp_established=True, empty_ns=frozenset({"net"}))
     assert req.to_header() == {"request": {
-        "container_id": "web", "bundle": "/b", "lazy": {"address": "10.0.0.1", "port": 7000},
+        "container_id": "web", "bundle": "/b",
+        "lazy": {"address": "10.0.0.1", "port": 7000, "secret": secret},
         "tcp_established": True, "file_locks": False, "ext_unix_sk": False,
         "leave_stopped": True, "empty_ns": ["network"]}}
     assert RestoreRequest.from_header(req.to_header()) == req
@@ -26,6 +28,15 @@ def test_restore_request_on_the_wire():
     assert plain.to_header()["request"]["lazy"] is None
     assert plain.to_header()["request"]["empty_ns"] == []
     assert RestoreRequest.from_header(plain.to_header()) == plain
+
+
+@pytest.mark.parametrize("secret", [None, "", "ab" * 31, "zz" * 32, 7])
+def test_a_lazy_source_without_a_good_secret_is_refused(secret):
+    from migrate.errors import ProtocolError
+
+    lazy = {"address": "10.0.0.1", "port": 7000, "secret": secret}
+    with pytest.raises(ProtocolError, match="secret"):
+        RestoreRequest.from_header({"request": {"container_id": "web", "lazy": lazy}})
 
 
 def test_restore_request_defaults_and_extra_keys():
@@ -72,7 +83,8 @@ def test_control_keeps_op_apart_from_its_arguments():
 
 def test_page_server_requests_and_replies():
     start = PageServerStart(dir="pre/2", parent="../1")
-    assert start.to_header() == {"op": "page_server", "dir": "pre/2", "parent": "../1"}
+    assert start.to_header() == {"op": "page_server", "dir": "pre/2", "parent": "../1",
+                                 "secret": None}
     assert PageServerStart.from_control(Control.from_header(start.to_header())) == start
     # An absent dir is the images directory, as it always was.
     assert PageServerStart.from_control(Control(op="page_server")) == PageServerStart()
@@ -80,6 +92,10 @@ def test_page_server_requests_and_replies():
         PageServerStart.from_control(Control(op="page_server", args={"dir": ["x"]}))
     with pytest.raises(ProtocolError, match="page_server has no parent"):
         PageServerStart.from_control(Control(op="page_server", args={"parent": 1}))
+    secured = PageServerStart(secret="0f" * 32)
+    assert PageServerStart.from_control(Control.from_header(secured.to_header())) == secured
+    with pytest.raises(ProtocolError, match="malformed secret"):
+        PageServerStart.from_control(Control(op="page_server", args={"secret": "0f" * 31}))
     assert PageServerWait().to_header() == {"op": "page_server_wait"}
     assert PageServerStart.Reply is PageServerAddress and PageServerWait.Reply is PageServerExit
     addr = PageServerAddress(address="::1", port=41000)

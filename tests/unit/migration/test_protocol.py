@@ -29,6 +29,8 @@ from migration_helpers import Background, config
 
 # -- frames -------------------------------------------------------------------
 
+NEXT = PROTOCOL_VERSION + 1      # a version this side does not speak
+
 
 def test_frame_layout_is_fixed():
     frame = encode_frame(Kind.READY, {"a": 1})
@@ -42,7 +44,7 @@ def test_chunk_payload_is_raw_bytes():
     frame = encode_frame(Kind.CHUNK, data=b"\x00\xffraw")
     assert frame[HEADER.size:] == b"\x00\xffraw"
     version, kind, length = decode_header(frame[:HEADER.size])
-    assert (version, kind, length) == (1, Kind.CHUNK, 5)
+    assert (version, kind, length) == (PROTOCOL_VERSION, Kind.CHUNK, 5)
 
 
 def test_kind_values_never_change():
@@ -56,7 +58,7 @@ def test_kind_values_never_change():
     (b"HTTP" + bytes(8), "does not speak the migrate protocol"),
     (struct.pack("!4sBBHI", MAGIC, 1, 99, 0, 0), "unknown frame kind 99"),
     (struct.pack("!4sBBHI", MAGIC, 1, Kind.READY, 0, MAX_JSON + 1), "over the"),
-    (struct.pack("!4sBBHI", MAGIC, 1, Kind.CHUNK, 0, MAX_CHUNK + 1), "over the"),
+    (struct.pack("!4sBBHI", MAGIC, PROTOCOL_VERSION, Kind.CHUNK, 0, MAX_CHUNK + 1), "over the"),
 ])
 def test_bad_headers(raw, words):
     with pytest.raises(ProtocolError, match=words):
@@ -161,7 +163,8 @@ def test_agent_that_does_not_know_the_token_is_refused(pair):
         dst.send(Kind.CHALLENGE, {"nonce": "n" * 64})
         auth = dst.recv_frame()
         # It cannot compute the proof of the client's nonce without the token.
-        dst.send(Kind.WELCOME, {"protocol": 1, "criu": "4.2.1", "hmac": auth.header["hmac"]})
+        dst.send(Kind.WELCOME, {"protocol": PROTOCOL_VERSION, "criu": "4.2.1",
+                                 "hmac": auth.header["hmac"]})
         return dst.recv_frame()
 
     server = Background(fake_server)
@@ -174,12 +177,14 @@ def test_agent_that_does_not_know_the_token_is_refused(pair):
 def test_other_protocol_version_is_refused_on_both_sides(pair):
     src, dst = pair
     server = Background(lambda: server_handshake(dst, config()))
-    # A version 2 client: its frames and its HELLO say 2.
-    src._sendall(encode_frame(Kind.HELLO, {"protocol": 2, "nonce": "n" * 64}, version=2), None)
+    # A client of the next version: its frames and its HELLO say so.
+    src._sendall(encode_frame(Kind.HELLO, {"protocol": NEXT, "nonce": "n" * 64}, version=NEXT),
+                 None)
     reply = src.recv_frame()
     assert reply.kind == Kind.REJECT
-    assert reply.header["reason"] == "protocol version 2 is not supported (this side speaks 1)"
-    with pytest.raises(ProtocolError, match="refused the source: protocol version 2"):
+    assert reply.header["reason"] == (f"protocol version {NEXT} is not supported "
+                                      f"(this side speaks {PROTOCOL_VERSION})")
+    with pytest.raises(ProtocolError, match=f"refused the source: protocol version {NEXT}"):
         server.result()
 
 
@@ -191,14 +196,14 @@ def test_other_protocol_version_of_the_agent_is_refused(pair):
         dst.send(Kind.CHALLENGE, {"nonce": "n" * 64})
         dst.recv_frame()
         dst._sendall(encode_frame(Kind.WELCOME, {
-            "protocol": 2, "criu": "4.2.1",
-            "hmac": auth_proof(b"s3cret", hello.header["nonce"], "server")}, version=2), None)
+            "protocol": NEXT, "criu": "4.2.1",
+            "hmac": auth_proof(b"s3cret", hello.header["nonce"], "server")}, version=NEXT), None)
         return dst.recv_frame()
 
     server = Background(v2_server)
-    with pytest.raises(ProtocolError, match="protocol version 2 is not supported"):
+    with pytest.raises(ProtocolError, match=f"protocol version {NEXT} is not supported"):
         client_handshake(src, config())
-    assert server.result().header["reason"].startswith("protocol version 2")
+    assert server.result().header["reason"].startswith(f"protocol version {NEXT}")
 
 
 def test_older_criu_at_the_destination_is_refused_on_both_sides(pair):
