@@ -582,6 +582,65 @@ def test_post_copy_pull_cut_after_the_switch(pair, cid):
     pair.assert_memory_intact()
 
 
+def _listening_ports(host):
+    """TCP ports listening on ``host``'s address, read in its namespace."""
+    import socket as _socket
+    import struct
+
+    want = struct.unpack("<I", _socket.inet_aton(host.address))[0]
+    with host.entered(), open("/proc/thread-self/net/tcp") as f:
+        rows = [line.split() for line in f.read().splitlines()[1:]]
+    ports = []
+    for row in rows:
+        ip, port = row[1].split(":")
+        if row[3] == "0A" and int(ip, 16) == want:
+            ports.append(int(port, 16))
+    return ports
+
+
+def test_a_stranger_cannot_take_the_post_copy_memory_stream(pair, cid):
+    """A peer on the network connects first to every port the source opens
+    while it dumps (the lazy pages' relay among them) and speaks first: it
+    gets nothing, the destination's daemon (opening with the migration's
+    stream secret) still pulls every page, and the memory arrives whole."""
+    if not _supported("post-copy"):
+        pytest.skip("post-copy cannot run on this machine")
+    import socket as _socket
+
+    pair.start_agent()
+    pair.run_container(cid)
+    before = set(_listening_ports(pair.hosts.a))
+    strangers, done = [], threading.Event()
+
+    def squat():
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline and not strangers:
+            for port in set(_listening_ports(pair.hosts.a)) - before:
+                with pair.hosts.b.entered():
+                    s = _socket.create_connection((pair.hosts.a.address, port), timeout=5)
+                s.sendall(bytes(32) + b"\x07" + bytes(31))     # a wrong secret, then a GET
+                strangers.append(s)
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=squat, daemon=True)
+    thread.start()
+    try:
+        code, out, _ = pair.migrate(cid, "--strategy", "post-copy")
+    finally:
+        done.set()
+        thread.join(timeout=10)
+    assert strangers, "no port opened by the source was seen during the migration"
+    assert code == 0, out
+    for s in strangers:
+        s.settimeout(5)
+        try:
+            assert s.recv(1 << 16) == b"", "a stranger was sent data"
+        except ConnectionResetError:
+            pass
+        s.close()
+    pair.assert_running_on(pair.b, cid)
+
+
 def test_link_down_during_the_transfer(pair, cid):
     pair.start_agent()
     pair.run_container(cid)
