@@ -313,13 +313,9 @@ def _page_server(ctx: RuntimeContext):
                 images_dir=target, log_file=f"page-server-{os.path.basename(target)}.log",
                 ps=ps, parent_img=parent, auto_dedup=bool(parent)))
 
-        if request.secret is None:
-            # A source swrk that connects by itself: CRIU listens.
-            session, info = serve(PageServer(address=address, port=0))
-            incoming.state["page_server"] = (session, info)
-            return PageServerAddress(address=address, port=info.port)
         # We listen, and CRIU gets the socket of the peer that opens the
-        # stream with the secret (criu_rpc/page_stream.py).
+        # stream with the secret (criu_rpc/page_stream.py): CRIU's own
+        # listener would take the first peer.
         import socket as _socket
 
         listener = _socket.create_server((address, 0), family=_socket.AF_INET6 if ":" in address

@@ -208,9 +208,8 @@ class PageServerStart:
 
     dir: str = "images"
     parent: str | None = None
-    # The stream secret (criu_rpc/page_stream.py): with it the agent listens
-    # and hands CRIU the socket of the peer that sends it first; without it
-    # (a swrk that connects by itself) CRIU listens.
+    # The stream secret (criu_rpc/page_stream.py): the agent listens and
+    # hands CRIU the socket of the peer that sends it first.
     secret: str | None = None
 
     def to_header(self) -> dict[str, Any]:
@@ -220,7 +219,7 @@ class PageServerStart:
     def from_control(cls, control: Control, *, phase: str = "memory") -> "PageServerStart":
         return cls(dir=_str(control.args, "dir", "page_server", phase, optional=True) or "images",
                    parent=_str(control.args, "parent", "page_server", phase, optional=True),
-                   secret=_secret(control.args, "page_server", phase, optional=True))
+                   secret=_secret(control.args, "page_server", phase))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

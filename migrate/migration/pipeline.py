@@ -315,6 +315,46 @@ class Migration:
         os.set_inheritable(sock.fileno(), True)
         return sock
 
+    @contextlib.contextmanager
+    def local_page_relay(self, ps, secret: str):
+        """For a swrk that connects to its page server by itself (it cannot
+        inherit our socket): a listener on loopback for it, relayed (and
+        counted) to the destination's page server over our own connection,
+        opened with ``secret`` (criu_rpc/page_stream.py). Yields the
+        PageServer to give CRIU; on exit waits for the stream to end."""
+        from migrate.criu_rpc import PageServer
+        from migrate.migration._relay import Relay
+
+        loopback = "::1" if ":" in ps.address else "127.0.0.1"
+        listener = socket.create_server((loopback, 0), family=socket.AF_INET6 if ":" in loopback
+                                        else socket.AF_INET)
+        relays: list = []
+
+        def accept() -> None:
+            try:
+                listener.settimeout(self.conn.timeouts.wait)
+                near, _ = listener.accept()
+            except OSError:
+                return      # nobody came: CRIU's pre-dump fails and says why
+            try:
+                far = self.page_server_socket(ps, secret)
+            except MigrationError:
+                near.close()
+                return
+            relays.append(Relay(near, far, self.count_memory, name="page-server").start())
+
+        thread = threading.Thread(target=accept, name="page-server-accept", daemon=True)
+        thread.start()
+        try:
+            yield PageServer(address=loopback, port=listener.getsockname()[1])
+        finally:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)     # wakes a blocked accept()
+            listener.close()
+            thread.join(timeout=self.conn.timeouts.connect)
+            for r in relays:
+                r.join(timeout=self.conn.timeouts.io)
+
     def callbacks(self, post_dump) -> dict:
         """CRIU notification callbacks for the final dump: mark and speed up
         the freeze; ``post_dump(note)`` runs while CRIU holds the tree."""

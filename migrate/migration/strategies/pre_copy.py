@@ -9,6 +9,7 @@ streamed instead (see ``local``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import TYPE_CHECKING
@@ -44,7 +45,7 @@ def rounds(m: Migration, job: DumpJob, session: Session, *, local: bool) -> str:
     of the destination's, or with ``local`` into ``pre/N`` here and then
     as a tree to the destination's ``pre/N``."""
     from migrate.checkpoint.dump import read_dump_stats
-    from migrate.criu_rpc import PageServer
+    from migrate.criu_rpc.page_stream import new_stream_secret
     from migrate.migration.messages import PageServerStart, PageServerWait
     from migrate.migration.pipeline import pages_moved
     from migrate.migration.report import Iteration
@@ -62,12 +63,18 @@ def rounds(m: Migration, job: DumpJob, session: Session, *, local: bool) -> str:
         opts = base.replace(images_dir=here, work_dir=here, track_mem=True,
                             parent_img=parent, log_file=f"pre-dump-{round_}.log")
         with m.conn.in_phase("pre-copy"):
+            relay = contextlib.nullcontext()
             if not local:
-                ps = m.control(PageServerStart(dir=f"pre/{round_}", parent=parent))
-                opts = opts.replace(ps=PageServer(address=ps.address, port=ps.port))
+                # The session's swrk connects by itself: to a local relay,
+                # which opens the stream with the secret.
+                secret = new_stream_secret()
+                relay = m.local_page_relay(
+                    m.control(PageServerStart(dir=f"pre/{round_}", parent=parent,
+                                              secret=secret)), secret)
             started = time.monotonic()
             try:
-                session.pre_dump(opts)
+                with relay as ps:
+                    session.pre_dump(opts if ps is None else opts.replace(ps=ps))
             except BaseException:
                 job.failed()
                 raise

@@ -56,9 +56,8 @@ def final_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     # CRIU does them together.
     m.step("memory", memory or None)
     # Our own connection opens the stream with a secret the agent checks
-    # before its CRIU gets it (criu_rpc/page_stream.py); an existing swrk
-    # connects by itself, to a page server that takes the first peer.
-    secret = new_stream_secret() if session is None else None
+    # before its CRIU gets it (criu_rpc/page_stream.py).
+    secret = new_stream_secret()
     ps = m.control(PageServerStart(dir="images", parent=f"../pre/{parent}" if parent else None,
                                    secret=secret))
     images = job.images_dir
@@ -74,10 +73,12 @@ def final_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
         return True
 
     started = time.monotonic()
+    local_relay = contextlib.nullcontext()
     if session is not None:
-        # An existing swrk cannot inherit our socket: CRIU connects
-        # (and its bytes go uncounted).
-        ps_opt = PageServer(address=ps.address, port=ps.port)
+        # An existing swrk cannot inherit our socket: CRIU connects to a
+        # local relay, which opens the stream (and counts it).
+        local_relay = m.local_page_relay(ps, secret)
+        ps_opt = None
         s = contextlib.nullcontext(session)
     else:
         # CRIU writes to its end of a socketpair; the relay moves
@@ -94,8 +95,9 @@ def final_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     criu_opts = job.criu_opts.replace(ps=ps_opt, parent_img=f"../pre/{parent}" if parent else None,
                                       track_mem=bool(parent))
     try:
-        with s as swrk:
-            swrk.dump(criu_opts, m.callbacks(post_dump))
+        with local_relay as local_ps, s as swrk:
+            swrk.dump(criu_opts if local_ps is None else criu_opts.replace(ps=local_ps),
+                      m.callbacks(post_dump))
     except BaseException:
         job.failed()
         if relay is not None:

@@ -82,18 +82,23 @@ def test_control_keeps_op_apart_from_its_arguments():
 
 
 def test_page_server_requests_and_replies():
-    start = PageServerStart(dir="pre/2", parent="../1")
+    secret = "0f" * 32
+    start = PageServerStart(dir="pre/2", parent="../1", secret=secret)
     assert start.to_header() == {"op": "page_server", "dir": "pre/2", "parent": "../1",
-                                 "secret": None}
+                                 "secret": secret}
     assert PageServerStart.from_control(Control.from_header(start.to_header())) == start
     # An absent dir is the images directory, as it always was.
-    assert PageServerStart.from_control(Control(op="page_server")) == PageServerStart()
+    assert PageServerStart.from_control(Control(op="page_server", args={"secret": secret})) \
+        == PageServerStart(secret=secret)
     with pytest.raises(ProtocolError, match="page_server has no dir"):
-        PageServerStart.from_control(Control(op="page_server", args={"dir": ["x"]}))
+        PageServerStart.from_control(Control(op="page_server", args={"dir": ["x"],
+                                                                     "secret": secret}))
     with pytest.raises(ProtocolError, match="page_server has no parent"):
-        PageServerStart.from_control(Control(op="page_server", args={"parent": 1}))
-    secured = PageServerStart(secret="0f" * 32)
-    assert PageServerStart.from_control(Control.from_header(secured.to_header())) == secured
+        PageServerStart.from_control(Control(op="page_server", args={"parent": 1,
+                                                                     "secret": secret}))
+    # No stream without its secret: the agent's page server takes no other peer.
+    with pytest.raises(ProtocolError, match="page_server has no secret"):
+        PageServerStart.from_control(Control(op="page_server"))
     with pytest.raises(ProtocolError, match="malformed secret"):
         PageServerStart.from_control(Control(op="page_server", args={"secret": "0f" * 31}))
     assert PageServerWait().to_header() == {"op": "page_server_wait"}
