@@ -71,6 +71,11 @@ class Relay:
             t.join(timeout)
         return not any(t.is_alive() for t in self._threads)
 
+    def join_up(self, timeout: float | None = None) -> bool:
+        """Wait for the near side's stream to end (CRIU closed it); True when it did."""
+        self._threads[0].join(timeout)
+        return not self._threads[0].is_alive()
+
     def abort(self) -> None:
         """Cut both sides (the threads then end on their own)."""
         for s in (self.near, self.far):

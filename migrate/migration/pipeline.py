@@ -353,7 +353,12 @@ class Migration:
             listener.close()
             thread.join(timeout=self.conn.timeouts.connect)
             for r in relays:
-                r.join(timeout=self.conn.timeouts.io)
+                # CRIU closes its side once its CLOSE is answered: the stream
+                # is whole then. The destination's side stays open as long
+                # as its swrk session holds the socket: cut it.
+                r.join_up(timeout=self.conn.timeouts.io)
+                r.abort()
+                r.join(timeout=self.conn.timeouts.connect)
 
     def callbacks(self, post_dump) -> dict:
         """CRIU notification callbacks for the final dump: mark and speed up
