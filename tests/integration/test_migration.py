@@ -18,7 +18,7 @@ import pytest
 
 from runtime_helpers import wait_for as _wait_for
 
-from runtime_helpers import Runtime, time_scale
+from runtime_helpers import Runtime, lazy_pages_daemons, time_scale
 
 pytestmark = pytest.mark.requires("root", "busybox", "criu", "iptables", "netns")
 
@@ -371,6 +371,20 @@ def test_restore_failing_at_destination(pair, cid, tmp_path):
     pair.assert_running_on(pair.b, cid)
 
 
+def _pong_at_destination(pair, cid) -> bytes:
+    """Ask the migrated container to answer (it echoes pong once
+    /tmp/ping appears) and return the destination's container.log once the
+    answer is in it."""
+    workdir = next(os.path.join(pair.work, n) for n in _listdir(pair.work)
+                   if n.startswith(cid + "-"))
+    open(os.path.join(pair.bundle.rootfs, "tmp/ping"), "w").close()
+    log = os.path.join(workdir, "container.log")
+    _wait_for(lambda: os.path.exists(log) and b"pong" in open(log, "rb").read(),
+              what="pong in the destination's container.log")
+    with open(log, "rb") as f:
+        return f.read()
+
+
 def test_stdio_moved_off_its_fd_comes_along(pair, cid):
     """The init keeps the pipe it got as stdout on fd 3 and points fd 1
     inside the container (busybox sh does this for a moment around every
@@ -388,12 +402,7 @@ def test_stdio_moved_off_its_fd_comes_along(pair, cid):
     assert proc.stdout.readline() == b"moved\n"
     code, out, _ = pair.migrate(cid, "--strategy", "stop-and-copy")
     assert code == 0, out
-    workdir = next(os.path.join(pair.work, n) for n in _listdir(pair.work)
-                   if n.startswith(cid + "-"))
-    open(os.path.join(pair.bundle.rootfs, "tmp/ping"), "w").close()
-    log = os.path.join(workdir, "container.log")
-    _wait_for(lambda: os.path.exists(log) and "pong" in open(log).read(),
-              what="pong in the destination's container.log")
+    assert b"pong" in _pong_at_destination(pair, cid)
     with open(os.path.join(pair.bundle.rootfs, "tmp/seen")) as f:
         assert f.read() == "inside\n"
     assert pair.b.state(cid)["status"] == "running"
@@ -418,14 +427,7 @@ def test_stdout_a_host_file_with_output_in_it(pair, cid, tmp_path):
     _wait_for(lambda: out_path.read_text() == "before-the-migration\n", what="the first line")
     code, out, _ = pair.migrate(cid, "--strategy", "stop-and-copy")
     assert code == 0, out
-    workdir = next(os.path.join(pair.work, n) for n in _listdir(pair.work)
-                   if n.startswith(cid + "-"))
-    open(os.path.join(pair.bundle.rootfs, "tmp/ping"), "w").close()
-    log = os.path.join(workdir, "container.log")
-    _wait_for(lambda: os.path.exists(log) and b"pong" in open(log, "rb").read(),
-              what="pong in the destination's container.log")
-    with open(log, "rb") as f:
-        data = f.read()
+    data = _pong_at_destination(pair, cid)
     size = len("before-the-migration\n")
     assert data[:size] == b"\0" * size and data[size:] == b"pong\n", data
     assert pair.b.status(cid) == "running"
@@ -515,21 +517,6 @@ def test_agent_killed_after_the_restore_was_prepared(pair, cid, strategy):
     pair.assert_running_on(pair.b, cid)
 
 
-def _lazy_pages_daemon(workdir):
-    """The pid of the destination's lazy-pages daemon for ``workdir``."""
-    images = os.path.join(workdir, "images")
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if b"lazy-pages" in argv and images.encode() in argv:
-                return int(p)
-    return None
-
-
 def test_post_copy_pull_cut_after_the_switch(pair, cid):
     """The destination's lazy-pages daemon dies while the restored container
     still lacks pages. Those would read as zeros there, and CRIU's page
@@ -552,8 +539,7 @@ def test_post_copy_pull_cut_after_the_switch(pair, cid):
             return False
         if pair.b.status(cid) != "running":     # resumed there: no rollback any more
             return False
-        pid = _lazy_pages_daemon(workdir)
-        if pid is not None:
+        for pid in lazy_pages_daemons(os.path.join(workdir, "images")):
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
         return True
