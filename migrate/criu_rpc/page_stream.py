@@ -22,9 +22,21 @@ import secrets
 import socket
 import time
 
-__all__ = ["new_stream_secret", "present_secret", "accept_with_secret", "SECRET_BYTES"]
+__all__ = ["new_stream_secret", "present_secret", "accept_with_secret", "SECRET_BYTES",
+           "listen_on", "loopback_for"]
 
 SECRET_BYTES = 32
+
+
+def listen_on(address: str) -> socket.socket:
+    """A listener on ``address`` (IPv4 or IPv6), on a port the kernel picks."""
+    return socket.create_server((address, 0), family=socket.AF_INET6 if ":" in address
+                                else socket.AF_INET)
+
+
+def loopback_for(address: str) -> str:
+    """The loopback address of ``address``'s family."""
+    return "::1" if ":" in address else "127.0.0.1"
 
 
 def new_stream_secret() -> str:

@@ -306,27 +306,18 @@ def _page_server(ctx: RuntimeContext):
         parent = request.parent
         address = incoming.conn.local_address
 
-        def serve(ps, pass_fds=()) -> tuple:
-            session = Client(SwrkOptions(criu=ctx.criu)).session(pass_fds=pass_fds)
-            incoming.cleanups.append(session.close)
-            return session, session.page_server(CriuOptions(
-                images_dir=target, log_file=f"page-server-{os.path.basename(target)}.log",
-                ps=ps, parent_img=parent, auto_dedup=bool(parent)))
-
         # We listen, and CRIU gets the socket of the peer that opens the
         # stream with the secret (criu_rpc/page_stream.py): CRIU's own
         # listener would take the first peer.
-        import socket as _socket
+        from migrate.criu_rpc.page_stream import accept_with_secret, listen_on
 
-        listener = _socket.create_server((address, 0), family=_socket.AF_INET6 if ":" in address
-                                         else _socket.AF_INET)
+        listener = listen_on(address)
         incoming.cleanups.append(listener.close)
         started = threading.Event()
-        incoming.state["page_server"] = (started, listener)
+        incoming.state["page_server"] = started
 
         def run() -> None:
             from migrate.migration._sockets import configure_socket
-            from migrate.criu_rpc.page_stream import accept_with_secret
 
             try:
                 sock = accept_with_secret(listener, request.secret,
@@ -334,7 +325,14 @@ def _page_server(ctx: RuntimeContext):
                 try:
                     configure_socket(sock, incoming.conn.timeouts)
                     os.set_inheritable(sock.fileno(), True)
-                    result = serve(PageServer(fd=sock.fileno()), pass_fds=(sock.fileno(),))
+                    session = Client(SwrkOptions(criu=ctx.criu)).session(
+                        pass_fds=(sock.fileno(),))
+                    incoming.cleanups.append(session.close)
+                    result = session, session.page_server(CriuOptions(
+                        images_dir=target,
+                        log_file=f"page-server-{os.path.basename(target)}.log",
+                        ps=PageServer(fd=sock.fileno()), parent_img=parent,
+                        auto_dedup=bool(parent)))
                 finally:
                     sock.close()        # swrk holds its own copy
             except BaseException as err:  # noqa: BLE001 - handed to wait()
@@ -349,16 +347,15 @@ def _page_server(ctx: RuntimeContext):
 
     def wait(incoming, _control) -> PageServerExit:
         """Wait until the page server got everything (it exits after one dump)."""
-        session, info = incoming.state.pop("page_server", (None, None))
-        if isinstance(session, threading.Event):
-            session.wait(incoming.conn.timeouts.wait)
-            started = incoming.state.pop("page_server_started", None)
-            if not isinstance(started, tuple):
-                raise MigrationError("memory", f"the page server did not start: {started}",
-                                     source_state="frozen")
-            session, info = started
-        if session is None:
+        started = incoming.state.pop("page_server", None)
+        if started is None:
             raise MigrationError("memory", "no page server is running", source_state="frozen")
+        started.wait(incoming.conn.timeouts.wait)
+        result = incoming.state.pop("page_server_started", None)
+        if not isinstance(result, tuple):
+            raise MigrationError("memory", f"the page server did not start: {result}",
+                                 source_state="frozen")
+        session, info = result
         code = session.wait_pid(info.pid)
         if code != 0:
             raise MigrationError("memory", f"the page server exited with {code} "

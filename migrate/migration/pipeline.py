@@ -323,11 +323,11 @@ class Migration:
         opened with ``secret`` (criu_rpc/page_stream.py). Yields the
         PageServer to give CRIU; on exit waits for the stream to end."""
         from migrate.criu_rpc import PageServer
+        from migrate.criu_rpc.page_stream import listen_on, loopback_for
         from migrate.migration._relay import Relay
 
-        loopback = "::1" if ":" in ps.address else "127.0.0.1"
-        listener = socket.create_server((loopback, 0), family=socket.AF_INET6 if ":" in loopback
-                                        else socket.AF_INET)
+        loopback = loopback_for(ps.address)
+        listener = listen_on(loopback)
         relays: list = []
 
         def accept() -> None:

@@ -45,7 +45,7 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     through a relay until the last page. ``parent``/``session``: the last
     pre-dump round and the swrk session of the rounds (hybrid)."""
     from migrate.criu_rpc import Client, PageServer, SwrkOptions
-    from migrate.criu_rpc.page_stream import new_stream_secret
+    from migrate.criu_rpc.page_stream import listen_on, loopback_for, new_stream_secret
     from migrate.migration.messages import LazySource
     from migrate.migration.pipeline import memory_usage
 
@@ -55,10 +55,9 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
     # secret (criu_rpc/page_stream.py). CRIU's lazy page server takes the
     # first peer that connects and cannot be handed a socket (ps.fd is
     # refused for lazy dumps): it listens on loopback, for the relay only.
-    loopback = "::1" if ":" in address else "127.0.0.1"
+    loopback = loopback_for(address)
     port = _free_port(loopback)
-    listener = socket.create_server((address, 0), family=socket.AF_INET6 if ":" in address
-                                    else socket.AF_INET)
+    listener = listen_on(address)
     relay_port = listener.getsockname()[1]
     secret = new_stream_secret()
     relays: list = []
