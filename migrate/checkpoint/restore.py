@@ -314,6 +314,8 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, hold_for=
 
         ps = parse_page_server(opts.page_server) if opts.page_server else None
         sock = _open_page_stream(ps, opts.page_server_secret) if ps is not None else None
+        if sock is not None:
+            sock = _prefetching(sock, criu_opts.images_dir, ps.address)
         try:
             if sock is not None:
                 ps = PageServer(fd=sock.fileno())
@@ -367,7 +369,7 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, hold_for=
 def _open_page_stream(ps, secret: str | None):
     """With ``secret``: our connection to the source's lazy page server,
     opened with it (criu_rpc/page_stream.py: the source takes no other
-    peer), inheritable, for the daemon's --ps-socket. Without: None (the
+    peer), for the daemon's --ps-socket (through a relay). Without: None (the
     daemon connects by itself). Raises MigrateError."""
     if secret is None:
         return None
@@ -387,12 +389,34 @@ def _open_page_stream(ps, secret: str | None):
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        os.set_inheritable(sock.fileno(), True)
     except OSError as err:
         sock.close()
         raise MigrationError("restore", f"cannot open the page stream: {err}",
                              source_state="frozen") from err
     return sock
+
+
+def _prefetching(sock, images_dir: str, address: str):
+    """The daemon's end of a ``PrefetchRelay`` in front of the page stream
+    ``sock`` (criu_rpc/lazy_prefetch.py: CRIU's daemon asks for one range
+    at a time; the relay keeps the link busy). The relay lives in this
+    process (a migration agent, which waits for the daemons: see
+    wait_for_lazy_pages)."""
+    from migrate.criu_rpc.lazy_prefetch import PrefetchRelay, connected_pair, lazy_ranges
+    from migrate.criu_rpc.page_stream import loopback_for
+
+    try:
+        near, far = connected_pair(loopback_for(address))
+    except OSError as err:
+        # Only slower without it (loopback down in this network namespace?).
+        import logging
+
+        logging.getLogger("migrate.checkpoint.restore").warning(
+            "lazy pages: no prefetch (cannot connect on loopback: %s); the daemon pulls the "
+            "pages one range at a time", err.strerror or err)
+        return sock
+    PrefetchRelay(far, sock, lambda: lazy_ranges(images_dir)).start()
+    return near
 
 
 # Watches of lazy-pages daemons still pulling pages (see wait_for_lazy_pages).
