@@ -269,7 +269,9 @@ class PrefetchRelay:
                 for fd in (*self._scratch[:2], self._null):
                     with contextlib.suppress(OSError):
                         os.close(fd)
-                _log.debug("lazy pages prefetch: %s", dict(self.stats))
+                _log.info("lazy pages: %d pages prefetched, %d asked for on demand, %d answers "
+                          "to the daemon%s", self.stats["prefetched"], self.stats["demanded"],
+                          self.stats["answers"], f" (failed: {self.error})" if self.error else "")
 
     def _read_daemon(self) -> None:
         """The daemon's requests, into ``_asked``."""
