@@ -255,11 +255,22 @@ class Migration:
         """Ask the destination to restore (``lazy``: a ``LazySource``;
         ``lazy_local``: see ``restore_request``), then to run it; commit.
         ``before_resume()`` may still refuse (raise) between the two."""
-        from migrate.migration.messages import Restored
+        self.send_restore(lazy, lazy_local=lazy_local)
+        self.commit_restored(before_resume)
+
+    def send_restore(self, lazy=None, *, lazy_local: bool = False) -> None:
+        """RESTORE (``restore_and_commit``'s first half)."""
         from migrate.migration.protocol import Kind
 
         self.step("restore")
         self.conn.send(Kind.RESTORE, self.restore_request(lazy, lazy_local=lazy_local).to_header())
+
+    def commit_restored(self, before_resume=None) -> None:
+        """Wait for RESTORED, then run it and commit (``restore_and_commit``'s
+        second half)."""
+        from migrate.migration.messages import Restored
+        from migrate.migration.protocol import Kind
+
         header = self.conn.recv(Kind.RESTORED, timeout=self.conn.timeouts.wait).header
         Restored.from_header(header, phase=self.conn.current_phase)
         self.timeline.mark("restored")

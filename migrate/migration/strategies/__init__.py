@@ -33,7 +33,8 @@ class Pipeline(Protocol):
     ``run`` is called once, inside the frame's rollback and with the
     container locked and its dump planned (``job``: CRIU options, metadata,
     ``failed()``/``succeeded()``). It must end with ``m.restore_and_commit()``
-    having run (the destination runs the container) or raise: the frame
+    (or its halves, ``send_restore`` and ``commit_restored``) having run
+    (the destination runs the container) or raise: the frame
     then resumes the source. ``lazy``: the final dump is lazy (CRIU's
     lazy_pages), which the one dump plan must know.
     """
