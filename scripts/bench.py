@@ -37,5 +37,16 @@ def main(argv: list[str]) -> int:
     return rc
 
 
+def _stop_cleanly(signum, _frame) -> None:
+    # SIGTERM/SIGHUP (a `timeout`, a closed terminal) unwind like Ctrl-C, so
+    # every benchmark's finally deletes the containers and hosts it made:
+    # the default action would leave them running, skewing what runs next.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 if __name__ == "__main__":
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop_cleanly)
     sys.exit(main(sys.argv[1:]))

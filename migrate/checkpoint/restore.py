@@ -97,6 +97,10 @@ def prepare_restore(ctx: RuntimeContext, opts: RestoreOptions) -> "PreparedResto
             from migrate.runtime.notify import prepare_notify_dir
 
             prepared.notify_dir = prepare_notify_dir(up.dir)
+        if opts.lazy_pages and opts.page_server and opts.page_server_secret:
+            # The source's page stream and its relay, before the source
+            # freezes: ~10 ms less of downtime.
+            prepared.lazy_stream = _lazy_stream(ctx, up, opts)
     except BaseException as err:
         prepared.abort(err)
         raise
@@ -117,6 +121,7 @@ class PreparedRestore:
         self.masked_tmpfs: dict[str, str] = {}
         self.notify_dir = None
         self.yard: str | None = None
+        self.lazy_stream = None     # (the daemon's end, the relay) made ahead: _prefetching
         self.done = False
 
     def abort(self, err: BaseException | None = None) -> None:
@@ -171,7 +176,8 @@ class PreparedRestore:
 
             opts = _record.replace(opts, lazy_pages=True, lazy_pages_local=True)
         # Started first, so that it gets ready (~5 ms) while the rest is planned.
-        daemon = _start_lazy_pages(ctx, up, opts, images_dir, self.work_dir)
+        daemon, relay = _start_lazy_pages(ctx, up, opts, images_dir, self.work_dir,
+                                          self.lazy_stream)
         check_bundle_fits(images_dir, spec, empty_ns=opts.empty_ns | frozenset(meta.empty_ns))
         if any(m.kind == TMPFS_COPY for m in meta.mounts):
             from migrate.checkpoint.tmpfs_copy import load
@@ -199,7 +205,7 @@ class PreparedRestore:
             up.on_failure(fg.restore)
         state = up.new_state(spec, terminal=meta.terminal, no_pivot=opts.no_pivot, restored=True)
         console = ConsoleHandoff(opts.console_socket, keep=not opts.detach)
-        pid = _run_criu(ctx, up, criu_opts, console, opts, warm, daemon,
+        pid = _run_criu(ctx, up, criu_opts, console, opts, warm, daemon, relay,
                         hold_for=cgroups if held else None)
         if self.yard is not None:
             from migrate.checkpoint.cgyard import remove_yard
@@ -252,18 +258,21 @@ def _pages_by_daemon(opts: RestoreOptions, images_dir: str) -> bool:
     return uffd_noncoop()
 
 
-def _start_lazy_pages(ctx, up, opts: RestoreOptions, images_dir: str, work_dir: str):
+def _start_lazy_pages(ctx, up, opts: RestoreOptions, images_dir: str, work_dir: str,
+                      stream=None):
     """The restore's lazy-pages daemon (None: the restore has none),
-    started without waiting until it is ready; a step of ``up``."""
+    started without waiting until it is ready, and the relay in front of
+    it (None: none); a step of ``up``. ``stream``: ``_lazy_stream``'s, made
+    ahead (else made here)."""
     if not (opts.lazy_pages and (opts.page_server or opts.lazy_pages_local)):
-        return None
+        return None, None
     from migrate.checkpoint.dump import parse_page_server
     from migrate.criu_rpc import LazyPagesOptions, PageServer, start_lazy_pages
 
     ps = parse_page_server(opts.page_server) if opts.page_server else None
-    sock = _open_page_stream(ps, opts.page_server_secret) if ps is not None else None
-    if sock is not None:
-        sock = _prefetching(sock, images_dir, ps.address)
+    if ps is not None and opts.page_server_secret and stream is None:
+        stream = _lazy_stream(ctx, up, opts)
+    sock = stream[0] if stream is not None else None
     try:
         if sock is not None:
             ps = PageServer(fd=sock.fileno())
@@ -275,15 +284,15 @@ def _start_lazy_pages(ctx, up, opts: RestoreOptions, images_dir: str, work_dir: 
             sock.close()        # the daemon holds its own copy
     up.on_failure(daemon.close)
     up.claim.add("processes", [daemon.pid, proc_start_time(daemon.pid, ctx.proc_root)])
-    return daemon
+    return daemon, stream[1] if stream is not None else None
 
 
-def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, daemon,
+def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, daemon, relay,
               hold_for=None) -> int:
     """CRIU's restore as one step of ``up``; returns the restored init's pid.
     ``warm`` (cgroups.warmup.AttachKeptWarm) is stopped once CRIU has made
-    its cgroup yard and moved the tasks. ``daemon``: the lazy-pages daemon
-    (``_start_lazy_pages``), or None.
+    its cgroup yard and moved the tasks. ``daemon``, ``relay``: the
+    lazy-pages daemon and its relay's process (``_start_lazy_pages``), or None.
     ``hold_for`` (the container's cgroups): the tasks resume only once the
     local lazy-pages daemon has copied in every page (_pages_by_daemon);
     if it fails, they are killed before CRIU lets them go."""
@@ -371,7 +380,7 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, daemon,
         daemon.close()
     elif daemon is not None:
         # It pulls the remaining pages in the background and exits by itself.
-        _watch_lazy_pages(daemon, up.cgroups, result.pid, opts.id, ctx.proc_root)
+        _watch_lazy_pages(daemon, relay, up.cgroups, result.pid, opts.id, ctx.proc_root)
     return result.pid
 
 
@@ -405,36 +414,105 @@ def _open_page_stream(ps, secret: str | None):
     return sock
 
 
+def _lazy_stream(ctx, up, opts: RestoreOptions):
+    """The page stream from the source (opened with its secret) and the
+    relay in front of it: (the daemon's end, the relay's process, or None
+    without one); a step of ``up``. Raises MigrateError."""
+    from migrate.checkpoint.dump import parse_page_server
+
+    sock = _open_page_stream(parse_page_server(opts.page_server), opts.page_server_secret)
+    near, relay = _prefetching(sock, os.path.abspath(opts.image_path),
+                               parse_page_server(opts.page_server).address)
+    up.on_failure(near.close)
+    if relay is not None:
+        up.claim.add("processes", [relay.pid, proc_start_time(relay.pid, ctx.proc_root)])
+        up.on_failure(lambda: _stop(relay, timeout=0))
+    return near, relay
+
+
 def _prefetching(sock, images_dir: str, address: str):
-    """The daemon's end of a ``PrefetchRelay`` in front of the page stream
-    ``sock`` (criu_rpc/lazy_prefetch.py: CRIU's daemon asks for one range
-    at a time; the relay keeps the link busy). The relay lives in this
-    process (a migration agent, which waits for the daemons: see
-    wait_for_lazy_pages)."""
-    from migrate.criu_rpc.lazy_prefetch import PrefetchRelay, connected_pair, lazy_ranges
+    """(the daemon's end, the relay's process) of a ``PrefetchRelay`` in
+    front of the page stream ``sock`` (criu_rpc/lazy_prefetch.py: CRIU's
+    daemon asks for one range at a time; the relay keeps the link busy).
+    The relay runs in a process of its own (cli/lazy_relay.py): the
+    container's memory must keep coming should this one die. Without a
+    relay (loopback down, no interpreter to start): (``sock``, None)."""
+    import logging
+
+    from migrate.criu_rpc.lazy_prefetch import connected_pair
     from migrate.criu_rpc.page_stream import loopback_for
 
     try:
         near, far = connected_pair(loopback_for(address))
     except OSError as err:
-        # Only slower without it (loopback down in this network namespace?).
-        import logging
-
         logging.getLogger("migrate.checkpoint.restore").warning(
             "lazy pages: no prefetch (cannot connect on loopback: %s); the daemon pulls the "
             "pages one range at a time", err.strerror or err)
-        return sock
-    PrefetchRelay(far, sock, lambda: lazy_ranges(images_dir)).start()
-    return near
+        return sock, None
+    try:
+        relay = _spawn_relay(far, sock, images_dir)
+    except OSError as err:
+        near.close()
+        logging.getLogger("migrate.checkpoint.restore").warning(
+            "lazy pages: no prefetch (cannot start its relay: %s); the daemon pulls the "
+            "pages one range at a time", err.strerror or err)
+        return sock, None
+    finally:
+        far.close()
+    sock.close()        # the relay holds its own copies
+    return near, relay
+
+
+def _spawn_relay(daemon_end, source, images_dir: str):
+    """``python -m migrate.cli.lazy_relay`` with both sockets, logging as
+    this process does."""
+    import logging
+    import subprocess
+    import sys
+
+    import migrate
+
+    argv = [sys.executable, "-S", "-m", "migrate.cli.lazy_relay", str(daemon_end.fileno()),
+            str(source.fileno()), images_dir]
+    root = logging.getLogger("migrate")
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            argv += ["--log", handler.baseFilename]
+        if "Json" in type(handler.formatter).__name__:
+            argv += ["--log-format", "json"]
+    if root.isEnabledFor(logging.DEBUG):
+        argv.append("--debug")
+    env = dict(os.environ)
+    # -S (no site): the package and what it imports are found as this
+    # interpreter found them.
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(migrate.__file__))),
+         *(p for p in sys.path if p)])
+    return subprocess.Popen(argv, pass_fds=(daemon_end.fileno(), source.fileno()),
+                            stdin=subprocess.DEVNULL, env=env)
+
+
+def _stop(proc, timeout: float = 5.0) -> None:
+    """Wait for ``proc`` up to ``timeout`` seconds, kill it if it is still
+    running, reap it."""
+    import subprocess
+
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # Watches of lazy-pages daemons still pulling pages (see wait_for_lazy_pages).
 _lazy_watches: set = set()
 
 
-def _watch_lazy_pages(daemon, cgroups, pid: int, container_id: str, proc_root: str) -> None:
-    """Reap the lazy-pages daemon of a running restored container from a
-    thread; should it fail before every page is in, kill the container.
+def _watch_lazy_pages(daemon, relay, cgroups, pid: int, container_id: str,
+                      proc_root: str) -> None:
+    """Reap the lazy-pages daemon of a running restored container (and then
+    its ``relay``) from a thread; should the daemon fail before every page
+    is in, kill the container.
 
     The daemon closing its userfaultfd (its exit, whatever the cause) makes
     the kernel fill the pages it never copied with zeros on the next touch:
@@ -452,7 +530,11 @@ def _watch_lazy_pages(daemon, cgroups, pid: int, container_id: str, proc_root: s
         from migrate.errors import MigrateError
 
         try:
-            daemon.wait()
+            try:
+                daemon.wait()
+            finally:
+                if relay is not None:
+                    _stop(relay)        # it ends with the daemon's stream
         except MigrateError as err:
             if proc_start_time(pid, proc_root) != started:
                 return

@@ -541,6 +541,41 @@ def test_post_copy_pages_are_prefetched_ahead_of_the_daemon(pair, cid):
     pair.b("delete", "-f", cid).check()
 
 
+def test_post_copy_pull_outlives_the_agent(pair, cid):
+    """The agent is killed (its process alone, as the OOM killer would)
+    while the restored container still pulls its memory: the lazy-pages
+    daemon and the relay in front of it are processes of their own, so
+    every page still comes and the container runs on, memory intact."""
+    if not _supported("post-copy"):
+        pytest.skip("post-copy cannot run on this machine")
+    pair.start_agent()
+    pair.run_container(cid, script=WORKLOAD.replace("memhold 64", "memhold 256"))
+    killed = []
+
+    def kill_agent_once_copying(workdir):
+        try:
+            with open(os.path.join(workdir, "criu", "lazy-pages.log")) as f:
+                if "uffd_copy" not in f.read():
+                    return False
+        except OSError:
+            return False
+        if pair.b.status(cid) != "running":
+            return False
+        os.kill(pair.agent.pid, signal.SIGKILL)
+        killed.append(pair.agent.pid)
+        return True
+
+    thread = _when(pair, cid, kill_agent_once_copying, lambda: None)
+    code, out, report = pair.migrate(cid, "--strategy", "post-copy")
+    thread.join(timeout=10)
+    assert killed, "the lazy-pages daemon was never seen copying pages"
+    pair.agent.wait(timeout=10)
+    assert code == 0, out
+    assert pair.a.status(cid) == "gone"
+    pair.assert_running_on(pair.b, cid)
+    pair.b("delete", "-f", cid).check()
+
+
 def test_post_copy_pull_cut_after_the_switch(pair, cid):
     """The destination's lazy-pages daemon dies while the restored container
     still lacks pages. Those would read as zeros there, and CRIU's page

@@ -89,7 +89,7 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
         # container resumes there only once that page server is ready.
         # Sent from here, not from the thread that waits for the answer:
         # a thread's start costs 1-4 ms of downtime on a busy machine.
-        m.send_restore(lazy=LazySource(address=address, port=relay_port, secret=secret))
+        m.send_restore(lazy=lazy)
         waiter.start()
         return True
 
@@ -133,7 +133,10 @@ def lazy_dump(m: Migration, job: DumpJob, *, parent: str | None = None,
         criu_opts = criu_opts.replace(parent_img=f"../pre/{parent}", track_mem=True)
     waiter = threading.Thread(target=finish, name="post-copy-restore", daemon=True)
     acceptor = threading.Thread(target=relay_pages, name="post-copy-accept", daemon=True)
-    m.prepare_restore()
+    lazy = LazySource(address=address, port=relay_port, secret=secret)
+    # With the page stream: the destination opens it (and its relay) before
+    # the freeze; the acceptor takes it from the listener's backlog.
+    m.prepare_restore(lazy)
     m.step("dump")
     try:
         s = session or Client(SwrkOptions(criu=m.ctx.criu)).session(pass_fds=(ready_w,))
