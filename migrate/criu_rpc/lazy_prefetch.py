@@ -35,7 +35,8 @@ Why the answers are right:
 Should either side fail or end early, the relay shuts both down: the daemon
 fails (and the container it serves is killed, checkpoint/restore.py), and
 the source sees its stream end before the daemon's close (so its dump fails
-and keeps the tasks, migration/_relay.py).
+and keeps the tasks, migration/_relay.py). The restore runs it in a process
+of its own (cli/lazy_relay.py), which outlives the agent that started it.
 """
 
 from __future__ import annotations
