@@ -426,7 +426,7 @@ def _lazy_stream(ctx, up, opts: RestoreOptions):
     up.on_failure(near.close)
     if relay is not None:
         up.claim.add("processes", [relay.pid, proc_start_time(relay.pid, ctx.proc_root)])
-        up.on_failure(lambda: _stop(relay, timeout=0))
+        up.on_failure(lambda: relay.stop(timeout=0))
     return near, relay
 
 
@@ -450,7 +450,7 @@ def _prefetching(sock, images_dir: str, address: str):
             "pages one range at a time", err.strerror or err)
         return sock, None
     try:
-        relay = _spawn_relay(far, sock, images_dir)
+        relay = _Relay(far, sock, images_dir)
     except OSError as err:
         near.close()
         logging.getLogger("migrate.checkpoint.restore").warning(
@@ -463,45 +463,65 @@ def _prefetching(sock, images_dir: str, address: str):
     return near, relay
 
 
-def _spawn_relay(daemon_end, source, images_dir: str):
-    """``python -m migrate.cli.lazy_relay`` with both sockets, logging as
-    this process does."""
-    import logging
-    import subprocess
-    import sys
+class _Relay:
+    """``python -m migrate.cli.lazy_relay`` running with both sockets,
+    logging as this process does. ``say(ok)`` tells it whether the daemon
+    succeeded (its close is held until then: see PrefetchRelay's
+    ``verdict``); ``stop()`` reaps it. Raises OSError."""
 
-    import migrate
+    def __init__(self, daemon_end, source, images_dir: str) -> None:
+        import logging
+        import subprocess
+        import sys
 
-    argv = [sys.executable, "-S", "-m", "migrate.cli.lazy_relay", str(daemon_end.fileno()),
-            str(source.fileno()), images_dir]
-    root = logging.getLogger("migrate")
-    for handler in root.handlers:
-        if isinstance(handler, logging.FileHandler):
-            argv += ["--log", handler.baseFilename]
-        if "Json" in type(handler.formatter).__name__:
-            argv += ["--log-format", "json"]
-    if root.isEnabledFor(logging.DEBUG):
-        argv.append("--debug")
-    env = dict(os.environ)
-    # -S (no site): the package and what it imports are found as this
-    # interpreter found them.
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(migrate.__file__))),
-         *(p for p in sys.path if p)])
-    return subprocess.Popen(argv, pass_fds=(daemon_end.fileno(), source.fileno()),
-                            stdin=subprocess.DEVNULL, env=env)
+        import migrate
 
+        r, self._verdict = os.pipe2(os.O_CLOEXEC)
+        argv = [sys.executable, "-S", "-m", "migrate.cli.lazy_relay", str(daemon_end.fileno()),
+                str(source.fileno()), images_dir, "--verdict-fd", str(r)]
+        root = logging.getLogger("migrate")
+        for handler in root.handlers:
+            if isinstance(handler, logging.FileHandler):
+                argv += ["--log", handler.baseFilename]
+            if "Json" in type(handler.formatter).__name__:
+                argv += ["--log-format", "json"]
+        if root.isEnabledFor(logging.DEBUG):
+            argv.append("--debug")
+        env = dict(os.environ)
+        # -S (no site): the package and what it imports are found as this
+        # interpreter found them.
+        env["PYTHONPATH"] = os.pathsep.join(
+            [os.path.dirname(os.path.dirname(os.path.abspath(migrate.__file__))),
+             *(p for p in sys.path if p)])
+        try:
+            self._proc = subprocess.Popen(argv, pass_fds=(daemon_end.fileno(), source.fileno(), r),
+                                          stdin=subprocess.DEVNULL, env=env)
+        except BaseException:
+            os.close(self._verdict)
+            raise
+        finally:
+            os.close(r)
+        self.pid = self._proc.pid
 
-def _stop(proc, timeout: float = 5.0) -> None:
-    """Wait for ``proc`` up to ``timeout`` seconds, kill it if it is still
-    running, reap it."""
-    import subprocess
+    def say(self, ok: bool) -> None:
+        if self._verdict >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._verdict, b"1" if ok else b"0")
+            os.close(self._verdict)
+            self._verdict = -1
 
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    def stop(self, timeout: float = 5.0) -> None:
+        """Wait for it up to ``timeout`` seconds, kill it if it still runs, reap it."""
+        import subprocess
+
+        if self._verdict >= 0:
+            os.close(self._verdict)
+            self._verdict = -1
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
 
 # Watches of lazy-pages daemons still pulling pages (see wait_for_lazy_pages).
@@ -529,12 +549,10 @@ def _watch_lazy_pages(daemon, relay, cgroups, pid: int, container_id: str,
 
         from migrate.errors import MigrateError
 
+        ok = False
         try:
-            try:
-                daemon.wait()
-            finally:
-                if relay is not None:
-                    _stop(relay)        # it ends with the daemon's stream
+            daemon.wait()
+            ok = True
         except MigrateError as err:
             if proc_start_time(pid, proc_root) != started:
                 return
@@ -548,6 +566,12 @@ def _watch_lazy_pages(daemon, relay, cgroups, pid: int, container_id: str,
                 'container "%s" killed: its lazy-pages daemon failed before every page was '
                 "in, and the pages it lacked would read as zeros (%s)", container_id, err)
         finally:
+            if relay is not None:
+                # Its close reaches the source only now, and only if the
+                # daemon succeeded: else the source keeps its tasks, with
+                # all their memory (lazy_prefetch.PrefetchRelay's verdict).
+                relay.say(ok)
+                relay.stop()
             _lazy_watches.discard(thread)
 
     thread = threading.Thread(target=run, name="lazy-pages-watch", daemon=True)

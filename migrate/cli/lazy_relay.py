@@ -8,7 +8,10 @@ would otherwise lose its stream, and the container read the pages it
 lacked as zeros).
 
     python -S -m migrate.cli.lazy_relay DAEMON_FD SOURCE_FD IMAGES_DIR
-           [--log PATH] [--log-format text|json] [--debug]
+           [--verdict-fd FD] [--log PATH] [--log-format text|json] [--debug]
+
+``--verdict-fd``: where the agent says whether the daemon exited 0 (see
+PrefetchRelay's ``verdict``).
 
 Exits 0 once the daemon closed the stream after its last page, 1 if either
 side failed first.
@@ -30,6 +33,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("daemon_fd", type=int)
     parser.add_argument("source_fd", type=int)
     parser.add_argument("images_dir")
+    parser.add_argument("--verdict-fd", type=int)
     parser.add_argument("--log")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--debug", action="store_true")
@@ -37,7 +41,8 @@ def main(argv: list[str]) -> int:
     setup_logging(args.log, args.log_format, args.debug)
     daemon = socket.socket(fileno=args.daemon_fd)
     source = socket.socket(fileno=args.source_fd)
-    relay = PrefetchRelay(daemon, source, lambda: lazy_ranges(args.images_dir)).start()
+    relay = PrefetchRelay(daemon, source, lambda: lazy_ranges(args.images_dir),
+                          verdict=args.verdict_fd).start()
     relay.join()
     return 0 if relay.error is None else 1
 

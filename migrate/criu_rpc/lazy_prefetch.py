@@ -184,10 +184,20 @@ class PrefetchRelay:
     source (``source``), prefetching ``ranges`` (see ``lazy_ranges``; or a
     function returning them, called in the relay's thread). It
     owns both sockets. ``start()`` runs it in three threads; ``join()``
-    waits for the end; ``error`` says why it failed, if it did."""
+    waits for the end; ``error`` says why it failed, if it did.
+
+    ``verdict``: a descriptor to read whether the daemon succeeded from.
+    The daemon sends its close even when it failed (cr_lazy_pages() calls
+    disconnect_from_page_server() whatever handle_requests() returned), and
+    the source takes that close for success: its dump ends and kills the
+    tasks, whose memory the destination then lacks. With ``verdict``, the
+    relay answers the daemon's close itself and reads one byte: b"1" (the
+    daemon exited 0) passes the close on to the source; b"0" ends the
+    stream without it, so the source's dump fails and keeps its tasks. At
+    EOF (whoever would say is gone) the close goes on, as without."""
 
     def __init__(self, daemon: socket.socket, source: socket.socket,
-                 ranges, *, chunk: int = CHUNK,
+                 ranges, *, verdict: int | None = None, chunk: int = CHUNK,
                  in_flight: int = IN_FLIGHT, ahead: int = AHEAD) -> None:
         for s in (daemon, source):
             s.settimeout(None)
@@ -213,6 +223,9 @@ class PrefetchRelay:
         self._status: bytes | None = None            # the source's answer to the close
         self._close: bytes | None = None             # the daemon's close request
         self._close_sent = False
+        self._verdict = verdict          # see the class docstring
+        self._daemon_closed = False     # the daemon's close answered on the source's behalf
+        self._verdict_ok = verdict is None
         self._done = False
         self._running = 3
         self._cond = threading.Condition()
@@ -379,6 +392,9 @@ class PrefetchRelay:
                     self._cond.wait()
             if answer is _CLOSED:
                 return
+            if answer is _AWAIT_VERDICT:
+                self._await_verdict()
+                continue
             head, rng, offset, size, last = answer
             self.daemon.sendall(head)
             if rng.data is not None:
@@ -395,6 +411,19 @@ class PrefetchRelay:
                 raise OSError(errno.ECONNABORTED, "the daemon's stream ended")
             if last:
                 rng.close()
+
+    def _await_verdict(self) -> None:
+        self.daemon.sendall(bytes(4))       # status 0: the daemon exits, and says how
+        try:
+            said = os.read(self._verdict, 1)
+        finally:
+            os.close(self._verdict)
+        if said == b"0":
+            raise OSError(errno.ECONNABORTED, "the lazy-pages daemon failed: the source "
+                          "keeps its tasks")
+        with self._cond:
+            self._verdict_ok = True
+            self._cond.notify_all()
 
     # -- under the lock ------------------------------------------------------------
 
@@ -427,13 +456,21 @@ class PrefetchRelay:
                 for page in range(start, end, PAGE):
                     self._demanded.add((dst_id, page))
             return None
-        if self._close is not None and not self._sent and not self._close_sent:
+        if self._close is None:
+            return None
+        if self._verdict is not None and not self._daemon_closed:
+            self._daemon_closed = True
+            return _AWAIT_VERDICT
+        if not self._verdict_ok:
+            return None
+        if not self._sent and not self._close_sent:
             self._close_sent = True
             self.source.sendall(self._close)
             self._cond.notify_all()     # the source reader waits for the status now
             return None
         if self._status is not None:
-            self.daemon.sendall(self._status)
+            if self._verdict is None:
+                self.daemon.sendall(self._status)
             self._done = True
             return _CLOSED
         return None
@@ -507,6 +544,7 @@ class PrefetchRelay:
 
 
 _CLOSED = object()
+_AWAIT_VERDICT = object()
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:

@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 import pytest
 
@@ -203,8 +204,6 @@ def test_the_prefetch_never_asks_outside_the_lazy_ranges(wired):
 def test_the_prefetch_stays_within_its_window(wired):
     daemon, server, relay = wired(chunk=16 << 10, in_flight=32 << 10, ahead=64 << 10)
     daemon.get(1, RANGES[0][1], 1)
-    import time
-
     time.sleep(0.3)     # let it run ahead as far as it may
     assert len(server.pages_served()) * PAGE <= (64 << 10) + PAGE
 
@@ -295,3 +294,42 @@ def test_a_range_is_read_whole_whether_or_not_its_pipe_holds_it(slots):
         rng.close()
         a.close()
         b.close()
+
+
+def _with_verdict(wired_make):
+    r, w = os.pipe()
+    daemon, server, relay = wired_make(verdict=r, chunk=MIB)
+    daemon.get_all(*RANGES[1])
+    return daemon, server, relay, w
+
+
+def test_the_daemons_close_waits_for_its_exit_status(wired):
+    daemon, server, relay, w = _with_verdict(wired)
+    assert daemon.close() == 0          # answered at once, on the source's behalf
+    time.sleep(0.1)
+    assert server.closed_with is None   # the source still serves
+    os.write(w, b"1")                   # the daemon exited 0
+    os.close(w)
+    assert relay.join(5) and relay.error is None
+    server.thread.join(5)
+    assert server.closed_with == PS_IOV_FORCE_CLOSE
+
+
+def test_a_daemon_that_failed_never_closes_the_source_stream(wired):
+    daemon, server, relay, w = _with_verdict(wired)
+    assert daemon.close() == 0
+    os.write(w, b"0")                   # it exited 1, although it sent its close
+    os.close(w)
+    assert relay.join(5)
+    server.thread.join(5)
+    assert server.closed_with is None and not server.thread.is_alive()
+    assert "daemon failed" in str(relay.error)
+
+
+def test_without_anyone_to_say_the_close_goes_on(wired):
+    daemon, server, relay, w = _with_verdict(wired)
+    os.close(w)
+    assert daemon.close() == 0
+    assert relay.join(5) and relay.error is None
+    server.thread.join(5)
+    assert server.closed_with == PS_IOV_FORCE_CLOSE
