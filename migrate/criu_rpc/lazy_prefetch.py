@@ -227,6 +227,7 @@ class PrefetchRelay:
         self._daemon_closed = False     # the daemon's close answered on the source's behalf
         self._verdict_ok = verdict is None
         self._done = False
+        self._quiet = False             # ended before it began: nothing to log
         self._running = 3
         self._cond = threading.Condition()
         self._threads = [threading.Thread(target=self._guard, args=(fn,), name=name, daemon=True)
@@ -261,7 +262,7 @@ class PrefetchRelay:
         try:
             fn()
         except (OSError, ValueError) as err:
-            if not self._done:
+            if not self._done and not self._quiet:
                 _log.warning("lazy pages prefetch: %s", err)
             self.abort(err)
         except BaseException as err:    # a bug here must not leave the daemon waiting
@@ -283,15 +284,22 @@ class PrefetchRelay:
                 for fd in (*self._scratch[:2], self._null):
                     with contextlib.suppress(OSError):
                         os.close(fd)
-                _log.info("lazy pages: %d pages prefetched, %d asked for on demand, %d answers "
-                          "to the daemon%s", self.stats["prefetched"], self.stats["demanded"],
-                          self.stats["answers"], f" (failed: {self.error})" if self.error else "")
+                if not self._quiet:
+                    _log.info("lazy pages: %d pages prefetched, %d asked for on demand, "
+                              "%d answers to the daemon%s", self.stats["prefetched"],
+                              self.stats["demanded"], self.stats["answers"],
+                              f" (failed: {self.error})" if self.error else "")
 
     def _read_daemon(self) -> None:
         """The daemon's requests, into ``_asked``."""
         while True:
             head = _recv_exactly(self.daemon, PS_IOV_SIZE)
             if head is None:
+                if self._close is None and not self.stats["asks"]:
+                    # A restore that failed or was called off before it
+                    # started the daemon: nothing to say.
+                    self._quiet = True
+                    raise OSError(errno.ECONNABORTED, "no lazy-pages daemon came")
                 if self._close is None:
                     raise OSError(errno.ECONNABORTED, "the lazy-pages daemon closed its stream "
                                   "before it had every page")
@@ -304,6 +312,7 @@ class PrefetchRelay:
                     raise ValueError("the lazy-pages daemon asked for 0 pages")
                 with self._cond:
                     self._asked.append((dst_id, vaddr, vaddr + nr * PAGE, bytes(head)))
+                    self.stats["asks"] += 1
                     self._cond.notify_all()
             elif cmd in (PS_IOV_CLOSE, PS_IOV_FORCE_CLOSE):
                 with self._cond:
