@@ -427,6 +427,10 @@ def _lazy_stream(ctx, up, opts: RestoreOptions):
     if relay is not None:
         up.claim.add("processes", [relay.pid, proc_start_time(relay.pid, ctx.proc_root)])
         up.on_failure(lambda: relay.stop(timeout=0))
+        # Its start-up (~40 ms of CPU) is over before the source freezes
+        # (restore_prepare), or before CRIU restores. Without it (too slow,
+        # or gone), the daemon's requests wait in the socket, or fail it.
+        relay.wait_ready(10.0)
     return near, relay
 
 
@@ -477,8 +481,10 @@ class _Relay:
         import migrate
 
         r, self._verdict = os.pipe2(os.O_CLOEXEC)
+        self._ready, ready_w = os.pipe2(os.O_CLOEXEC)
         argv = [sys.executable, "-S", "-m", "migrate.cli.lazy_relay", str(daemon_end.fileno()),
-                str(source.fileno()), images_dir, "--verdict-fd", str(r)]
+                str(source.fileno()), images_dir, "--verdict-fd", str(r),
+                "--ready-fd", str(ready_w)]
         root = logging.getLogger("migrate")
         for handler in root.handlers:
             if isinstance(handler, logging.FileHandler):
@@ -494,14 +500,31 @@ class _Relay:
             [os.path.dirname(os.path.dirname(os.path.abspath(migrate.__file__))),
              *(p for p in sys.path if p)])
         try:
-            self._proc = subprocess.Popen(argv, pass_fds=(daemon_end.fileno(), source.fileno(), r),
+            self._proc = subprocess.Popen(argv, pass_fds=(daemon_end.fileno(), source.fileno(), r,
+                                                          ready_w),
                                           stdin=subprocess.DEVNULL, env=env)
         except BaseException:
             os.close(self._verdict)
+            os.close(self._ready)
             raise
         finally:
             os.close(r)
+            os.close(ready_w)
         self.pid = self._proc.pid
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until it runs (True), it exited, or ``timeout`` seconds passed."""
+        import select
+
+        if self._ready < 0:
+            return True
+        try:
+            ready = bool(select.select([self._ready], [], [], timeout)[0]) and \
+                os.read(self._ready, 1) == b"r"
+        finally:
+            os.close(self._ready)
+            self._ready = -1
+        return ready
 
     def say(self, ok: bool) -> None:
         if self._verdict >= 0:
@@ -514,9 +537,10 @@ class _Relay:
         """Wait for it up to ``timeout`` seconds, kill it if it still runs, reap it."""
         import subprocess
 
-        if self._verdict >= 0:
-            os.close(self._verdict)
-            self._verdict = -1
+        for fd in (self._verdict, self._ready):
+            if fd >= 0:
+                os.close(fd)
+        self._verdict = self._ready = -1
         try:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
