@@ -541,6 +541,18 @@ def test_post_copy_pages_are_prefetched_ahead_of_the_daemon(pair, cid):
     pair.b("delete", "-f", cid).check()
 
 
+def _pulling_pages(pair, cid, workdir) -> bool:
+    """Whether the container runs at the destination (resumed there: no
+    rollback any more) and its lazy-pages daemon has copied pages in."""
+    try:
+        with open(os.path.join(workdir, "criu", "lazy-pages.log")) as f:
+            if "uffd_copy" not in f.read():
+                return False
+    except OSError:
+        return False
+    return pair.b.status(cid) == "running"
+
+
 def test_post_copy_pull_outlives_the_agent(pair, cid):
     """The agent is killed (its process alone, as the OOM killer would)
     while the restored container still pulls its memory: the lazy-pages
@@ -553,13 +565,7 @@ def test_post_copy_pull_outlives_the_agent(pair, cid):
     killed = []
 
     def kill_agent_once_copying(workdir):
-        try:
-            with open(os.path.join(workdir, "criu", "lazy-pages.log")) as f:
-                if "uffd_copy" not in f.read():
-                    return False
-        except OSError:
-            return False
-        if pair.b.status(cid) != "running":
+        if not _pulling_pages(pair, cid, workdir):
             return False
         os.kill(pair.agent.pid, signal.SIGKILL)
         killed.append(pair.agent.pid)
@@ -590,13 +596,7 @@ def test_post_copy_pull_cut_after_the_switch(pair, cid):
     killed = []
 
     def kill_daemon_once_copying(workdir):
-        try:
-            with open(os.path.join(workdir, "criu", "lazy-pages.log")) as f:
-                if "uffd_copy" not in f.read():
-                    return False
-        except OSError:
-            return False
-        if pair.b.status(cid) != "running":     # resumed there: no rollback any more
+        if not _pulling_pages(pair, cid, workdir):
             return False
         for pid in lazy_pages_daemons(os.path.join(workdir, "images")):
             os.kill(pid, signal.SIGKILL)
