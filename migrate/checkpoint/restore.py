@@ -122,6 +122,7 @@ class PreparedRestore:
         self.notify_dir = None
         self.yard: str | None = None
         self.lazy_stream = None     # made ahead by _lazy_stream: (the daemon's end, the relay)
+        self.relay = None           # the lazy-pages relay, once run() started it: go() on resume
         self.done = False
 
     def abort(self, err: BaseException | None = None) -> None:
@@ -178,6 +179,7 @@ class PreparedRestore:
         # Started first, so that it gets ready (~5 ms) while the rest is planned.
         daemon, relay = _start_lazy_pages(ctx, up, opts, images_dir, self.work_dir,
                                           self.lazy_stream)
+        self.relay = relay
         check_bundle_fits(images_dir, spec, empty_ns=opts.empty_ns | frozenset(meta.empty_ns))
         if any(m.kind == TMPFS_COPY for m in meta.mounts):
             from migrate.checkpoint.tmpfs_copy import load
@@ -207,6 +209,8 @@ class PreparedRestore:
         console = ConsoleHandoff(opts.console_socket, keep=not opts.detach)
         pid = _run_criu(ctx, up, criu_opts, console, opts, warm, daemon, relay,
                         hold_for=cgroups if held else None)
+        if relay is not None and not opts.leave_stopped:
+            relay.go()          # it runs: its memory may come (else whoever resumes it says)
         if self.yard is not None:
             from migrate.checkpoint.cgyard import remove_yard
 
@@ -427,10 +431,6 @@ def _lazy_stream(ctx, up, opts: RestoreOptions):
     if relay is not None:
         up.claim.add("processes", [relay.pid, proc_start_time(relay.pid, ctx.proc_root)])
         up.on_failure(lambda: relay.stop(timeout=0))
-        # Its start-up (~40 ms of CPU) is over before the source freezes
-        # (restore_prepare), or before CRIU restores. Without it (too slow,
-        # or gone), the daemon's requests wait in the socket, or fail it.
-        relay.wait_ready(10.0)
     return near, relay
 
 
@@ -456,22 +456,32 @@ def _prefetching(sock, images_dir: str, address: str):
     try:
         relay = _Relay(far, sock, images_dir)
     except OSError as err:
-        near.close()
-        logging.getLogger("migrate.checkpoint.restore").warning(
-            "lazy pages: no prefetch (cannot start its relay: %s); the daemon pulls the "
-            "pages one range at a time", err.strerror or err)
-        return sock, None
+        why = err.strerror or str(err)
+        relay = None
     finally:
         far.close()
+    # Its start-up (~40 ms of CPU) is over before the source freezes
+    # (restore_prepare), or before CRIU restores. Until it says so, ``sock``
+    # is kept: should it not come up, the daemon takes the stream itself.
+    if relay is not None and not relay.wait_ready(10.0):
+        why = f"it did not come up (exit status {relay.stop(timeout=0)})"
+        relay = None
+    if relay is None:
+        near.close()
+        logging.getLogger("migrate.checkpoint.restore").warning(
+            "lazy pages: no prefetch (its relay: %s); the daemon pulls the pages one range "
+            "at a time", why)
+        return sock, None
     sock.close()        # the relay holds its own copies
     return near, relay
 
 
 class _Relay:
     """``python -m migrate.cli.lazy_relay`` running with both sockets,
-    logging as this process does. ``say(ok)`` tells it whether the daemon
-    succeeded (its close is held until then: see PrefetchRelay's
-    ``verdict``); ``stop()`` reaps it. Raises OSError."""
+    logging as this process does (see PrefetchRelay's ``control``):
+    ``go()`` once the container runs (its pull waits until then),
+    ``say(ok)`` whether the daemon succeeded (its close is held until
+    then); ``stop()`` reaps it. Raises OSError."""
 
     def __init__(self, daemon_end, source, images_dir: str) -> None:
         import logging
@@ -480,10 +490,13 @@ class _Relay:
 
         import migrate
 
-        r, self._verdict = os.pipe2(os.O_CLOEXEC)
+        r, self._control = os.pipe2(os.O_CLOEXEC)
         self._ready, ready_w = os.pipe2(os.O_CLOEXEC)
-        argv = [sys.executable, "-S", "-m", "migrate.cli.lazy_relay", str(daemon_end.fileno()),
-                str(source.fileno()), images_dir, "--verdict-fd", str(r),
+        # -P: not the working directory first on sys.path (-m would put it
+        # there: a "migrate" directory in it would run as root).
+        argv = [sys.executable, "-S", "-P", "-m", "migrate.cli.lazy_relay",
+                str(daemon_end.fileno()),
+                str(source.fileno()), images_dir, "--control-fd", str(r),
                 "--ready-fd", str(ready_w)]
         root = logging.getLogger("migrate")
         for handler in root.handlers:
@@ -502,9 +515,9 @@ class _Relay:
         try:
             self._proc = subprocess.Popen(argv, pass_fds=(daemon_end.fileno(), source.fileno(), r,
                                                           ready_w),
-                                          stdin=subprocess.DEVNULL, env=env)
+                                          stdin=subprocess.DEVNULL, env=env, cwd="/")
         except BaseException:
-            os.close(self._verdict)
+            os.close(self._control)
             os.close(self._ready)
             raise
         finally:
@@ -526,26 +539,32 @@ class _Relay:
             self._ready = -1
         return ready
 
-    def say(self, ok: bool) -> None:
-        if self._verdict >= 0:
+    def go(self) -> None:
+        if self._control >= 0:
             with contextlib.suppress(OSError):
-                os.write(self._verdict, b"1" if ok else b"0")
-            os.close(self._verdict)
-            self._verdict = -1
+                os.write(self._control, b"g")
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Wait for it up to ``timeout`` seconds, kill it if it still runs, reap it."""
+    def say(self, ok: bool) -> None:
+        if self._control >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._control, b"1" if ok else b"0")
+            os.close(self._control)
+            self._control = -1
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """Wait for it up to ``timeout`` seconds, kill it if it still runs,
+        reap it; its exit status."""
         import subprocess
 
-        for fd in (self._verdict, self._ready):
+        for fd in (self._control, self._ready):
             if fd >= 0:
                 os.close(fd)
-        self._verdict = self._ready = -1
+        self._control = self._ready = -1
         try:
-            self._proc.wait(timeout)
+            return self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self._proc.kill()
-            self._proc.wait()
+            return self._proc.wait()
 
 
 # Watches of lazy-pages daemons still pulling pages (see wait_for_lazy_pages).

@@ -8,10 +8,11 @@ would otherwise lose its stream, and the container read the pages it
 lacked as zeros).
 
     python -S -m migrate.cli.lazy_relay DAEMON_FD SOURCE_FD IMAGES_DIR
-           [--verdict-fd FD] [--log PATH] [--log-format text|json] [--debug]
+           [--control-fd FD] [--ready-fd FD] [--log PATH] [--log-format text|json]
+           [--debug]
 
-``--verdict-fd``: where the agent says whether the daemon exited 0 (see
-PrefetchRelay's ``verdict``). ``--ready-fd``: a byte is written there once
+``--control-fd``: where the agent says when the container runs, and whether
+the daemon exited 0 (see PrefetchRelay's ``control``). ``--ready-fd``: a byte is written there once
 the relay runs (its start-up is ~40 ms of CPU: not while the source is
 frozen).
 
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("daemon_fd", type=int)
     parser.add_argument("source_fd", type=int)
     parser.add_argument("images_dir")
-    parser.add_argument("--verdict-fd", type=int)
+    parser.add_argument("--control-fd", type=int)
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--log")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
     daemon = socket.socket(fileno=args.daemon_fd)
     source = socket.socket(fileno=args.source_fd)
     relay = PrefetchRelay(daemon, source, lambda: lazy_ranges(args.images_dir),
-                          verdict=args.verdict_fd).start()
+                          control=args.control_fd).start()
     if args.ready_fd is not None:
         # What the first request needs, loaded now: the restore waits for
         # this byte, so that none of it runs while the container is frozen.

@@ -186,18 +186,27 @@ class PrefetchRelay:
     owns both sockets. ``start()`` runs it in three threads; ``join()``
     waits for the end; ``error`` says why it failed, if it did.
 
-    ``verdict``: a descriptor to read whether the daemon succeeded from.
-    The daemon sends its close even when it failed (cr_lazy_pages() calls
-    disconnect_from_page_server() whatever handle_requests() returned), and
-    the source takes that close for success: its dump ends and kills the
-    tasks, whose memory the destination then lacks. With ``verdict``, the
-    relay answers the daemon's close itself and reads one byte: b"1" (the
-    daemon exited 0) passes the close on to the source; b"0" ends the
-    stream without it, so the source's dump fails and keeps its tasks. At
-    EOF (whoever would say is gone) the close goes on, as without."""
+    ``control``: a descriptor the restore writes to, one byte at a time.
+
+    - b"g" (go): the container runs. Until then the relay sends the
+      source nothing but single pages (a fault, should the restore touch
+      lazy memory): CRIU's daemon starts its background pull as soon as the
+      restore is done, while the tasks are still held for the migration's
+      commit, and the pull's CPU (both ends, every core of a small host)
+      is downtime until they resume.
+    - b"1" / b"0": whether the daemon exited 0. The daemon sends its close
+      even when it failed (cr_lazy_pages() calls
+      disconnect_from_page_server() whatever handle_requests() returned),
+      and the source takes that close for success: its dump ends and kills
+      the tasks, whose memory the destination then lacks. So the relay
+      answers the daemon's close itself, and waits: b"1" passes the close
+      on to the source; b"0" ends the stream without it, so the source's
+      dump fails and keeps its tasks.
+    - EOF (whoever would say is gone): go, and the close goes on, as
+      without ``control``."""
 
     def __init__(self, daemon: socket.socket, source: socket.socket,
-                 ranges, *, verdict: int | None = None, chunk: int = CHUNK,
+                 ranges, *, control: int | None = None, chunk: int = CHUNK,
                  in_flight: int = IN_FLIGHT, ahead: int = AHEAD) -> None:
         for s in (daemon, source):
             s.settimeout(None)
@@ -223,9 +232,12 @@ class PrefetchRelay:
         self._status: bytes | None = None            # the source's answer to the close
         self._close: bytes | None = None             # the daemon's close request
         self._close_sent = False
-        self._verdict = verdict          # see the class docstring
+        self._control = control          # see the class docstring
+        self._go = control is None
+        self._verdict: bytes | None = None   # b"1", b"0", or b"" (EOF)
         self._daemon_closed = False     # the daemon's close answered on the source's behalf
-        self._verdict_ok = verdict is None
+        self._verdict_ok = control is None
+        self._ranges_read = False
         self._done = False
         self._quiet = False             # ended before it began: nothing to log
         self._running = 3
@@ -238,6 +250,10 @@ class PrefetchRelay:
     def start(self) -> "PrefetchRelay":
         for t in self._threads:
             t.start()
+        if self._control is not None:
+            # Not joined: it may wait for its writer after the relay ended.
+            threading.Thread(target=self._read_control, name="prefetch-control",
+                             daemon=True).start()
         return self
 
     def join(self, timeout: float | None = None) -> bool:
@@ -375,21 +391,12 @@ class PrefetchRelay:
 
     def _serve(self) -> None:
         """Answer the daemon in order; keep the prefetch going."""
-        # Not before the daemon's first request: until then CRIU restores,
-        # and every millisecond of CPU taken from it is downtime.
-        with self._cond:
-            while not self._asked and self._close is None and not self._done:
-                self._cond.wait()
-        ranges = self._ranges
-        if callable(ranges):
-            try:
-                ranges = ranges()
-            except Exception as err:    # only slower without: every page is then asked for
-                _log.warning("lazy pages prefetch: no ranges to prefetch: %s", err)
-                ranges = []
-        with self._cond:
-            self._todo.extend(ranges)
         while True:
+            if not self._ranges_read and self._go and (self._asked or self._close):
+                # Not before the container runs (``control``) and the daemon
+                # asks: until then every millisecond of CPU is downtime.
+                self._ranges_read = True
+                self._read_ranges()
             with self._cond:
                 while True:
                     if self._done:
@@ -398,7 +405,12 @@ class PrefetchRelay:
                     answer = self._next_answer()
                     if answer is not None:
                         break
+                    if not self._ranges_read and self._go and (self._asked or self._close):
+                        answer = _READ_RANGES
+                        break
                     self._cond.wait()
+            if answer is _READ_RANGES:
+                continue
             if answer is _CLOSED:
                 return
             if answer is _AWAIT_VERDICT:
@@ -421,12 +433,40 @@ class PrefetchRelay:
             if last:
                 rng.close()
 
+    def _read_ranges(self) -> None:
+        ranges = self._ranges
+        if callable(ranges):
+            try:
+                ranges = ranges()
+            except Exception as err:    # only slower without: every page is then asked for
+                _log.warning("lazy pages prefetch: no ranges to prefetch: %s", err)
+                ranges = []
+        with self._cond:
+            self._todo.extend(ranges)
+
+    def _read_control(self) -> None:
+        try:
+            while True:
+                try:
+                    said = os.read(self._control, 1)
+                except OSError:
+                    said = b""
+                with self._cond:
+                    self._go = True         # a verdict or EOF: nothing left to wait for
+                    if said != b"g":
+                        self._verdict = said
+                    self._cond.notify_all()
+                if said != b"g":
+                    return
+        finally:
+            os.close(self._control)
+
     def _await_verdict(self) -> None:
         self.daemon.sendall(bytes(4))       # status 0: the daemon exits, and says how
-        try:
-            said = os.read(self._verdict, 1)
-        finally:
-            os.close(self._verdict)
+        with self._cond:
+            while self._verdict is None and not self._done:
+                self._cond.wait()
+            said = self._verdict
         if said == b"0":
             raise OSError(errno.ECONNABORTED, "the lazy-pages daemon failed: the source "
                           "keeps its tasks")
@@ -455,10 +495,10 @@ class PrefetchRelay:
                 head = (bytes(head_in[:8]) + pages.to_bytes(8, sys.byteorder)
                         + start.to_bytes(8, sys.byteorder) + dst_id.to_bytes(8, sys.byteorder))
                 return head, rng, start - rng.start, stop - start, last
-            if not self._coming(dst_id, start):
+            if not self._coming(dst_id, start) and (self._go or end - start <= PAGE):
                 # Not asked for yet: at once (up to what is in or coming
                 # already), and never again by the prefetch.
-                self._prefetching = True
+                self._prefetching = self._go
                 end = self._next_known(dst_id, start, min(end, start + self._chunk))
                 self._send(dst_id, start, end, demand=True)
                 self.stats["demanded"] += (end - start) // PAGE
@@ -467,7 +507,7 @@ class PrefetchRelay:
             return None
         if self._close is None:
             return None
-        if self._verdict is not None and not self._daemon_closed:
+        if self._control is not None and not self._daemon_closed:
             self._daemon_closed = True
             return _AWAIT_VERDICT
         if not self._verdict_ok:
@@ -478,7 +518,7 @@ class PrefetchRelay:
             self._cond.notify_all()     # the source reader waits for the status now
             return None
         if self._status is not None:
-            if self._verdict is None:
+            if self._control is None:
                 self.daemon.sendall(self._status)
             self._done = True
             return _CLOSED
@@ -554,6 +594,7 @@ class PrefetchRelay:
 
 _CLOSED = object()
 _AWAIT_VERDICT = object()
+_READ_RANGES = object()
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:

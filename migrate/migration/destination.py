@@ -282,11 +282,17 @@ def restore_for_migration(ctx: RuntimeContext, workdir: str, request: RestoreReq
     reap_when_done(info["pid"], then=(lambda: remove_images(workdir)) if lazy else None)
 
     def abort() -> None:
+        if prepared.relay is not None:
+            prepared.relay.go()     # its held pull fails on the source gone, and so ends
         delete(ctx, cid, force=True)
 
     def commit() -> None:
         if request.leave_stopped:
             continue_container(ctx, cid)
+        if prepared.relay is not None:
+            # The lazy pull may start: until now its CPU would have been
+            # downtime (lazy_prefetch.PrefetchRelay's ``control``).
+            prepared.relay.go()
 
     # The images go once the source has DONE's answer: deleting a gigabyte
     # of them (~0.2 s) is no longer downtime.

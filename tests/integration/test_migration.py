@@ -49,7 +49,7 @@ class Pair:
         self.agents = []          # every agent started, killed at cleanup
         self.pipes = []
 
-    def start_agent(self, *extra, work=None, debug=False):
+    def start_agent(self, *extra, work=None, debug=False, cwd=None):
         log_path = self.tmp / "agent.log"
         # The log is shared by every agent of the test: wait for this one's line.
         before = log_path.read_text().count("listening") if log_path.exists() else 0
@@ -59,7 +59,7 @@ class Pair:
                                     "--root", self.b.root, "receive", "--listen",
                                     f"{self.hosts.b.address}:{PORT}", "--token", TOKEN,
                                     "--work-dir", str(work or self.work), *extra]),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd=cwd)
         self.agents.append(self.agent)
         _wait_for(lambda: log_path.read_text().count("listening") > before, what="agent")
 
@@ -522,10 +522,16 @@ def test_agent_killed_after_the_restore_was_prepared(pair, cid, strategy):
 def test_post_copy_pages_are_prefetched_ahead_of_the_daemon(pair, cid):
     """The destination's relay asks the source for the lazy pages before
     CRIU's lazy-pages daemon does (criu_rpc/lazy_prefetch.py), and the
-    container, running there on them, finds its memory intact."""
+    container, running there on them, finds its memory intact. The agent
+    runs in a directory holding a "migrate" package: the relay, a Python
+    process the agent starts as root, must not import it."""
     if not _supported("post-copy"):
         pytest.skip("post-copy cannot run on this machine")
-    pair.start_agent(debug=True)
+    trap = pair.tmp / "cwd"
+    (trap / "migrate" / "cli").mkdir(parents=True)
+    for name in ("migrate/__init__.py", "migrate/cli/__init__.py"):
+        (trap / name).write_text('raise SystemExit("imported from the working directory")\n')
+    pair.start_agent(debug=True, cwd=trap)
     pair.run_container(cid)
     code, out, report = pair.migrate(cid, "--strategy", "post-copy")
     assert code == 0, out
@@ -536,6 +542,7 @@ def test_post_copy_pages_are_prefetched_ahead_of_the_daemon(pair, cid):
     prefetched, demanded = (int(w) for w in re.findall(r"(\d+) (?:pages prefetched|asked)",
                                                        line))
     assert "failed" not in line, line
+    assert "no prefetch" not in log.read_text()
     # The workload holds 64 MiB: most of it came ahead of the daemon.
     assert prefetched > 8 * demanded and prefetched * 4096 > 32 << 20, line
     pair.b("delete", "-f", cid).check()

@@ -298,9 +298,30 @@ def test_a_range_is_read_whole_whether_or_not_its_pipe_holds_it(slots):
 
 def _with_verdict(wired_make):
     r, w = os.pipe()
-    daemon, server, relay = wired_make(verdict=r, chunk=MIB)
+    daemon, server, relay = wired_make(control=r, chunk=MIB)
+    os.write(w, b"g")
     daemon.get_all(*RANGES[1])
     return daemon, server, relay, w
+
+
+def test_before_go_only_single_pages_reach_the_source(wired):
+    """The container is held until the migration commits: the daemon's
+    background pull waits for b"g"; a fault (one page) does not."""
+    r, w = os.pipe()
+    daemon, server, relay = wired(control=r, chunk=MIB)
+    assert daemon.get(7, RANGES[2][1] + 5 * PAGE, 1) == 1       # a fault: served at once
+    daemon.sock.sendall(psi(PS_IOV_GET, 16, RANGES[0][1], 1))    # the background pull
+    time.sleep(0.3)
+    assert server.pages_served() == [(7, RANGES[2][1] + 5 * PAGE)]
+    os.write(w, b"g")
+    cmd, n, vaddr, dst_id = unpack(recv_exactly(daemon.sock, 32))
+    assert (vaddr, dst_id) == (RANGES[0][1], 1) and 1 <= n <= 16
+    recv_exactly(daemon.sock, n * PAGE)
+    _wait = time.monotonic() + 5
+    while len(server.pages_served()) < 100 and time.monotonic() < _wait:
+        time.sleep(0.01)
+    assert len(server.pages_served()) >= 100        # and the prefetch runs
+    os.close(w)
 
 
 def test_the_daemons_close_waits_for_its_exit_status(wired):
