@@ -488,7 +488,7 @@ class _Relay:
         import subprocess
         import sys
 
-        import migrate
+        from migrate.runtime.exe_guard import import_path
 
         r, self._control = os.pipe2(os.O_CLOEXEC)
         self._ready, ready_w = os.pipe2(os.O_CLOEXEC)
@@ -506,12 +506,9 @@ class _Relay:
                 argv += ["--log-format", "json"]
         if root.isEnabledFor(logging.DEBUG):
             argv.append("--debug")
-        env = dict(os.environ)
         # -S (no site): the package and what it imports are found as this
         # interpreter found them.
-        env["PYTHONPATH"] = os.pathsep.join(
-            [os.path.dirname(os.path.dirname(os.path.abspath(migrate.__file__))),
-             *(p for p in sys.path if p)])
+        env = {**os.environ, "PYTHONPATH": import_path()}
         try:
             self._proc = subprocess.Popen(argv, pass_fds=(daemon_end.fileno(), source.fileno(), r,
                                                           ready_w),

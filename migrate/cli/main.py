@@ -172,7 +172,7 @@ def _protect_executable() -> None:
     pathlib and urllib); the path it computed is handed over in PYTHONPATH,
     and the caller's own PYTHONPATH is put back at once.
     """
-    from migrate.runtime.exe_guard import MARK, exe_is_protected, reexec_protected
+    from migrate.runtime.exe_guard import MARK, exe_is_protected, import_path, reexec_protected
 
     mark = os.environ.pop(MARK, None)
     saved = os.environ.pop(MARK + "_PYTHONPATH", None)
@@ -183,13 +183,10 @@ def _protect_executable() -> None:
             os.environ.pop("PYTHONPATH", None)
     if mark and (saved is not None or exe_is_protected()):
         return      # the marks go no further
-    import migrate
-
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(migrate.__file__)))
     env = dict(os.environ)
     old = os.environ.get("PYTHONPATH")
     env[MARK + "_PYTHONPATH"] = "" if old is None else "=" + old
-    env["PYTHONPATH"] = os.pathsep.join([package_parent, *(p for p in sys.path if p)])
+    env["PYTHONPATH"] = import_path()
     # argv[0] as an absolute path: the new interpreter finds its prefix (the
     # virtualenv) from it, and /proc/self/exe would only name the overlay.
     reexec_protected([sys.executable, "-S", *sys.orig_argv[1:]], env,

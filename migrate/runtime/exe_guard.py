@@ -55,7 +55,7 @@ import os
 from migrate.errors import KernelError
 
 __all__ = ["MARK", "exe_is_protected", "protected_interpreter", "reexec_protected",
-           "scrub_environ"]
+           "scrub_environ", "import_path"]
 
 # Set in the environment of the re-executed runtime (and removed from
 # os.environ at once by the CLI), so it re-executes only once.
@@ -144,6 +144,18 @@ def exe_is_protected(exe: str = "/proc/self/exe") -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def import_path() -> str:
+    """This interpreter's ``sys.path`` as a PYTHONPATH, the package's own
+    parent first: what an interpreter started with -S (no site, so no .pth
+    and no editable install's finder) needs to import as this one does."""
+    import sys
+
+    import migrate
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(migrate.__file__)))
+    return os.pathsep.join([package_parent, *(p for p in sys.path if p)])
 
 
 def reexec_protected(argv: list[str], environ, *, allow_overlay: bool = True) -> None:
