@@ -388,13 +388,10 @@ def _run_criu(ctx, up, criu_opts, console, opts: RestoreOptions, warm, daemon, r
     return result.pid
 
 
-def _open_page_stream(ps, secret: str | None):
-    """With ``secret``: our connection to the source's lazy page server,
-    opened with it (criu_rpc/page_stream.py: the source takes no other
-    peer), for the daemon's --ps-socket (through a relay). Without: None (the
-    daemon connects by itself). Raises MigrateError."""
-    if secret is None:
-        return None
+def _open_page_stream(ps, secret: str):
+    """Our connection to the source's lazy page server, opened with
+    ``secret`` (criu_rpc/page_stream.py: the source takes no other peer),
+    for the daemon's --ps-socket (through a relay). Raises MigrateError."""
     import socket
 
     from migrate.errors import MigrationError
@@ -424,9 +421,9 @@ def _lazy_stream(ctx, up, opts: RestoreOptions):
     without one); a step of ``up``. Raises MigrateError."""
     from migrate.checkpoint.dump import parse_page_server
 
-    sock = _open_page_stream(parse_page_server(opts.page_server), opts.page_server_secret)
-    near, relay = _prefetching(sock, os.path.abspath(opts.image_path),
-                               parse_page_server(opts.page_server).address)
+    ps = parse_page_server(opts.page_server)
+    sock = _open_page_stream(ps, opts.page_server_secret)
+    near, relay = _prefetching(sock, os.path.abspath(opts.image_path), ps.address)
     up.on_failure(near.close)
     if relay is not None:
         up.claim.add("processes", [relay.pid, proc_start_time(relay.pid, ctx.proc_root)])
