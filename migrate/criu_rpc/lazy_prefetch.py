@@ -228,7 +228,6 @@ class PrefetchRelay:
         self._demanded: set[tuple[int, int]] = set()  # pages the daemon asked before the prefetch
         self._in_flight = 0
         self._cached = 0
-        self._prefetching = False
         self._status: bytes | None = None            # the source's answer to the close
         self._close: bytes | None = None             # the daemon's close request
         self._close_sent = False
@@ -392,24 +391,23 @@ class PrefetchRelay:
     def _serve(self) -> None:
         """Answer the daemon in order; keep the prefetch going."""
         while True:
-            if not self._ranges_read and self._go and (self._asked or self._close):
-                # Not before the container runs (``control``) and the daemon
-                # asks: until then every millisecond of CPU is downtime.
-                self._ranges_read = True
-                self._read_ranges()
             with self._cond:
                 while True:
                     if self._done:
                         return
+                    if not self._ranges_read and self._go and (self._asked or self._close):
+                        # Not before the container runs (``control``) and the
+                        # daemon asks: until then every ms of CPU is downtime.
+                        self._ranges_read = True
+                        answer = _READ_RANGES
+                        break
                     self._prefetch()
                     answer = self._next_answer()
                     if answer is not None:
                         break
-                    if not self._ranges_read and self._go and (self._asked or self._close):
-                        answer = _READ_RANGES
-                        break
                     self._cond.wait()
             if answer is _READ_RANGES:
+                self._read_ranges()     # outside the lock: it reads the images
                 continue
             if answer is _CLOSED:
                 return
@@ -498,7 +496,6 @@ class PrefetchRelay:
             if not self._coming(dst_id, start) and (self._go or end - start <= PAGE):
                 # Not asked for yet: at once (up to what is in or coming
                 # already), and never again by the prefetch.
-                self._prefetching = self._go
                 end = self._next_known(dst_id, start, min(end, start + self._chunk))
                 self._send(dst_id, start, end, demand=True)
                 self.stats["demanded"] += (end - start) // PAGE
@@ -525,7 +522,7 @@ class PrefetchRelay:
         return None
 
     def _prefetch(self) -> None:
-        if not self._prefetching or self._close is not None:
+        if not self._go or self._close is not None:
             return
         while self._todo and self._in_flight < self._in_flight_max \
                 and self._in_flight + self._cached < self._ahead_max:
