@@ -141,19 +141,23 @@ class _Range:
         size = self.end - self.start
         self.r, self.w, _ = _pipe(slots)
         left = size
+        waited = False
         while left:
             try:
                 k = os.splice(src, self.w, left, flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
             except BlockingIOError:
                 # The pipe is full, or (a socket other than TCP takes the
-                # flag for itself) nothing has come in yet.
-                if _readable_bytes(src):
+                # flag for itself) nothing has come in yet: refused again
+                # once the socket is readable, it is the pipe.
+                if waited:
                     break
                 select.select([src], [], [])
+                waited = True
                 continue
             if k == 0:
                 return False
             left -= k
+            waited = False
         if not left:
             return True
         data = bytearray(size)
@@ -610,15 +614,6 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:
 
 
 F_SETPIPE_SZ = 1031
-
-
-def _readable_bytes(fd: int) -> int:
-    import fcntl
-    import termios
-
-    buf = bytearray(4)
-    fcntl.ioctl(fd, termios.FIONREAD, buf)
-    return int.from_bytes(buf, sys.byteorder)
 
 
 def _pipe(size: int) -> tuple[int, int, int]:
