@@ -560,6 +560,28 @@ def _pulling_pages(pair, cid, workdir) -> bool:
     return pair.b.status(cid) == "running"
 
 
+def _post_copy_killing(pair, cid, victims):
+    """A post-copy migration of ``cid`` (256 MiB) during whose pull the
+    pids ``victims(workdir)`` returns are SIGKILLed, once; returns what
+    ``pair.migrate`` does, and asserts something was killed."""
+    pair.run_container(cid, script=WORKLOAD.replace("memhold 64", "memhold 256"))
+    killed = []
+
+    def kill_once_pulling(workdir):
+        if not _pulling_pages(pair, cid, workdir):
+            return False
+        for pid in victims(workdir):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        return True
+
+    thread = _when(pair, cid, kill_once_pulling, lambda: None)
+    result = pair.migrate(cid, "--strategy", "post-copy")
+    thread.join(timeout=10)
+    assert killed, "the lazy-pages daemon was never seen copying pages"
+    return result
+
+
 def test_post_copy_pull_outlives_the_agent(pair, cid):
     """The agent is killed (its process alone, as the OOM killer would)
     while the restored container still pulls its memory: the lazy-pages
@@ -568,20 +590,7 @@ def test_post_copy_pull_outlives_the_agent(pair, cid):
     if not _supported("post-copy"):
         pytest.skip("post-copy cannot run on this machine")
     pair.start_agent()
-    pair.run_container(cid, script=WORKLOAD.replace("memhold 64", "memhold 256"))
-    killed = []
-
-    def kill_agent_once_copying(workdir):
-        if not _pulling_pages(pair, cid, workdir):
-            return False
-        os.kill(pair.agent.pid, signal.SIGKILL)
-        killed.append(pair.agent.pid)
-        return True
-
-    thread = _when(pair, cid, kill_agent_once_copying, lambda: None)
-    code, out, report = pair.migrate(cid, "--strategy", "post-copy")
-    thread.join(timeout=10)
-    assert killed, "the lazy-pages daemon was never seen copying pages"
+    code, out, report = _post_copy_killing(pair, cid, lambda _workdir: [pair.agent.pid])
     pair.agent.wait(timeout=10)
     assert code == 0, out
     assert pair.a.status(cid) == "gone"
@@ -599,21 +608,8 @@ def test_post_copy_pull_cut_after_the_switch(pair, cid):
     if not _supported("post-copy"):
         pytest.skip("post-copy cannot run on this machine")
     pair.start_agent()
-    pair.run_container(cid, script=WORKLOAD.replace("memhold 64", "memhold 256"))
-    killed = []
-
-    def kill_daemon_once_copying(workdir):
-        if not _pulling_pages(pair, cid, workdir):
-            return False
-        for pid in lazy_pages_daemons(os.path.join(workdir, "images")):
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-        return True
-
-    thread = _when(pair, cid, kill_daemon_once_copying, lambda: None)
-    code, out, report = pair.migrate(cid, "--strategy", "post-copy")
-    thread.join(timeout=10)
-    assert killed, "the lazy-pages daemon was never seen copying pages"
+    code, out, report = _post_copy_killing(
+        pair, cid, lambda workdir: lazy_pages_daemons(os.path.join(workdir, "images")))
     assert code != 0, out
     assert "stopped coming after the container resumed" in out and "frozen" in out, out
     assert report["succeeded"] is False
